@@ -1,0 +1,20 @@
+//! Lasso: a thread-per-core blockchain JSON-RPC aggregator. One monoio (io_uring) event loop per core, each with its
+//! own listener, upstream pools and counters; JSON-RPC inspected lazily with sonic-rs; provider bodies passed through
+//! as bytes with ids spliced.
+
+pub mod api;
+pub mod config;
+pub mod errors;
+pub mod handler;
+pub mod http;
+pub mod jsonrpc;
+pub mod logging;
+pub mod proxy;
+pub mod routes;
+pub mod routing;
+pub mod runtime;
+pub mod server;
+pub mod stats;
+pub mod sync;
+pub mod upstream;
+pub mod worker;

@@ -1,0 +1,653 @@
+//! Reading configuration files: YAML parsing with key paths in every error, `${VAR}` expansion, profile files,
+//! validation, and seeding a missing `LASSO_CHAINS_PATH` from the image default. Every error names the file, the key
+//! path and what is wrong.
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use indexmap::IndexMap;
+use serde::Deserialize;
+
+use super::redact::mask_url;
+use super::{
+    Chain, Config, MethodFilter, Profile, Provider, ProviderUrl, ServerSettings, UpstreamSettings,
+};
+use crate::routing::Strategy;
+
+/// A configuration error: which file, which key, what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{file}: {key}: {reason}")]
+pub struct ConfigError {
+    pub file: String,
+    pub key: String,
+    pub reason: String,
+}
+
+impl ConfigError {
+    fn new(file: &Path, key: impl Into<String>, reason: impl Into<String>) -> Self {
+        ConfigError { file: file.display().to_string(), key: key.into(), reason: reason.into() }
+    }
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawFile {
+    #[serde(default)]
+    server: RawServer,
+    #[serde(default)]
+    upstream: RawUpstream,
+    #[serde(default)]
+    chains: IndexMap<String, RawChain>,
+    #[serde(default)]
+    profiles: IndexMap<String, RawProfile>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RawProfile {
+    File(String),
+    Inline(RawProfileBody),
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawProfileBody {
+    #[serde(default)]
+    chains: IndexMap<String, RawChain>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawServer {
+    port: u16,
+    bind: String,
+    workers: usize,
+    max_body_bytes: usize,
+    max_header_bytes: usize,
+    max_batch_size: usize,
+    header_timeout_ms: u64,
+    body_timeout_ms: u64,
+    idle_timeout_ms: u64,
+    soft_max_connections: usize,
+    hard_max_connections: usize,
+    drain_timeout_ms: u64,
+}
+
+impl Default for RawServer {
+    fn default() -> Self {
+        RawServer {
+            port: 4000,
+            bind: "::".into(),
+            workers: 0,
+            max_body_bytes: 8 * 1024 * 1024,
+            max_header_bytes: 16 * 1024,
+            max_batch_size: 100,
+            header_timeout_ms: 10_000,
+            body_timeout_ms: 30_000,
+            idle_timeout_ms: 60_000,
+            soft_max_connections: 500,
+            hard_max_connections: 1000,
+            drain_timeout_ms: 30_000,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawUpstream {
+    connect_timeout_ms: u64,
+    request_timeout_ms: u64,
+    max_attempts: usize,
+    max_response_bytes: usize,
+    pool_max_idle_per_provider: usize,
+    pool_idle_timeout_ms: u64,
+}
+
+impl Default for RawUpstream {
+    fn default() -> Self {
+        RawUpstream {
+            connect_timeout_ms: 2_000,
+            request_timeout_ms: 10_000,
+            max_attempts: 3,
+            max_response_bytes: 256 * 1024 * 1024,
+            pool_max_idle_per_provider: 128,
+            pool_idle_timeout_ms: 30_000,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RawChainId {
+    Number(u64),
+    Text(String),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawChain {
+    chain_id: RawChainId,
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    aliases: Vec<String>,
+    #[serde(default)]
+    block_time_ms: Option<u64>,
+    #[serde(default)]
+    default_strategy: Option<String>,
+    #[serde(default)]
+    providers: Vec<RawProvider>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawProvider {
+    id: String,
+    #[serde(default)]
+    name: Option<String>,
+    url: String,
+    #[serde(default)]
+    ws_url: Option<String>,
+    #[serde(default)]
+    priority: Option<i64>,
+    #[serde(default)]
+    cost: Option<f64>,
+    #[serde(default)]
+    api_key: Option<String>,
+    #[serde(default)]
+    headers: IndexMap<String, String>,
+    #[serde(default)]
+    archival: bool,
+    #[serde(default)]
+    methods: Option<RawMethods>,
+    /// Accepted for compatibility with Lasso RPC files (`public`, `paid`, ...); informational.
+    #[serde(default, rename = "type")]
+    _kind: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawMethods {
+    #[serde(default)]
+    allow: Vec<String>,
+    #[serde(default)]
+    deny: Vec<String>,
+}
+
+/// Where the image keeps its default chains file, used to seed a missing `LASSO_CHAINS_PATH`.
+pub fn image_default_path() -> PathBuf {
+    std::env::var_os("LASSO_DEFAULT_CHAINS_PATH")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/app/config/chains.yml"))
+}
+
+/// Copies the image default to `path` when `path` is missing and the default exists. Returns true when it seeded.
+pub fn seed_if_missing(path: &Path, default: &Path) -> std::io::Result<bool> {
+    if path.exists() || !default.exists() {
+        return Ok(false);
+    }
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let tmp = path.with_extension("yml.seeding");
+    std::fs::copy(default, &tmp)?;
+    std::fs::rename(&tmp, path)?;
+    Ok(true)
+}
+
+/// Loads and validates a configuration file, reading environment variables for `${VAR}` expansion.
+pub fn load_file(path: &Path) -> Result<Config, ConfigError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ConfigError::new(path, "(file)", format!("cannot read: {e}")))?;
+    load_str(&text, path, &|name| std::env::var(name).ok())
+}
+
+fn parse_yaml<T: for<'de> Deserialize<'de>>(text: &str, file: &Path) -> Result<T, ConfigError> {
+    if text.trim().is_empty() {
+        return Err(ConfigError::new(file, "(document)", "file is empty"));
+    }
+    let de = serde_norway::Deserializer::from_str(text);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let key = e.path().to_string();
+        let inner = e.into_inner();
+        let key = if key == "." {
+            match inner.location() {
+                Some(loc) => format!("line {} column {}", loc.line(), loc.column()),
+                None => "(document)".to_string(),
+            }
+        } else {
+            key
+        };
+        ConfigError::new(file, key, inner.to_string())
+    })
+}
+
+/// Loads and validates configuration text; `env` resolves `${VAR}`.
+pub fn load_str(text: &str, file: &Path, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+    let raw: RawFile = parse_yaml(text, file)?;
+    let mut builder = Builder { file: file.to_path_buf(), env, providers: Vec::new(), secrets: Vec::new() };
+    let server = builder.server(&raw.server)?;
+    let upstream = builder.upstream(&raw.upstream)?;
+
+    let mut profiles = Vec::new();
+    let has_default_entry = raw.profiles.contains_key("default");
+    if has_default_entry && !raw.chains.is_empty() {
+        return Err(builder.err("profiles.default", "top-level `chains` already is the default profile"));
+    }
+    if !has_default_entry {
+        profiles.push(builder.profile("default", &raw.chains, "chains", file)?);
+    }
+    for (name, profile) in &raw.profiles {
+        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+            return Err(builder.err(format!("profiles.{name}"), "profile names use letters, digits, - and _"));
+        }
+        let built = match profile {
+            RawProfile::Inline(body) => builder.profile(name, &body.chains, &format!("profiles.{name}.chains"), file)?,
+            RawProfile::File(rel) => {
+                let path = file.parent().unwrap_or(Path::new(".")).join(rel);
+                let text = std::fs::read_to_string(&path).map_err(|e| {
+                    builder.err(format!("profiles.{name}"), format!("cannot read {}: {e}", path.display()))
+                })?;
+                let body: RawProfileBody = parse_yaml(&text, &path)?;
+                let saved = std::mem::replace(&mut builder.file, path.clone());
+                let built = builder.profile(name, &body.chains, "chains", &path);
+                builder.file = saved;
+                built?
+            }
+        };
+        if name == "default" {
+            profiles.insert(0, built);
+        } else {
+            profiles.push(built);
+        }
+    }
+    if profiles.iter().all(|p| p.chains.is_empty()) {
+        return Err(builder.err("chains", "no chain is configured"));
+    }
+    let mut secrets = builder.secrets;
+    secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
+    secrets.dedup();
+    Ok(Config { source: file.to_path_buf(), server, upstream, profiles, providers: builder.providers, secrets })
+}
+
+struct Builder<'e> {
+    file: PathBuf,
+    env: &'e dyn Fn(&str) -> Option<String>,
+    providers: Vec<Provider>,
+    secrets: Vec<String>,
+}
+
+impl Builder<'_> {
+    fn err(&self, key: impl Into<String>, reason: impl Into<String>) -> ConfigError {
+        ConfigError::new(&self.file, key, reason)
+    }
+
+    fn server(&self, raw: &RawServer) -> Result<ServerSettings, ConfigError> {
+        let positive = |key: &str, v: u64| {
+            if v == 0 { Err(self.err(format!("server.{key}"), "must be greater than 0")) } else { Ok(()) }
+        };
+        positive("max_body_bytes", raw.max_body_bytes as u64)?;
+        positive("max_header_bytes", raw.max_header_bytes as u64)?;
+        positive("max_batch_size", raw.max_batch_size as u64)?;
+        positive("header_timeout_ms", raw.header_timeout_ms)?;
+        positive("body_timeout_ms", raw.body_timeout_ms)?;
+        positive("idle_timeout_ms", raw.idle_timeout_ms)?;
+        positive("hard_max_connections", raw.hard_max_connections as u64)?;
+        if raw.soft_max_connections > raw.hard_max_connections {
+            return Err(self.err("server.soft_max_connections", "must not exceed hard_max_connections"));
+        }
+        if raw.max_header_bytes < 1024 {
+            return Err(self.err("server.max_header_bytes", "must be at least 1024"));
+        }
+        Ok(ServerSettings {
+            port: raw.port,
+            bind: raw.bind.clone(),
+            workers: raw.workers,
+            max_body_bytes: raw.max_body_bytes,
+            max_header_bytes: raw.max_header_bytes,
+            max_batch_size: raw.max_batch_size,
+            header_timeout: Duration::from_millis(raw.header_timeout_ms),
+            body_timeout: Duration::from_millis(raw.body_timeout_ms),
+            idle_timeout: Duration::from_millis(raw.idle_timeout_ms),
+            soft_max_connections: raw.soft_max_connections,
+            hard_max_connections: raw.hard_max_connections,
+            drain_timeout: Duration::from_millis(raw.drain_timeout_ms),
+        })
+    }
+
+    fn upstream(&self, raw: &RawUpstream) -> Result<UpstreamSettings, ConfigError> {
+        for (key, v) in [
+            ("connect_timeout_ms", raw.connect_timeout_ms),
+            ("request_timeout_ms", raw.request_timeout_ms),
+            ("max_attempts", raw.max_attempts as u64),
+            ("max_response_bytes", raw.max_response_bytes as u64),
+        ] {
+            if v == 0 {
+                return Err(self.err(format!("upstream.{key}"), "must be greater than 0"));
+            }
+        }
+        Ok(UpstreamSettings {
+            connect_timeout: Duration::from_millis(raw.connect_timeout_ms),
+            request_timeout: Duration::from_millis(raw.request_timeout_ms),
+            max_attempts: raw.max_attempts,
+            max_response_bytes: raw.max_response_bytes,
+            pool_max_idle_per_provider: raw.pool_max_idle_per_provider,
+            pool_idle_timeout: Duration::from_millis(raw.pool_idle_timeout_ms),
+        })
+    }
+
+    /// Expands `${VAR}` and `${VAR:-default}`; expanded values become secrets.
+    fn expand(&mut self, key: &str, value: &str) -> Result<String, ConfigError> {
+        let mut out = String::with_capacity(value.len());
+        let mut rest = value;
+        while let Some(start) = rest.find("${") {
+            out.push_str(&rest[..start]);
+            let after = &rest[start + 2..];
+            let end = after.find('}').ok_or_else(|| self.err(key, "unterminated ${...}"))?;
+            let expr = &after[..end];
+            let (name, default) = match expr.split_once(":-") {
+                Some((n, d)) => (n, Some(d)),
+                None => (expr, None),
+            };
+            if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                return Err(self.err(key, format!("invalid variable name '{name}'")));
+            }
+            let resolved = match ((self.env)(name), default) {
+                (Some(v), _) => v,
+                (None, Some(d)) => d.to_string(),
+                (None, None) => {
+                    return Err(self.err(key, format!("environment variable {name} is not set")));
+                }
+            };
+            if !resolved.is_empty() {
+                self.secrets.push(resolved.clone());
+            }
+            out.push_str(&resolved);
+            rest = &after[end + 1..];
+        }
+        out.push_str(rest);
+        Ok(out)
+    }
+
+    fn profile(
+        &mut self,
+        name: &str,
+        chains: &IndexMap<String, RawChain>,
+        prefix: &str,
+        _file: &Path,
+    ) -> Result<Profile, ConfigError> {
+        let mut built = Vec::new();
+        let mut lookup: HashMap<String, usize> = HashMap::new();
+        for (chain_name, raw) in chains {
+            let key = format!("{prefix}.{chain_name}");
+            let chain = self.chain(name, chain_name, raw, &key)?;
+            let index = built.len();
+            let mut keys = vec![chain.name.clone(), chain.chain_id.to_string()];
+            keys.extend(chain.aliases.iter().cloned());
+            for k in keys {
+                if let Some(&other) = lookup.get(&k) {
+                    if other != index {
+                        return Err(self.err(
+                            &key,
+                            format!("'{k}' already names chain '{}'", built_name(&built, other)),
+                        ));
+                    }
+                }
+                lookup.insert(k, index);
+            }
+            built.push(chain);
+        }
+        Ok(Profile { name: name.to_string(), chains: built, lookup })
+    }
+
+    fn chain(&mut self, profile: &str, name: &str, raw: &RawChain, key: &str) -> Result<Chain, ConfigError> {
+        if name.is_empty() || name.contains('/') {
+            return Err(self.err(key, "chain names must be non-empty and contain no '/'"));
+        }
+        let chain_id = match &raw.chain_id {
+            RawChainId::Number(n) => *n,
+            RawChainId::Text(t) => {
+                let t = t.trim();
+                let parsed = match t.strip_prefix("0x").or_else(|| t.strip_prefix("0X")) {
+                    Some(hex) => u64::from_str_radix(hex, 16).ok(),
+                    None => t.parse().ok(),
+                };
+                parsed.ok_or_else(|| self.err(format!("{key}.chain_id"), format!("'{t}' is not a chain id")))?
+            }
+        };
+        if chain_id == 0 {
+            return Err(self.err(format!("{key}.chain_id"), "must be greater than 0"));
+        }
+        let default_strategy = match &raw.default_strategy {
+            Some(s) => s.parse::<Strategy>().map_err(|e| self.err(format!("{key}.default_strategy"), e))?,
+            None => Strategy::Fastest,
+        };
+        if raw.providers.is_empty() {
+            return Err(self.err(format!("{key}.providers"), "at least one provider is required"));
+        }
+        let _ = raw.name.as_deref();
+        let mut ids = HashSet::new();
+        let mut pids = Vec::new();
+        for (i, p) in raw.providers.iter().enumerate() {
+            let pkey = format!("{key}.providers[{i}]");
+            if !ids.insert(p.id.clone()) {
+                return Err(self.err(format!("{pkey}.id"), format!("duplicate provider id '{}'", p.id)));
+            }
+            let provider = self.provider(profile, name, i, p, &pkey)?;
+            pids.push(provider.pid);
+            self.providers.push(provider);
+        }
+        Ok(Chain {
+            name: name.to_string(),
+            chain_id,
+            chain_id_hex: format!("0x{chain_id:x}"),
+            aliases: raw.aliases.clone(),
+            block_time_ms: raw.block_time_ms.unwrap_or(12_000),
+            default_strategy,
+            providers: pids,
+        })
+    }
+
+    fn provider(
+        &mut self,
+        profile: &str,
+        chain: &str,
+        position: usize,
+        raw: &RawProvider,
+        key: &str,
+    ) -> Result<Provider, ConfigError> {
+        if raw.id.is_empty() || raw.id.contains('/') {
+            return Err(self.err(format!("{key}.id"), "provider ids must be non-empty and contain no '/'"));
+        }
+        let api_key = match &raw.api_key {
+            Some(k) => {
+                let k = self.expand(&format!("{key}.api_key"), k)?;
+                if !k.is_empty() {
+                    self.secrets.push(k.clone());
+                }
+                Some(k)
+            }
+            None => None,
+        };
+        let with_key = |s: String| match &api_key {
+            Some(k) => s.replace("{api_key}", k),
+            None => s,
+        };
+        let url_text = with_key(self.expand(&format!("{key}.url"), &raw.url)?);
+        let url = ProviderUrl::parse(&url_text).map_err(|e| self.err(format!("{key}.url"), e))?;
+        if url.websocket {
+            return Err(self.err(format!("{key}.url"), "must be http:// or https:// (put ws:// URLs in ws_url)"));
+        }
+        let ws_url = match &raw.ws_url {
+            Some(w) => {
+                let text = with_key(self.expand(&format!("{key}.ws_url"), w)?);
+                let parsed = ProviderUrl::parse(&text).map_err(|e| self.err(format!("{key}.ws_url"), e))?;
+                if !parsed.websocket {
+                    return Err(self.err(format!("{key}.ws_url"), "must be ws:// or wss://"));
+                }
+                Some((parsed, text))
+            }
+            None => None,
+        };
+        let mut headers = Vec::new();
+        for (name, value) in &raw.headers {
+            let hkey = format!("{key}.headers.{name}");
+            if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)) {
+                return Err(self.err(hkey, "invalid header name"));
+            }
+            let lower = name.to_ascii_lowercase();
+            if matches!(lower.as_str(), "host" | "content-length" | "transfer-encoding" | "connection") {
+                return Err(self.err(hkey, "this header is set by Lasso"));
+            }
+            let value = with_key(self.expand(&hkey, value)?);
+            if value.contains(['\r', '\n']) {
+                return Err(self.err(hkey, "header values must not contain line breaks"));
+            }
+            self.secrets.push(value.clone());
+            headers.push((name.clone(), value));
+        }
+        if let Some(userinfo) = &url.userinfo {
+            self.secrets.push(userinfo.clone());
+            headers.push(("Authorization".into(), format!("Basic {}", base64(userinfo.as_bytes()))));
+        }
+        let methods = raw.methods.as_ref().map(|m| MethodFilter { allow: m.allow.clone(), deny: m.deny.clone() });
+        let cost = raw.cost.unwrap_or(0.0);
+        if !(cost.is_finite() && cost >= 0.0) {
+            return Err(self.err(format!("{key}.cost"), "must be a number >= 0"));
+        }
+        let redact = |s: &str, secrets: &[String]| super::redact::redact(s, secrets);
+        let url_redacted = redact(&mask_url(&url_text), &self.all_secrets());
+        let ws_url_redacted = ws_url.as_ref().map(|(_, t)| redact(&mask_url(t), &self.all_secrets()));
+        Ok(Provider {
+            pid: self.providers.len(),
+            id: raw.id.clone(),
+            name: raw.name.clone().unwrap_or_else(|| raw.id.clone()),
+            profile: profile.to_string(),
+            chain: chain.to_string(),
+            url,
+            url_redacted,
+            ws_url: ws_url.map(|(u, _)| u),
+            ws_url_redacted,
+            priority: raw.priority.unwrap_or(position as i64),
+            cost,
+            headers,
+            archival: raw.archival,
+            methods: methods.unwrap_or_default(),
+        })
+    }
+
+    fn all_secrets(&self) -> Vec<String> {
+        let mut s = self.secrets.clone();
+        s.sort_by_key(|s| std::cmp::Reverse(s.len()));
+        s
+    }
+}
+
+fn built_name(chains: &[Chain], index: usize) -> &str {
+    chains.get(index).map(|c| c.name.as_str()).unwrap_or("?")
+}
+
+fn base64(input: &[u8]) -> String {
+    const TABLE: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(input.len().div_ceil(3) * 4);
+    for chunk in input.chunks(3) {
+        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(TABLE[(n >> (18 - 6 * i)) as usize & 63] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(text: &str) -> Result<Config, ConfigError> {
+        let env = |name: &str| match name {
+            "KEY" => Some("k3y-from-env".to_string()),
+            _ => None,
+        };
+        load_str(text, Path::new("test.yml"), &env)
+    }
+
+    const GOOD: &str = r#"
+chains:
+  ethereum:
+    chain_id: 1
+    aliases: [eth]
+    providers:
+      - id: a
+        url: https://a.example/v1/${KEY}
+        headers: { X-Key: "{api_key}" }
+        api_key: "abc123secret"
+      - id: b
+        url: http://127.0.0.1:8545
+        priority: 0
+        cost: 2
+profiles:
+  premium:
+    chains:
+      base: { chain_id: "0x2105", providers: [ { id: c, url: "http://u:pw@10.0.0.1:1/" } ] }
+"#;
+
+    #[test]
+    fn loads_chains_profiles_and_lookups() {
+        let c = load(GOOD).unwrap();
+        assert_eq!(c.profiles[0].name, "default");
+        let (_, eth) = c.profiles[0].chain("eth").unwrap();
+        assert_eq!(eth.chain_id_hex, "0x1");
+        assert!(c.profiles[0].chain("1").is_some());
+        let (_, premium) = c.profile("premium").unwrap();
+        assert_eq!(premium.chain("8453").unwrap().1.name, "base");
+        let a = &c.providers[eth.providers[0]];
+        assert_eq!(a.url.target, "/v1/k3y-from-env");
+        assert_eq!(a.headers[0], ("X-Key".to_string(), "abc123secret".to_string()));
+        assert!(!a.url_redacted.contains("k3y-from-env"), "{}", a.url_redacted);
+        let c_prov = &c.providers[premium.chains[0].providers[0]];
+        assert_eq!(c_prov.headers[0].1, "Basic dTpwdw==");
+        assert!(c.redact("boom abc123secret k3y-from-env").matches("***").count() == 2);
+    }
+
+    #[test]
+    fn errors_name_file_key_and_reason_table() {
+        let rows: &[(&str, &str, &str)] = &[
+            ("chains: {}", "chains", "no chain"),
+            ("chains: { e: { chain_id: 1, providers: [] } }", "chains.e.providers", "at least one"),
+            ("chains: { e: { chain_id: 1, providers: [ { id: a } ] } }", "chains.e.providers[0]", "url"),
+            ("chains: { e: { chain_id: 1, providers: [ { id: a, url: \"ftp://x\" } ] } }", "chains.e.providers[0].url", "scheme"),
+            ("chains: { e: { chain_id: 1, default_strategy: quickest, providers: [ { id: a, url: \"http://x\" } ] } }", "chains.e.default_strategy", "quickest"),
+            ("chains: { e: { chain_id: 1, providers: [ { id: a, url: \"http://x/${NOPE}\" } ] } }", "chains.e.providers[0].url", "NOPE is not set"),
+            ("chains: { e: { chain_id: 1, providers: [ { id: a, url: \"http://x\" }, { id: a, url: \"http://y\" } ] } }", "chains.e.providers[1].id", "duplicate"),
+            ("chains: { e: { chain_id: 1, typo: 1, providers: [ { id: a, url: \"http://x\" } ] } }", "chains.e", "typo"),
+            ("server: { max_body_bytes: 0 }\nchains: { e: { chain_id: 1, providers: [ { id: a, url: \"http://x\" } ] } }", "server.max_body_bytes", "greater than 0"),
+            ("\"unterminated", "line", ""),
+            ("chains: { e: { chain_id: 1, aliases: [f], providers: [ { id: a, url: \"http://x\" } ] }, f: { chain_id: 2, providers: [ { id: a, url: \"http://x\" } ] } }", "chains.f", "already names"),
+        ];
+        for (text, key, reason) in rows {
+            let err = load(text).expect_err(text);
+            assert_eq!(err.file, "test.yml");
+            assert!(err.key.starts_with(key), "{text}: key {:?} should start with {key:?} ({err})", err.key);
+            assert!(err.reason.contains(reason), "{text}: reason {:?} should contain {reason:?}", err.reason);
+        }
+    }
+
+    #[test]
+    fn seeds_missing_file_from_default() {
+        let dir = tempfile::tempdir().unwrap();
+        let default = dir.path().join("default.yml");
+        std::fs::write(&default, GOOD).unwrap();
+        let target = dir.path().join("data/chains.yml");
+        assert!(seed_if_missing(&target, &default).unwrap());
+        assert_eq!(std::fs::read_to_string(&target).unwrap(), GOOD);
+        std::fs::write(&target, "changed").unwrap();
+        assert!(!seed_if_missing(&target, &default).unwrap());
+        assert_eq!(std::fs::read_to_string(&target).unwrap(), "changed");
+    }
+}

@@ -1,0 +1,144 @@
+//! The validated, immutable configuration every worker reads: server limits, upstream client settings, and the
+//! profiles -> chains -> providers tree with lookup by name, alias or chain id. Loading and validation live in
+//! [`load`]; secret redaction in [`redact`]; provider URL parsing in [`url`].
+
+pub mod load;
+pub mod redact;
+pub mod url;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub use load::{ConfigError, load_file, load_str};
+pub use url::ProviderUrl;
+
+use crate::routing::Strategy;
+
+/// Limits and timeouts of the client-facing HTTP server.
+#[derive(Debug, Clone)]
+pub struct ServerSettings {
+    pub port: u16,
+    pub bind: String,
+    /// 0 = one worker per available core.
+    pub workers: usize,
+    pub max_body_bytes: usize,
+    pub max_header_bytes: usize,
+    pub max_batch_size: usize,
+    pub header_timeout: Duration,
+    pub body_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub soft_max_connections: usize,
+    pub hard_max_connections: usize,
+    pub drain_timeout: Duration,
+}
+
+/// Settings of the upstream (provider-facing) client.
+#[derive(Debug, Clone)]
+pub struct UpstreamSettings {
+    pub connect_timeout: Duration,
+    pub request_timeout: Duration,
+    pub max_attempts: usize,
+    pub max_response_bytes: usize,
+    pub pool_max_idle_per_provider: usize,
+    pub pool_idle_timeout: Duration,
+}
+
+/// Which methods a provider serves: exact names or `prefix*` patterns.
+#[derive(Debug, Clone, Default)]
+pub struct MethodFilter {
+    pub allow: Vec<String>,
+    pub deny: Vec<String>,
+}
+
+impl MethodFilter {
+    fn matches(pattern: &str, method: &str) -> bool {
+        match pattern.strip_suffix('*') {
+            Some(prefix) => method.starts_with(prefix),
+            None => pattern == method,
+        }
+    }
+
+    /// True when the provider may be sent `method`.
+    pub fn permits(&self, method: &str) -> bool {
+        (self.allow.is_empty() || self.allow.iter().any(|p| Self::matches(p, method)))
+            && !self.deny.iter().any(|p| Self::matches(p, method))
+    }
+}
+
+/// One upstream provider of one chain. `pid` indexes the process-wide provider table.
+#[derive(Debug, Clone)]
+pub struct Provider {
+    pub pid: usize,
+    pub id: String,
+    pub name: String,
+    pub profile: String,
+    pub chain: String,
+    pub url: ProviderUrl,
+    pub url_redacted: String,
+    pub ws_url: Option<ProviderUrl>,
+    pub ws_url_redacted: Option<String>,
+    pub priority: i64,
+    pub cost: f64,
+    /// Extra request headers (already expanded), including basic auth from the URL.
+    pub headers: Vec<(String, String)>,
+    pub archival: bool,
+    pub methods: MethodFilter,
+}
+
+/// One chain of one profile.
+#[derive(Debug, Clone)]
+pub struct Chain {
+    pub name: String,
+    pub chain_id: u64,
+    /// `"0x..."` form of the chain id, as `eth_chainId` answers it.
+    pub chain_id_hex: String,
+    pub aliases: Vec<String>,
+    pub block_time_ms: u64,
+    pub default_strategy: Strategy,
+    /// Process-wide provider ids (`pid`) in configuration order.
+    pub providers: Vec<usize>,
+}
+
+/// A named set of chains (tenant, tier).
+#[derive(Debug, Clone)]
+pub struct Profile {
+    pub name: String,
+    pub chains: Vec<Chain>,
+    lookup: HashMap<String, usize>,
+}
+
+impl Profile {
+    /// Finds a chain by name, alias or decimal chain id.
+    pub fn chain(&self, key: &str) -> Option<(usize, &Chain)> {
+        self.lookup.get(key).map(|&i| (i, &self.chains[i]))
+    }
+}
+
+/// The whole validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub source: PathBuf,
+    pub server: ServerSettings,
+    pub upstream: UpstreamSettings,
+    /// Index 0 is always the `default` profile.
+    pub profiles: Vec<Profile>,
+    pub providers: Vec<Provider>,
+    /// Values that must never be shown (expanded variables, API keys, URL credentials).
+    pub secrets: Vec<String>,
+}
+
+impl Config {
+    pub fn profile(&self, name: &str) -> Option<(usize, &Profile)> {
+        self.profiles.iter().enumerate().find(|(_, p)| p.name == name)
+    }
+
+    /// Redacts every secret of this configuration from `text`.
+    pub fn redact(&self, text: &str) -> String {
+        redact::redact(text, &self.secrets)
+    }
+
+    pub fn chain_count(&self) -> usize {
+        self.profiles.iter().map(|p| p.chains.len()).sum()
+    }
+}

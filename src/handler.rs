@@ -1,0 +1,43 @@
+//! Request dispatch: maps method and path to the JSON-RPC proxy, the operations API, CORS preflight, or the right
+//! error response.
+
+use std::rc::Rc;
+
+use crate::errors::RpcError;
+use crate::http::request::{Method, RequestHead};
+use crate::http::response::Response;
+use crate::worker::Worker;
+
+fn error(err: RpcError) -> Response {
+    Response::json(err.http_status(), err.to_response(b"null"))
+}
+
+/// Answers one HTTP request.
+pub async fn handle(worker: &Rc<Worker>, head: &RequestHead, body: &[u8]) -> Response {
+    let path = head.path.as_str();
+    if head.method == Method::Options {
+        return Response::empty(204)
+            .with_header("Access-Control-Allow-Methods", "POST, GET, OPTIONS")
+            .with_header("Access-Control-Allow-Headers", "Content-Type, Authorization, X-Lasso-Include-Meta")
+            .with_header("Access-Control-Max-Age", "86400");
+    }
+    if path == "/rpc" || path.starts_with("/rpc/") {
+        if head.method != Method::Post {
+            return error(RpcError::MethodNotAllowed).with_header("Allow", "POST, OPTIONS");
+        }
+        return match crate::routes::resolve(&worker.config, path, "/rpc") {
+            Ok(target) => crate::proxy::handle(worker, target, body).await,
+            Err(e) => error(e),
+        };
+    }
+    let get = matches!(head.method, Method::Get | Method::Head);
+    match path {
+        "/api/health" if get => crate::api::health(worker),
+        "/api/status" if get => crate::api::status(worker).await,
+        "/api/chains" if get => crate::api::chains(worker),
+        "/api/health" | "/api/status" | "/api/chains" => {
+            error(RpcError::MethodNotAllowed).with_header("Allow", "GET, HEAD")
+        }
+        _ => error(RpcError::UnknownPath),
+    }
+}

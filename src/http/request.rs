@@ -1,0 +1,172 @@
+//! Parsing of client request heads with `httparse`: method, target, version, framing (Content-Length / chunked),
+//! keep-alive, `Expect: 100-continue`, and the few headers the proxy reads. Ambiguous framing is rejected.
+
+/// The method, for the routes Lasso serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    Get,
+    Head,
+    Post,
+    Options,
+    Other,
+}
+
+/// How the request body is framed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyFraming {
+    None,
+    Length(usize),
+    Chunked,
+}
+
+/// A parsed request head. `path` and `query` are owned so the read buffer can be reused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestHead {
+    pub method: Method,
+    pub path: String,
+    pub query: String,
+    /// 0 for HTTP/1.0, 1 for HTTP/1.1.
+    pub version: u8,
+    pub keep_alive: bool,
+    pub framing: BodyFraming,
+    pub expect_continue: bool,
+    pub upgrade_websocket: bool,
+    /// Value of `X-Lasso-Include-Meta`, if sent.
+    pub include_meta: Option<String>,
+    /// Length of the head in bytes (the body starts there).
+    pub head_len: usize,
+}
+
+/// Why a request head is rejected.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HeadError {
+    /// The head is malformed (400).
+    Malformed(String),
+    /// Too many headers (431).
+    TooManyHeaders,
+}
+
+const MAX_HEADERS: usize = 96;
+
+/// Parses a request head from the start of `buf`. `Ok(None)` means more bytes are needed.
+pub fn parse_head(buf: &[u8]) -> Result<Option<RequestHead>, HeadError> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut headers);
+    let head_len = match req.parse(buf) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(httparse::Error::TooManyHeaders) => return Err(HeadError::TooManyHeaders),
+        Err(e) => return Err(HeadError::Malformed(e.to_string())),
+    };
+    let method = match req.method.unwrap_or("") {
+        "GET" => Method::Get,
+        "HEAD" => Method::Head,
+        "POST" => Method::Post,
+        "OPTIONS" => Method::Options,
+        _ => Method::Other,
+    };
+    let version = req.version.unwrap_or(1);
+    let target = req.path.unwrap_or("/");
+    let (path, query) = match target.split_once('?') {
+        Some((p, q)) => (p.to_string(), q.to_string()),
+        None => (target.to_string(), String::new()),
+    };
+    let mut keep_alive = version == 1;
+    let mut content_length: Option<usize> = None;
+    let mut chunked = false;
+    let mut expect_continue = false;
+    let mut upgrade_websocket = false;
+    let mut include_meta = None;
+    for h in req.headers.iter() {
+        let value = std::str::from_utf8(h.value).unwrap_or("").trim();
+        if h.name.eq_ignore_ascii_case("content-length") {
+            let n: usize = value.parse().map_err(|_| HeadError::Malformed("invalid Content-Length".into()))?;
+            if content_length.is_some_and(|m| m != n) {
+                return Err(HeadError::Malformed("conflicting Content-Length headers".into()));
+            }
+            content_length = Some(n);
+        } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
+            let last = value.rsplit(',').next().unwrap_or("").trim();
+            if !last.eq_ignore_ascii_case("chunked") {
+                return Err(HeadError::Malformed("unsupported Transfer-Encoding".into()));
+            }
+            chunked = true;
+        } else if h.name.eq_ignore_ascii_case("connection") {
+            for token in value.split(',').map(str::trim) {
+                if token.eq_ignore_ascii_case("close") {
+                    keep_alive = false;
+                } else if token.eq_ignore_ascii_case("keep-alive") && version == 0 {
+                    keep_alive = true;
+                }
+            }
+        } else if h.name.eq_ignore_ascii_case("expect") {
+            expect_continue = value.eq_ignore_ascii_case("100-continue");
+        } else if h.name.eq_ignore_ascii_case("upgrade") {
+            upgrade_websocket = value.eq_ignore_ascii_case("websocket");
+        } else if h.name.eq_ignore_ascii_case("x-lasso-include-meta") {
+            include_meta = Some(value.to_string());
+        }
+    }
+    if chunked && content_length.is_some() {
+        return Err(HeadError::Malformed("both Content-Length and Transfer-Encoding".into()));
+    }
+    if chunked && version == 0 {
+        return Err(HeadError::Malformed("chunked encoding needs HTTP/1.1".into()));
+    }
+    let framing = match (chunked, content_length) {
+        (true, _) => BodyFraming::Chunked,
+        (false, Some(n)) => BodyFraming::Length(n),
+        (false, None) => BodyFraming::None,
+    };
+    Ok(Some(RequestHead {
+        method,
+        path,
+        query,
+        version,
+        keep_alive,
+        framing,
+        expect_continue,
+        upgrade_websocket,
+        include_meta,
+        head_len,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_heads_table() {
+        type Row = (&'static [u8], Method, &'static str, bool, BodyFraming, bool);
+        let rows: &[Row] = &[
+            (b"POST /rpc/eth HTTP/1.1\r\nContent-Length: 5\r\n\r\n", Method::Post, "/rpc/eth", true, BodyFraming::Length(5), false),
+            (b"POST /rpc/eth?x=1 HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n", Method::Post, "/rpc/eth", true, BodyFraming::Chunked, false),
+            (b"POST / HTTP/1.0\r\nContent-Length: 0\r\n\r\n", Method::Post, "/", false, BodyFraming::Length(0), false),
+            (b"POST / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n", Method::Post, "/", true, BodyFraming::None, false),
+            (b"GET /api/health HTTP/1.1\r\nConnection: close\r\n\r\n", Method::Get, "/api/health", false, BodyFraming::None, false),
+            (b"POST / HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\n", Method::Post, "/", true, BodyFraming::Length(3), true),
+        ];
+        for (raw, method, path, keep_alive, framing, expect) in rows {
+            let h = parse_head(raw).unwrap().unwrap();
+            assert_eq!((h.method, h.path.as_str(), h.keep_alive, h.framing, h.expect_continue),
+                (*method, *path, *keep_alive, *framing, *expect), "{}", String::from_utf8_lossy(raw));
+            assert_eq!(h.head_len, raw.len());
+        }
+    }
+
+    #[test]
+    fn partial_and_rejected_heads() {
+        assert_eq!(parse_head(b"POST / HTTP/1.1\r\nContent-Le").unwrap(), None);
+        let bad: &[&[u8]] = &[
+            b"POST / HTTP/1.1\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n",
+            b"POST / HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n",
+            b"POST / HTTP/1.1\r\nContent-Length: -1\r\n\r\n",
+            b"POST / HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n",
+            b"\x00\x01 garbage\r\n\r\n",
+        ];
+        for raw in bad {
+            assert!(matches!(parse_head(raw), Err(HeadError::Malformed(_))), "{}", String::from_utf8_lossy(raw));
+        }
+    }
+}

@@ -1,0 +1,242 @@
+//! Process start-up and shutdown: resolves settings (flags > environment > config file), seeds a missing
+//! `LASSO_CHAINS_PATH`, binds one SO_REUSEPORT listener per worker (after checking no other process holds the port),
+//! starts one pinned thread per worker with its own monoio runtime (io_uring, or the legacy driver with a log line),
+//! and on SIGINT/SIGTERM drains every worker before exiting.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
+use std::time::Instant;
+
+use futures_channel::mpsc;
+use socket2::{Domain, Protocol, Socket, Type};
+
+use crate::config;
+use crate::worker::{self, Control, Shared, Worker};
+
+/// What the command line and environment ask for.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    pub config: Option<PathBuf>,
+    pub workers: Option<usize>,
+    pub port: Option<u16>,
+    pub bind: Option<String>,
+}
+
+/// Resolves the config path, seeding it from the image default when `LASSO_CHAINS_PATH` names a missing file.
+pub fn config_path(explicit: Option<PathBuf>) -> PathBuf {
+    if let Some(path) = explicit {
+        return path;
+    }
+    if let Some(path) = std::env::var_os("LASSO_CHAINS_PATH").map(PathBuf::from) {
+        let candidates = [config::load::image_default_path(), PathBuf::from("config/chains.yml")];
+        if let Some(default) = candidates.iter().find(|p| p.exists() && **p != path) {
+            match config::load::seed_if_missing(&path, default) {
+                Ok(true) => tracing::info!(path = %path.display(), from = %default.display(), "seeded config from image default"),
+                Ok(false) => {}
+                Err(e) => tracing::warn!(path = %path.display(), error = %e, "could not seed config"),
+            }
+        }
+        return path;
+    }
+    PathBuf::from("config/chains.yml")
+}
+
+fn node_id() -> String {
+    for var in ["LASSO_NODE_ID", "FLY_MACHINE_ID", "HOSTNAME"] {
+        if let Ok(v) = std::env::var(var) {
+            if !v.is_empty() {
+                return v;
+            }
+        }
+    }
+    let mut buf = [0u8; 256];
+    // SAFETY: buf is valid for its length; gethostname NUL-terminates on success.
+    if unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) } == 0 {
+        let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+        return String::from_utf8_lossy(&buf[..end]).into_owned();
+    }
+    format!("pid-{}", std::process::id())
+}
+
+fn listener_socket(addr: SocketAddr, reuse_port: bool) -> std::io::Result<Socket> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    if reuse_port {
+        socket.set_reuse_port(true)?;
+    }
+    if addr.is_ipv6() {
+        socket.set_only_v6(false)?;
+    }
+    socket.bind(&addr.into())?;
+    Ok(socket)
+}
+
+/// Binds `workers` SO_REUSEPORT listeners on one port, failing if any other socket holds it.
+fn bind_listeners(addr: SocketAddr, workers: usize) -> Result<(SocketAddr, Vec<std::net::TcpListener>), String> {
+    // A probe without SO_REUSEPORT fails if any other process listens there, even one that set SO_REUSEPORT.
+    let probe = listener_socket(addr, false).map_err(|e| format!("cannot bind {addr}: {e} (is another process using the port?)"))?;
+    probe.listen(1).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+    let actual = probe
+        .local_addr()
+        .ok()
+        .and_then(|a| a.as_socket())
+        .ok_or_else(|| format!("cannot read the bound address of {addr}"))?;
+    drop(probe);
+    let mut listeners = Vec::with_capacity(workers);
+    for _ in 0..workers {
+        let socket = listener_socket(actual, true).map_err(|e| format!("cannot bind {actual}: {e}"))?;
+        socket.listen(4096).map_err(|e| format!("cannot listen on {actual}: {e}"))?;
+        socket.set_nonblocking(true).map_err(|e| e.to_string())?;
+        listeners.push(socket.into());
+    }
+    Ok((actual, listeners))
+}
+
+fn parse_bind(bind: &str, port: u16) -> Result<SocketAddr, String> {
+    let host = bind.trim_start_matches('[').trim_end_matches(']');
+    let ip: IpAddr = host.parse().map_err(|_| format!("invalid bind address '{bind}'"))?;
+    Ok(SocketAddr::new(ip, port))
+}
+
+/// Runs the proxy until a shutdown signal has been handled. Errors are start-up failures.
+pub fn run(opts: RunOptions) -> Result<(), String> {
+    let path = config_path(opts.config.clone());
+    let config = config::load_file(&path).map_err(|e| e.to_string())?;
+    let workers = opts
+        .workers
+        .or((config.server.workers > 0).then_some(config.server.workers))
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+        .max(1);
+    let port = opts.port.unwrap_or(config.server.port);
+    let bind = opts.bind.clone().unwrap_or_else(|| config.server.bind.clone());
+    let addr = parse_bind(&bind, port)?;
+    let (actual, listeners) = bind_listeners(addr, workers)?;
+    let signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM])
+        .map_err(|e| format!("cannot install signal handlers: {e}"))?;
+
+    let config = Arc::new(config);
+    let (controls, receivers): (Vec<_>, Vec<_>) = (0..workers).map(|_| mpsc::unbounded::<Control>()).unzip();
+    let shared = Arc::new(Shared {
+        config: config.clone(),
+        started: Instant::now(),
+        node_id: node_id(),
+        region: std::env::var("FLY_REGION").or_else(|_| std::env::var("CLUSTER_REGION")).ok(),
+        workers,
+        controls,
+        connections: AtomicUsize::new(0),
+    });
+
+    let uring = monoio::utils::detect_uring() && std::env::var("LASSO_DRIVER").as_deref() != Ok("legacy");
+    if uring {
+        tracing::info!("io driver: io_uring");
+    } else {
+        tracing::warn!("io driver: legacy epoll (io_uring unavailable or disabled)");
+    }
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), String>>();
+    let mut threads = Vec::with_capacity(workers);
+    for (index, (listener, control)) in listeners.into_iter().zip(receivers).enumerate() {
+        let shared = shared.clone();
+        let ready = ready_tx.clone();
+        let thread = std::thread::Builder::new()
+            .name(format!("lasso-worker-{index}"))
+            .spawn(move || {
+                if let Err(e) = monoio::utils::bind_to_cpu_set([index % cores]) {
+                    tracing::debug!(worker = index, error = ?e, "could not pin worker thread");
+                }
+                let run = async move {
+                    let listener = match monoio::net::TcpListener::from_std(listener) {
+                        Ok(l) => l,
+                        Err(e) => {
+                            let _ = ready.send(Err(format!("worker {index}: {e}")));
+                            return;
+                        }
+                    };
+                    let _ = ready.send(Ok(()));
+                    let worker = Rc::new(Worker::new(index, shared));
+                    worker::run(worker, listener, control).await;
+                };
+                if uring {
+                    match monoio::RuntimeBuilder::<monoio::IoUringDriver>::new().with_entries(1024).enable_timer().build() {
+                        Ok(mut rt) => rt.block_on(run),
+                        Err(e) => {
+                            tracing::warn!(worker = index, error = %e, "io_uring runtime failed; using legacy driver");
+                            legacy_runtime().block_on(run)
+                        }
+                    }
+                } else {
+                    legacy_runtime().block_on(run)
+                }
+            })
+            .map_err(|e| format!("cannot start worker thread: {e}"))?;
+        threads.push(thread);
+    }
+    drop(ready_tx);
+    for _ in 0..workers {
+        match ready_rx.recv() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(e),
+            Err(_) => return Err("a worker thread died during start-up".into()),
+        }
+    }
+    tracing::info!(
+        address = %actual,
+        workers,
+        config = %path.display(),
+        chains = config.chain_count(),
+        providers = config.providers.len(),
+        "listening"
+    );
+
+    let mut signals = signals;
+    if let Some(signal) = signals.forever().next() {
+        tracing::info!(signal, drain_timeout_ms = config.server.drain_timeout.as_millis() as u64, "shutting down: draining connections");
+    }
+    for control in &shared.controls {
+        let _ = control.unbounded_send(Control::Shutdown);
+    }
+    let mut failed = false;
+    for thread in threads {
+        failed |= thread.join().is_err();
+    }
+    if failed {
+        return Err("a worker thread panicked".into());
+    }
+    tracing::info!("shutdown complete");
+    Ok(())
+}
+
+fn legacy_runtime() -> monoio::Runtime<monoio::time::TimeDriver<monoio::LegacyDriver>> {
+    monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
+        .enable_timer()
+        .build()
+        .expect("the legacy driver always builds")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn probe_refuses_a_port_held_by_another_reuseport_socket() {
+        let other = listener_socket("127.0.0.1:0".parse().unwrap(), true).unwrap();
+        other.listen(1).unwrap();
+        let taken = other.local_addr().unwrap().as_socket().unwrap();
+        let err = bind_listeners(taken, 1).unwrap_err();
+        assert!(err.contains("another process"), "{err}");
+        let (free, listeners) = bind_listeners("127.0.0.1:0".parse().unwrap(), 2).unwrap();
+        assert_ne!(free.port(), 0);
+        assert_eq!(listeners.len(), 2);
+    }
+
+    #[test]
+    fn bind_addresses_parse() {
+        assert_eq!(parse_bind("::", 1).unwrap(), "[::]:1".parse().unwrap());
+        assert_eq!(parse_bind("[::]", 1).unwrap(), "[::]:1".parse().unwrap());
+        assert_eq!(parse_bind("127.0.0.1", 2).unwrap(), "127.0.0.1:2".parse().unwrap());
+        assert!(parse_bind("localhost", 1).is_err());
+    }
+}

@@ -1,0 +1,301 @@
+//! One request/response exchange with a provider over a pooled connection: request head prebuilt per provider,
+//! response read with bounded memory (Content-Length, chunked or until close), gzip decoded, connection returned to the
+//! pool when reusable. A pooled connection that turns out dead before any response byte is replaced transparently.
+
+use std::cell::{Cell, RefCell};
+use std::io::Read;
+use std::rc::Rc;
+use std::time::Duration;
+
+use super::conn::Conn;
+use super::dns::{DnsCache, resolve};
+use super::pool::Pool;
+use super::{FailureKind, UpstreamError, UpstreamResponse};
+use crate::config::{Config, Provider, UpstreamSettings};
+use crate::http::chunked::ChunkedDecoder;
+use crate::http::client::{ResponseFraming, parse_response_head};
+
+const READ_CHUNK: usize = 16 * 1024;
+const MAX_RESPONSE_HEAD: usize = 64 * 1024;
+
+/// A worker's upstream client.
+pub struct UpstreamClient {
+    settings: UpstreamSettings,
+    /// Per provider: `POST ... Host ... extra headers ... Content-Length: ` ready to be completed.
+    heads: Vec<Vec<u8>>,
+    tls_names: Vec<Option<String>>,
+    pool: RefCell<Pool>,
+    dns: RefCell<DnsCache>,
+}
+
+impl UpstreamClient {
+    pub fn new(config: &Config) -> Self {
+        let heads = config.providers.iter().map(request_head_prefix).collect();
+        let tls_names = config.providers.iter().map(|p| p.url.tls.then(|| p.url.host.clone())).collect();
+        UpstreamClient {
+            settings: config.upstream.clone(),
+            heads,
+            tls_names,
+            pool: RefCell::new(Pool::new(
+                config.providers.len(),
+                config.upstream.pool_max_idle_per_provider,
+                config.upstream.pool_idle_timeout,
+            )),
+            dns: RefCell::new(DnsCache::default()),
+        }
+    }
+
+    pub fn settings(&self) -> &UpstreamSettings {
+        &self.settings
+    }
+
+    /// Drops expired idle connections.
+    pub fn maintain(&self) {
+        self.pool.borrow_mut().evict_expired();
+    }
+
+    pub fn idle_connections(&self, pid: usize) -> usize {
+        self.pool.borrow().idle_count(pid)
+    }
+
+    /// POSTs `body` to provider `p`, within `timeout`. `may_retry_unsent` allows one transparent retry on a fresh
+    /// connection when a pooled one died before answering (it is false for writes, which are never sent twice).
+    pub async fn post(
+        &self,
+        p: &Provider,
+        body: &[u8],
+        timeout: Duration,
+        may_retry_unsent: bool,
+    ) -> Result<UpstreamResponse, UpstreamError> {
+        let reached = Rc::new(Cell::new(false));
+        let exchange = self.post_inner(p, body, may_retry_unsent, reached.clone());
+        match monoio::time::timeout(timeout, exchange).await {
+            Ok(result) => result,
+            Err(_) => Err(UpstreamError::new(
+                FailureKind::Timeout,
+                format!("no answer within {} ms", timeout.as_millis()),
+                reached.get(),
+            )),
+        }
+    }
+
+    async fn post_inner(
+        &self,
+        p: &Provider,
+        body: &[u8],
+        may_retry_unsent: bool,
+        reached: Rc<Cell<bool>>,
+    ) -> Result<UpstreamResponse, UpstreamError> {
+        let pooled = self.pool.borrow_mut().take(p.pid);
+        if let Some(conn) = pooled {
+            match self.exchange(p, conn, body, &reached).await {
+                Err(e) if e.response_started => {
+                    return Err(e.error);
+                }
+                Err(e) if !may_retry_unsent && e.error.may_have_reached => return Err(e.error),
+                Err(_) => {
+                    // The pooled connection was dead (provider restarted or timed it out): use a fresh one.
+                    reached.set(false);
+                }
+                Ok(resp) => return Ok(resp),
+            }
+        }
+        let conn = self.connect(p).await?;
+        self.exchange(p, conn, body, &reached).await.map_err(|e| e.error)
+    }
+
+    async fn connect(&self, p: &Provider) -> Result<Conn, UpstreamError> {
+        let connect_err = |e: std::io::Error| UpstreamError::new(FailureKind::Connect, e.to_string(), false);
+        let addrs = resolve(&self.dns, &p.url.host, p.url.port).await.map_err(connect_err)?;
+        let tls = self.tls_names[p.pid].as_deref();
+        match monoio::time::timeout(self.settings.connect_timeout, Conn::connect(&addrs, tls)).await {
+            Ok(conn) => conn.map_err(connect_err),
+            Err(_) => Err(UpstreamError::new(
+                FailureKind::Connect,
+                format!("connect timed out after {} ms", self.settings.connect_timeout.as_millis()),
+                false,
+            )),
+        }
+    }
+
+    async fn exchange(
+        &self,
+        p: &Provider,
+        mut conn: Conn,
+        body: &[u8],
+        reached: &Cell<bool>,
+    ) -> Result<UpstreamResponse, ExchangeError> {
+        let head = &self.heads[p.pid];
+        let mut digits = itoa::Buffer::new();
+        let len = digits.format(body.len());
+        let mut request = Vec::with_capacity(head.len() + len.len() + 4 + body.len());
+        request.extend_from_slice(head);
+        request.extend_from_slice(len.as_bytes());
+        request.extend_from_slice(b"\r\n\r\n");
+        request.extend_from_slice(body);
+        let (res, request) = conn.stream.write_all(request).await;
+        drop(request);
+        if let Err(e) = res {
+            return Err(ExchangeError::before_response(FailureKind::Reset, format!("send failed: {e}"), false));
+        }
+        // Once written, the provider may act on it even if the connection then fails.
+        reached.set(true);
+        self.read_response(p, conn).await
+    }
+
+    async fn read_response(&self, p: &Provider, mut conn: Conn) -> Result<UpstreamResponse, ExchangeError> {
+        let max = self.settings.max_response_bytes;
+        let mut buf = Vec::with_capacity(READ_CHUNK);
+        let head = loop {
+            let (res, b) = conn.stream.read_more(buf, READ_CHUNK).await;
+            buf = b;
+            match res {
+                Ok(0) if buf.is_empty() => {
+                    return Err(ExchangeError::before_response(
+                        FailureKind::Reset,
+                        "connection closed before any response".into(),
+                        true,
+                    ));
+                }
+                Ok(0) => return Err(ExchangeError::during(FailureKind::Reset, "connection closed mid-head")),
+                Ok(_) => {}
+                Err(e) if buf.is_empty() => {
+                    return Err(ExchangeError::before_response(FailureKind::Reset, format!("receive failed: {e}"), true));
+                }
+                Err(e) => return Err(ExchangeError::during(FailureKind::Reset, &format!("receive failed: {e}"))),
+            }
+            match parse_response_head(&buf) {
+                Ok(Some(head)) if head.status == 100 => {
+                    buf.drain(..head.head_len);
+                }
+                Ok(Some(head)) => break head,
+                Ok(None) if buf.len() > MAX_RESPONSE_HEAD => {
+                    return Err(ExchangeError::during(FailureKind::Protocol, "response head too large"));
+                }
+                Ok(None) => {}
+                Err(e) => return Err(ExchangeError::during(FailureKind::Protocol, &e)),
+            }
+        };
+        let mut reusable = head.keep_alive;
+        let body = match head.framing {
+            ResponseFraming::Length(n) => {
+                if n > max {
+                    return Err(ExchangeError::during(FailureKind::TooLarge, &format!("response of {n} bytes exceeds the limit")));
+                }
+                let already = buf.len() - head.head_len;
+                if already > n {
+                    reusable = false;
+                }
+                let mut body = Vec::with_capacity(n);
+                body.extend_from_slice(&buf[head.head_len..head.head_len + already.min(n)]);
+                drop(buf);
+                while body.len() < n {
+                    let want = (n - body.len()).min(1 << 20);
+                    let (res, b) = conn.stream.read_more(body, want).await;
+                    body = b;
+                    match res {
+                        Ok(0) => return Err(ExchangeError::during(FailureKind::Reset, "connection closed mid-body")),
+                        Ok(_) => {}
+                        Err(e) => return Err(ExchangeError::during(FailureKind::Reset, &format!("receive failed: {e}"))),
+                    }
+                }
+                if body.len() > n {
+                    body.truncate(n);
+                    reusable = false;
+                }
+                body
+            }
+            ResponseFraming::Chunked => {
+                let mut decoder = ChunkedDecoder::new(max);
+                let mut body = Vec::new();
+                let mut consumed = head.head_len;
+                loop {
+                    consumed += decoder.decode(&buf[consumed..], &mut body).map_err(|e| {
+                        ExchangeError::during(if body.len() >= max { FailureKind::TooLarge } else { FailureKind::Protocol }, &e.to_string())
+                    })?;
+                    if decoder.is_done() {
+                        if consumed != buf.len() {
+                            reusable = false;
+                        }
+                        break;
+                    }
+                    buf.drain(..consumed);
+                    consumed = 0;
+                    let (res, b) = conn.stream.read_more(buf, READ_CHUNK).await;
+                    buf = b;
+                    match res {
+                        Ok(0) => return Err(ExchangeError::during(FailureKind::Reset, "connection closed mid-body")),
+                        Ok(_) => {}
+                        Err(e) => return Err(ExchangeError::during(FailureKind::Reset, &format!("receive failed: {e}"))),
+                    }
+                }
+                body
+            }
+            ResponseFraming::UntilClose => {
+                reusable = false;
+                buf.drain(..head.head_len);
+                loop {
+                    if buf.len() > max {
+                        return Err(ExchangeError::during(FailureKind::TooLarge, "response exceeds the limit"));
+                    }
+                    let (res, b) = conn.stream.read_more(buf, READ_CHUNK).await;
+                    buf = b;
+                    match res {
+                        Ok(0) => break,
+                        Ok(_) => {}
+                        Err(e) => return Err(ExchangeError::during(FailureKind::Reset, &format!("receive failed: {e}"))),
+                    }
+                }
+                buf
+            }
+        };
+        if reusable {
+            self.pool.borrow_mut().put(p.pid, conn);
+        }
+        let body = if head.gzip { gunzip(&body, max).map_err(|e| ExchangeError::during(FailureKind::Protocol, &e))? } else { body };
+        Ok(UpstreamResponse { status: head.status, body, retry_after: head.retry_after })
+    }
+}
+
+/// An exchange failure, with whether any response byte had arrived (then a retry would not be transparent).
+struct ExchangeError {
+    error: UpstreamError,
+    response_started: bool,
+}
+
+impl ExchangeError {
+    fn before_response(kind: FailureKind, message: String, reached: bool) -> Self {
+        ExchangeError { error: UpstreamError::new(kind, message, reached), response_started: false }
+    }
+
+    fn during(kind: FailureKind, message: &str) -> Self {
+        ExchangeError { error: UpstreamError::new(kind, message.to_string(), true), response_started: true }
+    }
+}
+
+fn gunzip(data: &[u8], max: usize) -> Result<Vec<u8>, String> {
+    let mut out = Vec::with_capacity(data.len() * 4);
+    let mut decoder = flate2::read::GzDecoder::new(data).take(max as u64 + 1);
+    decoder.read_to_end(&mut out).map_err(|e| format!("invalid gzip body: {e}"))?;
+    if out.len() > max {
+        return Err("decompressed response exceeds the limit".into());
+    }
+    Ok(out)
+}
+
+fn request_head_prefix(p: &Provider) -> Vec<u8> {
+    let mut head = format!(
+        "POST {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: lasso/{}\r\nContent-Type: application/json\r\nAccept: application/json\r\nAccept-Encoding: gzip\r\n",
+        p.url.target,
+        p.url.host_header(),
+        env!("CARGO_PKG_VERSION")
+    );
+    for (name, value) in &p.headers {
+        head.push_str(name);
+        head.push_str(": ");
+        head.push_str(value);
+        head.push_str("\r\n");
+    }
+    head.push_str("Content-Length: ");
+    head.into_bytes()
+}

@@ -1,0 +1,184 @@
+//! One worker: a pinned thread running its own monoio runtime, its own SO_REUSEPORT listener, upstream pools, router
+//! and counters. [`Shared`] is the little that is process-wide (read-only config, the connection count used for the
+//! hard limit at accept time, and the control channels the status page and shutdown use); nothing on the request
+//! path touches it.
+
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use futures_channel::{mpsc, oneshot};
+use futures_util::StreamExt;
+use monoio::net::TcpListener;
+
+use crate::config::Config;
+use crate::routing::Router;
+use crate::stats::ProviderStats;
+use crate::sync::LocalNotify;
+use crate::upstream::UpstreamClient;
+
+/// A message from another thread to a worker.
+pub enum Control {
+    /// Send back a copy of this worker's counters.
+    Snapshot(oneshot::Sender<ProviderStats>),
+    /// Stop accepting, drain connections, and return.
+    Shutdown,
+}
+
+/// Process-wide, shared by all workers.
+pub struct Shared {
+    pub config: Arc<Config>,
+    pub started: Instant,
+    pub node_id: String,
+    pub region: Option<String>,
+    pub workers: usize,
+    pub controls: Vec<mpsc::UnboundedSender<Control>>,
+    /// Open client connections across all workers (updated at accept and close only).
+    pub connections: AtomicUsize,
+}
+
+/// A worker's state. Lives in an `Rc` on its own thread.
+pub struct Worker {
+    pub index: usize,
+    pub shared: Arc<Shared>,
+    pub config: Arc<Config>,
+    pub upstream: UpstreamClient,
+    pub router: RefCell<Router>,
+    pub stats: RefCell<ProviderStats>,
+    next_upstream_id: Cell<u64>,
+    pub draining: Cell<bool>,
+    /// Fired once when draining starts: idle connections close.
+    pub drain_started: Rc<LocalNotify>,
+    /// Fired whenever a connection closes.
+    pub connection_closed: Rc<LocalNotify>,
+    pub live_connections: Cell<usize>,
+}
+
+impl Worker {
+    pub fn new(index: usize, shared: Arc<Shared>) -> Self {
+        let config = shared.config.clone();
+        Worker {
+            index,
+            upstream: UpstreamClient::new(&config),
+            router: RefCell::new(Router::new(0x9E37_79B9_7F4A_7C15 ^ (index as u64 + 1))),
+            stats: RefCell::new(ProviderStats::new(config.providers.len())),
+            next_upstream_id: Cell::new(1),
+            draining: Cell::new(false),
+            drain_started: Rc::new(LocalNotify::default()),
+            connection_closed: Rc::new(LocalNotify::default()),
+            live_connections: Cell::new(0),
+            config,
+            shared,
+        }
+    }
+
+    /// A fresh id for `n` consecutive upstream calls; returns the first.
+    pub fn upstream_ids(&self, n: u64) -> u64 {
+        let first = self.next_upstream_id.get();
+        self.next_upstream_id.set(first.wrapping_add(n).max(1));
+        first
+    }
+
+    fn begin_drain(&self) {
+        if !self.draining.replace(true) {
+            self.drain_started.notify_all();
+        }
+    }
+}
+
+/// Counts a connection (worker and process) for as long as it lives.
+pub struct ConnectionGuard {
+    worker: Rc<Worker>,
+}
+
+impl ConnectionGuard {
+    fn new(worker: Rc<Worker>) -> Self {
+        worker.live_connections.set(worker.live_connections.get() + 1);
+        ConnectionGuard { worker }
+    }
+}
+
+impl Drop for ConnectionGuard {
+    fn drop(&mut self) {
+        self.worker.live_connections.set(self.worker.live_connections.get() - 1);
+        self.worker.shared.connections.fetch_sub(1, Ordering::Relaxed);
+        self.worker.connection_closed.notify_all();
+    }
+}
+
+/// Runs a worker until shutdown and drain complete.
+pub async fn run(worker: Rc<Worker>, listener: TcpListener, mut control: mpsc::UnboundedReceiver<Control>) {
+    {
+        let worker = worker.clone();
+        monoio::spawn(async move {
+            while let Some(msg) = control.next().await {
+                match msg {
+                    Control::Snapshot(reply) => {
+                        let _ = reply.send(worker.stats.borrow().clone());
+                    }
+                    Control::Shutdown => worker.begin_drain(),
+                }
+            }
+        });
+    }
+    {
+        let worker = worker.clone();
+        monoio::spawn(async move {
+            while !worker.draining.get() {
+                monoio::time::sleep(Duration::from_secs(5)).await;
+                worker.upstream.maintain();
+            }
+        });
+    }
+    let settings = &worker.config.server;
+    loop {
+        let drained = worker.drain_started.notified();
+        if worker.draining.get() {
+            break;
+        }
+        monoio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _peer)) => accept(&worker, stream, settings.soft_max_connections, settings.hard_max_connections),
+                Err(e) => {
+                    tracing::warn!(worker = worker.index, error = %e, "accept failed");
+                    // Out of descriptors or similar: back off briefly rather than spin.
+                    monoio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            _ = drained => break,
+        }
+    }
+    drop(listener);
+    let drain = async {
+        while worker.live_connections.get() > 0 {
+            worker.connection_closed.notified().await;
+        }
+    };
+    if monoio::time::timeout(settings.drain_timeout, drain).await.is_err() {
+        tracing::warn!(
+            worker = worker.index,
+            connections = worker.live_connections.get(),
+            "drain timeout reached; closing remaining connections"
+        );
+    }
+}
+
+fn accept(worker: &Rc<Worker>, stream: monoio::net::TcpStream, soft: usize, hard: usize) {
+    let open = worker.shared.connections.fetch_add(1, Ordering::Relaxed) + 1;
+    let guard = ConnectionGuard::new(worker.clone());
+    let _ = stream.set_nodelay(true);
+    let worker = worker.clone();
+    if open > hard {
+        monoio::spawn(async move {
+            crate::server::refuse_overloaded(stream).await;
+            drop(guard);
+        });
+        return;
+    }
+    monoio::spawn(async move {
+        crate::server::serve_connection(worker, stream, open <= soft).await;
+        drop(guard);
+    });
+}
