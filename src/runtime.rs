@@ -117,6 +117,7 @@ pub fn run(opts: RunOptions) -> Result<(), String> {
     let signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM])
         .map_err(|e| format!("cannot install signal handlers: {e}"))?;
 
+    let tls = crate::upstream::conn::tls_connector(config.upstream.extra_ca_file.as_deref())?;
     let config = Arc::new(config);
     let (controls, receivers): (Vec<_>, Vec<_>) = (0..workers).map(|_| mpsc::unbounded::<Control>()).unzip();
     let shared = Arc::new(Shared {
@@ -127,6 +128,7 @@ pub fn run(opts: RunOptions) -> Result<(), String> {
         workers,
         controls,
         connections: AtomicUsize::new(0),
+        tls,
     });
 
     let uring = monoio::utils::detect_uring() && std::env::var("LASSO_DRIVER").as_deref() != Ok("legacy");

@@ -37,6 +37,8 @@ pub struct Shared {
     pub controls: Vec<mpsc::UnboundedSender<Control>>,
     /// Open client connections across all workers (updated at accept and close only).
     pub connections: AtomicUsize,
+    /// TLS client configuration for providers (built once; cloning shares it).
+    pub tls: monoio_rustls::TlsConnector,
 }
 
 /// A worker's state. Lives in an `Rc` on its own thread.
@@ -61,7 +63,7 @@ impl Worker {
         let config = shared.config.clone();
         Worker {
             index,
-            upstream: UpstreamClient::new(&config),
+            upstream: UpstreamClient::new(&config, shared.tls.clone()),
             router: RefCell::new(Router::new(0x9E37_79B9_7F4A_7C15 ^ (index as u64 + 1))),
             stats: RefCell::new(ProviderStats::new(config.providers.len())),
             next_upstream_id: Cell::new(1),

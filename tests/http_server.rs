@@ -53,7 +53,11 @@ fn keep_alive_serves_many_requests_on_one_connection() {
         let (body, params) = balance(json!(i), i);
         let r = c.post(PATH, &body);
         assert_echo(&r, &json!(i), &params);
-        assert!(!is_close(&r), "request {i} got Connection: close: {}", r.describe());
+        assert!(
+            !is_close(&r),
+            "request {i} got Connection: close: {}",
+            r.describe()
+        );
     }
 }
 
@@ -85,7 +89,10 @@ fn pipelined_requests_in_one_packet_with_mixed_outcomes() {
     let (b1, p1) = balance(json!(1), 1);
     let mut wire = post_bytes(PATH, &b1);
     wire.extend_from_slice(&post_bytes(PATH, "{not json"));
-    wire.extend_from_slice(&post_bytes("/rpc/nochain", &rpc(json!(3), "eth_blockNumber", json!([]))));
+    wire.extend_from_slice(&post_bytes(
+        "/rpc/nochain",
+        &rpc(json!(3), "eth_blockNumber", json!([])),
+    ));
     let (b4, p4) = balance(json!(4), 4);
     wire.extend_from_slice(&post_bytes(PATH, &b4));
     c.send(&wire);
@@ -153,7 +160,10 @@ fn connection_close_header_closes_after_response() {
     c.send(&request_bytes(
         "POST",
         PATH,
-        &[("Content-Type", "application/json"), ("Connection", "close")],
+        &[
+            ("Content-Type", "application/json"),
+            ("Connection", "close"),
+        ],
         body.as_bytes(),
     ));
     let r = c.read_response();
@@ -248,7 +258,12 @@ fn body_over_max_body_bytes_gets_413() {
     let (_m, lasso) = setup(&[("max_body_bytes", "1024")]);
     let ok = padded_body(1000);
     let r = post(lasso.addr(), PATH, &ok);
-    assert_eq!(r.status, 200, "1000-byte body under a 1024 limit: {}", r.describe());
+    assert_eq!(
+        r.status,
+        200,
+        "1000-byte body under a 1024 limit: {}",
+        r.describe()
+    );
 
     let big = padded_body(2000);
     let r = post(lasso.addr(), PATH, &big);
@@ -272,7 +287,11 @@ fn chunked_body_over_max_body_bytes_gets_413() {
     );
     assert_eq!(r.status, 413, "{}", r.describe());
     assert_eq!(r.rpc_code(), Some(-32600), "{}", r.describe());
-    assert_eq!(mock.count("eth_getBalance"), 0, "oversized body was forwarded");
+    assert_eq!(
+        mock.count("eth_getBalance"),
+        0,
+        "oversized body was forwarded"
+    );
 }
 
 #[test]
@@ -355,7 +374,12 @@ fn wrong_methods_on_rpc_routes_get_405() {
         for path in [PATH, "/rpc/priority/ethereum", "/rpc/provider/p1/ethereum"] {
             let r = request(lasso.addr(), method, path, &[], b"");
             assert_eq!(r.status, 405, "{method} {path}: {}", r.describe());
-            assert_eq!(r.rpc_code(), Some(-32600), "{method} {path}: {}", r.describe());
+            assert_eq!(
+                r.rpc_code(),
+                Some(-32600),
+                "{method} {path}: {}",
+                r.describe()
+            );
         }
     }
 }
@@ -373,7 +397,12 @@ fn unknown_path_gets_404() {
             body.as_bytes(),
         );
         assert_eq!(r.status, 404, "{method} {path}: {}", r.describe());
-        assert_eq!(r.rpc_code(), Some(-32601), "{method} {path}: {}", r.describe());
+        assert_eq!(
+            r.rpc_code(),
+            Some(-32601),
+            "{method} {path}: {}",
+            r.describe()
+        );
     }
 }
 
@@ -404,10 +433,20 @@ fn options_preflight_and_cors_header() {
     let (body, _) = balance(json!(1), 1);
     let r = post(lasso.addr(), PATH, &body);
     assert_eq!(r.status, 200, "{}", r.describe());
-    assert_eq!(r.header("access-control-allow-origin"), Some("*"), "{}", r.describe());
+    assert_eq!(
+        r.header("access-control-allow-origin"),
+        Some("*"),
+        "{}",
+        r.describe()
+    );
     let r = post(lasso.addr(), PATH, "{bad json");
     assert_eq!(r.status, 400, "{}", r.describe());
-    assert_eq!(r.header("access-control-allow-origin"), Some("*"), "{}", r.describe());
+    assert_eq!(
+        r.header("access-control-allow-origin"),
+        Some("*"),
+        "{}",
+        r.describe()
+    );
 }
 
 #[test]
@@ -431,17 +470,32 @@ fn hard_connection_limit() {
         Ok(_) => {
             let r = c4.read_response();
             assert_eq!(r.status, 503, "4th connection: {}", r.describe());
-            assert_eq!(r.rpc_code(), Some(-32013), "4th connection: {}", r.describe());
+            assert_eq!(
+                r.rpc_code(),
+                Some(-32013),
+                "4th connection: {}",
+                r.describe()
+            );
             "503 before request".to_string()
         }
-        Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ) =>
+        {
             // Nothing yet: send a request.
             c4.set_read_timeout(Duration::from_secs(5));
             let (body, _) = balance(json!(4), 4);
             match c4.try_post(PATH, &body) {
                 Ok(r) => {
                     assert_eq!(r.status, 503, "4th connection: {}", r.describe());
-                    assert_eq!(r.rpc_code(), Some(-32013), "4th connection: {}", r.describe());
+                    assert_eq!(
+                        r.rpc_code(),
+                        Some(-32013),
+                        "4th connection: {}",
+                        r.describe()
+                    );
                     "503 after request".to_string()
                 }
                 Err(e) => {
@@ -466,18 +520,17 @@ fn hard_connection_limit() {
     // asynchronously, so retry until a bounded deadline.
     drop(held.remove(0));
     let deadline = Instant::now() + Duration::from_secs(3);
-    let mut last = String::new();
     loop {
         let mut c = Conn::connect(addr);
         let (body, params) = balance(json!(30), 30);
-        match c.try_post(PATH, &body) {
+        let last = match c.try_post(PATH, &body) {
             Ok(r) if r.status == 200 => {
                 assert_echo(&r, &json!(30), &params);
                 break;
             }
-            Ok(r) => last = r.describe(),
-            Err(e) => last = e.to_string(),
-        }
+            Ok(r) => r.describe(),
+            Err(e) => e.to_string(),
+        };
         assert!(
             Instant::now() < deadline,
             "no new connection served 3 s after closing one of 3 (limit 3); last: {last}"

@@ -36,7 +36,7 @@ fn world() -> World {
     dead1.set_fault(Fault::Refuse);
     let prem = MockProvider::start("prem");
     let cfg = Config::new()
-        .server("max_batch_size", 5)
+        .server("max_batch_size", 8)
         .server("max_body_bytes", 65536)
         .upstream("connect_timeout_ms", 500)
         .upstream("request_timeout_ms", 2000)
@@ -98,7 +98,13 @@ struct Row {
     expect: Expect,
 }
 
-fn row(name: &'static str, path: &'static str, body: impl Into<String>, status: u16, expect: Expect) -> Row {
+fn row(
+    name: &'static str,
+    path: &'static str,
+    body: impl Into<String>,
+    status: u16,
+    expect: Expect,
+) -> Row {
     Row {
         name,
         method: "POST",
@@ -127,7 +133,10 @@ fn check_row(addr: std::net::SocketAddr, r: &Row) -> Result<(), String> {
             .try_json()
             .ok_or_else(|| format!("body is not JSON: {}", resp.describe()))?;
         if !v.is_object() {
-            return Err(format!("want a single error object, got {}", resp.describe()));
+            return Err(format!(
+                "want a single error object, got {}",
+                resp.describe()
+            ));
         }
         if v.get("jsonrpc") != Some(&json!("2.0")) {
             return Err(format!("missing jsonrpc 2.0: {}", resp.describe()));
@@ -138,7 +147,10 @@ fn check_row(addr: std::net::SocketAddr, r: &Row) -> Result<(), String> {
             other => return Err(format!("bad id {other:?}: {}", resp.describe())),
         }
         if error_code(&v) != Some(want) {
-            return Err(format!("want JSON-RPC code {want}, got {}", resp.describe()));
+            return Err(format!(
+                "want JSON-RPC code {want}, got {}",
+                resp.describe()
+            ));
         }
         if v.get("result").is_some() {
             return Err(format!("both result and error: {}", resp.describe()));
@@ -154,7 +166,10 @@ fn check_row(addr: std::net::SocketAddr, r: &Row) -> Result<(), String> {
             let data = &v["error"]["data"];
             for (k, val) in want.as_object().unwrap() {
                 if data.get(k) != Some(val) {
-                    return Err(format!("error.data.{k}: want {val}, got {}", resp.describe()));
+                    return Err(format!(
+                        "error.data.{k}: want {val}, got {}",
+                        resp.describe()
+                    ));
                 }
             }
         }
@@ -162,7 +177,10 @@ fn check_row(addr: std::net::SocketAddr, r: &Row) -> Result<(), String> {
             let v = check_error(*code)?;
             let msg = v["error"]["message"].as_str().unwrap_or("");
             if !msg.contains(needle) {
-                return Err(format!("message should mention {needle:?}: {}", resp.describe()));
+                return Err(format!(
+                    "message should mention {needle:?}: {}",
+                    resp.describe()
+                ));
             }
         }
         Expect::Exact(want) => {
@@ -186,9 +204,15 @@ fn run_rows(addr: std::net::SocketAddr, rows: &[Row]) {
     let failures: Vec<String> = rows
         .iter()
         .filter_map(|r| {
-            check_row(addr, r)
-                .err()
-                .map(|e| format!("[{}] {} {} {}\n    -> {e}", r.name, r.method, r.path, short(&r.body)))
+            check_row(addr, r).err().map(|e| {
+                format!(
+                    "[{}] {} {} {}\n    -> {e}",
+                    r.name,
+                    r.method,
+                    r.path,
+                    short(&r.body)
+                )
+            })
         })
         .collect();
     assert!(
@@ -212,97 +236,373 @@ fn responses_table() {
         rpc(json!(1), "eth_getBalance", json!([pad, "latest"]))
     };
     let ok = |m: &str| rpc(json!(1), m, json!([]));
-    let batch6: String = Value::Array((0..6).map(|i| json!({"jsonrpc":"2.0","id":i,"method":"eth_blockNumber"})).collect()).to_string();
+    let batch9: String = Value::Array(
+        (0..9)
+            .map(|i| json!({"jsonrpc":"2.0","id":i,"method":"eth_blockNumber"}))
+            .collect(),
+    )
+    .to_string();
     let mut rows = vec![
-        row("invalid JSON", "/rpc/ethereum", r#"{"jsonrpc":"2.0","id":1,"#, 400, Expect::Error(-32700)),
-        row("invalid JSON (garbage)", "/rpc/ethereum", "not json at all", 400, Expect::Error(-32700)),
-        row("empty body", "/rpc/ethereum", "", 400, Expect::Error(-32700)),
-        row("number body", "/rpc/ethereum", "42", 400, Expect::Error(-32600)),
-        row("string body", "/rpc/ethereum", r#""hello""#, 400, Expect::Error(-32600)),
-        row("null body", "/rpc/ethereum", "null", 400, Expect::Error(-32600)),
-        row("bool body", "/rpc/ethereum", "true", 400, Expect::Error(-32600)),
-        row("jsonrpc 1.0", "/rpc/ethereum", r#"{"jsonrpc":"1.0","id":1,"method":"eth_blockNumber"}"#, 400, Expect::Error(-32600)),
-        row("jsonrpc missing", "/rpc/ethereum", r#"{"id":1,"method":"eth_blockNumber"}"#, 400, Expect::Error(-32600)),
-        row("jsonrpc number", "/rpc/ethereum", r#"{"jsonrpc":2.0,"id":1,"method":"eth_blockNumber"}"#, 400, Expect::Error(-32600)),
-        row("method missing", "/rpc/ethereum", r#"{"jsonrpc":"2.0","id":1}"#, 400, Expect::Error(-32600)),
-        row("method number", "/rpc/ethereum", r#"{"jsonrpc":"2.0","id":1,"method":5}"#, 400, Expect::Error(-32600)),
-        row("method null", "/rpc/ethereum", r#"{"jsonrpc":"2.0","id":1,"method":null}"#, 400, Expect::Error(-32600)),
-        row("id object", "/rpc/ethereum", r#"{"jsonrpc":"2.0","id":{"a":1},"method":"eth_blockNumber"}"#, 400, Expect::Error(-32600)),
-        row("id array", "/rpc/ethereum", r#"{"jsonrpc":"2.0","id":[1],"method":"eth_blockNumber"}"#, 400, Expect::Error(-32600)),
-        row("id bool", "/rpc/ethereum", r#"{"jsonrpc":"2.0","id":true,"method":"eth_blockNumber"}"#, 400, Expect::Error(-32600)),
-        row("empty batch", "/rpc/ethereum", "[]", 400, Expect::Error(-32600)),
-        row("batch over max_batch_size (6 > 5)", "/rpc/ethereum", batch6, 400, Expect::Error(-32600)),
-        row("body over max_body_bytes", "/rpc/ethereum", big_body, 413, Expect::Error(-32600)),
-        row("unknown chain", "/rpc/nochain", ok("eth_blockNumber"), 404,
-            Expect::ErrorData(-32001, json!({"kind":"chain","name":"nochain"}))),
-        row("unknown chain with strategy", "/rpc/priority/nochain", ok("eth_blockNumber"), 404,
-            Expect::ErrorData(-32001, json!({"kind":"chain","name":"nochain"}))),
-        row("unknown chain id", "/rpc/999999", ok("eth_blockNumber"), 404,
-            Expect::ErrorData(-32001, json!({"kind":"chain","name":"999999"}))),
-        row("chain missing from profile", "/rpc/profile/premium/polygon", ok("eth_blockNumber"), 404,
-            Expect::ErrorData(-32001, json!({"kind":"chain","name":"polygon"}))),
-        row("unknown profile", "/rpc/profile/nope/ethereum", ok("eth_blockNumber"), 404,
-            Expect::ErrorData(-32001, json!({"kind":"profile","name":"nope"}))),
-        row("unknown provider", "/rpc/provider/nope/ethereum", ok("eth_blockNumber"), 404,
-            Expect::ErrorData(-32001, json!({"kind":"provider","name":"nope"}))),
-        row("provider of another chain", "/rpc/provider/poly/ethereum", ok("eth_blockNumber"), 404,
-            Expect::ErrorData(-32001, json!({"kind":"provider","name":"poly"}))),
-        row("provider of another profile", "/rpc/provider/prem/ethereum", ok("eth_blockNumber"), 404,
-            Expect::ErrorData(-32001, json!({"kind":"provider","name":"prem"}))),
-        row("unknown strategy", "/rpc/bogus/ethereum", ok("eth_blockNumber"), 400, Expect::Error(-32600)),
-        row("unknown strategy in profile", "/rpc/profile/premium/bogus/ethereum", ok("eth_blockNumber"), 400, Expect::Error(-32600)),
-        row("unknown path", "/nope", ok("eth_blockNumber"), 404, Expect::Error(-32601)),
-        row("unknown path under /rpc", "/rpc/ethereum/extra/segments/here", ok("eth_blockNumber"), 404, Expect::Error(-32601)),
-        row("eth_subscribe over HTTP", "/rpc/ethereum", rpc(json!(1), "eth_subscribe", json!(["newHeads"])), 200,
-            Expect::ErrorMessage(-32601, "/ws/rpc/")),
-        row("eth_unsubscribe over HTTP", "/rpc/ethereum", rpc(json!(1), "eth_unsubscribe", json!(["0x1"])), 200,
-            Expect::ErrorMessage(-32601, "/ws/rpc/")),
-        row("eth_chainId answered locally", "/rpc/ethereum", rpc(json!(7), "eth_chainId", json!([])), 200,
-            Expect::Exact(json!({"jsonrpc":"2.0","id":7,"result":"0x1"}))),
-        row("eth_chainId decimal config", "/rpc/polygon", rpc(json!("c"), "eth_chainId", json!([])), 200,
-            Expect::Exact(json!({"jsonrpc":"2.0","id":"c","result":"0x89"}))),
-        row("eth_chainId hex config", "/rpc/hexchain", rpc(json!(8), "eth_chainId", json!([])), 200,
-            Expect::Exact(json!({"jsonrpc":"2.0","id":8,"result":"0x2a"}))),
-        row("eth_chainId premium profile", "/rpc/profile/premium/ethereum", rpc(json!(9), "eth_chainId", json!([])), 200,
-            Expect::Exact(json!({"jsonrpc":"2.0","id":9,"result":"0x1"}))),
-        row("method outside allow list", "/rpc/restricted", rpc(json!(1), "debug_traceTransaction", json!(["0x01"])), 200,
-            Expect::Error(-32004)),
-        row("method on deny list", "/rpc/restricted", rpc(json!(1), "eth_signTransaction", json!([{}])), 200,
-            Expect::Error(-32004)),
-        row("every provider failed", "/rpc/dead", rpc(json!(1), "eth_getBalance", json!(["0x1","latest"])), 502,
-            Expect::Error(-32010)),
-        row("notification", "/rpc/polygon", notification("eth_getBalance", json!(["0xn0"])), 204, Expect::Empty),
-        row("batch of only notifications", "/rpc/polygon",
+        row(
+            "invalid JSON",
+            "/rpc/ethereum",
+            r#"{"jsonrpc":"2.0","id":1,"#,
+            400,
+            Expect::Error(-32700),
+        ),
+        row(
+            "invalid JSON (garbage)",
+            "/rpc/ethereum",
+            "not json at all",
+            400,
+            Expect::Error(-32700),
+        ),
+        row(
+            "empty body",
+            "/rpc/ethereum",
+            "",
+            400,
+            Expect::Error(-32700),
+        ),
+        row(
+            "number body",
+            "/rpc/ethereum",
+            "42",
+            400,
+            Expect::Error(-32600),
+        ),
+        row(
+            "string body",
+            "/rpc/ethereum",
+            r#""hello""#,
+            400,
+            Expect::Error(-32600),
+        ),
+        row(
+            "null body",
+            "/rpc/ethereum",
+            "null",
+            400,
+            Expect::Error(-32600),
+        ),
+        row(
+            "bool body",
+            "/rpc/ethereum",
+            "true",
+            400,
+            Expect::Error(-32600),
+        ),
+        row(
+            "jsonrpc 1.0",
+            "/rpc/ethereum",
+            r#"{"jsonrpc":"1.0","id":1,"method":"eth_blockNumber"}"#,
+            400,
+            Expect::Error(-32600),
+        ),
+        row(
+            "jsonrpc missing",
+            "/rpc/ethereum",
+            r#"{"id":1,"method":"eth_blockNumber"}"#,
+            400,
+            Expect::Error(-32600),
+        ),
+        row(
+            "jsonrpc number",
+            "/rpc/ethereum",
+            r#"{"jsonrpc":2.0,"id":1,"method":"eth_blockNumber"}"#,
+            400,
+            Expect::Error(-32600),
+        ),
+        row(
+            "method missing",
+            "/rpc/ethereum",
+            r#"{"jsonrpc":"2.0","id":1}"#,
+            400,
+            Expect::Error(-32600),
+        ),
+        row(
+            "method number",
+            "/rpc/ethereum",
+            r#"{"jsonrpc":"2.0","id":1,"method":5}"#,
+            400,
+            Expect::Error(-32600),
+        ),
+        row(
+            "method null",
+            "/rpc/ethereum",
+            r#"{"jsonrpc":"2.0","id":1,"method":null}"#,
+            400,
+            Expect::Error(-32600),
+        ),
+        row(
+            "id object",
+            "/rpc/ethereum",
+            r#"{"jsonrpc":"2.0","id":{"a":1},"method":"eth_blockNumber"}"#,
+            400,
+            Expect::Error(-32600),
+        ),
+        row(
+            "id array",
+            "/rpc/ethereum",
+            r#"{"jsonrpc":"2.0","id":[1],"method":"eth_blockNumber"}"#,
+            400,
+            Expect::Error(-32600),
+        ),
+        row(
+            "id bool",
+            "/rpc/ethereum",
+            r#"{"jsonrpc":"2.0","id":true,"method":"eth_blockNumber"}"#,
+            400,
+            Expect::Error(-32600),
+        ),
+        row(
+            "empty batch",
+            "/rpc/ethereum",
+            "[]",
+            400,
+            Expect::Error(-32600),
+        ),
+        row(
+            "batch over max_batch_size (9 > 8)",
+            "/rpc/ethereum",
+            batch9,
+            400,
+            Expect::Error(-32600),
+        ),
+        row(
+            "body over max_body_bytes",
+            "/rpc/ethereum",
+            big_body,
+            413,
+            Expect::Error(-32600),
+        ),
+        row(
+            "unknown chain",
+            "/rpc/nochain",
+            ok("eth_blockNumber"),
+            404,
+            Expect::ErrorData(-32001, json!({"kind":"chain","name":"nochain"})),
+        ),
+        row(
+            "unknown chain with strategy",
+            "/rpc/priority/nochain",
+            ok("eth_blockNumber"),
+            404,
+            Expect::ErrorData(-32001, json!({"kind":"chain","name":"nochain"})),
+        ),
+        row(
+            "unknown chain id",
+            "/rpc/999999",
+            ok("eth_blockNumber"),
+            404,
+            Expect::ErrorData(-32001, json!({"kind":"chain","name":"999999"})),
+        ),
+        row(
+            "chain missing from profile",
+            "/rpc/profile/premium/polygon",
+            ok("eth_blockNumber"),
+            404,
+            Expect::ErrorData(-32001, json!({"kind":"chain","name":"polygon"})),
+        ),
+        row(
+            "unknown profile",
+            "/rpc/profile/nope/ethereum",
+            ok("eth_blockNumber"),
+            404,
+            Expect::ErrorData(-32001, json!({"kind":"profile","name":"nope"})),
+        ),
+        row(
+            "unknown provider",
+            "/rpc/provider/nope/ethereum",
+            ok("eth_blockNumber"),
+            404,
+            Expect::ErrorData(-32001, json!({"kind":"provider","name":"nope"})),
+        ),
+        row(
+            "provider of another chain",
+            "/rpc/provider/poly/ethereum",
+            ok("eth_blockNumber"),
+            404,
+            Expect::ErrorData(-32001, json!({"kind":"provider","name":"poly"})),
+        ),
+        row(
+            "provider of another profile",
+            "/rpc/provider/prem/ethereum",
+            ok("eth_blockNumber"),
+            404,
+            Expect::ErrorData(-32001, json!({"kind":"provider","name":"prem"})),
+        ),
+        row(
+            "unknown strategy",
+            "/rpc/bogus/ethereum",
+            ok("eth_blockNumber"),
+            400,
+            Expect::Error(-32600),
+        ),
+        row(
+            "unknown strategy in profile",
+            "/rpc/profile/premium/bogus/ethereum",
+            ok("eth_blockNumber"),
+            400,
+            Expect::Error(-32600),
+        ),
+        row(
+            "unknown path",
+            "/nope",
+            ok("eth_blockNumber"),
+            404,
+            Expect::Error(-32601),
+        ),
+        row(
+            "unknown path under /rpc",
+            "/rpc/ethereum/extra/segments/here",
+            ok("eth_blockNumber"),
+            404,
+            Expect::Error(-32601),
+        ),
+        row(
+            "eth_subscribe over HTTP",
+            "/rpc/ethereum",
+            rpc(json!(1), "eth_subscribe", json!(["newHeads"])),
+            200,
+            Expect::ErrorMessage(-32601, "/ws/rpc/"),
+        ),
+        row(
+            "eth_unsubscribe over HTTP",
+            "/rpc/ethereum",
+            rpc(json!(1), "eth_unsubscribe", json!(["0x1"])),
+            200,
+            Expect::ErrorMessage(-32601, "/ws/rpc/"),
+        ),
+        row(
+            "eth_chainId answered locally",
+            "/rpc/ethereum",
+            rpc(json!(7), "eth_chainId", json!([])),
+            200,
+            Expect::Exact(json!({"jsonrpc":"2.0","id":7,"result":"0x1"})),
+        ),
+        row(
+            "eth_chainId decimal config",
+            "/rpc/polygon",
+            rpc(json!("c"), "eth_chainId", json!([])),
+            200,
+            Expect::Exact(json!({"jsonrpc":"2.0","id":"c","result":"0x89"})),
+        ),
+        row(
+            "eth_chainId hex config",
+            "/rpc/hexchain",
+            rpc(json!(8), "eth_chainId", json!([])),
+            200,
+            Expect::Exact(json!({"jsonrpc":"2.0","id":8,"result":"0x2a"})),
+        ),
+        row(
+            "eth_chainId premium profile",
+            "/rpc/profile/premium/ethereum",
+            rpc(json!(9), "eth_chainId", json!([])),
+            200,
+            Expect::Exact(json!({"jsonrpc":"2.0","id":9,"result":"0x1"})),
+        ),
+        row(
+            "method outside allow list",
+            "/rpc/restricted",
+            rpc(json!(1), "debug_traceTransaction", json!(["0x01"])),
+            200,
+            Expect::Error(-32004),
+        ),
+        row(
+            "method on deny list",
+            "/rpc/restricted",
+            rpc(json!(1), "eth_signTransaction", json!([{}])),
+            200,
+            Expect::Error(-32004),
+        ),
+        row(
+            "every provider failed",
+            "/rpc/dead",
+            rpc(json!(1), "eth_getBalance", json!(["0x1", "latest"])),
+            502,
+            Expect::Error(-32010),
+        ),
+        row(
+            "notification",
+            "/rpc/polygon",
+            notification("eth_getBalance", json!(["0xn0"])),
+            204,
+            Expect::Empty,
+        ),
+        row(
+            "batch of only notifications",
+            "/rpc/polygon",
             json!([{"jsonrpc":"2.0","method":"eth_getBalance","params":["0xn1"]},
-                   {"jsonrpc":"2.0","method":"eth_getBalance","params":["0xn2"]}]).to_string(),
-            204, Expect::Empty),
-        row("id null is not a notification", "/rpc/polygon",
-            r#"{"jsonrpc":"2.0","id":null,"method":"eth_getBalance","params":["0xnull"]}"#, 200,
-            Expect::Exact(json!({"jsonrpc":"2.0","id":null,"result":{"provider":"poly","method":"eth_getBalance","params":["0xnull"]}}))),
+                   {"jsonrpc":"2.0","method":"eth_getBalance","params":["0xn2"]}])
+            .to_string(),
+            204,
+            Expect::Empty,
+        ),
+        row(
+            "id null is not a notification",
+            "/rpc/polygon",
+            r#"{"jsonrpc":"2.0","id":null,"method":"eth_getBalance","params":["0xnull"]}"#,
+            200,
+            Expect::Exact(
+                json!({"jsonrpc":"2.0","id":null,"result":{"provider":"poly","method":"eth_getBalance","params":["0xnull"]}}),
+            ),
+        ),
     ];
     for m in ["GET", "PUT", "DELETE", "PATCH"] {
-        let mut r = row("wrong HTTP method", "/rpc/ethereum", "", 405, Expect::Error(-32600));
+        let mut r = row(
+            "wrong HTTP method",
+            "/rpc/ethereum",
+            "",
+            405,
+            Expect::Error(-32600),
+        );
         r.method = m;
         r.headers.clear();
         rows.push(r);
     }
-    let mut r = row("headers over max_header_bytes", "/rpc/ethereum", ok("eth_blockNumber"), 431, Expect::Error(-32600));
+    let mut r = row(
+        "headers over max_header_bytes",
+        "/rpc/ethereum",
+        ok("eth_blockNumber"),
+        431,
+        Expect::Error(-32600),
+    );
     r.headers.push(("X-Pad", "p".repeat(20 * 1024)));
     rows.push(r);
     run_rows(w.lasso.addr(), &rows);
 
     // eth_chainId never went upstream; the denied methods never reached r1.
     for m in [&w.p1, &w.p2, &w.poly, &w.prem] {
-        assert_eq!(m.count("eth_chainId"), 0, "{} received eth_chainId", m.name());
-        assert_eq!(m.count("eth_subscribe"), 0, "{} received eth_subscribe", m.name());
+        assert_eq!(
+            m.count("eth_chainId"),
+            0,
+            "{} received eth_chainId",
+            m.name()
+        );
+        assert_eq!(
+            m.count("eth_subscribe"),
+            0,
+            "{} received eth_subscribe",
+            m.name()
+        );
     }
     assert_eq!(w.r1.count("debug_traceTransaction"), 0);
     assert_eq!(w.r1.count("eth_signTransaction"), 0);
-    assert_eq!(w.p1.count("eth_getBalance") + w.p2.count("eth_getBalance"), 0, "rejected requests were forwarded");
+    assert_eq!(
+        w.p1.count("eth_getBalance") + w.p2.count("eth_getBalance"),
+        0,
+        "rejected requests were forwarded"
+    );
     // Notifications are still forwarded.
     for p in ["0xn0", "0xn1", "0xn2"] {
         assert!(
-            wait_for_call(&w.poly, "eth_getBalance", &json!([p]), Duration::from_secs(5)),
+            wait_for_call(
+                &w.poly,
+                "eth_getBalance",
+                &json!([p]),
+                Duration::from_secs(5)
+            ),
             "notification with params [{p}] never reached the provider; calls: {:?}",
             w.poly.calls()
         );
@@ -338,19 +638,39 @@ fn upstream_result_and_error_pass_through_untouched() {
     for m in [&w.p1, &w.p2] {
         m.set_result("eth_blockNumber", json!("0x10"));
         m.set_error("eth_call", revert.clone());
-        m.set_error("eth_getBlockByNumber", json!({"code":-32000,"message":"header not found"}));
+        m.set_error(
+            "eth_getBlockByNumber",
+            json!({"code":-32000,"message":"header not found"}),
+        );
     }
     let addr = w.lasso.addr();
-    let r = post(addr, "/rpc/ethereum", &rpc(json!(1), "eth_blockNumber", json!([])));
+    let r = post(
+        addr,
+        "/rpc/ethereum",
+        &rpc(json!(1), "eth_blockNumber", json!([])),
+    );
     assert_eq!(r.status, 200, "{}", r.describe());
     assert_eq!(r.json(), json!({"jsonrpc":"2.0","id":1,"result":"0x10"}));
 
-    let call = rpc(json!("call-1"), "eth_call", json!([{"to":"0x00000000000000000000000000000000deadbeef","data":"0x"}, "latest"]));
+    let call = rpc(
+        json!("call-1"),
+        "eth_call",
+        json!([{"to":"0x00000000000000000000000000000000deadbeef","data":"0x"}, "latest"]),
+    );
     let r = post(addr, "/rpc/ethereum", &call);
     assert_eq!(r.status, 200, "{}", r.describe());
-    assert_eq!(r.json(), json!({"jsonrpc":"2.0","id":"call-1","error":revert}), "{}", r.describe());
+    assert_eq!(
+        r.json(),
+        json!({"jsonrpc":"2.0","id":"call-1","error":revert}),
+        "{}",
+        r.describe()
+    );
 
-    let r = post(addr, "/rpc/priority/ethereum", &rpc(json!(2), "eth_getBlockByNumber", json!(["0xffffff", false])));
+    let r = post(
+        addr,
+        "/rpc/priority/ethereum",
+        &rpc(json!(2), "eth_getBlockByNumber", json!(["0xffffff", false])),
+    );
     assert_eq!(r.status, 200, "{}", r.describe());
     assert_eq!(
         r.json(),
@@ -361,7 +681,11 @@ fn upstream_result_and_error_pass_through_untouched() {
     // A JSON-RPC error is an answer, not a failure: no other provider was asked.
     assert_eq!(w.p1.count("eth_getBlockByNumber"), 1);
     assert_eq!(w.p2.count("eth_getBlockByNumber"), 0);
-    assert_eq!(w.p1.count("eth_call") + w.p2.count("eth_call"), 1, "eth_call revert was retried");
+    assert_eq!(
+        w.p1.count("eth_call") + w.p2.count("eth_call"),
+        1,
+        "eth_call revert was retried"
+    );
 }
 
 #[test]
@@ -381,26 +705,53 @@ fn batch_order_and_mixed_members() {
     let r = post(w.lasso.addr(), "/rpc/priority/ethereum", &batch.to_string());
     assert_eq!(r.status, 200, "{}", r.describe());
     let v = r.json();
-    let items = v.as_array().unwrap_or_else(|| panic!("batch answer is not an array: {}", r.describe()));
-    assert_eq!(items.len(), 6, "notifications omitted, everything else answered: {}", r.describe());
+    let items = v
+        .as_array()
+        .unwrap_or_else(|| panic!("batch answer is not an array: {}", r.describe()));
+    assert_eq!(
+        items.len(),
+        6,
+        "notifications omitted, everything else answered: {}",
+        r.describe()
+    );
     assert_eq!(
         items[0],
         json!({"jsonrpc":"2.0","id":1,"result":{"provider":"p1","method":"eth_getBalance","params":["0xa","latest"]}})
     );
-    assert_eq!(error_code(&items[1]), Some(-32600), "member `42`: {}", items[1]);
+    assert_eq!(
+        error_code(&items[1]),
+        Some(-32600),
+        "member `42`: {}",
+        items[1]
+    );
     assert_eq!(items[1]["id"], Value::Null, "member `42`: {}", items[1]);
-    assert_eq!(error_code(&items[2]), Some(-32600), "member with method 5: {}", items[2]);
+    assert_eq!(
+        error_code(&items[2]),
+        Some(-32600),
+        "member with method 5: {}",
+        items[2]
+    );
     assert!(
         items[2]["id"] == json!("x") || items[2]["id"].is_null(),
         "member with method 5: {}",
         items[2]
     );
     assert_eq!(items[3], json!({"jsonrpc":"2.0","id":"two","result":"0x1"}));
-    assert_eq!(error_code(&items[4]), Some(-32601), "eth_subscribe member: {}", items[4]);
+    assert_eq!(
+        error_code(&items[4]),
+        Some(-32601),
+        "eth_subscribe member: {}",
+        items[4]
+    );
     assert_eq!(items[4]["id"], json!(3));
     assert_eq!(items[5], json!({"jsonrpc":"2.0","id":4,"result":"0x10"}));
     assert!(
-        wait_for_call(&w.p1, "eth_getBalance", &json!(["0xnotif"]), Duration::from_secs(5)),
+        wait_for_call(
+            &w.p1,
+            "eth_getBalance",
+            &json!(["0xnotif"]),
+            Duration::from_secs(5)
+        ),
         "batch notification never forwarded; p1 calls {:?}",
         w.p1.calls()
     );
@@ -450,7 +801,9 @@ fn ids_are_restored_exactly() {
     let mut failures = Vec::new();
     let mut c = Conn::connect(addr);
     for raw in ids {
-        let body = format!(r#"{{"jsonrpc":"2.0","id":{raw},"method":"eth_getBalance","params":["0x1","latest"]}}"#);
+        let body = format!(
+            r#"{{"jsonrpc":"2.0","id":{raw},"method":"eth_getBalance","params":["0x1","latest"]}}"#
+        );
         let r = c.post("/rpc/ethereum", &body);
         let want: Value = serde_json::from_str(raw).unwrap();
         let got = r.try_json();
@@ -459,8 +812,14 @@ fn ids_are_restored_exactly() {
             continue;
         }
         // Integers beyond f64/u64 precision compare lossily as JSON values: check the text too.
-        if raw.len() > 15 && raw.bytes().all(|b| b.is_ascii_digit() || b == b'-') && !r.text().contains(raw) {
-            failures.push(format!("id {raw} not restored digit for digit: {}", r.describe()));
+        if raw.len() > 15
+            && raw.bytes().all(|b| b.is_ascii_digit() || b == b'-')
+            && !r.text().contains(raw)
+        {
+            failures.push(format!(
+                "id {raw} not restored digit for digit: {}",
+                r.describe()
+            ));
         }
         if got.map(|v| v.get("result").is_none()).unwrap_or(true) {
             failures.push(format!("id {raw}: no result: {}", r.describe()));
@@ -471,7 +830,9 @@ fn ids_are_restored_exactly() {
         "[{}]",
         ids.iter()
             .take(5)
-            .map(|raw| format!(r#"{{"jsonrpc":"2.0","id":{raw},"method":"eth_getBalance","params":["0x2"]}}"#))
+            .map(|raw| format!(
+                r#"{{"jsonrpc":"2.0","id":{raw},"method":"eth_getBalance","params":["0x2"]}}"#
+            ))
             .collect::<Vec<_>>()
             .join(",")
     );
@@ -487,7 +848,11 @@ fn ids_are_restored_exactly() {
         }
         _ => failures.push(format!("batch of 5 ids: {}", r.describe())),
     }
-    assert!(failures.is_empty(), "ids not restored:\n{}", failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "ids not restored:\n{}",
+        failures.join("\n")
+    );
 }
 
 #[test]
@@ -501,17 +866,26 @@ fn same_client_ids_from_concurrent_clients_are_not_mixed_up() {
                 let mut bad = Vec::new();
                 for i in 0..15u64 {
                     let params = json!([format!("0x{t:x}{i:04x}"), "latest"]);
-                    let r = c.post("/rpc/ethereum", &rpc(json!(1), "eth_getBalance", params.clone()));
+                    let r = c.post(
+                        "/rpc/ethereum",
+                        &rpc(json!(1), "eth_getBalance", params.clone()),
+                    );
                     let v = r.try_json().unwrap_or(Value::Null);
                     if r.status != 200 || v["id"] != json!(1) || v["result"]["params"] != params {
-                        bad.push(format!("thread {t} req {i}: sent params {params}, got {}", r.describe()));
+                        bad.push(format!(
+                            "thread {t} req {i}: sent params {params}, got {}",
+                            r.describe()
+                        ));
                     }
                 }
                 bad
             })
         })
         .collect();
-    let bad: Vec<String> = handles.into_iter().flat_map(|h| h.join().unwrap()).collect();
+    let bad: Vec<String> = handles
+        .into_iter()
+        .flat_map(|h| h.join().unwrap())
+        .collect();
     assert!(bad.is_empty(), "{}", bad.join("\n"));
 }
 
@@ -519,7 +893,6 @@ fn same_client_ids_from_concurrent_clients_are_not_mixed_up() {
 fn params_pass_through_unchanged() {
     let w = world();
     let addr = w.lasso.addr();
-    let deep = (0..64).fold(json!("bottom"), |acc, i| json!({ format!("l{i}"): [acc] }));
     let cases: Vec<(&str, String)> = vec![
         ("positional", r#"["0x407d73d8a49eeb85d32cf465507dd71d507100c1","latest"]"#.into()),
         ("named object", r#"{"address":"0xabc","blockHash":"0x00","topics":[null,["0x01","0x02"]]}"#.into()),
@@ -530,14 +903,19 @@ fn params_pass_through_unchanged() {
         ("strings with escapes", r#"["line\nbreak","tab\t","quote\"","back\\slash","\u00e9\u4e2d\ud83d\ude80","\u0000"]"#.into()),
         ("unicode raw", r#"["ünïcødé","中文","🚀"]"#.into()),
         ("whitespace", "[ 1 ,\n\t{ \"a\" : [ ] } ]".into()),
-        ("deep nesting", deep.to_string()),
         ("long string", format!("[\"0x{}\"]", "ab".repeat(20_000))),
     ];
     let mut failures = Vec::new();
     for (i, (name, raw)) in cases.iter().enumerate() {
         let id = 1000 + i as u64;
         let body = format!(r#"{{"jsonrpc":"2.0","id":{id},"method":"eth_call","params":{raw}}}"#);
-        let r = post(addr, "/rpc/priority/ethereum", &body);
+        let r = match try_post(addr, "/rpc/priority/ethereum", &body) {
+            Ok(r) => r,
+            Err(e) => {
+                failures.push(format!("{name}: transport error {e}"));
+                continue;
+            }
+        };
         let want: Value = serde_json::from_str(raw).unwrap();
         let v = r.try_json().unwrap_or(Value::Null);
         if r.status != 200 || v["id"] != json!(id) || v["result"]["params"] != want {
@@ -552,29 +930,91 @@ fn params_pass_through_unchanged() {
     // A number beyond f64 precision must reach the provider digit for digit.
     let raw_big = "123456789012345678901234567890123";
     let body = format!(r#"{{"jsonrpc":"2.0","id":1,"method":"eth_call","params":[{raw_big}]}}"#);
-    let r = post(addr, "/rpc/priority/ethereum", &body);
-    if r.status != 200 {
-        failures.push(format!("big number: {}", r.describe()));
+    match try_post(addr, "/rpc/priority/ethereum", &body) {
+        Ok(r) if r.status == 200 => {}
+        Ok(r) => failures.push(format!("big number: {}", r.describe())),
+        Err(e) => failures.push(format!("big number: transport error {e}")),
     }
-    if !w.p1.recorded().iter().any(|rec| String::from_utf8_lossy(&rec.raw).contains(raw_big)) {
-        failures.push(format!("big number {raw_big} did not reach the provider verbatim"));
+    if !w
+        .p1
+        .recorded()
+        .iter()
+        .any(|rec| String::from_utf8_lossy(&rec.raw).contains(raw_big))
+    {
+        failures.push(format!(
+            "big number {raw_big} did not reach the provider verbatim"
+        ));
     }
     // Absent params stay absent.
-    let r = post(addr, "/rpc/priority/ethereum", r#"{"jsonrpc":"2.0","id":"noparams","method":"eth_gasPrice"}"#);
-    if r.status != 200 {
-        failures.push(format!("no params: {}", r.describe()));
+    match try_post(
+        addr,
+        "/rpc/priority/ethereum",
+        r#"{"jsonrpc":"2.0","id":"noparams","method":"eth_gasPrice"}"#,
+    ) {
+        Ok(r) if r.status == 200 => {}
+        Ok(r) => failures.push(format!("no params: {}", r.describe())),
+        Err(e) => failures.push(format!("no params: transport error {e}")),
     }
-    let gp: Vec<Value> = w.p1.calls().into_iter().filter(|c| c["method"] == "eth_gasPrice").collect();
+    let gp: Vec<Value> =
+        w.p1.calls()
+            .into_iter()
+            .filter(|c| c["method"] == "eth_gasPrice")
+            .collect();
     if gp.len() != 1 || gp[0].get("params").is_some() {
         failures.push(format!("request without params arrived as {gp:?}"));
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
+/// Deeply nested JSON (a few hundred bytes) must be answered (passed through, or rejected with
+/// 400 -32600/-32700), never take the process down.
+#[test]
+fn deeply_nested_json_does_not_kill_the_proxy() {
+    let w = world();
+    let addr = w.lasso.addr();
+    let mut failures = Vec::new();
+    for depth in [16usize, 32, 64, 128, 512] {
+        let objects = (0..depth).fold(json!("bottom"), |acc, i| json!({ format!("l{i}"): [acc] }));
+        let arrays = format!("{}1{}", "[".repeat(depth), "]".repeat(depth));
+        for (shape, params) in [("objects+arrays", objects.to_string()), ("arrays", arrays)] {
+            let body =
+                format!(r#"{{"jsonrpc":"2.0","id":1,"method":"eth_call","params":{params}}}"#);
+            match try_post(addr, "/rpc/priority/ethereum", &body) {
+                Ok(r) if r.status == 200 => {
+                    let want: Value = serde_json::from_str(&params).unwrap();
+                    if r.try_json().map(|v| v["result"]["params"].clone()) != Some(want) {
+                        failures.push(format!("depth {depth} {shape}: altered: {}", r.describe()));
+                    }
+                }
+                Ok(r) if r.status == 400 && matches!(r.rpc_code(), Some(-32600 | -32700)) => {}
+                Ok(r) => failures.push(format!("depth {depth} {shape}: {}", r.describe())),
+                Err(e) => failures.push(format!("depth {depth} {shape}: transport error {e}")),
+            }
+        }
+    }
+    let alive = try_post(
+        addr,
+        "/rpc/ethereum",
+        &rpc(json!(1), "eth_chainId", json!([])),
+    );
+    if !matches!(&alive, Ok(r) if r.status == 200) {
+        failures.push(format!("proxy dead afterwards ({alive:?})"));
+    }
+    assert!(
+        failures.is_empty(),
+        "{}\n--- lasso logs (tail) ---\n{}",
+        failures.join("\n"),
+        support::lasso::tail(&w.lasso.logs(), 10)
+    );
+}
+
 #[test]
 fn eth_chain_id_is_local() {
     let w = world();
-    let before: Vec<usize> = [&w.p1, &w.p2, &w.poly, &w.prem].iter().map(|m| m.count("eth_chainId")).collect();
+    let before: Vec<usize> = [&w.p1, &w.p2, &w.poly, &w.prem]
+        .iter()
+        .map(|m| m.count("eth_chainId"))
+        .collect();
     let mut c = Conn::connect(w.lasso.addr());
     for (path, want) in [
         ("/rpc/ethereum", "0x1"),
@@ -590,14 +1030,25 @@ fn eth_chain_id_is_local() {
     ] {
         let r = c.post(path, &rpc(json!(5), "eth_chainId", json!([])));
         assert_eq!(r.status, 200, "{path}: {}", r.describe());
-        assert_eq!(r.json(), json!({"jsonrpc":"2.0","id":5,"result":want}), "{path}");
+        assert_eq!(
+            r.json(),
+            json!({"jsonrpc":"2.0","id":5,"result":want}),
+            "{path}"
+        );
     }
-    let after: Vec<usize> = [&w.p1, &w.p2, &w.poly, &w.prem].iter().map(|m| m.count("eth_chainId")).collect();
+    let after: Vec<usize> = [&w.p1, &w.p2, &w.poly, &w.prem]
+        .iter()
+        .map(|m| m.count("eth_chainId"))
+        .collect();
     assert_eq!(before, after, "eth_chainId reached a provider");
 }
 
 fn served(addr: std::net::SocketAddr, path: &str) -> Result<String, String> {
-    let r = post(addr, path, &rpc(json!(1), "eth_getBalance", json!(["0x5", "latest"])));
+    let r = post(
+        addr,
+        path,
+        &rpc(json!(1), "eth_getBalance", json!(["0x5", "latest"])),
+    );
     if r.status != 200 {
         return Err(r.describe());
     }

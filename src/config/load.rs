@@ -102,6 +102,7 @@ struct RawUpstream {
     max_response_bytes: usize,
     pool_max_idle_per_provider: usize,
     pool_idle_timeout_ms: u64,
+    extra_ca_file: Option<String>,
 }
 
 impl Default for RawUpstream {
@@ -113,6 +114,7 @@ impl Default for RawUpstream {
             max_response_bytes: 256 * 1024 * 1024,
             pool_max_idle_per_provider: 128,
             pool_idle_timeout_ms: 30_000,
+            extra_ca_file: None,
         }
     }
 }
@@ -327,7 +329,17 @@ impl Builder<'_> {
                 return Err(self.err(format!("upstream.{key}"), "must be greater than 0"));
             }
         }
+        let extra_ca_file = match &raw.extra_ca_file {
+            Some(rel) => {
+                let path = self.file.parent().unwrap_or(Path::new(".")).join(rel);
+                crate::upstream::conn::load_pem_certificates(&path)
+                    .map_err(|e| self.err("upstream.extra_ca_file", e))?;
+                Some(path)
+            }
+            None => None,
+        };
         Ok(UpstreamSettings {
+            extra_ca_file,
             connect_timeout: Duration::from_millis(raw.connect_timeout_ms),
             request_timeout: Duration::from_millis(raw.request_timeout_ms),
             max_attempts: raw.max_attempts,

@@ -42,6 +42,8 @@ pub struct UpstreamSettings {
     pub max_response_bytes: usize,
     pub pool_max_idle_per_provider: usize,
     pub pool_idle_timeout: Duration,
+    /// Extra PEM certificates trusted for HTTPS/WSS providers, besides the webpki roots (private CAs).
+    pub extra_ca_file: Option<PathBuf>,
 }
 
 /// Which methods a provider serves: exact names or `prefix*` patterns.

@@ -24,18 +24,20 @@ pub struct UpstreamClient {
     /// Per provider: `POST ... Host ... extra headers ... Content-Length: ` ready to be completed.
     heads: Vec<Vec<u8>>,
     tls_names: Vec<Option<String>>,
+    tls: monoio_rustls::TlsConnector,
     pool: RefCell<Pool>,
     dns: RefCell<DnsCache>,
 }
 
 impl UpstreamClient {
-    pub fn new(config: &Config) -> Self {
+    pub fn new(config: &Config, tls: monoio_rustls::TlsConnector) -> Self {
         let heads = config.providers.iter().map(request_head_prefix).collect();
         let tls_names = config.providers.iter().map(|p| p.url.tls.then(|| p.url.host.clone())).collect();
         UpstreamClient {
             settings: config.upstream.clone(),
             heads,
             tls_names,
+            tls,
             pool: RefCell::new(Pool::new(
                 config.providers.len(),
                 config.upstream.pool_max_idle_per_provider,
@@ -107,7 +109,7 @@ impl UpstreamClient {
     async fn connect(&self, p: &Provider) -> Result<Conn, UpstreamError> {
         let connect_err = |e: std::io::Error| UpstreamError::new(FailureKind::Connect, e.to_string(), false);
         let addrs = resolve(&self.dns, &p.url.host, p.url.port).await.map_err(connect_err)?;
-        let tls = self.tls_names[p.pid].as_deref();
+        let tls = self.tls_names[p.pid].as_deref().map(|name| (&self.tls, name));
         match monoio::time::timeout(self.settings.connect_timeout, Conn::connect(&addrs, tls)).await {
             Ok(conn) => conn.map_err(connect_err),
             Err(_) => Err(UpstreamError::new(

@@ -3,11 +3,13 @@
 
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
-use std::sync::{Arc, OnceLock};
+use std::path::Path;
+use std::sync::Arc;
 
 use monoio::net::TcpStream;
 use monoio_rustls::{ClientTlsStream, TlsConnector};
-use rustls::pki_types::ServerName;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName};
 
 use crate::http::io::{read_more, write_all};
 
@@ -41,19 +43,22 @@ pub struct Conn {
 
 impl Conn {
     /// Connects to the first reachable address, with TLS when `tls_name` is given.
-    pub async fn connect(addrs: &[std::net::SocketAddr], tls_name: Option<&str>) -> io::Result<Conn> {
+    pub async fn connect(
+        addrs: &[std::net::SocketAddr],
+        tls: Option<(&TlsConnector, &str)>,
+    ) -> io::Result<Conn> {
         let mut last_err = io::Error::other("no address to connect to");
         for addr in addrs {
             match TcpStream::connect_addr(*addr).await {
                 Ok(tcp) => {
                     let _ = tcp.set_nodelay(true);
                     let fd = tcp.as_raw_fd();
-                    let stream = match tls_name {
+                    let stream = match tls {
                         None => Stream::Plain(tcp),
-                        Some(name) => {
+                        Some((connector, name)) => {
                             let server_name = ServerName::try_from(name.to_string())
                                 .map_err(|e| io::Error::other(format!("invalid TLS server name: {e}")))?;
-                            let tls = tls_connector()
+                            let tls = connector
                                 .connect(server_name, tcp)
                                 .await
                                 .map_err(|e| io::Error::other(format!("TLS handshake failed: {e}")))?;
@@ -85,16 +90,31 @@ impl Conn {
     }
 }
 
-fn tls_connector() -> &'static TlsConnector {
-    static CONNECTOR: OnceLock<TlsConnector> = OnceLock::new();
-    CONNECTOR.get_or_init(|| {
-        let roots = rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
-        let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .with_safe_default_protocol_versions()
-            .expect("ring supports the default TLS versions")
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        config.alpn_protocols = vec![b"http/1.1".to_vec()];
-        TlsConnector::from(Arc::new(config))
-    })
+/// Reads every certificate of a PEM file; errors say why the file is unusable.
+pub fn load_pem_certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+    let certs: Vec<_> = CertificateDer::pem_file_iter(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("invalid PEM in {}: {e}", path.display()))?;
+    if certs.is_empty() {
+        return Err(format!("no certificate in {}", path.display()));
+    }
+    Ok(certs)
+}
+
+/// The TLS client configuration for providers: webpki roots, plus `extra_ca` certificates when configured.
+pub fn tls_connector(extra_ca: Option<&Path>) -> Result<TlsConnector, String> {
+    let mut roots = rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
+    if let Some(path) = extra_ca {
+        for cert in load_pem_certificates(path)? {
+            roots.add(cert).map_err(|e| format!("unusable certificate in {}: {e}", path.display()))?;
+        }
+    }
+    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(TlsConnector::from(Arc::new(config)))
 }

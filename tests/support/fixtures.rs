@@ -72,12 +72,9 @@ pub fn load_fixtures() -> Vec<Fixture> {
     files
         .iter()
         .map(|p| {
-            let name = p
-                .strip_prefix(&root)
-                .unwrap()
-                .to_string_lossy()
-                .to_string();
-            let text = fs::read_to_string(p).unwrap_or_else(|e| panic!("read {}: {e}", p.display()));
+            let name = p.strip_prefix(&root).unwrap().to_string_lossy().to_string();
+            let text =
+                fs::read_to_string(p).unwrap_or_else(|e| panic!("read {}: {e}", p.display()));
             parse_fixture(&name, &text)
         })
         .collect()

@@ -64,11 +64,12 @@ impl BufStream {
     /// Reads a message head (up to and including the blank line).
     /// `Ok(None)` means a clean EOF before the first byte of a new message.
     pub fn read_head(&mut self, max: usize) -> io::Result<Option<Vec<u8>>> {
-        let mut searched = 0;
+        let mut searched: usize = 0;
         loop {
             let avail = self.buffered();
-            if let Some(i) = find(&avail[searched.saturating_sub(3)..], b"\r\n\r\n") {
-                let end = searched.saturating_sub(3) + i + 4;
+            let from = searched.saturating_sub(3);
+            if let Some(i) = find(&avail[from..], b"\r\n\r\n") {
+                let end = from + i + 4;
                 let head = avail[..end].to_vec();
                 self.consume(end);
                 return Ok(Some(head));
@@ -101,11 +102,7 @@ impl BufStream {
             if self.fill()? == 0 {
                 return Err(io::Error::new(
                     io::ErrorKind::UnexpectedEof,
-                    format!(
-                        "EOF after {} of {} body bytes",
-                        self.buffered().len(),
-                        n
-                    ),
+                    format!("EOF after {} of {} body bytes", self.buffered().len(), n),
                 ));
             }
         }
@@ -214,7 +211,10 @@ impl Head {
         match self.header("content-length") {
             None => Ok(None),
             Some(v) => v.trim().parse().map(Some).map_err(|_| {
-                io::Error::new(io::ErrorKind::InvalidData, format!("bad content-length {v:?}"))
+                io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("bad content-length {v:?}"),
+                )
             }),
         }
     }
@@ -256,7 +256,10 @@ pub fn parse_request_head(raw: &[u8]) -> io::Result<Head> {
         }),
         other => Err(io::Error::new(
             io::ErrorKind::InvalidData,
-            format!("bad request head ({other:?}): {:?}", String::from_utf8_lossy(raw)),
+            format!(
+                "bad request head ({other:?}): {:?}",
+                String::from_utf8_lossy(raw)
+            ),
         )),
     }
 }
@@ -275,7 +278,10 @@ pub fn parse_response_head(raw: &[u8]) -> io::Result<Head> {
         }),
         other => Err(io::Error::new(
             io::ErrorKind::InvalidData,
-            format!("bad response head ({other:?}): {:?}", String::from_utf8_lossy(raw)),
+            format!(
+                "bad response head ({other:?}): {:?}",
+                String::from_utf8_lossy(raw)
+            ),
         )),
     }
 }
@@ -545,6 +551,12 @@ pub fn request(
     c.send(&request_bytes(method, path, headers, body));
     c.try_read_response()
         .unwrap_or_else(|e| panic!("{method} {path} on {addr}: {e}"))
+}
+
+/// One-shot `POST path` with a JSON body; transport errors as `Err` instead of a panic.
+pub fn try_post(addr: SocketAddr, path: &str, body: &str) -> io::Result<Response> {
+    let mut c = Conn::try_connect(addr)?;
+    c.try_post(path, body)
 }
 
 /// One-shot `POST path` with a JSON body.

@@ -193,6 +193,12 @@ pub struct Lasso {
     _dir: tempfile::TempDir,
 }
 
+/// The last `lines` lines of `s`.
+pub fn tail(s: &str, lines: usize) -> String {
+    let v: Vec<&str> = s.lines().collect();
+    v[v.len().saturating_sub(lines)..].join("\n")
+}
+
 /// Parses `address=IP:PORT` out of a log line (quotes tolerated).
 pub fn parse_address(line: &str) -> Option<SocketAddr> {
     let i = line.find("address=")?;

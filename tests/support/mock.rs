@@ -549,7 +549,9 @@ impl Inner {
 
     fn answer_call(&self, call: &Value) -> Option<Value> {
         let Some(obj) = call.as_object() else {
-            return Some(json!({"jsonrpc":"2.0","id":null,"error":{"code":-32600,"message":"invalid request"}}));
+            return Some(
+                json!({"jsonrpc":"2.0","id":null,"error":{"code":-32600,"message":"invalid request"}}),
+            );
         };
         let id = obj.get("id")?.clone();
         let method = obj.get("method").and_then(Value::as_str).unwrap_or("");
@@ -587,7 +589,8 @@ impl Inner {
                 json!({"jsonrpc":"2.0","id":null,"error":{"code":-32700,"message":"parse error"}}),
             ),
             Some(Value::Array(items)) => {
-                let answers: Vec<Value> = items.iter().filter_map(|c| self.answer_call(c)).collect();
+                let answers: Vec<Value> =
+                    items.iter().filter_map(|c| self.answer_call(c)).collect();
                 if answers.is_empty() {
                     None
                 } else {
@@ -681,8 +684,7 @@ fn serve_conn(inner: &Inner, stream: TcpStream, id: u64, epoch: u64) {
             let st = lock(&inner.state);
             (st.fault.clone(), st.chunked, st.gzip)
         };
-        let close_requested =
-            req.head.version == 0 || req.head.has_token("connection", "close");
+        let close_requested = req.head.version == 0 || req.head.has_token("connection", "close");
         let close_hdr: Vec<(&str, String)> = if close_requested {
             vec![("Connection", "close".to_string())]
         } else {

@@ -12,7 +12,9 @@ pub mod mock;
 use std::time::Duration;
 
 pub use fixtures::{Fixture, load_fixtures};
-pub use http::{Conn, Response, chunk_body, get, post, post_bytes, request, request_bytes};
+pub use http::{
+    Conn, Response, chunk_body, get, post, post_bytes, request, request_bytes, try_post,
+};
 pub use lasso::{Chain, Config, Lasso, LassoBuilder, Provider, run_lasso};
 pub use mock::{Fault, MockProvider, Recorded, big_result};
 
