@@ -11,7 +11,10 @@ use crate::stats::ProviderStats;
 use crate::worker::{Control, Worker};
 
 fn json<T: Serialize>(status: u16, value: &T) -> Response {
-    Response::json(status, sonic_rs::to_vec(value).unwrap_or_else(|_| b"{}".to_vec()))
+    Response::json(
+        status,
+        sonic_rs::to_vec(value).unwrap_or_else(|_| b"{}".to_vec()),
+    )
 }
 
 #[derive(Serialize)]
@@ -183,7 +186,10 @@ pub async fn status(worker: &Rc<Worker>) -> Response {
             version: env!("CARGO_PKG_VERSION"),
             uptime_s: worker.shared.started.elapsed().as_secs(),
             workers: worker.shared.workers,
-            connections: worker.shared.connections.load(std::sync::atomic::Ordering::Relaxed),
+            connections: worker
+                .shared
+                .connections
+                .load(std::sync::atomic::Ordering::Relaxed),
             chains,
         },
     )

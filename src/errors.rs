@@ -125,7 +125,9 @@ impl RpcError {
                 format!("All providers failed ({} attempts)", attempts.len())
             }
             RpcError::NoProviderAvailable { reason } => format!("No provider available: {reason}"),
-            RpcError::DeadlineExceeded { .. } => "Request timed out waiting for providers".to_string(),
+            RpcError::DeadlineExceeded { .. } => {
+                "Request timed out waiting for providers".to_string()
+            }
             RpcError::Overloaded(why) => format!("Server unavailable: {why}"),
         }
     }
@@ -206,13 +208,24 @@ mod tests {
             (RpcError::MethodNotAllowed, -32600, 405),
             (RpcError::UnknownPath, -32601, 404),
             (
-                RpcError::NotFound { kind: ResourceKind::Chain, name: "x".into() },
+                RpcError::NotFound {
+                    kind: ResourceKind::Chain,
+                    name: "x".into(),
+                },
                 -32001,
                 404,
             ),
             (RpcError::UnknownStrategy("x".into()), -32600, 400),
-            (RpcError::AllProvidersFailed { attempts: vec![] }, -32010, 502),
-            (RpcError::NoProviderAvailable { reason: "r".into() }, -32011, 503),
+            (
+                RpcError::AllProvidersFailed { attempts: vec![] },
+                -32010,
+                502,
+            ),
+            (
+                RpcError::NoProviderAvailable { reason: "r".into() },
+                -32011,
+                503,
+            ),
             (RpcError::DeadlineExceeded { attempts: vec![] }, -32012, 504),
             (RpcError::Overloaded("draining"), -32013, 503),
         ];
@@ -229,7 +242,10 @@ mod tests {
     #[test]
     fn attempts_are_reported_as_data() {
         let err = RpcError::AllProvidersFailed {
-            attempts: vec![Attempt { provider: "p\"1".into(), error: "HTTP 500".into() }],
+            attempts: vec![Attempt {
+                provider: "p\"1".into(),
+                error: "HTTP 500".into(),
+            }],
         };
         let v: serde_json::Value = serde_json::from_slice(&err.to_response(b"")).unwrap();
         assert_eq!(v["id"], serde_json::Value::Null);

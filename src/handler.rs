@@ -12,13 +12,24 @@ fn error(err: RpcError) -> Response {
     Response::json(err.http_status(), err.to_response(b"null"))
 }
 
+/// True when the query string sets `name=true` (or `1`).
+fn query_flag(query: &str, name: &str) -> bool {
+    query
+        .split('&')
+        .filter_map(|kv| kv.split_once('='))
+        .any(|(k, v)| k == name && (v == "true" || v == "1"))
+}
+
 /// Answers one HTTP request.
 pub async fn handle(worker: &Rc<Worker>, head: &RequestHead, body: &[u8]) -> Response {
     let path = head.path.as_str();
     if head.method == Method::Options {
         return Response::empty(204)
             .with_header("Access-Control-Allow-Methods", "POST, GET, OPTIONS")
-            .with_header("Access-Control-Allow-Headers", "Content-Type, Authorization, X-Lasso-Include-Meta")
+            .with_header(
+                "Access-Control-Allow-Headers",
+                "Content-Type, Authorization, X-Lasso-Include-Meta",
+            )
             .with_header("Access-Control-Max-Age", "86400");
     }
     if path == "/rpc" || path.starts_with("/rpc/") {
@@ -26,7 +37,12 @@ pub async fn handle(worker: &Rc<Worker>, head: &RequestHead, body: &[u8]) -> Res
             return error(RpcError::MethodNotAllowed).with_header("Allow", "POST, OPTIONS");
         }
         return match crate::routes::resolve(&worker.config, path, "/rpc") {
-            Ok(target) => crate::proxy::handle(worker, target, body).await,
+            Ok(target) => {
+                let target = target.with_failover(query_flag(&head.query, "failover"));
+                let mode =
+                    crate::meta::MetaMode::from_request(&head.query, head.include_meta.as_deref());
+                crate::proxy::handle(worker, target, body, mode).await
+            }
             Err(e) => error(e),
         };
     }

@@ -78,7 +78,9 @@ pub fn parse_request(body: &[u8]) -> Result<RequestBody<'_>, RpcError> {
         None => Err(RpcError::Parse("empty body".into())),
         Some(b'{') => {
             let end = trailing_end(body);
-            inspect_object(body, start..end).map(RequestBody::Single).map_err(|e| e.error)
+            inspect_object(body, start..end)
+                .map(RequestBody::Single)
+                .map_err(|e| e.error)
         }
         Some(b'[') => {
             let end = trailing_end(body);
@@ -108,7 +110,9 @@ pub fn parse_request(body: &[u8]) -> Result<RequestBody<'_>, RpcError> {
         Some(_) => {
             // Valid JSON that is neither an object nor an array is an invalid request; anything else a parse error.
             sonic_rs::from_slice::<sonic_rs::Value>(body).map_err(parse_error)?;
-            Err(RpcError::InvalidRequest("expected an object or an array".into()))
+            Err(RpcError::InvalidRequest(
+                "expected an object or an array".into(),
+            ))
         }
     }
 }
@@ -136,7 +140,10 @@ fn inspect_object(body: &[u8], span: Range<usize>) -> Result<CallView<'_>, Inval
     let mut params = None;
     let mut last_end = span.start + 1;
     for member in sonic_rs::to_object_iter(&body[span.clone()]) {
-        let (key, value) = member.map_err(|e| InvalidCall { error: parse_error(e), id: None })?;
+        let (key, value) = member.map_err(|e| InvalidCall {
+            error: parse_error(e),
+            id: None,
+        })?;
         let range = offset_of(body, value.as_raw_str());
         last_end = range.end;
         match &*key {
@@ -169,7 +176,12 @@ fn inspect_object(body: &[u8], span: Range<usize>) -> Result<CallView<'_>, Inval
             return Err(invalid("params must be an array or an object", id));
         }
     }
-    Ok(CallView { method, id, params, span })
+    Ok(CallView {
+        method,
+        id,
+        params,
+        span,
+    })
 }
 
 /// The string value whose JSON text (quotes included) occupies `range`: borrowed unless it has escapes.
@@ -331,7 +343,10 @@ mod tests {
         let c = single(body);
         assert_eq!(c.method, "eth_call");
         assert_eq!(&body[c.id.clone().unwrap()], r#""a\"b""#);
-        assert_eq!(&body[c.params.clone().unwrap()], r#"[{"to":"0x1"},"latest"]"#);
+        assert_eq!(
+            &body[c.params.clone().unwrap()],
+            r#"[{"to":"0x1"},"latest"]"#
+        );
     }
 
     #[test]
@@ -352,7 +367,10 @@ mod tests {
             ("{\"jsonrpc\":\"2.0\",\"id\":1}", -32600),
             ("{\"jsonrpc\":\"2.0\",\"method\":\"x\",\"id\":{}}", -32600),
             ("{\"jsonrpc\":\"2.0\",\"method\":\"x\",\"id\":true}", -32600),
-            ("{\"jsonrpc\":\"2.0\",\"method\":\"x\",\"params\":1}", -32600),
+            (
+                "{\"jsonrpc\":\"2.0\",\"method\":\"x\",\"params\":1}",
+                -32600,
+            ),
         ];
         for (body, code) in rows {
             let err = parse_request(body.as_bytes()).expect_err(body);
@@ -363,7 +381,9 @@ mod tests {
     #[test]
     fn batch_members_are_judged_one_by_one() {
         let body = br#"[{"jsonrpc":"2.0","id":1,"method":"a"}, 5, {"jsonrpc":"2.0","id":2}, {"jsonrpc":"2.0","method":"n"}]"#;
-        let RequestBody::Batch(items) = parse_request(body).unwrap() else { panic!() };
+        let RequestBody::Batch(items) = parse_request(body).unwrap() else {
+            panic!()
+        };
         assert_eq!(items.len(), 4);
         assert!(items[0].is_ok());
         assert!(items[1].is_err());
@@ -381,7 +401,10 @@ mod tests {
         };
         let mut out = Vec::new();
         with_upstream_id(body, &c, 42, &mut out);
-        assert_eq!(out, br#"{"jsonrpc":"2.0","id":42,"method":"m","params":[]}"#);
+        assert_eq!(
+            out,
+            br#"{"jsonrpc":"2.0","id":42,"method":"m","params":[]}"#
+        );
 
         let body = br#"{"jsonrpc":"2.0","method":"m"}"#;
         let c = match parse_request(body).unwrap() {
@@ -399,7 +422,13 @@ mod tests {
     fn replies_are_inspected_and_ids_restored() {
         let body = br#"{"jsonrpc":"2.0","id":42,"error":{"code":3,"message":"execution reverted","data":"0x"}}"#;
         let r = inspect_reply(body).unwrap();
-        assert_eq!(r.kind, ReplyKind::Error { code: 3, message: "execution reverted".into() });
+        assert_eq!(
+            r.kind,
+            ReplyKind::Error {
+                code: 3,
+                message: "execution reverted".into()
+            }
+        );
         assert_eq!(parse_upstream_id(&body[r.id.clone()]), Some(42));
         let mut out = Vec::new();
         restore_id(body, &r, br#"{"weird":[1]}"#, &mut out);
@@ -407,17 +436,31 @@ mod tests {
         assert_eq!(v["id"]["weird"][0], 1);
         assert_eq!(v["error"]["code"], 3);
 
-        let rows: &[&[u8]] = &[b"<html>", b"{\"id\":1}", b"{\"result\":1}", b"{\"id\":1,\"result\":", b""];
+        let rows: &[&[u8]] = &[
+            b"<html>",
+            b"{\"id\":1}",
+            b"{\"result\":1}",
+            b"{\"id\":1,\"result\":",
+            b"",
+        ];
         for body in rows {
-            assert!(inspect_reply(body).is_err(), "{}", String::from_utf8_lossy(body));
+            assert!(
+                inspect_reply(body).is_err(),
+                "{}",
+                String::from_utf8_lossy(body)
+            );
         }
     }
 
     #[test]
     fn batch_replies_in_any_order() {
-        let body = br#"[{"jsonrpc":"2.0","id":2,"result":"b"},{"jsonrpc":"2.0","id":1,"result":"a"}]"#;
+        let body =
+            br#"[{"jsonrpc":"2.0","id":2,"result":"b"},{"jsonrpc":"2.0","id":1,"result":"a"}]"#;
         let replies = inspect_batch_reply(body).unwrap();
-        let ids: Vec<_> = replies.iter().map(|r| parse_upstream_id(&body[r.id.clone()])).collect();
+        let ids: Vec<_> = replies
+            .iter()
+            .map(|r| parse_upstream_id(&body[r.id.clone()]))
+            .collect();
         assert_eq!(ids, vec![Some(2), Some(1)]);
     }
 }

@@ -3,18 +3,27 @@
 //! as bytes with ids spliced.
 
 pub mod api;
+pub mod breaker;
+pub mod classify;
 pub mod config;
 pub mod errors;
 pub mod handler;
 pub mod http;
 pub mod jsonrpc;
 pub mod logging;
+pub mod merger;
+pub mod meta;
+pub mod methods;
+pub mod monitor;
 pub mod proxy;
+pub mod recorder;
 pub mod routes;
 pub mod routing;
 pub mod runtime;
 pub mod server;
+pub mod snapshot;
 pub mod stats;
 pub mod sync;
+pub mod table;
 pub mod upstream;
 pub mod worker;

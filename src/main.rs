@@ -9,7 +9,11 @@ use clap::{Parser, Subcommand};
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[derive(Parser)]
-#[command(name = "lasso", version, about = "Thread-per-core blockchain JSON-RPC aggregator")]
+#[command(
+    name = "lasso",
+    version,
+    about = "Thread-per-core blockchain JSON-RPC aggregator"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
@@ -38,7 +42,11 @@ fn main() -> ExitCode {
     match cli.command {
         Some(Command::CheckConfig { file }) => match lasso::config::load_file(&file) {
             Ok(config) => {
-                println!("ok: {} chains, {} providers", config.chain_count(), config.providers.len());
+                println!(
+                    "ok: {} chains, {} providers",
+                    config.chain_count(),
+                    config.providers.len()
+                );
                 ExitCode::SUCCESS
             }
             Err(e) => {
@@ -48,7 +56,12 @@ fn main() -> ExitCode {
         },
         None => {
             lasso::logging::init();
-            let opts = lasso::runtime::RunOptions { config: cli.config, workers: cli.workers, port: cli.port, bind: cli.bind };
+            let opts = lasso::runtime::RunOptions {
+                config: cli.config,
+                workers: cli.workers,
+                port: cli.port,
+                bind: cli.bind,
+            };
             match lasso::runtime::run(opts) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {

@@ -1,49 +1,52 @@
 //! The JSON-RPC proxy pipeline for one HTTP request: parse lazily, answer locally what needs no provider
-//! (`eth_chainId`, subscriptions over HTTP, invalid members), pick candidates through the worker's router, forward
-//! with failover (never re-sending a write that may have reached a provider), and restore the client's ids by
-//! splicing bytes into the provider's reply. Batches are grouped by candidate list, sent as sub-batches concurrently,
-//! and reassembled in request order.
+//! (`eth_chainId`, subscriptions over HTTP, invalid members), ask the worker's router for candidates, forward with
+//! classification-driven failover and hedging inside a per-method deadline (never re-sending a write that may have
+//! reached a provider), record every attempt, and restore the client's ids by splicing bytes into the provider's
+//! reply. Batches are grouped by candidate list, sent as sub-batches concurrently, and reassembled in request order.
 
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use futures_util::future::join_all;
+use futures_util::future::{Either, join_all, select};
 
+use crate::breaker::{Admission, BreakerState};
+use crate::classify::{Category, FailureClass, classify_http_failure, classify_rpc_error};
 use crate::config::Chain;
 use crate::errors::{Attempt, RpcError};
 use crate::http::response::Response;
 use crate::jsonrpc::{self, CallView, ReplyKind, ReplyView, RequestBody};
+use crate::meta::{Meta, MetaMode};
+use crate::methods::{self, MethodClass, MethodKey};
+use crate::recorder::SampleKind;
 use crate::routes::{Pick, Target};
-use crate::routing::Candidates;
+use crate::routing::{Candidates, RouteInputs, RouteQuery, Strategy};
 use crate::stats::Outcome;
-use crate::upstream::FailureKind;
 use crate::worker::Worker;
-
-/// Methods that change chain state: sent to at most one provider once they may have reached it.
-pub fn is_write(method: &str) -> bool {
-    matches!(
-        method,
-        "eth_sendRawTransaction" | "eth_sendTransaction" | "eth_sendBundle" | "eth_sendPrivateTransaction"
-            | "eth_sendRawTransactionConditional" | "eth_sendRawTransactionSync"
-    )
-}
 
 fn is_subscription(method: &str) -> bool {
     matches!(method, "eth_subscribe" | "eth_unsubscribe")
 }
 
 /// Answers one JSON-RPC HTTP request for `target`.
-pub async fn handle(worker: &Rc<Worker>, target: Target, body: &[u8]) -> Response {
+pub async fn handle(
+    worker: &Rc<Worker>,
+    target: Target,
+    body: &[u8],
+    meta_mode: MetaMode,
+) -> Response {
+    let started = Instant::now();
     worker.stats.borrow_mut().client_requests += 1;
     let parsed = match jsonrpc::parse_request(body) {
         Ok(parsed) => parsed,
         Err(e) => return Response::json(e.http_status(), e.to_response(b"null")),
     };
     let chain = &worker.config.profiles[target.profile].chains[target.chain];
-    match parsed {
+    let mut meta =
+        (meta_mode != MetaMode::Off).then(|| Meta::new(worker.request_id(), target.pick));
+    let response = match parsed {
         RequestBody::Single(call) => {
             let client_id = call.id.clone().map(|r| &body[r]);
-            let result = call_one(worker, target, chain, body, &call).await;
+            let result = call_one(worker, target, chain, body, &call, meta.as_mut()).await;
             match (client_id, result) {
                 (None, _) => Response::empty(204),
                 (Some(_), Ok(reply)) => Response::json(200, reply),
@@ -53,16 +56,27 @@ pub async fn handle(worker: &Rc<Worker>, target: Target, body: &[u8]) -> Respons
         RequestBody::Batch(items) => {
             let max = worker.config.server.max_batch_size;
             if items.len() > max {
-                let e = RpcError::InvalidRequest(format!("batch of {} exceeds the limit of {max}", items.len()));
+                let e = RpcError::InvalidRequest(format!(
+                    "batch of {} exceeds the limit of {max}",
+                    items.len()
+                ));
                 return Response::json(e.http_status(), e.to_response(b"null"));
             }
-            batch(worker, target, chain, body, items).await
+            batch(worker, target, chain, body, items, meta.as_mut()).await
         }
+    };
+    match meta {
+        Some(meta) => meta.apply(response, meta_mode, started.elapsed(), worker),
+        None => response,
     }
 }
 
 /// A call the proxy answers without a provider, if it is one.
-fn local_answer(chain: &Chain, body: &[u8], call: &CallView<'_>) -> Option<Result<Vec<u8>, RpcError>> {
+fn local_answer(
+    chain: &Chain,
+    body: &[u8],
+    call: &CallView<'_>,
+) -> Option<Result<Vec<u8>, RpcError>> {
     let id = call.id.clone().map_or(&b"null"[..], |r| &body[r]);
     if call.method == "eth_chainId" {
         let hex = format!("\"{}\"", chain.chain_id_hex);
@@ -77,22 +91,89 @@ fn local_answer(chain: &Chain, body: &[u8], call: &CallView<'_>) -> Option<Resul
     None
 }
 
-fn candidates(worker: &Worker, target: Target, chain: &Chain, method: &str) -> Result<Candidates, RpcError> {
+/// What routing needs to know about one call.
+struct CallPlan {
+    key: MethodKey,
+    class: MethodClass,
+    write: bool,
+    candidates: Candidates,
+    strategy: Option<Strategy>,
+}
+
+fn plan(
+    worker: &Worker,
+    target: Target,
+    chain: &Chain,
+    body: &[u8],
+    call: &CallView<'_>,
+) -> Result<CallPlan, RpcError> {
     let config = &worker.config;
-    let list = match target.pick {
-        Pick::Strategy(strategy) => worker.router.borrow_mut().candidates(config, chain, strategy, method),
+    let key = MethodKey::of(&call.method);
+    let write = methods::is_write(&call.method);
+    let (candidates, strategy) = match target.pick {
+        Pick::Strategy(strategy) => {
+            let params = call.params.clone().map(|r| &body[r]);
+            let block = methods::block_target(&call.method, params);
+            let routing = worker.routing.borrow();
+            let inputs = RouteInputs {
+                config,
+                table: &routing.table,
+                health: &routing.health,
+                now: Instant::now(),
+            };
+            let query = RouteQuery {
+                chain,
+                strategy,
+                method: &call.method,
+                key,
+                target: block,
+            };
+            (
+                worker.router.borrow_mut().candidates(&inputs, &query),
+                Some(strategy),
+            )
+        }
         Pick::Provider(pid) => {
-            let mut one = Candidates::new();
-            if config.providers[pid].methods.permits(method) {
-                one.push(pid);
+            let mut list = Candidates::new();
+            if config.providers[pid].methods.permits(&call.method) {
+                list.push(pid);
             }
-            one
+            if target.failover {
+                // The named provider first, then the chain's default strategy for the rest.
+                let params = call.params.clone().map(|r| &body[r]);
+                let block = methods::block_target(&call.method, params);
+                let routing = worker.routing.borrow();
+                let inputs = RouteInputs {
+                    config,
+                    table: &routing.table,
+                    health: &routing.health,
+                    now: Instant::now(),
+                };
+                let query = RouteQuery {
+                    chain,
+                    strategy: chain.default_strategy,
+                    method: &call.method,
+                    key,
+                    target: block,
+                };
+                let rest = worker.router.borrow_mut().candidates(&inputs, &query);
+                list.extend(rest.into_iter().filter(|&p| p != pid));
+            }
+            (list, None)
         }
     };
-    if list.is_empty() {
-        return Err(RpcError::MethodNotSupported { method: method.to_string() });
+    if candidates.is_empty() {
+        return Err(RpcError::MethodNotSupported {
+            method: call.method.to_string(),
+        });
     }
-    Ok(list)
+    Ok(CallPlan {
+        key,
+        class: key.class(),
+        write,
+        candidates,
+        strategy,
+    })
 }
 
 async fn call_one(
@@ -101,16 +182,18 @@ async fn call_one(
     chain: &Chain,
     body: &[u8],
     call: &CallView<'_>,
+    meta: Option<&mut Meta>,
 ) -> Result<Vec<u8>, RpcError> {
     if let Some(answer) = local_answer(chain, body, call) {
         return answer;
     }
-    let candidates = candidates(worker, target, chain, &call.method)?;
+    let plan = plan(worker, target, chain, body, call)?;
     let uid = worker.upstream_ids(1);
     let mut upstream_body = Vec::with_capacity(call.span.len() + 16);
     jsonrpc::with_upstream_id(body, call, uid, &mut upstream_body);
-    let (mut reply_body, views) = forward(worker, &candidates, &upstream_body, is_write(&call.method), &[uid]).await?;
-    let view = &views[0];
+    let forwarded = forward(worker, chain, &plan, &upstream_body, &[uid], meta).await?;
+    let mut reply_body = forwarded.body;
+    let view = &forwarded.views[0];
     let client_id = call.id.clone().map_or(&b"null"[..], |r| &body[r]);
     // Splice the client's id in place of ours; the reply object is the whole body for a single call.
     if view.span.start == 0 && view.span.end == reply_body.len() {
@@ -123,15 +206,34 @@ async fn call_one(
     }
 }
 
-/// How a provider's HTTP answer is judged.
-enum Verdict {
-    /// Usable replies (results or JSON-RPC errors), one per expected id.
-    Replies(Vec<ReplyView>),
-    /// A failure worth trying elsewhere.
-    Failed(String),
+/// A usable answer from a provider.
+struct Forwarded {
+    body: Vec<u8>,
+    views: Vec<ReplyView>,
 }
 
-fn judge(status: u16, body: &[u8], expected: &[u64], batch: bool) -> Verdict {
+/// The result of one attempt against one provider.
+enum AttemptResult {
+    Usable {
+        body: Vec<u8>,
+        views: Vec<ReplyView>,
+    },
+    Failed {
+        category: Category,
+        error: String,
+        reached: bool,
+        reply: Option<(Vec<u8>, Vec<ReplyView>)>,
+    },
+}
+
+/// How a provider's HTTP answer is judged.
+fn judge(
+    status: u16,
+    body: &[u8],
+    expected: &[u64],
+    batch: bool,
+    retry_after: Option<Duration>,
+) -> Result<Vec<ReplyView>, (Category, String)> {
     let parsed = if batch {
         jsonrpc::inspect_batch_reply(body)
     } else {
@@ -140,79 +242,345 @@ fn judge(status: u16, body: &[u8], expected: &[u64], batch: bool) -> Verdict {
     let replies = match parsed {
         Ok(replies) => replies,
         Err(e) => {
-            return Verdict::Failed(match status {
-                200..=299 => e.to_string(),
-                429 => "rate limited (HTTP 429)".to_string(),
-                s => format!("HTTP {s}"),
+            return Err(match status {
+                200..=299 => (
+                    Category::ProviderFailure(FailureClass::Server),
+                    e.to_string(),
+                ),
+                s => (classify_http_failure(s, retry_after), format!("HTTP {s}")),
             });
         }
     };
+    let all_errors = replies
+        .iter()
+        .all(|r| matches!(r.kind, ReplyKind::Error { .. }));
     match status {
         200..=299 => {}
-        429 => return Verdict::Failed("rate limited (HTTP 429)".into()),
-        500..=599 => return Verdict::Failed(format!("HTTP {status}")),
-        // Some providers answer invalid params with HTTP 400 and a JSON-RPC error: that is the answer.
-        _ if replies.iter().all(|r| matches!(r.kind, ReplyKind::Error { .. })) => {}
-        s => return Verdict::Failed(format!("HTTP {s}")),
+        // Some providers answer errors with 4xx and a JSON-RPC error body: the body decides below.
+        400..=499 if status != 429 && all_errors => {}
+        s => return Err((classify_http_failure(s, retry_after), format!("HTTP {s}"))),
     }
-    // Each reply must answer an id we sent.
-    let ids_ok = replies
-        .iter()
-        .all(|r| jsonrpc::parse_upstream_id(&body[r.id.clone()]).is_some_and(|id| expected.contains(&id)));
-    if !ids_ok {
-        // A whole-batch error object (id null) from a provider is a failure of that provider.
-        return Verdict::Failed("reply ids do not match the request".into());
+    let ids_ok = replies.iter().all(|r| {
+        jsonrpc::parse_upstream_id(&body[r.id.clone()]).is_some_and(|id| expected.contains(&id))
+    });
+    if !ids_ok || (batch && replies.is_empty()) {
+        return Err((
+            Category::ProviderFailure(FailureClass::Server),
+            "reply ids do not match the request".into(),
+        ));
     }
-    Verdict::Replies(replies)
+    Ok(replies)
 }
 
-/// Sends `upstream_body` to the candidates in order until one answers usably. Returns the reply body and the located
-/// reply objects.
+/// Sends one attempt to `pid`, classifies it, and records it (statistics, breaker, cool-down, capability).
+async fn attempt(
+    worker: &Rc<Worker>,
+    pid: usize,
+    plan: &CallPlan,
+    upstream_body: &[u8],
+    expected: &[u64],
+    timeout: Duration,
+) -> AttemptResult {
+    let config = &worker.config;
+    let provider = &config.providers[pid];
+    let batch = upstream_body.first() == Some(&b'[');
+    let started = Instant::now();
+    let result = worker
+        .upstream
+        .post(provider, upstream_body, timeout, !plan.write)
+        .await;
+    let latency = started.elapsed();
+    let outcome = match result {
+        Ok(resp) => match judge(resp.status, &resp.body, expected, batch, resp.retry_after) {
+            Ok(views) => {
+                // A single call's JSON-RPC error may still mean "try elsewhere" (throttled, unsupported, internal).
+                let category = match (&views[..], batch) {
+                    ([only], false) => match &only.kind {
+                        ReplyKind::Result => Category::Success,
+                        ReplyKind::Error { code, message } => {
+                            match classify_rpc_error(*code, message) {
+                                Category::RateLimited { .. } => Category::RateLimited {
+                                    retry_after: resp.retry_after,
+                                },
+                                other => other,
+                            }
+                        }
+                    },
+                    _ => Category::Success,
+                };
+                if matches!(category, Category::Success | Category::Deterministic) {
+                    AttemptResult::Usable {
+                        body: resp.body,
+                        views,
+                    }
+                } else {
+                    let error = match &views[0].kind {
+                        ReplyKind::Error { code, message } => {
+                            format!("JSON-RPC error {code}: {message}")
+                        }
+                        ReplyKind::Result => String::new(),
+                    };
+                    AttemptResult::Failed {
+                        category,
+                        error,
+                        reached: true,
+                        reply: Some((resp.body, views)),
+                    }
+                }
+            }
+            Err((category, error)) => AttemptResult::Failed {
+                category,
+                error,
+                reached: true,
+                reply: None,
+            },
+        },
+        Err(e) => AttemptResult::Failed {
+            category: Category::ProviderFailure(FailureClass::from_transport(e.kind)),
+            error: e.message,
+            reached: e.may_have_reached,
+            reply: None,
+        },
+    };
+    record(worker, pid, plan.key, &outcome, latency);
+    outcome
+}
+
+fn record(worker: &Worker, pid: usize, key: MethodKey, outcome: &AttemptResult, latency: Duration) {
+    let config = &worker.config;
+    let settings = &config.routing.breaker;
+    let now = Instant::now();
+    let mut routing = worker.routing.borrow_mut();
+    let routing = &mut *routing;
+    let (kind, error) = match outcome {
+        AttemptResult::Usable { .. } => {
+            routing.health.breakers[pid].on_success(settings);
+            (SampleKind::Answered, None)
+        }
+        AttemptResult::Failed {
+            category, error, ..
+        } => {
+            let kind = match category {
+                Category::RateLimited { retry_after } => {
+                    let pause = retry_after
+                        .unwrap_or(Duration::from_secs(1))
+                        .min(Duration::from_secs(60));
+                    routing.health.cooldown_until[pid] = Some(now + pause);
+                    routing.health.breakers[pid].release_probe();
+                    SampleKind::RateLimited
+                }
+                Category::Capability => {
+                    let until = now + Duration::from_secs(600);
+                    if routing
+                        .health
+                        .unsupported
+                        .insert((pid as u32, key), until)
+                        .is_none()
+                    {
+                        routing.new_unsupported.push((pid as u32, key));
+                    }
+                    routing.health.breakers[pid].release_probe();
+                    SampleKind::Unsupported
+                }
+                Category::ProviderFailure(class) => {
+                    if routing.health.breakers[pid].on_failure(*class, settings, now) {
+                        tracing::warn!(provider = %config.providers[pid].id, chain = %config.providers[pid].chain, worker = worker.index, "circuit breaker opened");
+                    }
+                    SampleKind::Failed
+                }
+                Category::Success | Category::Deterministic => SampleKind::Answered,
+            };
+            (kind, Some(config.redact(error)))
+        }
+    };
+    routing.recorder.record(pid, key, kind, latency);
+    let outcome = if kind == SampleKind::Answered {
+        Outcome::Success
+    } else {
+        Outcome::Failure
+    };
+    if let Some(error) = &error {
+        tracing::warn!(provider = %config.providers[pid].id, chain = %config.providers[pid].chain, %error, "upstream attempt failed");
+    }
+    worker
+        .stats
+        .borrow_mut()
+        .record(pid, outcome, latency, error.as_deref());
+}
+
+/// May `pid` be tried now? (Its breaker may reject it; a half-open breaker admits one probe.)
+fn admit(worker: &Worker, pid: usize) -> bool {
+    worker.routing.borrow_mut().health.breakers[pid].admit(Instant::now()) != Admission::Rejected
+}
+
+/// When to hedge a read to `pid`: its measured tail latency, bounded.
+fn hedge_delay(worker: &Worker, pid: usize, key: MethodKey) -> Duration {
+    let hedge = &worker.config.routing.hedge;
+    let routing = worker.routing.borrow();
+    let measured = routing
+        .table
+        .latency(pid, key, worker.config.routing.min_samples)
+        .map(|s| Duration::from_micros(s.quantile_us(hedge.quantile)));
+    measured
+        .unwrap_or(hedge.max_delay)
+        .clamp(hedge.min_delay, hedge.max_delay)
+}
+
+/// Sends `upstream_body` to the plan's candidates until one answers usably, within the method's deadline.
 async fn forward(
     worker: &Rc<Worker>,
-    candidates: &[usize],
+    chain: &Chain,
+    plan: &CallPlan,
     upstream_body: &[u8],
-    write: bool,
-    expected_ids: &[u64],
-) -> Result<(Vec<u8>, Vec<ReplyView>), RpcError> {
+    expected: &[u64],
+    mut meta: Option<&mut Meta>,
+) -> Result<Forwarded, RpcError> {
     let config = &worker.config;
     let settings = worker.upstream.settings();
-    let max_attempts = if write { candidates.len() } else { settings.max_attempts.min(candidates.len()) };
-    let deadline = Instant::now() + settings.request_timeout * settings.max_attempts.max(1) as u32;
-    let batch = upstream_body.first() == Some(&b'[');
+    let deadline = Instant::now() + config.routing.deadline(plan.class);
+    let max_attempts = if plan.write {
+        plan.candidates.len()
+    } else {
+        settings.max_attempts.min(plan.candidates.len())
+    };
+    let hedging = chain.hedge && !plan.write && plan.candidates.len() > 1;
     let mut attempts: Vec<Attempt> = Vec::new();
+    let mut fallback_reply: Option<(Vec<u8>, Vec<ReplyView>)> = None;
     let mut timed_out = false;
-    for &pid in candidates.iter().take(max_attempts) {
-        let provider = &config.providers[pid];
+    let mut tried = 0;
+    let mut next = 0;
+    if let Some(m) = meta.as_deref_mut() {
+        m.strategy = plan.strategy;
+        m.candidates = plan
+            .candidates
+            .iter()
+            .map(|&p| config.providers[p].id.clone())
+            .collect();
+    }
+    let upstream_started = Instant::now();
+    while tried < max_attempts && next < plan.candidates.len() {
+        let pid = plan.candidates[next];
+        next += 1;
+        if !admit(worker, pid) {
+            continue;
+        }
         let remaining = deadline.saturating_duration_since(Instant::now());
         if remaining < Duration::from_millis(1) {
             timed_out = true;
             break;
         }
-        let started = Instant::now();
-        let result = worker.upstream.post(provider, upstream_body, settings.request_timeout.min(remaining), !write).await;
-        let latency = started.elapsed();
-        let (error, reached) = match result {
-            Ok(resp) => match judge(resp.status, &resp.body, expected_ids, batch) {
-                Verdict::Replies(views) => {
-                    worker.stats.borrow_mut().record(pid, Outcome::Success, latency, None);
-                    return Ok((resp.body, views));
+        tried += 1;
+        let timeout = settings.request_timeout.min(remaining);
+        let first = Box::pin(attempt(worker, pid, plan, upstream_body, expected, timeout));
+        // Hedge: if the first attempt is slower than the provider's tail latency, race a second provider.
+        let hedge_to = if hedging && tried < max_attempts {
+            plan.candidates[next..].iter().copied().find(|&p| {
+                worker.routing.borrow().health.breakers[p].state(Instant::now())
+                    == BreakerState::Closed
+            })
+        } else {
+            None
+        };
+        let results: Vec<(usize, AttemptResult)> = match hedge_to {
+            None => vec![(pid, first.await)],
+            Some(second_pid) => {
+                let delay = hedge_delay(worker, pid, plan.key).min(remaining);
+                match select(first, Box::pin(monoio::time::sleep(delay))).await {
+                    Either::Left((result, _)) => vec![(pid, result)],
+                    Either::Right((_, first)) => {
+                        worker.routing.borrow_mut().recorder.hedges += 1;
+                        if let Some(m) = meta.as_deref_mut() {
+                            m.hedged = true;
+                        }
+                        next = plan
+                            .candidates
+                            .iter()
+                            .position(|&p| p == second_pid)
+                            .map_or(next, |i| i + 1)
+                            .max(next);
+                        tried += 1;
+                        let left = deadline.saturating_duration_since(Instant::now());
+                        let second = Box::pin(attempt(
+                            worker,
+                            second_pid,
+                            plan,
+                            upstream_body,
+                            expected,
+                            settings.request_timeout.min(left),
+                        ));
+                        match select(first, second).await {
+                            Either::Left((r, other))
+                                if matches!(r, AttemptResult::Usable { .. }) =>
+                            {
+                                drop(other);
+                                vec![(pid, r)]
+                            }
+                            Either::Right((r, other))
+                                if matches!(r, AttemptResult::Usable { .. }) =>
+                            {
+                                drop(other);
+                                vec![(second_pid, r)]
+                            }
+                            Either::Left((r, other)) => vec![(pid, r), (second_pid, other.await)],
+                            Either::Right((r, other)) => vec![(second_pid, r), (pid, other.await)],
+                        }
+                    }
                 }
-                Verdict::Failed(why) => (why, true),
-            },
-            Err(e) => {
-                timed_out = e.kind == FailureKind::Timeout;
-                (e.message, e.may_have_reached)
             }
         };
-        let error = config.redact(&error);
-        tracing::warn!(provider = %provider.id, chain = %provider.chain, %error, "upstream attempt failed");
-        worker.stats.borrow_mut().record(pid, Outcome::Failure, latency, Some(&error));
-        attempts.push(Attempt { provider: provider.id.clone(), error });
-        if write && reached {
-            // The provider may have accepted the transaction: never send it to another one.
+        let mut stop = false;
+        for (pid, result) in results {
+            match result {
+                AttemptResult::Usable { body, views } => {
+                    if let Some(m) = meta.as_deref_mut() {
+                        m.provider = Some(config.providers[pid].id.clone());
+                        m.retries = attempts.len() as u32;
+                        m.upstream = upstream_started.elapsed();
+                        m.breaker =
+                            worker.routing.borrow().health.breakers[pid].state(Instant::now());
+                    }
+                    if !attempts.is_empty() {
+                        worker.routing.borrow_mut().recorder.failovers += 1;
+                    }
+                    return Ok(Forwarded { body, views });
+                }
+                AttemptResult::Failed {
+                    category,
+                    error,
+                    reached,
+                    reply,
+                } => {
+                    timed_out = category == Category::ProviderFailure(FailureClass::Timeout);
+                    if reply.is_some() {
+                        fallback_reply = reply;
+                    }
+                    attempts.push(Attempt {
+                        provider: config.providers[pid].id.clone(),
+                        error: config.redact(&error),
+                    });
+                    if plan.write && reached {
+                        // The provider may have accepted the transaction: never send it to another one.
+                        stop = true;
+                    }
+                }
+            }
+        }
+        if stop {
             break;
         }
+    }
+    if let Some(m) = meta.as_deref_mut() {
+        m.retries = attempts.len().saturating_sub(1) as u32;
+        m.upstream = upstream_started.elapsed();
+    }
+    // Every provider declined with a JSON-RPC error (unsupported, throttled): the last such answer is the truest.
+    if let Some((body, views)) = fallback_reply {
+        return Ok(Forwarded { body, views });
+    }
+    if attempts.is_empty() {
+        return Err(RpcError::NoProviderAvailable {
+            reason: "every provider is excluded for now (circuit breakers open)".into(),
+        });
     }
     if timed_out && Instant::now() >= deadline {
         return Err(RpcError::DeadlineExceeded { attempts });
@@ -224,7 +592,6 @@ async fn forward(
 struct Member {
     index: usize,
     uid: u64,
-    call_span: usize,
 }
 
 async fn batch(
@@ -233,23 +600,39 @@ async fn batch(
     chain: &Chain,
     body: &[u8],
     items: Vec<Result<CallView<'_>, jsonrpc::InvalidCall>>,
+    meta: Option<&mut Meta>,
 ) -> Response {
     let n = items.len();
     let mut slots: Vec<Option<Vec<u8>>> = vec![None; n];
-    let client_id = |range: &Option<std::ops::Range<usize>>| range.clone().map_or(&b"null"[..], |r| &body[r]);
-    // Groups of members sharing one candidate list go to providers as one sub-batch.
-    let mut groups: Vec<(Candidates, Vec<usize>)> = Vec::new();
+    let client_id =
+        |range: &Option<std::ops::Range<usize>>| range.clone().map_or(&b"null"[..], |r| &body[r]);
+    // Members sharing one candidate list (and write-ness) go to providers as one sub-batch.
+    let mut groups: Vec<(CallPlan, Vec<usize>)> = Vec::new();
     for (i, item) in items.iter().enumerate() {
         match item {
             Err(invalid) => slots[i] = Some(invalid.error.to_response(client_id(&invalid.id))),
             Ok(call) => {
                 let answer = match local_answer(chain, body, call) {
                     Some(answer) => Some(answer),
-                    None => match candidates(worker, target, chain, &call.method) {
-                        Ok(list) => {
-                            match groups.iter_mut().find(|(c, _)| *c == list) {
-                                Some((_, members)) => members.push(i),
-                                None => groups.push((list, vec![i])),
+                    None => match plan(worker, target, chain, body, call) {
+                        Ok(p) => {
+                            match groups
+                                .iter_mut()
+                                .find(|(g, _)| g.candidates == p.candidates && g.write == p.write)
+                            {
+                                Some((g, members)) => {
+                                    if g.key != p.key {
+                                        // Mixed methods: deadline and statistics follow the slowest class present.
+                                        g.key = MethodKey::of("");
+                                        g.class = if g.class == p.class {
+                                            g.class
+                                        } else {
+                                            MethodClass::Other
+                                        };
+                                    }
+                                    members.push(i)
+                                }
+                                None => groups.push((p, vec![i])),
                             }
                             None
                         }
@@ -258,20 +641,23 @@ async fn batch(
                 };
                 if let Some(answer) = answer {
                     if !call.is_notification() {
-                        slots[i] = Some(answer.unwrap_or_else(|e| e.to_response(client_id(&call.id))));
+                        slots[i] =
+                            Some(answer.unwrap_or_else(|e| e.to_response(client_id(&call.id))));
                     }
                 }
             }
         }
     }
     let calls: Vec<Option<&CallView<'_>>> = items.iter().map(|i| i.as_ref().ok()).collect();
-    let sends = groups.iter().map(|(list, members)| {
+    let mut meta = meta;
+    let sends = groups.iter().enumerate().map(|(g, (plan, members))| {
         let calls = &calls;
+        // Only the first group reports its routing in the request's metadata.
+        let group_meta = if g == 0 { meta.take() } else { None };
         async move {
             let first_uid = worker.upstream_ids(members.len() as u64);
             let mut upstream_body = Vec::new();
             let mut sent = Vec::with_capacity(members.len());
-            let mut write = false;
             if members.len() > 1 {
                 upstream_body.push(b'[');
             }
@@ -282,32 +668,39 @@ async fn batch(
                 }
                 let uid = first_uid + k as u64;
                 jsonrpc::with_upstream_id(body, call, uid, &mut upstream_body);
-                write |= is_write(&call.method);
-                sent.push(Member { index, uid, call_span: call.span.start });
+                sent.push(Member { index, uid });
             }
             if members.len() > 1 {
                 upstream_body.push(b']');
             }
             let uids: Vec<u64> = sent.iter().map(|m| m.uid).collect();
-            (sent, forward(worker, list, &upstream_body, write, &uids).await)
+            (
+                sent,
+                forward(worker, chain, plan, &upstream_body, &uids, group_meta).await,
+            )
         }
     });
     for (sent, result) in join_all(sends).await {
         match result {
-            Ok((reply_body, views)) => {
+            Ok(forwarded) => {
                 for member in &sent {
                     let call = calls[member.index].expect("sent members are valid calls");
-                    debug_assert_eq!(call.span.start, member.call_span);
                     if call.is_notification() {
                         continue;
                     }
-                    let view = views
-                        .iter()
-                        .find(|v| jsonrpc::parse_upstream_id(&reply_body[v.id.clone()]) == Some(member.uid));
+                    let view = forwarded.views.iter().find(|v| {
+                        jsonrpc::parse_upstream_id(&forwarded.body[v.id.clone()])
+                            == Some(member.uid)
+                    });
                     slots[member.index] = Some(match view {
                         Some(view) => {
                             let mut out = Vec::with_capacity(view.span.len());
-                            jsonrpc::restore_id(&reply_body, view, client_id(&call.id), &mut out);
+                            jsonrpc::restore_id(
+                                &forwarded.body,
+                                view,
+                                client_id(&call.id),
+                                &mut out,
+                            );
                             out
                         }
                         None => RpcError::AllProvidersFailed {
@@ -344,4 +737,53 @@ async fn batch(
     }
     out.push(b']');
     Response::json(200, out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn judging_replies_table() {
+        let ok = br#"{"jsonrpc":"2.0","id":5,"result":"0x1"}"#;
+        let err = br#"{"jsonrpc":"2.0","id":5,"error":{"code":-32602,"message":"invalid params"}}"#;
+        assert!(judge(200, ok, &[5], false, None).is_ok());
+        assert!(
+            judge(400, err, &[5], false, None).is_ok(),
+            "4xx with a JSON-RPC error body is an answer"
+        );
+        let rows: &[(u16, &[u8], Category)] = &[
+            (
+                200,
+                b"<html>",
+                Category::ProviderFailure(FailureClass::Server),
+            ),
+            (
+                200,
+                br#"{"jsonrpc":"2.0","id":6,"result":1}"#,
+                Category::ProviderFailure(FailureClass::Server),
+            ),
+            (500, ok, Category::ProviderFailure(FailureClass::Server)),
+            (
+                502,
+                b"bad gateway",
+                Category::ProviderFailure(FailureClass::Server),
+            ),
+            (
+                429,
+                b"slow down",
+                Category::RateLimited { retry_after: None },
+            ),
+            (429, err, Category::RateLimited { retry_after: None }),
+        ];
+        for (status, body, expected) in rows {
+            let (category, _) = judge(*status, body, &[5], false, None).unwrap_err();
+            assert_eq!(
+                &category,
+                expected,
+                "{status} {}",
+                String::from_utf8_lossy(body)
+            );
+        }
+    }
 }

@@ -20,6 +20,14 @@ pub struct Target {
     pub profile: usize,
     pub chain: usize,
     pub pick: Pick,
+    /// With a provider override: fail over to the chain's other providers when it fails (`?failover=true`).
+    pub failover: bool,
+}
+
+impl Target {
+    pub fn with_failover(self, failover: bool) -> Self {
+        Target { failover, ..self }
+    }
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -55,7 +63,11 @@ fn parse_rpc_path<'a>(path: &'a str, prefix: &str) -> Option<RpcPath<'a>> {
         }
         _ => return None,
     };
-    Some(RpcPath { profile, selection, chain })
+    Some(RpcPath {
+        profile,
+        selection,
+        chain,
+    })
 }
 
 /// Resolves `path` (under `prefix`) against `config`.
@@ -63,26 +75,41 @@ pub fn resolve(config: &Config, path: &str, prefix: &str) -> Result<Target, RpcE
     let parsed = parse_rpc_path(path, prefix).ok_or(RpcError::UnknownPath)?;
     let (profile_index, profile) = match parsed.profile {
         None => (0, &config.profiles[0]),
-        Some(name) => config
-            .profile(name)
-            .ok_or_else(|| RpcError::NotFound { kind: ResourceKind::Profile, name: name.to_string() })?,
+        Some(name) => config.profile(name).ok_or_else(|| RpcError::NotFound {
+            kind: ResourceKind::Profile,
+            name: name.to_string(),
+        })?,
     };
     let (chain_index, chain) = profile
         .chain(parsed.chain)
-        .ok_or_else(|| RpcError::NotFound { kind: ResourceKind::Chain, name: parsed.chain.to_string() })?;
+        .ok_or_else(|| RpcError::NotFound {
+            kind: ResourceKind::Chain,
+            name: parsed.chain.to_string(),
+        })?;
     let pick = match parsed.selection {
         Selection::Default => Pick::Strategy(chain.default_strategy),
-        Selection::Strategy(s) => Pick::Strategy(s.parse().map_err(|_| RpcError::UnknownStrategy(s.to_string()))?),
+        Selection::Strategy(s) => Pick::Strategy(
+            s.parse()
+                .map_err(|_| RpcError::UnknownStrategy(s.to_string()))?,
+        ),
         Selection::Provider(id) => Pick::Provider(
             chain
                 .providers
                 .iter()
                 .copied()
                 .find(|&pid| config.providers[pid].id == id)
-                .ok_or_else(|| RpcError::NotFound { kind: ResourceKind::Provider, name: id.to_string() })?,
+                .ok_or_else(|| RpcError::NotFound {
+                    kind: ResourceKind::Provider,
+                    name: id.to_string(),
+                })?,
         ),
     };
-    Ok(Target { profile: profile_index, chain: chain_index, pick })
+    Ok(Target {
+        profile: profile_index,
+        chain: chain_index,
+        pick,
+        failover: false,
+    })
 }
 
 #[cfg(test)]
@@ -92,13 +119,62 @@ mod tests {
     #[test]
     fn parses_paths_table() {
         let rows: &[(&str, Option<RpcPath>)] = &[
-            ("/rpc/eth", Some(RpcPath { profile: None, selection: Selection::Default, chain: "eth" })),
-            ("/rpc/eth/", Some(RpcPath { profile: None, selection: Selection::Default, chain: "eth" })),
-            ("/rpc/fastest/1", Some(RpcPath { profile: None, selection: Selection::Strategy("fastest"), chain: "1" })),
-            ("/rpc/provider/p1/eth", Some(RpcPath { profile: None, selection: Selection::Provider("p1"), chain: "eth" })),
-            ("/rpc/profile/pro/eth", Some(RpcPath { profile: Some("pro"), selection: Selection::Default, chain: "eth" })),
-            ("/rpc/profile/pro/cheapest/eth", Some(RpcPath { profile: Some("pro"), selection: Selection::Strategy("cheapest"), chain: "eth" })),
-            ("/rpc/profile/pro/provider/x/eth", Some(RpcPath { profile: Some("pro"), selection: Selection::Provider("x"), chain: "eth" })),
+            (
+                "/rpc/eth",
+                Some(RpcPath {
+                    profile: None,
+                    selection: Selection::Default,
+                    chain: "eth",
+                }),
+            ),
+            (
+                "/rpc/eth/",
+                Some(RpcPath {
+                    profile: None,
+                    selection: Selection::Default,
+                    chain: "eth",
+                }),
+            ),
+            (
+                "/rpc/fastest/1",
+                Some(RpcPath {
+                    profile: None,
+                    selection: Selection::Strategy("fastest"),
+                    chain: "1",
+                }),
+            ),
+            (
+                "/rpc/provider/p1/eth",
+                Some(RpcPath {
+                    profile: None,
+                    selection: Selection::Provider("p1"),
+                    chain: "eth",
+                }),
+            ),
+            (
+                "/rpc/profile/pro/eth",
+                Some(RpcPath {
+                    profile: Some("pro"),
+                    selection: Selection::Default,
+                    chain: "eth",
+                }),
+            ),
+            (
+                "/rpc/profile/pro/cheapest/eth",
+                Some(RpcPath {
+                    profile: Some("pro"),
+                    selection: Selection::Strategy("cheapest"),
+                    chain: "eth",
+                }),
+            ),
+            (
+                "/rpc/profile/pro/provider/x/eth",
+                Some(RpcPath {
+                    profile: Some("pro"),
+                    selection: Selection::Provider("x"),
+                    chain: "eth",
+                }),
+            ),
             ("/rpc", None),
             ("/rpc/", None),
             ("/rpc/a/b/c/d", None),

@@ -31,12 +31,19 @@ pub fn config_path(explicit: Option<PathBuf>) -> PathBuf {
         return path;
     }
     if let Some(path) = std::env::var_os("LASSO_CHAINS_PATH").map(PathBuf::from) {
-        let candidates = [config::load::image_default_path(), PathBuf::from("config/chains.yml")];
+        let candidates = [
+            config::load::image_default_path(),
+            PathBuf::from("config/chains.yml"),
+        ];
         if let Some(default) = candidates.iter().find(|p| p.exists() && **p != path) {
             match config::load::seed_if_missing(&path, default) {
-                Ok(true) => tracing::info!(path = %path.display(), from = %default.display(), "seeded config from image default"),
+                Ok(true) => {
+                    tracing::info!(path = %path.display(), from = %default.display(), "seeded config from image default")
+                }
                 Ok(false) => {}
-                Err(e) => tracing::warn!(path = %path.display(), error = %e, "could not seed config"),
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), error = %e, "could not seed config")
+                }
             }
         }
         return path;
@@ -75,10 +82,16 @@ fn listener_socket(addr: SocketAddr, reuse_port: bool) -> std::io::Result<Socket
 }
 
 /// Binds `workers` SO_REUSEPORT listeners on one port, failing if any other socket holds it.
-fn bind_listeners(addr: SocketAddr, workers: usize) -> Result<(SocketAddr, Vec<std::net::TcpListener>), String> {
+fn bind_listeners(
+    addr: SocketAddr,
+    workers: usize,
+) -> Result<(SocketAddr, Vec<std::net::TcpListener>), String> {
     // A probe without SO_REUSEPORT fails if any other process listens there, even one that set SO_REUSEPORT.
-    let probe = listener_socket(addr, false).map_err(|e| format!("cannot bind {addr}: {e} (is another process using the port?)"))?;
-    probe.listen(1).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+    let probe = listener_socket(addr, false)
+        .map_err(|e| format!("cannot bind {addr}: {e} (is another process using the port?)"))?;
+    probe
+        .listen(1)
+        .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
     let actual = probe
         .local_addr()
         .ok()
@@ -87,8 +100,11 @@ fn bind_listeners(addr: SocketAddr, workers: usize) -> Result<(SocketAddr, Vec<s
     drop(probe);
     let mut listeners = Vec::with_capacity(workers);
     for _ in 0..workers {
-        let socket = listener_socket(actual, true).map_err(|e| format!("cannot bind {actual}: {e}"))?;
-        socket.listen(4096).map_err(|e| format!("cannot listen on {actual}: {e}"))?;
+        let socket =
+            listener_socket(actual, true).map_err(|e| format!("cannot bind {actual}: {e}"))?;
+        socket
+            .listen(4096)
+            .map_err(|e| format!("cannot listen on {actual}: {e}"))?;
         socket.set_nonblocking(true).map_err(|e| e.to_string())?;
         listeners.push(socket.into());
     }
@@ -97,7 +113,9 @@ fn bind_listeners(addr: SocketAddr, workers: usize) -> Result<(SocketAddr, Vec<s
 
 fn parse_bind(bind: &str, port: u16) -> Result<SocketAddr, String> {
     let host = bind.trim_start_matches('[').trim_end_matches(']');
-    let ip: IpAddr = host.parse().map_err(|_| format!("invalid bind address '{bind}'"))?;
+    let ip: IpAddr = host
+        .parse()
+        .map_err(|_| format!("invalid bind address '{bind}'"))?;
     Ok(SocketAddr::new(ip, port))
 }
 
@@ -111,32 +129,53 @@ pub fn run(opts: RunOptions) -> Result<(), String> {
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
         .max(1);
     let port = opts.port.unwrap_or(config.server.port);
-    let bind = opts.bind.clone().unwrap_or_else(|| config.server.bind.clone());
+    let bind = opts
+        .bind
+        .clone()
+        .unwrap_or_else(|| config.server.bind.clone());
     let addr = parse_bind(&bind, port)?;
     let (actual, listeners) = bind_listeners(addr, workers)?;
-    let signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM])
-        .map_err(|e| format!("cannot install signal handlers: {e}"))?;
+    let signals = signal_hook::iterator::Signals::new([
+        signal_hook::consts::SIGINT,
+        signal_hook::consts::SIGTERM,
+    ])
+    .map_err(|e| format!("cannot install signal handlers: {e}"))?;
 
     let tls = crate::upstream::conn::tls_connector(config.upstream.extra_ca_file.as_deref())?;
     let config = Arc::new(config);
-    let (controls, receivers): (Vec<_>, Vec<_>) = (0..workers).map(|_| mpsc::unbounded::<Control>()).unzip();
-    let shared = Arc::new(Shared {
-        config: config.clone(),
-        started: Instant::now(),
-        node_id: node_id(),
-        region: std::env::var("FLY_REGION").or_else(|_| std::env::var("CLUSTER_REGION")).ok(),
-        workers,
-        controls,
-        connections: AtomicUsize::new(0),
-        tls,
-    });
-
-    let uring = monoio::utils::detect_uring() && std::env::var("LASSO_DRIVER").as_deref() != Ok("legacy");
+    let uring =
+        monoio::utils::detect_uring() && std::env::var("LASSO_DRIVER").as_deref() != Ok("legacy");
     if uring {
         tracing::info!("io driver: io_uring");
     } else {
         tracing::warn!("io driver: legacy epoll (io_uring unavailable or disabled)");
     }
+    // Chain-id checks run before serving, so no request reaches a provider of the wrong chain.
+    let check_timeout = config
+        .upstream
+        .connect_timeout
+        .max(std::time::Duration::from_millis(500))
+        .min(std::time::Duration::from_secs(3));
+    let (monitor, initial_table) =
+        crate::monitor::start(config.clone(), tls.clone(), uring, check_timeout)?;
+    let (controls, receivers): (Vec<_>, Vec<_>) =
+        (0..workers).map(|_| mpsc::unbounded::<Control>()).unzip();
+    let shared = Arc::new(Shared {
+        config: config.clone(),
+        started: Instant::now(),
+        node_id: node_id(),
+        region: std::env::var("FLY_REGION")
+            .or_else(|_| std::env::var("CLUSTER_REGION"))
+            .ok(),
+        workers,
+        controls,
+        connections: AtomicUsize::new(0),
+        tls,
+        initial_table,
+        started_epoch_ms: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64),
+    });
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), String>>();
     let mut threads = Vec::with_capacity(workers);
@@ -161,17 +200,7 @@ pub fn run(opts: RunOptions) -> Result<(), String> {
                     let worker = Rc::new(Worker::new(index, shared));
                     worker::run(worker, listener, control).await;
                 };
-                if uring {
-                    match monoio::RuntimeBuilder::<monoio::IoUringDriver>::new().with_entries(1024).enable_timer().build() {
-                        Ok(mut rt) => rt.block_on(run),
-                        Err(e) => {
-                            tracing::warn!(worker = index, error = %e, "io_uring runtime failed; using legacy driver");
-                            legacy_runtime().block_on(run)
-                        }
-                    }
-                } else {
-                    legacy_runtime().block_on(run)
-                }
+                block_on(uring, run)
             })
             .map_err(|e| format!("cannot start worker thread: {e}"))?;
         threads.push(thread);
@@ -184,6 +213,7 @@ pub fn run(opts: RunOptions) -> Result<(), String> {
             Err(_) => return Err("a worker thread died during start-up".into()),
         }
     }
+    monitor.attach(shared.clone());
     tracing::info!(
         address = %actual,
         workers,
@@ -195,7 +225,11 @@ pub fn run(opts: RunOptions) -> Result<(), String> {
 
     let mut signals = signals;
     if let Some(signal) = signals.forever().next() {
-        tracing::info!(signal, drain_timeout_ms = config.server.drain_timeout.as_millis() as u64, "shutting down: draining connections");
+        tracing::info!(
+            signal,
+            drain_timeout_ms = config.server.drain_timeout.as_millis() as u64,
+            "shutting down: draining connections"
+        );
     }
     for control in &shared.controls {
         let _ = control.unbounded_send(Control::Shutdown);
@@ -204,6 +238,7 @@ pub fn run(opts: RunOptions) -> Result<(), String> {
     for thread in threads {
         failed |= thread.join().is_err();
     }
+    monitor.stop();
     if failed {
         return Err("a worker thread panicked".into());
     }
@@ -211,11 +246,25 @@ pub fn run(opts: RunOptions) -> Result<(), String> {
     Ok(())
 }
 
-fn legacy_runtime() -> monoio::Runtime<monoio::time::TimeDriver<monoio::LegacyDriver>> {
+/// Runs `fut` to completion on a fresh monoio runtime of this thread: io_uring when available, else epoll.
+pub fn block_on<F: std::future::Future>(uring: bool, fut: F) -> F::Output {
+    if uring {
+        match monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
+            .with_entries(1024)
+            .enable_timer()
+            .build()
+        {
+            Ok(mut rt) => return rt.block_on(fut),
+            Err(e) => {
+                tracing::warn!(error = %e, "io_uring runtime failed; using the legacy driver")
+            }
+        }
+    }
     monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
         .enable_timer()
         .build()
         .expect("the legacy driver always builds")
+        .block_on(fut)
 }
 
 #[cfg(test)]
@@ -238,7 +287,10 @@ mod tests {
     fn bind_addresses_parse() {
         assert_eq!(parse_bind("::", 1).unwrap(), "[::]:1".parse().unwrap());
         assert_eq!(parse_bind("[::]", 1).unwrap(), "[::]:1".parse().unwrap());
-        assert_eq!(parse_bind("127.0.0.1", 2).unwrap(), "127.0.0.1:2".parse().unwrap());
+        assert_eq!(
+            parse_bind("127.0.0.1", 2).unwrap(),
+            "127.0.0.1:2".parse().unwrap()
+        );
         assert!(parse_bind("localhost", 1).is_err());
     }
 }

@@ -63,13 +63,21 @@ pub async fn serve_connection(worker: Rc<Worker>, mut stream: TcpStream, keep_al
         let resp = crate::handler::handle(&worker, &head, body_bytes).await;
         buf.drain(..consumed);
         let keep_alive = head.keep_alive && keep_alive_allowed && !worker.draining.get();
-        if send(&mut stream, resp, keep_alive, head.method == Method::Head).await.is_err() || !keep_alive {
+        if send(&mut stream, resp, keep_alive, head.method == Method::Head)
+            .await
+            .is_err()
+            || !keep_alive
+        {
             return;
         }
     }
 }
 
-async fn read_head(worker: &Worker, stream: &mut TcpStream, buf: &mut Vec<u8>) -> Result<RequestHead, Stop> {
+async fn read_head(
+    worker: &Worker,
+    stream: &mut TcpStream,
+    buf: &mut Vec<u8>,
+) -> Result<RequestHead, Stop> {
     let settings = &worker.config.server;
     let mut started = (!buf.is_empty()).then(Instant::now);
     loop {
@@ -77,14 +85,20 @@ async fn read_head(worker: &Worker, stream: &mut TcpStream, buf: &mut Vec<u8>) -
             Ok(Some(head)) => return Ok(head),
             Ok(None) => {}
             Err(HeadError::TooManyHeaders) => {
-                return Err(Stop::Reply(error_response(RpcError::HeadersTooLarge { limit: settings.max_header_bytes })));
+                return Err(Stop::Reply(error_response(RpcError::HeadersTooLarge {
+                    limit: settings.max_header_bytes,
+                })));
             }
             Err(HeadError::Malformed(why)) => {
-                return Err(Stop::Reply(error_response(RpcError::InvalidRequest(format!("malformed HTTP request: {why}")))));
+                return Err(Stop::Reply(error_response(RpcError::InvalidRequest(
+                    format!("malformed HTTP request: {why}"),
+                ))));
             }
         }
         if buf.len() >= settings.max_header_bytes {
-            return Err(Stop::Reply(error_response(RpcError::HeadersTooLarge { limit: settings.max_header_bytes })));
+            return Err(Stop::Reply(error_response(RpcError::HeadersTooLarge {
+                limit: settings.max_header_bytes,
+            })));
         }
         let read = read_more(stream, std::mem::take(buf), 4096);
         let (res, b) = match started {
@@ -101,7 +115,9 @@ async fn read_head(worker: &Worker, stream: &mut TcpStream, buf: &mut Vec<u8>) -
             }
             Some(t) => {
                 let remaining = settings.header_timeout.saturating_sub(t.elapsed());
-                monoio::time::timeout(remaining.max(Duration::from_millis(1)), read).await.map_err(|_| Stop::Quiet)?
+                monoio::time::timeout(remaining.max(Duration::from_millis(1)), read)
+                    .await
+                    .map_err(|_| Stop::Quiet)?
             }
         };
         *buf = b;
@@ -149,12 +165,14 @@ async fn read_body(
             let mut body = Vec::new();
             let mut consumed = head.head_len;
             loop {
-                consumed += decoder.decode(&buf[consumed..], &mut body).map_err(|e| match e {
-                    ChunkedError::TooLarge => too_large(),
-                    ChunkedError::Malformed => {
-                        Stop::Reply(error_response(RpcError::InvalidRequest("malformed chunked body".into())))
-                    }
-                })?;
+                consumed += decoder
+                    .decode(&buf[consumed..], &mut body)
+                    .map_err(|e| match e {
+                        ChunkedError::TooLarge => too_large(),
+                        ChunkedError::Malformed => Stop::Reply(error_response(
+                            RpcError::InvalidRequest("malformed chunked body".into()),
+                        )),
+                    })?;
                 if decoder.is_done() {
                     return Ok((Some(body), consumed));
                 }
@@ -169,7 +187,12 @@ async fn continue_100(stream: &mut TcpStream) -> Result<(), Stop> {
     res.map_err(|_| Stop::Quiet)
 }
 
-async fn fill(stream: &mut TcpStream, buf: &mut Vec<u8>, want: usize, deadline: Instant) -> Result<(), Stop> {
+async fn fill(
+    stream: &mut TcpStream,
+    buf: &mut Vec<u8>,
+    want: usize,
+    deadline: Instant,
+) -> Result<(), Stop> {
     let remaining = deadline.saturating_duration_since(Instant::now());
     if remaining.is_zero() {
         return Err(Stop::Quiet);
@@ -184,7 +207,12 @@ async fn fill(stream: &mut TcpStream, buf: &mut Vec<u8>, want: usize, deadline: 
     }
 }
 
-async fn send(stream: &mut TcpStream, resp: Response, keep_alive: bool, head_only: bool) -> std::io::Result<()> {
+async fn send(
+    stream: &mut TcpStream,
+    resp: Response,
+    keep_alive: bool,
+    head_only: bool,
+) -> std::io::Result<()> {
     let mut out = Vec::with_capacity(256 + resp.body.len().min(COALESCE_LIMIT));
     write_head(&mut out, &resp, keep_alive);
     if head_only {

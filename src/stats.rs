@@ -33,12 +33,18 @@ pub struct ProviderStats {
 
 impl ProviderStats {
     pub fn new(providers: usize) -> Self {
-        ProviderStats { providers: vec![ProviderCounters::default(); providers], client_requests: 0, seq: 0 }
+        ProviderStats {
+            providers: vec![ProviderCounters::default(); providers],
+            client_requests: 0,
+            seq: 0,
+        }
     }
 
     /// Records one upstream attempt.
     pub fn record(&mut self, pid: usize, outcome: Outcome, latency: Duration, error: Option<&str>) {
-        let Some(c) = self.providers.get_mut(pid) else { return };
+        let Some(c) = self.providers.get_mut(pid) else {
+            return;
+        };
         c.requests += 1;
         c.latency_us_total += latency.as_micros() as u64;
         match outcome {
@@ -56,7 +62,8 @@ impl ProviderStats {
     pub fn merge(&mut self, other: &ProviderStats) {
         self.client_requests += other.client_requests;
         if self.providers.len() < other.providers.len() {
-            self.providers.resize(other.providers.len(), ProviderCounters::default());
+            self.providers
+                .resize(other.providers.len(), ProviderCounters::default());
         }
         for (mine, theirs) in self.providers.iter_mut().zip(&other.providers) {
             mine.requests += theirs.requests;
@@ -80,7 +87,12 @@ mod tests {
         let mut a = ProviderStats::new(2);
         let mut b = ProviderStats::new(2);
         a.record(0, Outcome::Success, Duration::from_micros(10), None);
-        b.record(0, Outcome::Failure, Duration::from_micros(30), Some("HTTP 500"));
+        b.record(
+            0,
+            Outcome::Failure,
+            Duration::from_micros(30),
+            Some("HTTP 500"),
+        );
         b.record(1, Outcome::Success, Duration::from_micros(5), None);
         let mut total = ProviderStats::new(2);
         total.merge(&a);

@@ -24,7 +24,10 @@ impl LocalNotify {
 
     /// A future that completes at the next `notify_all` after its creation.
     pub fn notified(self: &Rc<Self>) -> Notified {
-        Notified { notify: self.clone(), generation: self.generation.get() }
+        Notified {
+            notify: self.clone(),
+            generation: self.generation.get(),
+        }
     }
 }
 

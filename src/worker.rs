@@ -14,9 +14,13 @@ use futures_util::StreamExt;
 use monoio::net::TcpListener;
 
 use crate::config::Config;
-use crate::routing::Router;
+use crate::merger::Harvest;
+use crate::methods::MethodKey;
+use crate::recorder::Recorder;
+use crate::routing::{LocalHealth, Router};
 use crate::stats::ProviderStats;
 use crate::sync::LocalNotify;
+use crate::table::RoutingTable;
 use crate::upstream::UpstreamClient;
 
 /// A message from another thread to a worker.
@@ -25,6 +29,43 @@ pub enum Control {
     Snapshot(oneshot::Sender<ProviderStats>),
     /// Stop accepting, drain connections, and return.
     Shutdown,
+    /// Hand over the samples and health findings since the last harvest.
+    Harvest(oneshot::Sender<Harvest>),
+    /// A newly merged routing table.
+    Table(Arc<RoutingTable>),
+}
+
+/// A worker's routing state: its copy of the merged table, its own breakers and cool-downs, and its recorder.
+pub struct RoutingState {
+    pub table: Arc<RoutingTable>,
+    pub health: LocalHealth,
+    pub recorder: Recorder,
+    /// Unsupported (provider, method) pairs found since the last harvest.
+    pub new_unsupported: Vec<(u32, MethodKey)>,
+}
+
+impl RoutingState {
+    fn harvest(&mut self) -> Harvest {
+        let now = Instant::now();
+        Harvest {
+            recorder: self.recorder.take(),
+            breakers_open: self
+                .health
+                .breakers
+                .iter()
+                .enumerate()
+                .filter_map(|(pid, b)| b.open_until().filter(|u| *u > now).map(|u| (pid as u32, u)))
+                .collect(),
+            cooldowns: self
+                .health
+                .cooldown_until
+                .iter()
+                .enumerate()
+                .filter_map(|(pid, u)| u.filter(|u| *u > now).map(|u| (pid as u32, u)))
+                .collect(),
+            unsupported: std::mem::take(&mut self.new_unsupported),
+        }
+    }
 }
 
 /// Process-wide, shared by all workers.
@@ -39,6 +80,10 @@ pub struct Shared {
     pub connections: AtomicUsize,
     /// TLS client configuration for providers (built once; cloning shares it).
     pub tls: monoio_rustls::TlsConnector,
+    /// The routing table workers start with (from the newest snapshot, if any).
+    pub initial_table: Arc<RoutingTable>,
+    /// Wall-clock start, for request ids.
+    pub started_epoch_ms: u64,
 }
 
 /// A worker's state. Lives in an `Rc` on its own thread.
@@ -48,6 +93,8 @@ pub struct Worker {
     pub config: Arc<Config>,
     pub upstream: UpstreamClient,
     pub router: RefCell<Router>,
+    pub routing: RefCell<RoutingState>,
+    next_request_id: Cell<u64>,
     pub stats: RefCell<ProviderStats>,
     next_upstream_id: Cell<u64>,
     pub draining: Cell<bool>,
@@ -65,6 +112,13 @@ impl Worker {
             index,
             upstream: UpstreamClient::new(&config, shared.tls.clone()),
             router: RefCell::new(Router::new(0x9E37_79B9_7F4A_7C15 ^ (index as u64 + 1))),
+            routing: RefCell::new(RoutingState {
+                table: shared.initial_table.clone(),
+                health: LocalHealth::new(config.providers.len(), index as u64 + 1),
+                recorder: Recorder::default(),
+                new_unsupported: Vec::new(),
+            }),
+            next_request_id: Cell::new(0),
             stats: RefCell::new(ProviderStats::new(config.providers.len())),
             next_upstream_id: Cell::new(1),
             draining: Cell::new(false),
@@ -83,6 +137,13 @@ impl Worker {
         first
     }
 
+    /// A request id unique in this process: worker index and a per-worker counter.
+    pub fn request_id(&self) -> String {
+        let n = self.next_request_id.get() + 1;
+        self.next_request_id.set(n);
+        format!("{:x}-{}-{n:x}", self.shared.started_epoch_ms, self.index)
+    }
+
     fn begin_drain(&self) {
         if !self.draining.replace(true) {
             self.drain_started.notify_all();
@@ -97,21 +158,32 @@ pub struct ConnectionGuard {
 
 impl ConnectionGuard {
     fn new(worker: Rc<Worker>) -> Self {
-        worker.live_connections.set(worker.live_connections.get() + 1);
+        worker
+            .live_connections
+            .set(worker.live_connections.get() + 1);
         ConnectionGuard { worker }
     }
 }
 
 impl Drop for ConnectionGuard {
     fn drop(&mut self) {
-        self.worker.live_connections.set(self.worker.live_connections.get() - 1);
-        self.worker.shared.connections.fetch_sub(1, Ordering::Relaxed);
+        self.worker
+            .live_connections
+            .set(self.worker.live_connections.get() - 1);
+        self.worker
+            .shared
+            .connections
+            .fetch_sub(1, Ordering::Relaxed);
         self.worker.connection_closed.notify_all();
     }
 }
 
 /// Runs a worker until shutdown and drain complete.
-pub async fn run(worker: Rc<Worker>, listener: TcpListener, mut control: mpsc::UnboundedReceiver<Control>) {
+pub async fn run(
+    worker: Rc<Worker>,
+    listener: TcpListener,
+    mut control: mpsc::UnboundedReceiver<Control>,
+) {
     {
         let worker = worker.clone();
         monoio::spawn(async move {
@@ -121,6 +193,10 @@ pub async fn run(worker: Rc<Worker>, listener: TcpListener, mut control: mpsc::U
                         let _ = reply.send(worker.stats.borrow().clone());
                     }
                     Control::Shutdown => worker.begin_drain(),
+                    Control::Harvest(reply) => {
+                        let _ = reply.send(worker.routing.borrow_mut().harvest());
+                    }
+                    Control::Table(table) => worker.routing.borrow_mut().table = table,
                 }
             }
         });
@@ -158,7 +234,10 @@ pub async fn run(worker: Rc<Worker>, listener: TcpListener, mut control: mpsc::U
             worker.connection_closed.notified().await;
         }
     };
-    if monoio::time::timeout(settings.drain_timeout, drain).await.is_err() {
+    if monoio::time::timeout(settings.drain_timeout, drain)
+        .await
+        .is_err()
+    {
         tracing::warn!(
             worker = worker.index,
             connections = worker.live_connections.get(),

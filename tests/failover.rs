@@ -75,9 +75,16 @@ fn reads_survive(fault: Fault) {
     let (errors, _) = read_stream(lasso.addr(), 5, &[]);
     assert!(errors.is_empty(), "before the fault: {errors:#?}");
     mocks[0].set_fault(fault.clone());
+    let tried_before = mocks[0].count("eth_getBalance");
     let start = Instant::now();
     let (errors, served) = read_stream(lasso.addr(), 50, &["p1"]);
     let took = start.elapsed();
+    if fault != Fault::Refuse {
+        assert!(
+            mocks[0].count("eth_getBalance") > tried_before,
+            "p1 was never tried while faulty ({fault:?}): the fault path was not exercised"
+        );
+    }
     let tally: BTreeSet<String> = served.iter().cloned().collect();
     assert!(
         errors.is_empty(),
@@ -402,6 +409,37 @@ fn all_providers_failing_gives_502_with_attempts() {
     assert_eq!(named, want, "attempts: {}", v["error"]["data"]);
 }
 
+#[test]
+fn all_providers_hanging_gives_504() {
+    let (mocks, lasso) = setup(3);
+    for m in &mocks {
+        m.set_fault(Fault::Hang);
+    }
+    let start = Instant::now();
+    let r = post(
+        lasso.addr(),
+        PATH,
+        &rpc(json!(12), "eth_getBalance", json!(["0x1", "latest"])),
+    );
+    let took = start.elapsed();
+    assert_eq!(r.status, 504, "{}", r.describe());
+    let v = r.json();
+    assert_eq!(v["id"], json!(12), "{}", r.describe());
+    assert_eq!(error_code(&v), Some(-32012), "{}", r.describe());
+    assert!(
+        took < Duration::from_secs(5),
+        "3 attempts x request_timeout_ms=300 took {took:?}"
+    );
+    for m in &mocks {
+        assert_eq!(
+            m.count("eth_getBalance"),
+            1,
+            "{} was not tried exactly once",
+            m.name()
+        );
+    }
+}
+
 fn unique(tag: &str) -> String {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -518,6 +556,15 @@ fn graceful_drain_on_sigint() {
     p1.set_fault(Fault::Delay(1500));
     let mut lasso = Lasso::start(&single_chain(&[&p1]).yaml());
     let addr = lasso.addr();
+    // Two idle keep-alive connections opened before the signal (warmed up with a local call).
+    let mut idle: Vec<Conn> = (0..2)
+        .map(|i| {
+            let mut c = Conn::connect(addr);
+            let r = c.post(PATH, &rpc(json!(i), "eth_chainId", json!([])));
+            assert_eq!(r.status, 200, "{}", r.describe());
+            c
+        })
+        .collect();
     let (body, params) = read_call(77);
     let inflight = thread::spawn(move || post(addr, PATH, &body));
     assert!(
@@ -543,6 +590,36 @@ fn graceful_drain_on_sigint() {
     }
     let refused_after = signalled.elapsed();
 
+    // Draining: a new request on an idle keep-alive connection gets 503 -32013 (or the connection
+    // was closed); it is not served.
+    let mut drain_answers = Vec::new();
+    if refused {
+        let r = idle[0].try_post(PATH, &read_call(78).0);
+        let h = idle[1]
+            .try_send(&request_bytes("GET", "/api/health", &[], b""))
+            .and_then(|_| idle[1].try_read_response());
+        drain_answers.push(match &r {
+            Ok(r) if r.status == 503 && r.rpc_code() == Some(-32013) => None,
+            Ok(r) => Some(format!(
+                "request on an idle connection while draining: {}",
+                r.describe()
+            )),
+            Err(_) => None, // closed
+        });
+        drain_answers.push(match &h {
+            Ok(h) if h.status == 503 && h.try_json().is_some_and(|v| v["status"] == "draining") => {
+                None
+            }
+            Ok(h) => Some(format!("GET /api/health while draining: {}", h.describe())),
+            Err(_) => None, // closed
+        });
+        eprintln!(
+            "while draining: rpc on idle conn -> {:?}; health -> {:?}",
+            r.map(|r| r.status),
+            h.map(|h| (h.status, h.text()))
+        );
+    }
+
     let r = inflight.join().unwrap();
     assert_eq!(
         r.status,
@@ -562,6 +639,8 @@ fn graceful_drain_on_sigint() {
         refused,
         "connections still accepted {refused_after:?} after SIGINT (last: {last})"
     );
+    let bad: Vec<String> = drain_answers.into_iter().flatten().collect();
+    assert!(bad.is_empty(), "{}", bad.join("\n"));
 }
 
 #[test]

@@ -538,3 +538,40 @@ fn hard_connection_limit() {
         thread::sleep(Duration::from_millis(25));
     }
 }
+
+#[test]
+fn soft_connection_limit_adds_connection_close() {
+    let (_m, lasso) = setup(&[
+        ("soft_max_connections", "2"),
+        ("hard_max_connections", "10"),
+    ]);
+    let addr = lasso.addr();
+    let mut held = Vec::new();
+    for i in 0..2u64 {
+        let mut c = Conn::connect(addr);
+        let (body, params) = balance(json!(i), i);
+        let r = c.post(PATH, &body);
+        assert_echo(&r, &json!(i), &params);
+        assert!(
+            !is_close(&r),
+            "connection {} of 2 (soft limit 2): {}",
+            i + 1,
+            r.describe()
+        );
+        held.push(c);
+    }
+    // Third connection: above the soft limit, served but told to go away.
+    let mut c3 = Conn::connect(addr);
+    let (body, params) = balance(json!(3), 3);
+    let r = c3.post(PATH, &body);
+    assert_echo(&r, &json!(3), &params);
+    assert!(
+        is_close(&r),
+        "3rd connection over soft limit 2 lacks Connection: close: {}",
+        r.describe()
+    );
+    assert!(
+        c3.wait_closed(Duration::from_secs(3)).is_ok(),
+        "connection not closed after a `Connection: close` response"
+    );
+}

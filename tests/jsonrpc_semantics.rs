@@ -1103,3 +1103,50 @@ fn routing() {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+#[test]
+fn profile_from_a_file() {
+    let main = MockProvider::start("main");
+    let other = MockProvider::start("other");
+    let cfg = Config::new()
+        .chain(Chain::new("ethereum", 1).provider(Provider::new("main", &main.url())))
+        .profile_file("side", "profiles/side.yml");
+    let side = Config::chains_yaml(&[Chain::new("gnosis", 100)
+        .alias("xdai")
+        .provider(Provider::new("other", &other.url()))]);
+    let lasso = Lasso::builder(&cfg.yaml())
+        .file("profiles/side.yml", &side)
+        .start();
+    let addr = lasso.addr();
+    assert_eq!(served(addr, "/rpc/ethereum").as_deref(), Ok("main"));
+    assert_eq!(
+        served(addr, "/rpc/profile/side/gnosis").as_deref(),
+        Ok("other")
+    );
+    assert_eq!(
+        served(addr, "/rpc/profile/side/xdai").as_deref(),
+        Ok("other")
+    );
+    assert_eq!(
+        served(addr, "/rpc/profile/side/100").as_deref(),
+        Ok("other")
+    );
+    let r = post(
+        addr,
+        "/rpc/gnosis",
+        &rpc(json!(1), "eth_blockNumber", json!([])),
+    );
+    assert_eq!(
+        r.status,
+        404,
+        "gnosis is only in profile `side`: {}",
+        r.describe()
+    );
+    assert_eq!(r.rpc_code(), Some(-32001));
+    let r = post(
+        addr,
+        "/rpc/profile/side/gnosis",
+        &rpc(json!(1), "eth_chainId", json!([])),
+    );
+    assert_eq!(r.json(), json!({"jsonrpc":"2.0","id":1,"result":"0x64"}));
+}

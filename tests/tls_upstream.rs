@@ -57,7 +57,11 @@ fn tls_provider() -> TlsProvider {
             });
         }
     });
-    TlsProvider { addr, ca_pem: ca.pem(), served }
+    TlsProvider {
+        addr,
+        ca_pem: ca.pem(),
+        served,
+    }
 }
 
 fn serve<S: Read + Write>(io: &mut BufReader<S>, counter: &AtomicUsize) {
@@ -87,13 +91,19 @@ fn serve<S: Read + Write>(io: &mut BufReader<S>, counter: &AtomicUsize) {
         }
         let req: Value = serde_json::from_slice(&body).unwrap();
         counter.fetch_add(1, Ordering::SeqCst);
-        let answer = json!({"jsonrpc":"2.0","id":req["id"],"result":{"tls":true,"method":req["method"]}}).to_string();
+        let answer =
+            json!({"jsonrpc":"2.0","id":req["id"],"result":{"tls":true,"method":req["method"]}})
+                .to_string();
         let out = format!(
             "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{answer}",
             answer.len()
         );
         let stream = io.get_mut();
-        if stream.write_all(out.as_bytes()).and_then(|_| stream.flush()).is_err() {
+        if stream
+            .write_all(out.as_bytes())
+            .and_then(|_| stream.flush())
+            .is_err()
+        {
             return;
         }
     }
@@ -108,7 +118,10 @@ fn config(provider: &TlsProvider, with_ca: bool) -> String {
         .chain(
             Chain::new("ethereum", 1)
                 .strategy("priority")
-                .provider(Provider::new("tls-node", &format!("https://localhost:{}/rpc", provider.addr.port()))),
+                .provider(Provider::new(
+                    "tls-node",
+                    &format!("https://localhost:{}/rpc", provider.addr.port()),
+                )),
         )
         .yaml()
 }
@@ -116,9 +129,16 @@ fn config(provider: &TlsProvider, with_ca: bool) -> String {
 #[test]
 fn https_provider_with_private_ca_serves_requests_over_pooled_tls() {
     let provider = tls_provider();
-    let lasso = Lasso::builder(&config(&provider, true)).file("ca.pem", &provider.ca_pem).workers(1).start();
+    let lasso = Lasso::builder(&config(&provider, true))
+        .file("ca.pem", &provider.ca_pem)
+        .workers(1)
+        .start();
     for i in 0..5 {
-        let resp = post(lasso.addr(), "/rpc/ethereum", &rpc(json!(i), "eth_blockNumber", json!([])));
+        let resp = post(
+            lasso.addr(),
+            "/rpc/ethereum",
+            &rpc(json!(i), "eth_blockNumber", json!([])),
+        );
         assert_eq!(resp.status, 200, "{}", resp.describe());
         let v = resp.json();
         assert_eq!(v["id"], json!(i));
@@ -131,12 +151,22 @@ fn https_provider_with_private_ca_serves_requests_over_pooled_tls() {
 fn https_provider_with_unknown_ca_is_refused_with_a_clear_error() {
     let provider = tls_provider();
     let lasso = Lasso::builder(&config(&provider, false)).workers(1).start();
-    let resp = post(lasso.addr(), "/rpc/ethereum", &rpc(json!(1), "eth_blockNumber", json!([])));
+    let resp = post(
+        lasso.addr(),
+        "/rpc/ethereum",
+        &rpc(json!(1), "eth_blockNumber", json!([])),
+    );
     assert_eq!(resp.status, 502, "{}", resp.describe());
     let v = resp.json();
     assert_eq!(v["error"]["code"], json!(-32010));
-    assert_eq!(v["error"]["data"]["attempts"][0]["provider"], json!("tls-node"));
-    let why = v["error"]["data"]["attempts"][0]["error"].as_str().unwrap().to_lowercase();
+    assert_eq!(
+        v["error"]["data"]["attempts"][0]["provider"],
+        json!("tls-node")
+    );
+    let why = v["error"]["data"]["attempts"][0]["error"]
+        .as_str()
+        .unwrap()
+        .to_lowercase();
     assert!(why.contains("tls") || why.contains("certificate"), "{why}");
     assert_eq!(provider.served.load(Ordering::SeqCst), 0);
 }

@@ -11,8 +11,10 @@ use serde::Deserialize;
 
 use super::redact::mask_url;
 use super::{
-    Chain, Config, MethodFilter, Profile, Provider, ProviderUrl, ServerSettings, UpstreamSettings,
+    Chain, Config, HedgeSettings, MethodFilter, Profile, Provider, ProviderUrl, RoutingSettings,
+    ServerSettings, UpstreamSettings,
 };
+use crate::breaker::BreakerSettings;
 use crate::routing::Strategy;
 
 /// A configuration error: which file, which key, what is wrong.
@@ -26,7 +28,11 @@ pub struct ConfigError {
 
 impl ConfigError {
     fn new(file: &Path, key: impl Into<String>, reason: impl Into<String>) -> Self {
-        ConfigError { file: file.display().to_string(), key: key.into(), reason: reason.into() }
+        ConfigError {
+            file: file.display().to_string(),
+            key: key.into(),
+            reason: reason.into(),
+        }
     }
 }
 
@@ -38,9 +44,121 @@ struct RawFile {
     #[serde(default)]
     upstream: RawUpstream,
     #[serde(default)]
+    routing: RawRouting,
+    #[serde(default)]
     chains: IndexMap<String, RawChain>,
     #[serde(default)]
     profiles: IndexMap<String, RawProfile>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawRouting {
+    merge_interval_ms: u64,
+    window_intervals: usize,
+    fastest_quantile: f64,
+    min_samples: u64,
+    probe_share: f64,
+    latency_weight_beta: f64,
+    max_lag_blocks: u64,
+    archive_threshold_blocks: u64,
+    deadlines_ms: RawDeadlines,
+    breaker: RawBreaker,
+    hedge: RawHedge,
+    snapshots_dir: Option<String>,
+    snapshot_interval_ms: u64,
+    snapshot_retention: usize,
+}
+
+impl Default for RawRouting {
+    fn default() -> Self {
+        RawRouting {
+            merge_interval_ms: 1000,
+            window_intervals: 10,
+            fastest_quantile: 0.5,
+            min_samples: 5,
+            probe_share: 0.02,
+            latency_weight_beta: 3.0,
+            max_lag_blocks: 10,
+            archive_threshold_blocks: 128,
+            deadlines_ms: RawDeadlines::default(),
+            breaker: RawBreaker::default(),
+            hedge: RawHedge::default(),
+            snapshots_dir: None,
+            snapshot_interval_ms: 60_000,
+            snapshot_retention: 5,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawDeadlines {
+    light: u64,
+    call: u64,
+    logs: u64,
+    block: u64,
+    trace: u64,
+    write: u64,
+    other: u64,
+}
+
+impl Default for RawDeadlines {
+    fn default() -> Self {
+        RawDeadlines {
+            light: 2_000,
+            call: 5_000,
+            logs: 5_000,
+            block: 3_000,
+            trace: 30_000,
+            write: 10_000,
+            other: 5_000,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawBreaker {
+    server_threshold: u32,
+    connect_threshold: u32,
+    timeout_threshold: u32,
+    recovery_ms: u64,
+    max_recovery_ms: u64,
+    half_open_successes: u32,
+}
+
+impl Default for RawBreaker {
+    fn default() -> Self {
+        RawBreaker {
+            server_threshold: 5,
+            connect_threshold: 3,
+            timeout_threshold: 3,
+            recovery_ms: 5_000,
+            max_recovery_ms: 60_000,
+            half_open_successes: 2,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawHedge {
+    enabled: bool,
+    quantile: f64,
+    min_delay_ms: u64,
+    max_delay_ms: u64,
+}
+
+impl Default for RawHedge {
+    fn default() -> Self {
+        RawHedge {
+            enabled: true,
+            quantile: 0.95,
+            min_delay_ms: 50,
+            max_delay_ms: 2_000,
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -139,6 +257,12 @@ struct RawChain {
     #[serde(default)]
     default_strategy: Option<String>,
     #[serde(default)]
+    max_lag_blocks: Option<u64>,
+    #[serde(default)]
+    hedge: Option<bool>,
+    #[serde(default)]
+    head_poll_ms: Option<u64>,
+    #[serde(default)]
     providers: Vec<RawProvider>,
 }
 
@@ -226,30 +350,58 @@ fn parse_yaml<T: for<'de> Deserialize<'de>>(text: &str, file: &Path) -> Result<T
 }
 
 /// Loads and validates configuration text; `env` resolves `${VAR}`.
-pub fn load_str(text: &str, file: &Path, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+pub fn load_str(
+    text: &str,
+    file: &Path,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Config, ConfigError> {
     let raw: RawFile = parse_yaml(text, file)?;
-    let mut builder = Builder { file: file.to_path_buf(), env, providers: Vec::new(), secrets: Vec::new() };
+    let mut builder = Builder {
+        file: file.to_path_buf(),
+        env,
+        providers: Vec::new(),
+        secrets: Vec::new(),
+        chains: 0,
+        routing: None,
+    };
     let server = builder.server(&raw.server)?;
     let upstream = builder.upstream(&raw.upstream)?;
+    let routing = builder.routing(&raw.routing, &|name| env(name))?;
+    builder.routing = Some(routing.clone());
 
     let mut profiles = Vec::new();
     let has_default_entry = raw.profiles.contains_key("default");
     if has_default_entry && !raw.chains.is_empty() {
-        return Err(builder.err("profiles.default", "top-level `chains` already is the default profile"));
+        return Err(builder.err(
+            "profiles.default",
+            "top-level `chains` already is the default profile",
+        ));
     }
     if !has_default_entry {
         profiles.push(builder.profile("default", &raw.chains, "chains", file)?);
     }
     for (name, profile) in &raw.profiles {
-        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
-            return Err(builder.err(format!("profiles.{name}"), "profile names use letters, digits, - and _"));
+        if name.is_empty()
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            return Err(builder.err(
+                format!("profiles.{name}"),
+                "profile names use letters, digits, - and _",
+            ));
         }
         let built = match profile {
-            RawProfile::Inline(body) => builder.profile(name, &body.chains, &format!("profiles.{name}.chains"), file)?,
+            RawProfile::Inline(body) => {
+                builder.profile(name, &body.chains, &format!("profiles.{name}.chains"), file)?
+            }
             RawProfile::File(rel) => {
                 let path = file.parent().unwrap_or(Path::new(".")).join(rel);
                 let text = std::fs::read_to_string(&path).map_err(|e| {
-                    builder.err(format!("profiles.{name}"), format!("cannot read {}: {e}", path.display()))
+                    builder.err(
+                        format!("profiles.{name}"),
+                        format!("cannot read {}: {e}", path.display()),
+                    )
                 })?;
                 let body: RawProfileBody = parse_yaml(&text, &path)?;
                 let saved = std::mem::replace(&mut builder.file, path.clone());
@@ -270,7 +422,15 @@ pub fn load_str(text: &str, file: &Path, env: &dyn Fn(&str) -> Option<String>) -
     let mut secrets = builder.secrets;
     secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
     secrets.dedup();
-    Ok(Config { source: file.to_path_buf(), server, upstream, profiles, providers: builder.providers, secrets })
+    Ok(Config {
+        source: file.to_path_buf(),
+        server,
+        upstream,
+        routing,
+        profiles,
+        providers: builder.providers,
+        secrets,
+    })
 }
 
 struct Builder<'e> {
@@ -278,6 +438,9 @@ struct Builder<'e> {
     env: &'e dyn Fn(&str) -> Option<String>,
     providers: Vec<Provider>,
     secrets: Vec<String>,
+    /// Chains built so far (the next chain's global index).
+    chains: usize,
+    routing: Option<RoutingSettings>,
 }
 
 impl Builder<'_> {
@@ -287,7 +450,11 @@ impl Builder<'_> {
 
     fn server(&self, raw: &RawServer) -> Result<ServerSettings, ConfigError> {
         let positive = |key: &str, v: u64| {
-            if v == 0 { Err(self.err(format!("server.{key}"), "must be greater than 0")) } else { Ok(()) }
+            if v == 0 {
+                Err(self.err(format!("server.{key}"), "must be greater than 0"))
+            } else {
+                Ok(())
+            }
         };
         positive("max_body_bytes", raw.max_body_bytes as u64)?;
         positive("max_header_bytes", raw.max_header_bytes as u64)?;
@@ -297,7 +464,10 @@ impl Builder<'_> {
         positive("idle_timeout_ms", raw.idle_timeout_ms)?;
         positive("hard_max_connections", raw.hard_max_connections as u64)?;
         if raw.soft_max_connections > raw.hard_max_connections {
-            return Err(self.err("server.soft_max_connections", "must not exceed hard_max_connections"));
+            return Err(self.err(
+                "server.soft_max_connections",
+                "must not exceed hard_max_connections",
+            ));
         }
         if raw.max_header_bytes < 1024 {
             return Err(self.err("server.max_header_bytes", "must be at least 1024"));
@@ -349,6 +519,79 @@ impl Builder<'_> {
         })
     }
 
+    fn routing(
+        &self,
+        raw: &RawRouting,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<RoutingSettings, ConfigError> {
+        let fraction = |key: &str, v: f64, lo: f64, hi: f64| {
+            if v.is_finite() && v >= lo && v <= hi {
+                Ok(v)
+            } else {
+                Err(self.err(
+                    format!("routing.{key}"),
+                    format!("must be between {lo} and {hi}"),
+                ))
+            }
+        };
+        fraction("fastest_quantile", raw.fastest_quantile, 0.01, 0.999)?;
+        fraction("probe_share", raw.probe_share, 0.0, 0.5)?;
+        fraction("latency_weight_beta", raw.latency_weight_beta, 0.0, 20.0)?;
+        fraction("hedge.quantile", raw.hedge.quantile, 0.5, 0.999)?;
+        if raw.merge_interval_ms < 10 {
+            return Err(self.err("routing.merge_interval_ms", "must be at least 10"));
+        }
+        if raw.window_intervals == 0 {
+            return Err(self.err("routing.window_intervals", "must be greater than 0"));
+        }
+        if raw.hedge.min_delay_ms > raw.hedge.max_delay_ms {
+            return Err(self.err("routing.hedge.min_delay_ms", "must not exceed max_delay_ms"));
+        }
+        let d = &raw.deadlines_ms;
+        let deadlines = [d.light, d.call, d.logs, d.block, d.trace, d.write, d.other];
+        if let Some(pos) = deadlines.iter().position(|&v| v == 0) {
+            let names = ["light", "call", "logs", "block", "trace", "write", "other"];
+            return Err(self.err(
+                format!("routing.deadlines_ms.{}", names[pos]),
+                "must be greater than 0",
+            ));
+        }
+        let b = &raw.breaker;
+        let snapshots_dir = raw
+            .snapshots_dir
+            .clone()
+            .map(PathBuf::from)
+            .or_else(|| env("LASSO_SNAPSHOTS_DIR").map(PathBuf::from));
+        Ok(RoutingSettings {
+            merge_interval: Duration::from_millis(raw.merge_interval_ms),
+            window_intervals: raw.window_intervals,
+            fastest_quantile: raw.fastest_quantile,
+            min_samples: raw.min_samples,
+            probe_share: raw.probe_share,
+            latency_weight_beta: raw.latency_weight_beta,
+            max_lag_blocks: raw.max_lag_blocks,
+            archive_threshold_blocks: raw.archive_threshold_blocks,
+            deadlines: deadlines.map(Duration::from_millis),
+            breaker: BreakerSettings {
+                server_threshold: b.server_threshold.max(1),
+                connect_threshold: b.connect_threshold.max(1),
+                timeout_threshold: b.timeout_threshold.max(1),
+                recovery: Duration::from_millis(b.recovery_ms),
+                max_recovery: Duration::from_millis(b.max_recovery_ms.max(b.recovery_ms)),
+                half_open_successes: b.half_open_successes.max(1),
+            },
+            hedge: HedgeSettings {
+                enabled: raw.hedge.enabled,
+                quantile: raw.hedge.quantile,
+                min_delay: Duration::from_millis(raw.hedge.min_delay_ms),
+                max_delay: Duration::from_millis(raw.hedge.max_delay_ms),
+            },
+            snapshots_dir,
+            snapshot_interval: Duration::from_millis(raw.snapshot_interval_ms.max(1000)),
+            snapshot_retention: raw.snapshot_retention.max(1),
+        })
+    }
+
     /// Expands `${VAR}` and `${VAR:-default}`; expanded values become secrets.
     fn expand(&mut self, key: &str, value: &str) -> Result<String, ConfigError> {
         let mut out = String::with_capacity(value.len());
@@ -356,7 +599,9 @@ impl Builder<'_> {
         while let Some(start) = rest.find("${") {
             out.push_str(&rest[..start]);
             let after = &rest[start + 2..];
-            let end = after.find('}').ok_or_else(|| self.err(key, "unterminated ${...}"))?;
+            let end = after
+                .find('}')
+                .ok_or_else(|| self.err(key, "unterminated ${...}"))?;
             let expr = &after[..end];
             let (name, default) = match expr.split_once(":-") {
                 Some((n, d)) => (n, Some(d)),
@@ -410,10 +655,20 @@ impl Builder<'_> {
             }
             built.push(chain);
         }
-        Ok(Profile { name: name.to_string(), chains: built, lookup })
+        Ok(Profile {
+            name: name.to_string(),
+            chains: built,
+            lookup,
+        })
     }
 
-    fn chain(&mut self, profile: &str, name: &str, raw: &RawChain, key: &str) -> Result<Chain, ConfigError> {
+    fn chain(
+        &mut self,
+        profile: &str,
+        name: &str,
+        raw: &RawChain,
+        key: &str,
+    ) -> Result<Chain, ConfigError> {
         if name.is_empty() || name.contains('/') {
             return Err(self.err(key, "chain names must be non-empty and contain no '/'"));
         }
@@ -425,28 +680,56 @@ impl Builder<'_> {
                     Some(hex) => u64::from_str_radix(hex, 16).ok(),
                     None => t.parse().ok(),
                 };
-                parsed.ok_or_else(|| self.err(format!("{key}.chain_id"), format!("'{t}' is not a chain id")))?
+                parsed.ok_or_else(|| {
+                    self.err(
+                        format!("{key}.chain_id"),
+                        format!("'{t}' is not a chain id"),
+                    )
+                })?
             }
         };
         if chain_id == 0 {
             return Err(self.err(format!("{key}.chain_id"), "must be greater than 0"));
         }
         let default_strategy = match &raw.default_strategy {
-            Some(s) => s.parse::<Strategy>().map_err(|e| self.err(format!("{key}.default_strategy"), e))?,
+            Some(s) => s
+                .parse::<Strategy>()
+                .map_err(|e| self.err(format!("{key}.default_strategy"), e))?,
             None => Strategy::Fastest,
         };
         if raw.providers.is_empty() {
-            return Err(self.err(format!("{key}.providers"), "at least one provider is required"));
+            return Err(self.err(
+                format!("{key}.providers"),
+                "at least one provider is required",
+            ));
         }
         let _ = raw.name.as_deref();
+        let gid = self.chains;
+        self.chains += 1;
+        let routing = self
+            .routing
+            .clone()
+            .expect("routing settings are built before chains");
+        let block_time_ms = raw.block_time_ms.unwrap_or(12_000);
+        if block_time_ms == 0 {
+            return Err(self.err(format!("{key}.block_time_ms"), "must be greater than 0"));
+        }
         let mut ids = HashSet::new();
         let mut pids = Vec::new();
         for (i, p) in raw.providers.iter().enumerate() {
             let pkey = format!("{key}.providers[{i}]");
             if !ids.insert(p.id.clone()) {
-                return Err(self.err(format!("{pkey}.id"), format!("duplicate provider id '{}'", p.id)));
+                return Err(self.err(
+                    format!("{pkey}.id"),
+                    format!("duplicate provider id '{}'", p.id),
+                ));
             }
             let provider = self.provider(profile, name, i, p, &pkey)?;
+            let provider = Provider {
+                chain_gid: gid,
+                chain_id,
+                ..provider
+            };
             pids.push(provider.pid);
             self.providers.push(provider);
         }
@@ -455,8 +738,16 @@ impl Builder<'_> {
             chain_id,
             chain_id_hex: format!("0x{chain_id:x}"),
             aliases: raw.aliases.clone(),
-            block_time_ms: raw.block_time_ms.unwrap_or(12_000),
+            block_time_ms,
             default_strategy,
+            gid,
+            max_lag_blocks: raw.max_lag_blocks.unwrap_or(routing.max_lag_blocks),
+            hedge: raw.hedge.unwrap_or(routing.hedge.enabled),
+            head_poll_interval: Duration::from_millis(
+                raw.head_poll_ms
+                    .unwrap_or_else(|| block_time_ms.clamp(1_000, 12_000))
+                    .max(100),
+            ),
             providers: pids,
         })
     }
@@ -470,7 +761,10 @@ impl Builder<'_> {
         key: &str,
     ) -> Result<Provider, ConfigError> {
         if raw.id.is_empty() || raw.id.contains('/') {
-            return Err(self.err(format!("{key}.id"), "provider ids must be non-empty and contain no '/'"));
+            return Err(self.err(
+                format!("{key}.id"),
+                "provider ids must be non-empty and contain no '/'",
+            ));
         }
         let api_key = match &raw.api_key {
             Some(k) => {
@@ -489,12 +783,16 @@ impl Builder<'_> {
         let url_text = with_key(self.expand(&format!("{key}.url"), &raw.url)?);
         let url = ProviderUrl::parse(&url_text).map_err(|e| self.err(format!("{key}.url"), e))?;
         if url.websocket {
-            return Err(self.err(format!("{key}.url"), "must be http:// or https:// (put ws:// URLs in ws_url)"));
+            return Err(self.err(
+                format!("{key}.url"),
+                "must be http:// or https:// (put ws:// URLs in ws_url)",
+            ));
         }
         let ws_url = match &raw.ws_url {
             Some(w) => {
                 let text = with_key(self.expand(&format!("{key}.ws_url"), w)?);
-                let parsed = ProviderUrl::parse(&text).map_err(|e| self.err(format!("{key}.ws_url"), e))?;
+                let parsed =
+                    ProviderUrl::parse(&text).map_err(|e| self.err(format!("{key}.ws_url"), e))?;
                 if !parsed.websocket {
                     return Err(self.err(format!("{key}.ws_url"), "must be ws:// or wss://"));
                 }
@@ -505,11 +803,18 @@ impl Builder<'_> {
         let mut headers = Vec::new();
         for (name, value) in &raw.headers {
             let hkey = format!("{key}.headers.{name}");
-            if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)) {
+            if name.is_empty()
+                || !name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+            {
                 return Err(self.err(hkey, "invalid header name"));
             }
             let lower = name.to_ascii_lowercase();
-            if matches!(lower.as_str(), "host" | "content-length" | "transfer-encoding" | "connection") {
+            if matches!(
+                lower.as_str(),
+                "host" | "content-length" | "transfer-encoding" | "connection"
+            ) {
                 return Err(self.err(hkey, "this header is set by Lasso"));
             }
             let value = with_key(self.expand(&hkey, value)?);
@@ -521,22 +826,32 @@ impl Builder<'_> {
         }
         if let Some(userinfo) = &url.userinfo {
             self.secrets.push(userinfo.clone());
-            headers.push(("Authorization".into(), format!("Basic {}", base64(userinfo.as_bytes()))));
+            headers.push((
+                "Authorization".into(),
+                format!("Basic {}", base64(userinfo.as_bytes())),
+            ));
         }
-        let methods = raw.methods.as_ref().map(|m| MethodFilter { allow: m.allow.clone(), deny: m.deny.clone() });
+        let methods = raw.methods.as_ref().map(|m| MethodFilter {
+            allow: m.allow.clone(),
+            deny: m.deny.clone(),
+        });
         let cost = raw.cost.unwrap_or(0.0);
         if !(cost.is_finite() && cost >= 0.0) {
             return Err(self.err(format!("{key}.cost"), "must be a number >= 0"));
         }
         let redact = |s: &str, secrets: &[String]| super::redact::redact(s, secrets);
         let url_redacted = redact(&mask_url(&url_text), &self.all_secrets());
-        let ws_url_redacted = ws_url.as_ref().map(|(_, t)| redact(&mask_url(t), &self.all_secrets()));
+        let ws_url_redacted = ws_url
+            .as_ref()
+            .map(|(_, t)| redact(&mask_url(t), &self.all_secrets()));
         Ok(Provider {
             pid: self.providers.len(),
             id: raw.id.clone(),
             name: raw.name.clone().unwrap_or_else(|| raw.id.clone()),
             profile: profile.to_string(),
             chain: chain.to_string(),
+            chain_gid: 0,
+            chain_id: 0,
             url,
             url_redacted,
             ws_url: ws_url.map(|(u, _)| u),
@@ -564,7 +879,11 @@ fn base64(input: &[u8]) -> String {
     const TABLE: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::with_capacity(input.len().div_ceil(3) * 4);
     for chunk in input.chunks(3) {
-        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
         let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
         for i in 0..4 {
             if i <= chunk.len() {
@@ -620,33 +939,89 @@ profiles:
         assert_eq!(premium.chain("8453").unwrap().1.name, "base");
         let a = &c.providers[eth.providers[0]];
         assert_eq!(a.url.target, "/v1/k3y-from-env");
-        assert_eq!(a.headers[0], ("X-Key".to_string(), "abc123secret".to_string()));
-        assert!(!a.url_redacted.contains("k3y-from-env"), "{}", a.url_redacted);
+        assert_eq!(
+            a.headers[0],
+            ("X-Key".to_string(), "abc123secret".to_string())
+        );
+        assert!(
+            !a.url_redacted.contains("k3y-from-env"),
+            "{}",
+            a.url_redacted
+        );
         let c_prov = &c.providers[premium.chains[0].providers[0]];
         assert_eq!(c_prov.headers[0].1, "Basic dTpwdw==");
-        assert!(c.redact("boom abc123secret k3y-from-env").matches("***").count() == 2);
+        assert!(
+            c.redact("boom abc123secret k3y-from-env")
+                .matches("***")
+                .count()
+                == 2
+        );
     }
 
     #[test]
     fn errors_name_file_key_and_reason_table() {
         let rows: &[(&str, &str, &str)] = &[
             ("chains: {}", "chains", "no chain"),
-            ("chains: { e: { chain_id: 1, providers: [] } }", "chains.e.providers", "at least one"),
-            ("chains: { e: { chain_id: 1, providers: [ { id: a } ] } }", "chains.e.providers[0]", "url"),
-            ("chains: { e: { chain_id: 1, providers: [ { id: a, url: \"ftp://x\" } ] } }", "chains.e.providers[0].url", "scheme"),
-            ("chains: { e: { chain_id: 1, default_strategy: quickest, providers: [ { id: a, url: \"http://x\" } ] } }", "chains.e.default_strategy", "quickest"),
-            ("chains: { e: { chain_id: 1, providers: [ { id: a, url: \"http://x/${NOPE}\" } ] } }", "chains.e.providers[0].url", "NOPE is not set"),
-            ("chains: { e: { chain_id: 1, providers: [ { id: a, url: \"http://x\" }, { id: a, url: \"http://y\" } ] } }", "chains.e.providers[1].id", "duplicate"),
-            ("chains: { e: { chain_id: 1, typo: 1, providers: [ { id: a, url: \"http://x\" } ] } }", "chains.e", "typo"),
-            ("server: { max_body_bytes: 0 }\nchains: { e: { chain_id: 1, providers: [ { id: a, url: \"http://x\" } ] } }", "server.max_body_bytes", "greater than 0"),
+            (
+                "chains: { e: { chain_id: 1, providers: [] } }",
+                "chains.e.providers",
+                "at least one",
+            ),
+            (
+                "chains: { e: { chain_id: 1, providers: [ { id: a } ] } }",
+                "chains.e.providers[0]",
+                "url",
+            ),
+            (
+                "chains: { e: { chain_id: 1, providers: [ { id: a, url: \"ftp://x\" } ] } }",
+                "chains.e.providers[0].url",
+                "scheme",
+            ),
+            (
+                "chains: { e: { chain_id: 1, default_strategy: quickest, providers: [ { id: a, url: \"http://x\" } ] } }",
+                "chains.e.default_strategy",
+                "quickest",
+            ),
+            (
+                "chains: { e: { chain_id: 1, providers: [ { id: a, url: \"http://x/${NOPE}\" } ] } }",
+                "chains.e.providers[0].url",
+                "NOPE is not set",
+            ),
+            (
+                "chains: { e: { chain_id: 1, providers: [ { id: a, url: \"http://x\" }, { id: a, url: \"http://y\" } ] } }",
+                "chains.e.providers[1].id",
+                "duplicate",
+            ),
+            (
+                "chains: { e: { chain_id: 1, typo: 1, providers: [ { id: a, url: \"http://x\" } ] } }",
+                "chains.e",
+                "typo",
+            ),
+            (
+                "server: { max_body_bytes: 0 }\nchains: { e: { chain_id: 1, providers: [ { id: a, url: \"http://x\" } ] } }",
+                "server.max_body_bytes",
+                "greater than 0",
+            ),
             ("\"unterminated", "line", ""),
-            ("chains: { e: { chain_id: 1, aliases: [f], providers: [ { id: a, url: \"http://x\" } ] }, f: { chain_id: 2, providers: [ { id: a, url: \"http://x\" } ] } }", "chains.f", "already names"),
+            (
+                "chains: { e: { chain_id: 1, aliases: [f], providers: [ { id: a, url: \"http://x\" } ] }, f: { chain_id: 2, providers: [ { id: a, url: \"http://x\" } ] } }",
+                "chains.f",
+                "already names",
+            ),
         ];
         for (text, key, reason) in rows {
             let err = load(text).expect_err(text);
             assert_eq!(err.file, "test.yml");
-            assert!(err.key.starts_with(key), "{text}: key {:?} should start with {key:?} ({err})", err.key);
-            assert!(err.reason.contains(reason), "{text}: reason {:?} should contain {reason:?}", err.reason);
+            assert!(
+                err.key.starts_with(key),
+                "{text}: key {:?} should start with {key:?} ({err})",
+                err.key
+            );
+            assert!(
+                err.reason.contains(reason),
+                "{text}: reason {:?} should contain {reason:?}",
+                err.reason
+            );
         }
     }
 

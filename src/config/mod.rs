@@ -13,6 +13,8 @@ use std::time::Duration;
 pub use load::{ConfigError, load_file, load_str};
 pub use url::ProviderUrl;
 
+use crate::breaker::BreakerSettings;
+use crate::methods::MethodClass;
 use crate::routing::Strategy;
 
 /// Limits and timeouts of the client-facing HTTP server.
@@ -46,6 +48,48 @@ pub struct UpstreamSettings {
     pub extra_ca_file: Option<PathBuf>,
 }
 
+/// When to send a second attempt for an idempotent read.
+#[derive(Debug, Clone)]
+pub struct HedgeSettings {
+    pub enabled: bool,
+    /// The provider's latency quantile after which a hedge starts.
+    pub quantile: f64,
+    pub min_delay: Duration,
+    pub max_delay: Duration,
+}
+
+/// Measured routing: merging, strategies, deadlines, breakers, heads, hedging, snapshots.
+#[derive(Debug, Clone)]
+pub struct RoutingSettings {
+    pub merge_interval: Duration,
+    /// Merge intervals a latency window spans.
+    pub window_intervals: usize,
+    /// Quantile `fastest` ranks by.
+    pub fastest_quantile: f64,
+    /// Answered samples a provider needs before its latency is trusted.
+    pub min_samples: u64,
+    /// Share of requests sent first to a provider without enough samples, so it can qualify.
+    pub probe_share: f64,
+    /// Exponent of `latency-weighted`: weight = (best / latency) ^ beta.
+    pub latency_weight_beta: f64,
+    pub max_lag_blocks: u64,
+    /// Blocks behind the head beyond which a block counts as old (archival providers only).
+    pub archive_threshold_blocks: u64,
+    /// Deadline covering all attempts of a request, per method class (indexed by `MethodClass::index`).
+    pub deadlines: [Duration; 7],
+    pub breaker: BreakerSettings,
+    pub hedge: HedgeSettings,
+    pub snapshots_dir: Option<PathBuf>,
+    pub snapshot_interval: Duration,
+    pub snapshot_retention: usize,
+}
+
+impl RoutingSettings {
+    pub fn deadline(&self, class: MethodClass) -> Duration {
+        self.deadlines[class.index()]
+    }
+}
+
 /// Which methods a provider serves: exact names or `prefix*` patterns.
 #[derive(Debug, Clone, Default)]
 pub struct MethodFilter {
@@ -76,6 +120,10 @@ pub struct Provider {
     pub name: String,
     pub profile: String,
     pub chain: String,
+    /// Global index of the provider's chain.
+    pub chain_gid: usize,
+    /// The chain id the provider must report.
+    pub chain_id: u64,
     pub url: ProviderUrl,
     pub url_redacted: String,
     pub ws_url: Option<ProviderUrl>,
@@ -98,6 +146,12 @@ pub struct Chain {
     pub aliases: Vec<String>,
     pub block_time_ms: u64,
     pub default_strategy: Strategy,
+    /// Index of this chain among all chains of all profiles.
+    pub gid: usize,
+    pub max_lag_blocks: u64,
+    pub hedge: bool,
+    /// How often heads are polled.
+    pub head_poll_interval: Duration,
     /// Process-wide provider ids (`pid`) in configuration order.
     pub providers: Vec<usize>,
 }
@@ -123,6 +177,7 @@ pub struct Config {
     pub source: PathBuf,
     pub server: ServerSettings,
     pub upstream: UpstreamSettings,
+    pub routing: RoutingSettings,
     /// Index 0 is always the `default` profile.
     pub profiles: Vec<Profile>,
     pub providers: Vec<Provider>,
@@ -132,7 +187,10 @@ pub struct Config {
 
 impl Config {
     pub fn profile(&self, name: &str) -> Option<(usize, &Profile)> {
-        self.profiles.iter().enumerate().find(|(_, p)| p.name == name)
+        self.profiles
+            .iter()
+            .enumerate()
+            .find(|(_, p)| p.name == name)
     }
 
     /// Redacts every secret of this configuration from `text`.
@@ -142,5 +200,12 @@ impl Config {
 
     pub fn chain_count(&self) -> usize {
         self.profiles.iter().map(|p| p.chains.len()).sum()
+    }
+
+    /// Every chain of every profile, in global index order (`Chain::gid`).
+    pub fn all_chains(&self) -> impl Iterator<Item = (&Profile, &Chain)> {
+        self.profiles
+            .iter()
+            .flat_map(|p| p.chains.iter().map(move |c| (p, c)))
     }
 }

@@ -14,7 +14,9 @@ pub fn redact(text: &str, secrets: &[String]) -> String {
 
 /// Masks userinfo and key-looking segments (long runs of letters and digits) in a URL.
 pub fn mask_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else { return url.to_string() };
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
     let (authority, tail) = match rest.find(['/', '?']) {
         Some(i) => (&rest[..i], &rest[i..]),
         None => (rest, ""),
@@ -40,9 +42,15 @@ pub fn mask_url(url: &str) -> String {
 
 fn mask_segment(segment: &str) -> String {
     let keyish = segment.len() >= 16
-        && segment.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        && segment
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
         && segment.chars().any(|c| c.is_ascii_digit());
-    if keyish { "***".to_string() } else { segment.to_string() }
+    if keyish {
+        "***".to_string()
+    } else {
+        segment.to_string()
+    }
 }
 
 #[cfg(test)]
@@ -53,11 +61,23 @@ mod tests {
     fn redacts_known_secrets_and_key_like_segments() {
         let secrets = vec!["s3cr3t-value".to_string()];
         let rows = [
-            ("https://h.example/v3/s3cr3t-value", "https://h.example/v3/***"),
+            (
+                "https://h.example/v3/s3cr3t-value",
+                "https://h.example/v3/***",
+            ),
             ("https://u:p@h.example/rpc", "https://***@h.example/rpc"),
-            ("https://h.example/v2/abcdEFGH12345678ijkl", "https://h.example/v2/***"),
-            ("https://h.example/rpc?apikey=0123456789abcdef0123", "https://h.example/rpc?apikey=***"),
-            ("https://ethereum-rpc.publicnode.com", "https://ethereum-rpc.publicnode.com"),
+            (
+                "https://h.example/v2/abcdEFGH12345678ijkl",
+                "https://h.example/v2/***",
+            ),
+            (
+                "https://h.example/rpc?apikey=0123456789abcdef0123",
+                "https://h.example/rpc?apikey=***",
+            ),
+            (
+                "https://ethereum-rpc.publicnode.com",
+                "https://ethereum-rpc.publicnode.com",
+            ),
             ("error from s3cr3t-value host", "error from *** host"),
         ];
         for (input, expected) in rows {

@@ -27,7 +27,10 @@ pub struct ChunkedDecoder {
 
 impl ChunkedDecoder {
     pub fn new(limit: usize) -> Self {
-        ChunkedDecoder { state: State::Size, limit }
+        ChunkedDecoder {
+            state: State::Size,
+            limit,
+        }
     }
 
     pub fn is_done(&self) -> bool {
@@ -50,11 +53,14 @@ impl ChunkedDecoder {
                     };
                     let line = &input[pos..pos + eol];
                     let hex = line.split(|&b| b == b';').next().unwrap_or(b"");
-                    let hex = std::str::from_utf8(hex).map_err(|_| ChunkedError::Malformed)?.trim();
+                    let hex = std::str::from_utf8(hex)
+                        .map_err(|_| ChunkedError::Malformed)?
+                        .trim();
                     if hex.is_empty() || hex.len() > 15 {
                         return Err(ChunkedError::Malformed);
                     }
-                    let size = usize::from_str_radix(hex, 16).map_err(|_| ChunkedError::Malformed)?;
+                    let size =
+                        usize::from_str_radix(hex, 16).map_err(|_| ChunkedError::Malformed)?;
                     pos += eol + 2;
                     if size == 0 {
                         self.state = State::Trailers;
@@ -72,7 +78,11 @@ impl ChunkedDecoder {
                     }
                     out.extend_from_slice(&input[pos..pos + take]);
                     pos += take;
-                    self.state = if take == remaining { State::DataEnd } else { State::Data(remaining - take) };
+                    self.state = if take == remaining {
+                        State::DataEnd
+                    } else {
+                        State::Data(remaining - take)
+                    };
                 }
                 State::DataEnd => {
                     if input.len() - pos < 2 {
@@ -127,12 +137,19 @@ mod tests {
     fn decodes_table_in_any_split() {
         let rows: &[(&[u8], &[u8])] = &[
             (b"5\r\nhello\r\n0\r\n\r\n", b"hello"),
-            (b"3;ext=1\r\nabc\r\n2\r\nde\r\n0\r\nX-T: 1\r\n\r\n", b"abcde"),
+            (
+                b"3;ext=1\r\nabc\r\n2\r\nde\r\n0\r\nX-T: 1\r\n\r\n",
+                b"abcde",
+            ),
             (b"A\r\n0123456789\r\n0\r\n\r\n", b"0123456789"),
         ];
         for (input, expected) in rows {
             for piece in [1, 2, 3, 7, 100] {
-                assert_eq!(decode_in_pieces(input, piece).unwrap(), *expected, "piece {piece}");
+                assert_eq!(
+                    decode_in_pieces(input, piece).unwrap(),
+                    *expected,
+                    "piece {piece}"
+                );
             }
         }
     }
@@ -140,8 +157,17 @@ mod tests {
     #[test]
     fn rejects_malformed_and_oversized() {
         let mut out = Vec::new();
-        assert_eq!(ChunkedDecoder::new(100).decode(b"zz\r\n", &mut out), Err(ChunkedError::Malformed));
-        assert_eq!(ChunkedDecoder::new(100).decode(b"3\r\nabcX\r\n", &mut out), Err(ChunkedError::Malformed));
-        assert_eq!(ChunkedDecoder::new(4).decode(b"5\r\nhello\r\n", &mut out), Err(ChunkedError::TooLarge));
+        assert_eq!(
+            ChunkedDecoder::new(100).decode(b"zz\r\n", &mut out),
+            Err(ChunkedError::Malformed)
+        );
+        assert_eq!(
+            ChunkedDecoder::new(100).decode(b"3\r\nabcX\r\n", &mut out),
+            Err(ChunkedError::Malformed)
+        );
+        assert_eq!(
+            ChunkedDecoder::new(4).decode(b"5\r\nhello\r\n", &mut out),
+            Err(ChunkedError::TooLarge)
+        );
     }
 }

@@ -41,7 +41,11 @@ pub fn parse_response_head(buf: &[u8]) -> Result<Option<ResponseHead>, String> {
     for h in resp.headers.iter() {
         let value = std::str::from_utf8(h.value).unwrap_or("").trim();
         if h.name.eq_ignore_ascii_case("content-length") {
-            length = Some(value.parse::<usize>().map_err(|_| "invalid Content-Length".to_string())?);
+            length = Some(
+                value
+                    .parse::<usize>()
+                    .map_err(|_| "invalid Content-Length".to_string())?,
+            );
         } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
             chunked = value.to_ascii_lowercase().contains("chunked");
         } else if h.name.eq_ignore_ascii_case("connection") {
@@ -71,7 +75,14 @@ pub fn parse_response_head(buf: &[u8]) -> Result<Option<ResponseHead>, String> {
         keep_alive = false;
         ResponseFraming::UntilClose
     };
-    Ok(Some(ResponseHead { status, framing, keep_alive, gzip, retry_after, head_len }))
+    Ok(Some(ResponseHead {
+        status,
+        framing,
+        keep_alive,
+        gzip,
+        retry_after,
+        head_len,
+    }))
 }
 
 #[cfg(test)]
@@ -81,16 +92,47 @@ mod tests {
     #[test]
     fn parses_response_heads_table() {
         let rows: &[(&[u8], u16, ResponseFraming, bool, bool)] = &[
-            (b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n", 200, ResponseFraming::Length(10), true, false),
-            (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Encoding: gzip\r\n\r\n", 200, ResponseFraming::Chunked, true, true),
-            (b"HTTP/1.0 200 OK\r\n\r\n", 200, ResponseFraming::UntilClose, false, false),
-            (b"HTTP/1.1 503 Busy\r\nConnection: close\r\nContent-Length: 0\r\n\r\n", 503, ResponseFraming::Length(0), false, false),
+            (
+                b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n",
+                200,
+                ResponseFraming::Length(10),
+                true,
+                false,
+            ),
+            (
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Encoding: gzip\r\n\r\n",
+                200,
+                ResponseFraming::Chunked,
+                true,
+                true,
+            ),
+            (
+                b"HTTP/1.0 200 OK\r\n\r\n",
+                200,
+                ResponseFraming::UntilClose,
+                false,
+                false,
+            ),
+            (
+                b"HTTP/1.1 503 Busy\r\nConnection: close\r\nContent-Length: 0\r\n\r\n",
+                503,
+                ResponseFraming::Length(0),
+                false,
+                false,
+            ),
         ];
         for (raw, status, framing, keep_alive, gzip) in rows {
             let h = parse_response_head(raw).unwrap().unwrap();
-            assert_eq!((h.status, h.framing, h.keep_alive, h.gzip), (*status, *framing, *keep_alive, *gzip));
+            assert_eq!(
+                (h.status, h.framing, h.keep_alive, h.gzip),
+                (*status, *framing, *keep_alive, *gzip)
+            );
         }
-        let h = parse_response_head(b"HTTP/1.1 429 Too Many\r\nRetry-After: 3\r\nContent-Length: 0\r\n\r\n").unwrap().unwrap();
+        let h = parse_response_head(
+            b"HTTP/1.1 429 Too Many\r\nRetry-After: 3\r\nContent-Length: 0\r\n\r\n",
+        )
+        .unwrap()
+        .unwrap();
         assert_eq!(h.retry_after, Some(Duration::from_secs(3)));
         assert!(parse_response_head(b"HTTP/1.1 200 OK\r\nContent-Encoding: br\r\n\r\n").is_err());
         assert_eq!(parse_response_head(b"HTTP/1.1 200 OK\r\n").unwrap(), None);

@@ -8,7 +8,11 @@ use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
 
 /// Reads once into the spare capacity of `buf` (growing it to at least `min_spare` free bytes), appending.
 /// Returns the number of bytes read (0 = end of stream) and the buffer.
-pub async fn read_more<S: AsyncReadRent>(stream: &mut S, mut buf: Vec<u8>, min_spare: usize) -> (io::Result<usize>, Vec<u8>) {
+pub async fn read_more<S: AsyncReadRent>(
+    stream: &mut S,
+    mut buf: Vec<u8>,
+    min_spare: usize,
+) -> (io::Result<usize>, Vec<u8>) {
     if buf.capacity() - buf.len() < min_spare {
         buf.reserve(min_spare);
     }
@@ -19,7 +23,10 @@ pub async fn read_more<S: AsyncReadRent>(stream: &mut S, mut buf: Vec<u8>, min_s
 }
 
 /// Writes all of `buf`.
-pub async fn write_all<S: AsyncWriteRentExt>(stream: &mut S, buf: Vec<u8>) -> (io::Result<()>, Vec<u8>) {
+pub async fn write_all<S: AsyncWriteRentExt>(
+    stream: &mut S,
+    buf: Vec<u8>,
+) -> (io::Result<()>, Vec<u8>) {
     let (res, buf) = stream.write_all(buf).await;
     (res.map(|_| ()), buf)
 }

@@ -80,9 +80,13 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<RequestHead>, HeadError> {
     for h in req.headers.iter() {
         let value = std::str::from_utf8(h.value).unwrap_or("").trim();
         if h.name.eq_ignore_ascii_case("content-length") {
-            let n: usize = value.parse().map_err(|_| HeadError::Malformed("invalid Content-Length".into()))?;
+            let n: usize = value
+                .parse()
+                .map_err(|_| HeadError::Malformed("invalid Content-Length".into()))?;
             if content_length.is_some_and(|m| m != n) {
-                return Err(HeadError::Malformed("conflicting Content-Length headers".into()));
+                return Err(HeadError::Malformed(
+                    "conflicting Content-Length headers".into(),
+                ));
             }
             content_length = Some(n);
         } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
@@ -108,10 +112,14 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<RequestHead>, HeadError> {
         }
     }
     if chunked && content_length.is_some() {
-        return Err(HeadError::Malformed("both Content-Length and Transfer-Encoding".into()));
+        return Err(HeadError::Malformed(
+            "both Content-Length and Transfer-Encoding".into(),
+        ));
     }
     if chunked && version == 0 {
-        return Err(HeadError::Malformed("chunked encoding needs HTTP/1.1".into()));
+        return Err(HeadError::Malformed(
+            "chunked encoding needs HTTP/1.1".into(),
+        ));
     }
     let framing = match (chunked, content_length) {
         (true, _) => BodyFraming::Chunked,
@@ -140,17 +148,69 @@ mod tests {
     fn parses_heads_table() {
         type Row = (&'static [u8], Method, &'static str, bool, BodyFraming, bool);
         let rows: &[Row] = &[
-            (b"POST /rpc/eth HTTP/1.1\r\nContent-Length: 5\r\n\r\n", Method::Post, "/rpc/eth", true, BodyFraming::Length(5), false),
-            (b"POST /rpc/eth?x=1 HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n", Method::Post, "/rpc/eth", true, BodyFraming::Chunked, false),
-            (b"POST / HTTP/1.0\r\nContent-Length: 0\r\n\r\n", Method::Post, "/", false, BodyFraming::Length(0), false),
-            (b"POST / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n", Method::Post, "/", true, BodyFraming::None, false),
-            (b"GET /api/health HTTP/1.1\r\nConnection: close\r\n\r\n", Method::Get, "/api/health", false, BodyFraming::None, false),
-            (b"POST / HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\n", Method::Post, "/", true, BodyFraming::Length(3), true),
+            (
+                b"POST /rpc/eth HTTP/1.1\r\nContent-Length: 5\r\n\r\n",
+                Method::Post,
+                "/rpc/eth",
+                true,
+                BodyFraming::Length(5),
+                false,
+            ),
+            (
+                b"POST /rpc/eth?x=1 HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n",
+                Method::Post,
+                "/rpc/eth",
+                true,
+                BodyFraming::Chunked,
+                false,
+            ),
+            (
+                b"POST / HTTP/1.0\r\nContent-Length: 0\r\n\r\n",
+                Method::Post,
+                "/",
+                false,
+                BodyFraming::Length(0),
+                false,
+            ),
+            (
+                b"POST / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n",
+                Method::Post,
+                "/",
+                true,
+                BodyFraming::None,
+                false,
+            ),
+            (
+                b"GET /api/health HTTP/1.1\r\nConnection: close\r\n\r\n",
+                Method::Get,
+                "/api/health",
+                false,
+                BodyFraming::None,
+                false,
+            ),
+            (
+                b"POST / HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\n",
+                Method::Post,
+                "/",
+                true,
+                BodyFraming::Length(3),
+                true,
+            ),
         ];
         for (raw, method, path, keep_alive, framing, expect) in rows {
             let h = parse_head(raw).unwrap().unwrap();
-            assert_eq!((h.method, h.path.as_str(), h.keep_alive, h.framing, h.expect_continue),
-                (*method, *path, *keep_alive, *framing, *expect), "{}", String::from_utf8_lossy(raw));
+            assert_eq!(
+                (
+                    h.method,
+                    h.path.as_str(),
+                    h.keep_alive,
+                    h.framing,
+                    h.expect_continue
+                ),
+                (*method, *path, *keep_alive, *framing, *expect),
+                "{}",
+                String::from_utf8_lossy(raw)
+            );
             assert_eq!(h.head_len, raw.len());
         }
     }
@@ -166,7 +226,11 @@ mod tests {
             b"\x00\x01 garbage\r\n\r\n",
         ];
         for raw in bad {
-            assert!(matches!(parse_head(raw), Err(HeadError::Malformed(_))), "{}", String::from_utf8_lossy(raw));
+            assert!(
+                matches!(parse_head(raw), Err(HeadError::Malformed(_))),
+                "{}",
+                String::from_utf8_lossy(raw)
+            );
         }
     }
 }

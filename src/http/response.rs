@@ -13,11 +13,21 @@ pub struct Response {
 
 impl Response {
     pub fn json(status: u16, body: Vec<u8>) -> Self {
-        Response { status, content_type: "application/json", body, headers: SmallVec::new() }
+        Response {
+            status,
+            content_type: "application/json",
+            body,
+            headers: SmallVec::new(),
+        }
     }
 
     pub fn empty(status: u16) -> Self {
-        Response { status, content_type: "", body: Vec::new(), headers: SmallVec::new() }
+        Response {
+            status,
+            content_type: "",
+            body: Vec::new(),
+            headers: SmallVec::new(),
+        }
     }
 
     pub fn with_header(mut self, name: &'static str, value: impl Into<String>) -> Self {

@@ -32,7 +32,11 @@ pub struct UpstreamClient {
 impl UpstreamClient {
     pub fn new(config: &Config, tls: monoio_rustls::TlsConnector) -> Self {
         let heads = config.providers.iter().map(request_head_prefix).collect();
-        let tls_names = config.providers.iter().map(|p| p.url.tls.then(|| p.url.host.clone())).collect();
+        let tls_names = config
+            .providers
+            .iter()
+            .map(|p| p.url.tls.then(|| p.url.host.clone()))
+            .collect();
         UpstreamClient {
             settings: config.upstream.clone(),
             heads,
@@ -103,18 +107,29 @@ impl UpstreamClient {
             }
         }
         let conn = self.connect(p).await?;
-        self.exchange(p, conn, body, &reached).await.map_err(|e| e.error)
+        self.exchange(p, conn, body, &reached)
+            .await
+            .map_err(|e| e.error)
     }
 
     async fn connect(&self, p: &Provider) -> Result<Conn, UpstreamError> {
-        let connect_err = |e: std::io::Error| UpstreamError::new(FailureKind::Connect, e.to_string(), false);
-        let addrs = resolve(&self.dns, &p.url.host, p.url.port).await.map_err(connect_err)?;
-        let tls = self.tls_names[p.pid].as_deref().map(|name| (&self.tls, name));
-        match monoio::time::timeout(self.settings.connect_timeout, Conn::connect(&addrs, tls)).await {
+        let connect_err =
+            |e: std::io::Error| UpstreamError::new(FailureKind::Connect, e.to_string(), false);
+        let addrs = resolve(&self.dns, &p.url.host, p.url.port)
+            .await
+            .map_err(connect_err)?;
+        let tls = self.tls_names[p.pid]
+            .as_deref()
+            .map(|name| (&self.tls, name));
+        match monoio::time::timeout(self.settings.connect_timeout, Conn::connect(&addrs, tls)).await
+        {
             Ok(conn) => conn.map_err(connect_err),
             Err(_) => Err(UpstreamError::new(
                 FailureKind::Connect,
-                format!("connect timed out after {} ms", self.settings.connect_timeout.as_millis()),
+                format!(
+                    "connect timed out after {} ms",
+                    self.settings.connect_timeout.as_millis()
+                ),
                 false,
             )),
         }
@@ -138,14 +153,22 @@ impl UpstreamClient {
         let (res, request) = conn.stream.write_all(request).await;
         drop(request);
         if let Err(e) = res {
-            return Err(ExchangeError::before_response(FailureKind::Reset, format!("send failed: {e}"), false));
+            return Err(ExchangeError::before_response(
+                FailureKind::Reset,
+                format!("send failed: {e}"),
+                false,
+            ));
         }
         // Once written, the provider may act on it even if the connection then fails.
         reached.set(true);
         self.read_response(p, conn).await
     }
 
-    async fn read_response(&self, p: &Provider, mut conn: Conn) -> Result<UpstreamResponse, ExchangeError> {
+    async fn read_response(
+        &self,
+        p: &Provider,
+        mut conn: Conn,
+    ) -> Result<UpstreamResponse, ExchangeError> {
         let max = self.settings.max_response_bytes;
         let mut buf = Vec::with_capacity(READ_CHUNK);
         let head = loop {
@@ -159,12 +182,26 @@ impl UpstreamClient {
                         true,
                     ));
                 }
-                Ok(0) => return Err(ExchangeError::during(FailureKind::Reset, "connection closed mid-head")),
+                Ok(0) => {
+                    return Err(ExchangeError::during(
+                        FailureKind::Reset,
+                        "connection closed mid-head",
+                    ));
+                }
                 Ok(_) => {}
                 Err(e) if buf.is_empty() => {
-                    return Err(ExchangeError::before_response(FailureKind::Reset, format!("receive failed: {e}"), true));
+                    return Err(ExchangeError::before_response(
+                        FailureKind::Reset,
+                        format!("receive failed: {e}"),
+                        true,
+                    ));
                 }
-                Err(e) => return Err(ExchangeError::during(FailureKind::Reset, &format!("receive failed: {e}"))),
+                Err(e) => {
+                    return Err(ExchangeError::during(
+                        FailureKind::Reset,
+                        &format!("receive failed: {e}"),
+                    ));
+                }
             }
             match parse_response_head(&buf) {
                 Ok(Some(head)) if head.status == 100 => {
@@ -172,7 +209,10 @@ impl UpstreamClient {
                 }
                 Ok(Some(head)) => break head,
                 Ok(None) if buf.len() > MAX_RESPONSE_HEAD => {
-                    return Err(ExchangeError::during(FailureKind::Protocol, "response head too large"));
+                    return Err(ExchangeError::during(
+                        FailureKind::Protocol,
+                        "response head too large",
+                    ));
                 }
                 Ok(None) => {}
                 Err(e) => return Err(ExchangeError::during(FailureKind::Protocol, &e)),
@@ -182,7 +222,10 @@ impl UpstreamClient {
         let body = match head.framing {
             ResponseFraming::Length(n) => {
                 if n > max {
-                    return Err(ExchangeError::during(FailureKind::TooLarge, &format!("response of {n} bytes exceeds the limit")));
+                    return Err(ExchangeError::during(
+                        FailureKind::TooLarge,
+                        &format!("response of {n} bytes exceeds the limit"),
+                    ));
                 }
                 let already = buf.len() - head.head_len;
                 if already > n {
@@ -196,9 +239,19 @@ impl UpstreamClient {
                     let (res, b) = conn.stream.read_more(body, want).await;
                     body = b;
                     match res {
-                        Ok(0) => return Err(ExchangeError::during(FailureKind::Reset, "connection closed mid-body")),
+                        Ok(0) => {
+                            return Err(ExchangeError::during(
+                                FailureKind::Reset,
+                                "connection closed mid-body",
+                            ));
+                        }
                         Ok(_) => {}
-                        Err(e) => return Err(ExchangeError::during(FailureKind::Reset, &format!("receive failed: {e}"))),
+                        Err(e) => {
+                            return Err(ExchangeError::during(
+                                FailureKind::Reset,
+                                &format!("receive failed: {e}"),
+                            ));
+                        }
                     }
                 }
                 if body.len() > n {
@@ -213,7 +266,14 @@ impl UpstreamClient {
                 let mut consumed = head.head_len;
                 loop {
                     consumed += decoder.decode(&buf[consumed..], &mut body).map_err(|e| {
-                        ExchangeError::during(if body.len() >= max { FailureKind::TooLarge } else { FailureKind::Protocol }, &e.to_string())
+                        ExchangeError::during(
+                            if body.len() >= max {
+                                FailureKind::TooLarge
+                            } else {
+                                FailureKind::Protocol
+                            },
+                            &e.to_string(),
+                        )
                     })?;
                     if decoder.is_done() {
                         if consumed != buf.len() {
@@ -226,9 +286,19 @@ impl UpstreamClient {
                     let (res, b) = conn.stream.read_more(buf, READ_CHUNK).await;
                     buf = b;
                     match res {
-                        Ok(0) => return Err(ExchangeError::during(FailureKind::Reset, "connection closed mid-body")),
+                        Ok(0) => {
+                            return Err(ExchangeError::during(
+                                FailureKind::Reset,
+                                "connection closed mid-body",
+                            ));
+                        }
                         Ok(_) => {}
-                        Err(e) => return Err(ExchangeError::during(FailureKind::Reset, &format!("receive failed: {e}"))),
+                        Err(e) => {
+                            return Err(ExchangeError::during(
+                                FailureKind::Reset,
+                                &format!("receive failed: {e}"),
+                            ));
+                        }
                     }
                 }
                 body
@@ -238,14 +308,22 @@ impl UpstreamClient {
                 buf.drain(..head.head_len);
                 loop {
                     if buf.len() > max {
-                        return Err(ExchangeError::during(FailureKind::TooLarge, "response exceeds the limit"));
+                        return Err(ExchangeError::during(
+                            FailureKind::TooLarge,
+                            "response exceeds the limit",
+                        ));
                     }
                     let (res, b) = conn.stream.read_more(buf, READ_CHUNK).await;
                     buf = b;
                     match res {
                         Ok(0) => break,
                         Ok(_) => {}
-                        Err(e) => return Err(ExchangeError::during(FailureKind::Reset, &format!("receive failed: {e}"))),
+                        Err(e) => {
+                            return Err(ExchangeError::during(
+                                FailureKind::Reset,
+                                &format!("receive failed: {e}"),
+                            ));
+                        }
                     }
                 }
                 buf
@@ -254,8 +332,16 @@ impl UpstreamClient {
         if reusable {
             self.pool.borrow_mut().put(p.pid, conn);
         }
-        let body = if head.gzip { gunzip(&body, max).map_err(|e| ExchangeError::during(FailureKind::Protocol, &e))? } else { body };
-        Ok(UpstreamResponse { status: head.status, body, retry_after: head.retry_after })
+        let body = if head.gzip {
+            gunzip(&body, max).map_err(|e| ExchangeError::during(FailureKind::Protocol, &e))?
+        } else {
+            body
+        };
+        Ok(UpstreamResponse {
+            status: head.status,
+            body,
+            retry_after: head.retry_after,
+        })
     }
 }
 
@@ -267,18 +353,26 @@ struct ExchangeError {
 
 impl ExchangeError {
     fn before_response(kind: FailureKind, message: String, reached: bool) -> Self {
-        ExchangeError { error: UpstreamError::new(kind, message, reached), response_started: false }
+        ExchangeError {
+            error: UpstreamError::new(kind, message, reached),
+            response_started: false,
+        }
     }
 
     fn during(kind: FailureKind, message: &str) -> Self {
-        ExchangeError { error: UpstreamError::new(kind, message.to_string(), true), response_started: true }
+        ExchangeError {
+            error: UpstreamError::new(kind, message.to_string(), true),
+            response_started: true,
+        }
     }
 }
 
 fn gunzip(data: &[u8], max: usize) -> Result<Vec<u8>, String> {
     let mut out = Vec::with_capacity(data.len() * 4);
     let mut decoder = flate2::read::GzDecoder::new(data).take(max as u64 + 1);
-    decoder.read_to_end(&mut out).map_err(|e| format!("invalid gzip body: {e}"))?;
+    decoder
+        .read_to_end(&mut out)
+        .map_err(|e| format!("invalid gzip body: {e}"))?;
     if out.len() > max {
         return Err("decompressed response exceeds the limit".into());
     }

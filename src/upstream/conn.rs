@@ -20,7 +20,11 @@ pub enum Stream {
 }
 
 impl Stream {
-    pub async fn read_more(&mut self, buf: Vec<u8>, min_spare: usize) -> (io::Result<usize>, Vec<u8>) {
+    pub async fn read_more(
+        &mut self,
+        buf: Vec<u8>,
+        min_spare: usize,
+    ) -> (io::Result<usize>, Vec<u8>) {
         match self {
             Stream::Plain(s) => read_more(s, buf, min_spare).await,
             Stream::Tls(s) => read_more(s.as_mut(), buf, min_spare).await,
@@ -56,12 +60,13 @@ impl Conn {
                     let stream = match tls {
                         None => Stream::Plain(tcp),
                         Some((connector, name)) => {
-                            let server_name = ServerName::try_from(name.to_string())
-                                .map_err(|e| io::Error::other(format!("invalid TLS server name: {e}")))?;
-                            let tls = connector
-                                .connect(server_name, tcp)
-                                .await
-                                .map_err(|e| io::Error::other(format!("TLS handshake failed: {e}")))?;
+                            let server_name =
+                                ServerName::try_from(name.to_string()).map_err(|e| {
+                                    io::Error::other(format!("invalid TLS server name: {e}"))
+                                })?;
+                            let tls = connector.connect(server_name, tcp).await.map_err(|e| {
+                                io::Error::other(format!("TLS handshake failed: {e}"))
+                            })?;
                             Stream::Tls(Box::new(tls))
                         }
                     };
@@ -78,11 +83,19 @@ impl Conn {
         let mut byte = 0u8;
         // SAFETY: `fd` is owned by `self.stream` and open; the buffer is one valid byte.
         let n = unsafe {
-            libc::recv(self.fd, (&mut byte as *mut u8).cast(), 1, libc::MSG_PEEK | libc::MSG_DONTWAIT)
+            libc::recv(
+                self.fd,
+                (&mut byte as *mut u8).cast(),
+                1,
+                libc::MSG_PEEK | libc::MSG_DONTWAIT,
+            )
         };
         if n < 0 {
             let err = io::Error::last_os_error();
-            !matches!(err.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted)
+            !matches!(
+                err.kind(),
+                io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+            )
         } else {
             // 0 = orderly close; > 0 = bytes nobody asked for (a TLS close_notify or garbage): not reusable.
             true
@@ -104,17 +117,23 @@ pub fn load_pem_certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>
 
 /// The TLS client configuration for providers: webpki roots, plus `extra_ca` certificates when configured.
 pub fn tls_connector(extra_ca: Option<&Path>) -> Result<TlsConnector, String> {
-    let mut roots = rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
+    let mut roots = rustls::RootCertStore {
+        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+    };
     if let Some(path) = extra_ca {
         for cert in load_pem_certificates(path)? {
-            roots.add(cert).map_err(|e| format!("unusable certificate in {}: {e}", path.display()))?;
+            roots
+                .add(cert)
+                .map_err(|e| format!("unusable certificate in {}: {e}", path.display()))?;
         }
     }
-    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| e.to_string())?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(TlsConnector::from(Arc::new(config)))
 }

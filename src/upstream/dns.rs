@@ -23,12 +23,17 @@ impl DnsCache {
 
     fn store(&mut self, host: &str, port: u16, answer: Result<Vec<SocketAddr>, String>) {
         let ttl = if answer.is_ok() { TTL } else { NEGATIVE_TTL };
-        self.entries.insert((host.to_string(), port), (answer, Instant::now() + ttl));
+        self.entries
+            .insert((host.to_string(), port), (answer, Instant::now() + ttl));
     }
 }
 
 /// Resolves `host:port`, from the cache when fresh. IP literals need no lookup.
-pub async fn resolve(cache: &std::cell::RefCell<DnsCache>, host: &str, port: u16) -> io::Result<Vec<SocketAddr>> {
+pub async fn resolve(
+    cache: &std::cell::RefCell<DnsCache>,
+    host: &str,
+    port: u16,
+) -> io::Result<Vec<SocketAddr>> {
     if let Ok(ip) = host.parse::<IpAddr>() {
         return Ok(vec![SocketAddr::new(ip, port)]);
     }
@@ -47,7 +52,9 @@ pub async fn resolve(cache: &std::cell::RefCell<DnsCache>, host: &str, port: u16
             let _ = tx.send(answer);
         })
         .map_err(io::Error::other)?;
-    let answer = rx.await.map_err(|_| io::Error::other("resolver thread ended"))?;
+    let answer = rx
+        .await
+        .map_err(|_| io::Error::other("resolver thread ended"))?;
     let answer = match answer {
         Ok(addrs) if addrs.is_empty() => Err(format!("no addresses for {host}")),
         other => other,

@@ -38,7 +38,11 @@ pub struct UpstreamError {
 
 impl UpstreamError {
     pub fn new(kind: FailureKind, message: impl Into<String>, may_have_reached: bool) -> Self {
-        UpstreamError { kind, message: message.into(), may_have_reached }
+        UpstreamError {
+            kind,
+            message: message.into(),
+            may_have_reached,
+        }
     }
 }
 

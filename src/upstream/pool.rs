@@ -19,7 +19,11 @@ pub struct Pool {
 
 impl Pool {
     pub fn new(providers: usize, max_idle: usize, idle_timeout: Duration) -> Self {
-        Pool { idle: (0..providers).map(|_| Vec::new()).collect(), max_idle, idle_timeout }
+        Pool {
+            idle: (0..providers).map(|_| Vec::new()).collect(),
+            max_idle,
+            idle_timeout,
+        }
     }
 
     /// Takes a live idle connection to `pid`, discarding stale ones.
@@ -37,7 +41,10 @@ impl Pool {
     pub fn put(&mut self, pid: usize, conn: Conn) {
         if let Some(list) = self.idle.get_mut(pid) {
             if list.len() < self.max_idle {
-                list.push(Idle { conn, since: Instant::now() });
+                list.push(Idle {
+                    conn,
+                    since: Instant::now(),
+                });
             }
         }
     }

@@ -62,6 +62,9 @@ enum Answer {
     Error(Value),
 }
 
+/// Recorded exchanges by method: (params, response).
+type ReplayTable = HashMap<String, Vec<(Value, Value)>>;
+
 struct State {
     fault: Fault,
     /// Bumped whenever every connection must go away (restart, Refuse, drop).
@@ -69,7 +72,7 @@ struct State {
     shutdown: bool,
     answers: HashMap<String, Answer>,
     default_result: Option<Value>,
-    replay: Option<Arc<HashMap<String, Vec<(Value, Value)>>>>,
+    replay: Option<Arc<ReplayTable>>,
     chunked: bool,
     gzip: bool,
     requests: Vec<Recorded>,
@@ -143,7 +146,7 @@ impl MockProvider {
     /// and answered with the recorded response carrying the id the call arrived with.
     /// Unmatched calls get a -32601 error naming the method.
     pub fn replay(name: &str, fixtures: &[Fixture]) -> MockProvider {
-        let mut table: HashMap<String, Vec<(Value, Value)>> = HashMap::new();
+        let mut table = ReplayTable::new();
         for f in fixtures {
             for (req, resp) in &f.pairs {
                 let req: Value = serde_json::from_str(req).expect("fixture request JSON");
@@ -759,6 +762,8 @@ fn serve_conn(inner: &Inner, stream: TcpStream, id: u64, epoch: u64) {
         }
         let _ = io.stream.flush();
         if close_requested || fault == Fault::CloseAfterResponse {
+            // Unregister first so `open_connections()` is exact once the client sees the FIN.
+            lock(&inner.conns).remove(&id);
             let _ = io.stream.shutdown(Shutdown::Write);
             return;
         }

@@ -1,0 +1,394 @@
+//! Knowledge about Ethereum JSON-RPC methods the router needs: a compact id per well-known method (so per-method
+//! statistics need no string keys on the hot path), the class a method falls back to when it has few samples, which
+//! methods are writes or safe to hedge, and which block a call targets (`latest`-sensitive or an explicit number).
+
+use sonic_rs::{JsonContainerTrait, JsonValueTrait};
+
+/// Groups of methods with similar cost, used when a method alone has too few samples.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum MethodClass {
+    /// Cheap point reads: block number, balance, nonce, code, storage, transaction lookups.
+    Light,
+    /// Execution: eth_call, eth_estimateGas, eth_createAccessList, simulations.
+    Call,
+    /// Log queries.
+    Logs,
+    /// Blocks and receipts by block.
+    Block,
+    /// debug_/trace_ methods.
+    Trace,
+    /// State-changing submissions.
+    Write,
+    Other,
+}
+
+impl MethodClass {
+    pub const ALL: [MethodClass; 7] = [
+        MethodClass::Light,
+        MethodClass::Call,
+        MethodClass::Logs,
+        MethodClass::Block,
+        MethodClass::Trace,
+        MethodClass::Write,
+        MethodClass::Other,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MethodClass::Light => "light",
+            MethodClass::Call => "call",
+            MethodClass::Logs => "logs",
+            MethodClass::Block => "block",
+            MethodClass::Trace => "trace",
+            MethodClass::Write => "write",
+            MethodClass::Other => "other",
+        }
+    }
+
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// Where a method's block parameter is: a positional index, or the fromBlock/toBlock of a filter object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BlockParam {
+    None,
+    At(usize),
+    Filter,
+}
+
+/// (name, class, block parameter) of the methods Lasso keeps separate statistics for. Index = method id.
+const KNOWN: &[(&str, MethodClass, BlockParam)] = &[
+    ("eth_blockNumber", MethodClass::Light, BlockParam::None),
+    ("eth_chainId", MethodClass::Light, BlockParam::None),
+    ("eth_gasPrice", MethodClass::Light, BlockParam::None),
+    (
+        "eth_maxPriorityFeePerGas",
+        MethodClass::Light,
+        BlockParam::None,
+    ),
+    ("eth_blobBaseFee", MethodClass::Light, BlockParam::None),
+    ("eth_feeHistory", MethodClass::Light, BlockParam::At(1)),
+    ("eth_getBalance", MethodClass::Light, BlockParam::At(1)),
+    (
+        "eth_getTransactionCount",
+        MethodClass::Light,
+        BlockParam::At(1),
+    ),
+    ("eth_getCode", MethodClass::Light, BlockParam::At(1)),
+    ("eth_getStorageAt", MethodClass::Light, BlockParam::At(2)),
+    ("eth_getProof", MethodClass::Light, BlockParam::At(2)),
+    (
+        "eth_getTransactionByHash",
+        MethodClass::Light,
+        BlockParam::None,
+    ),
+    (
+        "eth_getTransactionReceipt",
+        MethodClass::Light,
+        BlockParam::None,
+    ),
+    (
+        "eth_getTransactionByBlockHashAndIndex",
+        MethodClass::Light,
+        BlockParam::None,
+    ),
+    (
+        "eth_getTransactionByBlockNumberAndIndex",
+        MethodClass::Light,
+        BlockParam::At(0),
+    ),
+    ("eth_syncing", MethodClass::Light, BlockParam::None),
+    ("net_version", MethodClass::Light, BlockParam::None),
+    ("web3_clientVersion", MethodClass::Light, BlockParam::None),
+    ("eth_call", MethodClass::Call, BlockParam::At(1)),
+    ("eth_estimateGas", MethodClass::Call, BlockParam::At(1)),
+    ("eth_createAccessList", MethodClass::Call, BlockParam::At(1)),
+    ("eth_simulateV1", MethodClass::Call, BlockParam::At(1)),
+    ("eth_getLogs", MethodClass::Logs, BlockParam::Filter),
+    (
+        "eth_getBlockByNumber",
+        MethodClass::Block,
+        BlockParam::At(0),
+    ),
+    ("eth_getBlockByHash", MethodClass::Block, BlockParam::None),
+    (
+        "eth_getBlockReceipts",
+        MethodClass::Block,
+        BlockParam::At(0),
+    ),
+    (
+        "eth_getBlockTransactionCountByNumber",
+        MethodClass::Block,
+        BlockParam::At(0),
+    ),
+    (
+        "eth_getBlockTransactionCountByHash",
+        MethodClass::Block,
+        BlockParam::None,
+    ),
+    (
+        "eth_getUncleCountByBlockNumber",
+        MethodClass::Block,
+        BlockParam::At(0),
+    ),
+    (
+        "debug_traceTransaction",
+        MethodClass::Trace,
+        BlockParam::None,
+    ),
+    ("debug_traceCall", MethodClass::Trace, BlockParam::At(1)),
+    (
+        "debug_traceBlockByNumber",
+        MethodClass::Trace,
+        BlockParam::At(0),
+    ),
+    (
+        "debug_traceBlockByHash",
+        MethodClass::Trace,
+        BlockParam::None,
+    ),
+    ("trace_block", MethodClass::Trace, BlockParam::At(0)),
+    ("trace_transaction", MethodClass::Trace, BlockParam::None),
+    ("trace_filter", MethodClass::Trace, BlockParam::None),
+    (
+        "trace_replayBlockTransactions",
+        MethodClass::Trace,
+        BlockParam::At(0),
+    ),
+    (
+        "eth_sendRawTransaction",
+        MethodClass::Write,
+        BlockParam::None,
+    ),
+    ("eth_sendTransaction", MethodClass::Write, BlockParam::None),
+    ("eth_sendBundle", MethodClass::Write, BlockParam::None),
+    (
+        "eth_sendPrivateTransaction",
+        MethodClass::Write,
+        BlockParam::None,
+    ),
+    (
+        "eth_sendRawTransactionConditional",
+        MethodClass::Write,
+        BlockParam::None,
+    ),
+    (
+        "eth_sendRawTransactionSync",
+        MethodClass::Write,
+        BlockParam::None,
+    ),
+];
+
+/// Statistics key of a method: a well-known method's id, or its class for anything else.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct MethodKey(pub u16);
+
+impl MethodKey {
+    /// Keys at or above this value stand for a class (`BASE + class index`) rather than one method.
+    const CLASS_BASE: u16 = 1000;
+
+    pub fn of(method: &str) -> MethodKey {
+        match KNOWN.iter().position(|(name, _, _)| *name == method) {
+            Some(i) => MethodKey(i as u16),
+            None => MethodKey(Self::CLASS_BASE + class_of(method).index() as u16),
+        }
+    }
+
+    pub fn class(self) -> MethodClass {
+        match KNOWN.get(self.0 as usize) {
+            Some((_, class, _)) => *class,
+            None => MethodClass::ALL
+                .get((self.0 - Self::CLASS_BASE) as usize)
+                .copied()
+                .unwrap_or(MethodClass::Other),
+        }
+    }
+
+    /// The method name, or `class:<name>` for class keys.
+    pub fn name(self) -> String {
+        match KNOWN.get(self.0 as usize) {
+            Some((name, _, _)) => (*name).to_string(),
+            None => format!("class:{}", self.class().as_str()),
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<MethodKey> {
+        if let Some(class) = name.strip_prefix("class:") {
+            let c = MethodClass::ALL.iter().find(|c| c.as_str() == class)?;
+            return Some(MethodKey(Self::CLASS_BASE + c.index() as u16));
+        }
+        KNOWN
+            .iter()
+            .position(|(n, _, _)| *n == name)
+            .map(|i| MethodKey(i as u16))
+    }
+}
+
+/// The class of any method name.
+pub fn class_of(method: &str) -> MethodClass {
+    if let Some((_, class, _)) = KNOWN.iter().find(|(name, _, _)| *name == method) {
+        return *class;
+    }
+    if method.starts_with("debug_") || method.starts_with("trace_") {
+        MethodClass::Trace
+    } else if method.starts_with("eth_send") {
+        MethodClass::Write
+    } else {
+        MethodClass::Other
+    }
+}
+
+/// True for methods that change state (sent to at most one provider once they may have reached it).
+pub fn is_write(method: &str) -> bool {
+    class_of(method) == MethodClass::Write
+}
+
+/// Which block a call reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BlockTarget {
+    /// No block involved, or one named by hash: any provider.
+    Any,
+    /// The chain head (`latest`, `pending`, or no block given): providers far behind must not answer.
+    Head,
+    /// An explicit block number.
+    Number(u64),
+}
+
+fn tag_target(v: &sonic_rs::Value) -> BlockTarget {
+    if let Some(tag) = v.as_str() {
+        return match tag {
+            "latest" | "pending" => BlockTarget::Head,
+            "earliest" => BlockTarget::Number(0),
+            t if t.starts_with("0x") => {
+                u64::from_str_radix(&t[2..], 16).map_or(BlockTarget::Any, BlockTarget::Number)
+            }
+            _ => BlockTarget::Any,
+        };
+    }
+    if let Some(n) = v.as_u64() {
+        return BlockTarget::Number(n);
+    }
+    // {"blockHash": ...} / {"blockNumber": ...} (EIP-1898)
+    if let Some(obj) = v.as_object() {
+        if let Some(n) = obj.get(&"blockNumber") {
+            return tag_target(n);
+        }
+    }
+    BlockTarget::Any
+}
+
+/// The block `method` with raw JSON `params` targets.
+pub fn block_target(method: &str, params: Option<&[u8]>) -> BlockTarget {
+    if method == "eth_blockNumber" {
+        return BlockTarget::Head;
+    }
+    let Some((_, _, where_)) = KNOWN.iter().find(|(name, _, _)| *name == method) else {
+        return BlockTarget::Any;
+    };
+    let parsed: Option<sonic_rs::Value> = params.and_then(|p| sonic_rs::from_slice(p).ok());
+    match where_ {
+        BlockParam::None => BlockTarget::Any,
+        BlockParam::At(i) => match parsed
+            .as_ref()
+            .and_then(|p| p.as_array())
+            .and_then(|a| a.get(*i))
+        {
+            Some(v) if !v.is_null() => tag_target(v),
+            _ => BlockTarget::Head,
+        },
+        BlockParam::Filter => {
+            let filter = parsed
+                .as_ref()
+                .and_then(|p| p.as_array())
+                .and_then(|a| a.get(0));
+            let Some(filter) = filter.and_then(|f| f.as_object()) else {
+                return BlockTarget::Head;
+            };
+            if filter.get(&"blockHash").is_some() {
+                return BlockTarget::Any;
+            }
+            match filter.get(&"fromBlock") {
+                Some(v) => match tag_target(v) {
+                    BlockTarget::Any => BlockTarget::Head,
+                    other => other,
+                },
+                None => BlockTarget::Head,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_round_trip_and_fall_back_to_classes() {
+        let k = MethodKey::of("eth_call");
+        assert_eq!(k.class(), MethodClass::Call);
+        assert_eq!(MethodKey::from_name(&k.name()), Some(k));
+        let other = MethodKey::of("debug_somethingNew");
+        assert_eq!(other.class(), MethodClass::Trace);
+        assert_eq!(other.name(), "class:trace");
+        assert_eq!(MethodKey::from_name("class:trace"), Some(other));
+        assert!(is_write("eth_sendRawTransaction"));
+        assert!(!is_write("eth_call"));
+    }
+
+    #[test]
+    fn block_targets_table() {
+        let rows: &[(&str, &str, BlockTarget)] = &[
+            ("eth_blockNumber", "[]", BlockTarget::Head),
+            ("eth_getBalance", r#"["0xabc","latest"]"#, BlockTarget::Head),
+            ("eth_getBalance", r#"["0xabc"]"#, BlockTarget::Head),
+            (
+                "eth_getBalance",
+                r#"["0xabc","0x10"]"#,
+                BlockTarget::Number(16),
+            ),
+            (
+                "eth_getBalance",
+                r#"["0xabc",{"blockHash":"0x12"}]"#,
+                BlockTarget::Any,
+            ),
+            (
+                "eth_getBalance",
+                r#"["0xabc",{"blockNumber":"0x20"}]"#,
+                BlockTarget::Number(32),
+            ),
+            (
+                "eth_call",
+                r#"[{"to":"0x1"},"finalized"]"#,
+                BlockTarget::Any,
+            ),
+            (
+                "eth_getBlockByNumber",
+                r#"["0x1b4",false]"#,
+                BlockTarget::Number(436),
+            ),
+            (
+                "eth_getBlockByNumber",
+                r#"["earliest",false]"#,
+                BlockTarget::Number(0),
+            ),
+            (
+                "eth_getLogs",
+                r#"[{"fromBlock":"0x5","toBlock":"latest"}]"#,
+                BlockTarget::Number(5),
+            ),
+            ("eth_getLogs", r#"[{"address":"0x1"}]"#, BlockTarget::Head),
+            ("eth_getLogs", r#"[{"blockHash":"0x1"}]"#, BlockTarget::Any),
+            ("eth_getTransactionReceipt", r#"["0x1"]"#, BlockTarget::Any),
+            ("foo_bar", r#"[1]"#, BlockTarget::Any),
+        ];
+        for (method, params, expected) in rows {
+            assert_eq!(
+                block_target(method, Some(params.as_bytes())),
+                *expected,
+                "{method} {params}"
+            );
+        }
+    }
+}
