@@ -6,8 +6,11 @@ use std::rc::Rc;
 use futures_channel::oneshot;
 use serde::Serialize;
 
+use crate::breaker::BreakerState;
+use crate::errors::{ResourceKind, RpcError};
 use crate::http::response::Response;
 use crate::stats::ProviderStats;
+use crate::table::{Scope, Summary};
 use crate::worker::{Control, Worker};
 
 fn json<T: Serialize>(status: u16, value: &T) -> Response {
@@ -75,6 +78,54 @@ pub fn chains(worker: &Worker) -> Response {
     json(200, &Chains { chains })
 }
 
+/// Measured routing view of one provider.
+#[derive(Serialize, Default)]
+struct RoutingView {
+    breaker: &'static str,
+    cooling_down: bool,
+    disabled: Option<String>,
+    head: Option<u64>,
+    lag: Option<u64>,
+    samples: u64,
+    success_rate: f64,
+    p50_us: u64,
+    p90_us: u64,
+    p99_us: u64,
+    from_snapshot: bool,
+}
+
+fn routing_view(worker: &Worker, pid: usize) -> RoutingView {
+    let routing = worker.routing.borrow();
+    let now = std::time::Instant::now();
+    let state = routing.table.provider(pid).cloned().unwrap_or_default();
+    let local = routing.health.breakers[pid].state(now);
+    let breaker =
+        if state.breaker_open_until.is_some_and(|u| u > now) && local == BreakerState::Closed {
+            "open"
+        } else {
+            local.as_str()
+        };
+    let summary = routing
+        .table
+        .summary(pid, Scope::Provider)
+        .cloned()
+        .unwrap_or_default();
+    RoutingView {
+        breaker,
+        cooling_down: routing.health.cooling_down(pid, now)
+            || state.cooldown_until.is_some_and(|u| u > now),
+        disabled: state.disabled.clone(),
+        head: state.head,
+        lag: state.lag,
+        samples: summary.samples,
+        success_rate: summary.success_rate(),
+        p50_us: summary.p50_us,
+        p90_us: summary.p90_us,
+        p99_us: summary.p99_us,
+        from_snapshot: summary.from_snapshot,
+    }
+}
+
 #[derive(Serialize)]
 struct ProviderStatus {
     id: String,
@@ -91,6 +142,7 @@ struct ProviderStatus {
     avg_latency_us: u64,
     idle_connections_this_worker: usize,
     last_error: Option<String>,
+    routing: RoutingView,
 }
 
 #[derive(Serialize)]
@@ -100,6 +152,7 @@ struct ChainStatus {
     chain_id: u64,
     aliases: Vec<String>,
     default_strategy: &'static str,
+    head: Option<u64>,
     providers: Vec<ProviderStatus>,
 }
 
@@ -109,6 +162,9 @@ struct Status {
     uptime_s: u64,
     workers: usize,
     connections: usize,
+    routing_generation: u64,
+    hedges: u64,
+    failovers: u64,
     chains: Vec<ChainStatus>,
 }
 
@@ -146,11 +202,20 @@ pub async fn status(worker: &Rc<Worker>) -> Response {
                 .map(|&pid| {
                     let p = &config.providers[pid];
                     let c = stats.providers.get(pid).cloned().unwrap_or_default();
-                    let state = match (c.requests, c.failures) {
-                        (0, _) => "unknown",
-                        (n, f) if f == n => "failing",
-                        (_, 0) => "healthy",
-                        _ => "degraded",
+                    let routing = routing_view(worker, pid);
+                    let state = if routing.disabled.is_some() {
+                        "disabled"
+                    } else if routing.breaker != "closed" {
+                        "circuit_open"
+                    } else if routing.cooling_down {
+                        "rate_limited"
+                    } else {
+                        match (c.requests, c.failures) {
+                            (0, _) => "unknown",
+                            (n, f) if f == n => "failing",
+                            (_, 0) => "healthy",
+                            _ => "degraded",
+                        }
                     };
                     ProviderStatus {
                         id: p.id.clone(),
@@ -167,6 +232,7 @@ pub async fn status(worker: &Rc<Worker>) -> Response {
                         avg_latency_us: c.latency_us_total.checked_div(c.requests).unwrap_or(0),
                         idle_connections_this_worker: worker.upstream.idle_connections(pid),
                         last_error: c.last_error.as_deref().map(|e| config.redact(e)),
+                        routing,
                     }
                 })
                 .collect();
@@ -176,6 +242,14 @@ pub async fn status(worker: &Rc<Worker>) -> Response {
                 chain_id: chain.chain_id,
                 aliases: chain.aliases.clone(),
                 default_strategy: chain.default_strategy.as_str(),
+                head: worker
+                    .routing
+                    .borrow()
+                    .table
+                    .chain_heads
+                    .get(chain.gid)
+                    .copied()
+                    .flatten(),
                 providers,
             });
         }
@@ -190,7 +264,121 @@ pub async fn status(worker: &Rc<Worker>) -> Response {
                 .shared
                 .connections
                 .load(std::sync::atomic::Ordering::Relaxed),
+            routing_generation: worker.routing.borrow().table.generation,
+            hedges: worker.routing.borrow().table.hedges,
+            failovers: worker.routing.borrow().table.failovers,
             chains,
+        },
+    )
+}
+
+#[derive(Serialize)]
+struct MethodMetrics {
+    method: String,
+    samples: u64,
+    attempts: u64,
+    success_rate: f64,
+    p50_us: u64,
+    p90_us: u64,
+    p99_us: u64,
+}
+
+#[derive(Serialize)]
+struct ProviderMetrics {
+    id: String,
+    name: String,
+    requests: u64,
+    routing: RoutingView,
+    methods: Vec<MethodMetrics>,
+}
+
+#[derive(Serialize)]
+struct ChainMetrics {
+    profile: String,
+    chain: String,
+    chain_id: u64,
+    head: Option<u64>,
+    window_s: f64,
+    providers: Vec<ProviderMetrics>,
+}
+
+fn method_metrics(name: String, s: &Summary) -> MethodMetrics {
+    MethodMetrics {
+        method: name,
+        samples: s.samples,
+        attempts: s.attempts,
+        success_rate: s.success_rate(),
+        p50_us: s.p50_us,
+        p90_us: s.p90_us,
+        p99_us: s.p99_us,
+    }
+}
+
+/// `GET /api/metrics/:chain[?profile=name]`: per provider and per method latency quantiles and success rates.
+pub async fn chain_metrics(worker: &Rc<Worker>, chain_key: &str, query: &str) -> Response {
+    let config = &worker.config;
+    let profile_name = query
+        .split('&')
+        .filter_map(|kv| kv.split_once('='))
+        .find(|(k, _)| *k == "profile")
+        .map(|(_, v)| v);
+    let profile = match profile_name {
+        None => &config.profiles[0],
+        Some(name) => match config.profile(name) {
+            Some((_, p)) => p,
+            None => {
+                let e = RpcError::NotFound {
+                    kind: ResourceKind::Profile,
+                    name: name.to_string(),
+                };
+                return Response::json(e.http_status(), e.to_response(b"null"));
+            }
+        },
+    };
+    let Some((_, chain)) = profile.chain(chain_key) else {
+        let e = RpcError::NotFound {
+            kind: ResourceKind::Chain,
+            name: chain_key.to_string(),
+        };
+        return Response::json(e.http_status(), e.to_response(b"null"));
+    };
+    let stats = gather(worker).await;
+    let table = worker.routing.borrow().table.clone();
+    let providers = chain
+        .providers
+        .iter()
+        .map(|&pid| {
+            let p = &config.providers[pid];
+            let mut methods: Vec<MethodMetrics> = table
+                .summaries
+                .iter()
+                .filter(|(k, _)| k.pid as usize == pid)
+                .filter_map(|(k, s)| match k.scope {
+                    Scope::Method(m) => Some(method_metrics(m.name(), s)),
+                    Scope::Class(c) => Some(method_metrics(format!("class:{}", c.as_str()), s)),
+                    Scope::Provider => None,
+                })
+                .collect();
+            methods.sort_by(|a, b| a.method.cmp(&b.method));
+            ProviderMetrics {
+                id: p.id.clone(),
+                name: p.name.clone(),
+                requests: stats.providers.get(pid).map_or(0, |c| c.requests),
+                routing: routing_view(worker, pid),
+                methods,
+            }
+        })
+        .collect();
+    json(
+        200,
+        &ChainMetrics {
+            profile: profile.name.clone(),
+            chain: chain.name.clone(),
+            chain_id: chain.chain_id,
+            head: table.chain_heads.get(chain.gid).copied().flatten(),
+            window_s: (config.routing.merge_interval * config.routing.window_intervals as u32)
+                .as_secs_f64(),
+            providers,
         },
     )
 }

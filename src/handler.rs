@@ -51,6 +51,9 @@ pub async fn handle(worker: &Rc<Worker>, head: &RequestHead, body: &[u8]) -> Res
         "/api/health" if get => crate::api::health(worker),
         "/api/status" if get => crate::api::status(worker).await,
         "/api/chains" if get => crate::api::chains(worker),
+        p if get && p.starts_with("/api/metrics/") => {
+            crate::api::chain_metrics(worker, &p["/api/metrics/".len()..], &head.query).await
+        }
         "/api/health" | "/api/status" | "/api/chains" => {
             error(RpcError::MethodNotAllowed).with_header("Allow", "GET, HEAD")
         }

@@ -71,8 +71,57 @@ fn expect_close(body: &[u8], end: usize, close: u8, limit: usize) -> Result<(), 
     Ok(())
 }
 
+/// Deepest nesting accepted in a request (real calls need well under 16).
+pub const MAX_REQUEST_DEPTH: usize = 128;
+/// Deepest nesting accepted in a provider's reply (call traces nest twice per EVM call frame, up to 1024 frames).
+pub const MAX_REPLY_DEPTH: usize = 10_000;
+
+/// True when `body` nests arrays/objects deeper than `limit`. One pass, no recursion, strings skipped with memchr;
+/// it guards the recursive validator against stack exhaustion.
+pub fn nesting_exceeds(body: &[u8], limit: usize) -> bool {
+    let mut depth = 0usize;
+    let mut i = 0;
+    while i < body.len() {
+        match body[i] {
+            b'"' => {
+                // Skip the string: find the closing quote not preceded by an escaping backslash.
+                let mut j = i + 1;
+                loop {
+                    match memchr::memchr2(b'"', b'\\', &body[j..]) {
+                        Some(k) if body[j + k] == b'\\' => j += k + 2,
+                        Some(k) => {
+                            j += k;
+                            break;
+                        }
+                        None => return false,
+                    }
+                    if j >= body.len() {
+                        return false;
+                    }
+                }
+                i = j;
+            }
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > limit {
+                    return true;
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+        i += 1;
+    }
+    false
+}
+
 /// Parses a request body: validates it as JSON and locates each call's members.
 pub fn parse_request(body: &[u8]) -> Result<RequestBody<'_>, RpcError> {
+    if nesting_exceeds(body, MAX_REQUEST_DEPTH) {
+        return Err(RpcError::InvalidRequest(format!(
+            "JSON nested deeper than {MAX_REQUEST_DEPTH} levels"
+        )));
+    }
     let start = skip_ws(body, 0);
     match body.get(start) {
         None => Err(RpcError::Parse("empty body".into())),
@@ -244,6 +293,9 @@ pub enum ReplyError {
 
 /// Inspects a single reply object.
 pub fn inspect_reply(body: &[u8]) -> Result<ReplyView, ReplyError> {
+    if nesting_exceeds(body, MAX_REPLY_DEPTH) {
+        return Err(ReplyError::NotJsonRpc("nested too deeply"));
+    }
     let start = skip_ws(body, 0);
     if body.get(start) != Some(&b'{') {
         return Err(ReplyError::NotJsonRpc("expected an object"));
@@ -285,6 +337,9 @@ fn inspect_reply_object(body: &[u8], span: Range<usize>) -> Result<ReplyView, Re
 
 /// Inspects a batch reply: each member object, in the order the provider sent them.
 pub fn inspect_batch_reply(body: &[u8]) -> Result<Vec<ReplyView>, ReplyError> {
+    if nesting_exceeds(body, MAX_REPLY_DEPTH) {
+        return Err(ReplyError::NotJsonRpc("nested too deeply"));
+    }
     let start = skip_ws(body, 0);
     if body.get(start) != Some(&b'[') {
         // A provider may answer a whole batch with one error object.
@@ -376,6 +431,36 @@ mod tests {
             let err = parse_request(body.as_bytes()).expect_err(body);
             assert_eq!(err.code(), *code, "{body}: {err:?}");
         }
+    }
+
+    #[test]
+    fn nesting_is_bounded_without_recursion() {
+        let deep = |n: usize| {
+            format!(
+                "{{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"m\",\"params\":[{}{}]}}",
+                "[".repeat(n),
+                "]".repeat(n)
+            )
+        };
+        assert!(parse_request(deep(10).as_bytes()).is_ok());
+        let err = parse_request(deep(100_000).as_bytes()).unwrap_err();
+        assert_eq!(err.code(), -32600);
+        assert!(
+            !nesting_exceeds(br#"{"a":"[[[[[[[[\"[[[["}"#, 2),
+            "brackets inside strings do not count"
+        );
+        assert!(nesting_exceeds(b"[[[", 2));
+        assert!(
+            inspect_reply(
+                format!(
+                    "{{\"id\":1,\"result\":{}{}}}",
+                    "[".repeat(20_000),
+                    "]".repeat(20_000)
+                )
+                .as_bytes()
+            )
+            .is_err()
+        );
     }
 
     #[test]

@@ -194,8 +194,8 @@ impl Merger {
     }
 
     /// Live summaries, with snapshot priors for keys that have no live samples.
-    pub fn summaries(&self) -> HashMap<StatKey, Summary> {
-        let mut out: HashMap<StatKey, Summary> = self
+    pub fn summaries(&self) -> rustc_hash::FxHashMap<StatKey, Summary> {
+        let mut out: rustc_hash::FxHashMap<StatKey, Summary> = self
             .windows
             .iter()
             .map(|(k, w)| (*k, summarize(&w.total)))

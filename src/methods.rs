@@ -302,7 +302,7 @@ pub fn block_target(method: &str, params: Option<&[u8]>) -> BlockTarget {
             let filter = parsed
                 .as_ref()
                 .and_then(|p| p.as_array())
-                .and_then(|a| a.get(0));
+                .and_then(|a| a.first());
             let Some(filter) = filter.and_then(|f| f.as_object()) else {
                 return BlockTarget::Head;
             };

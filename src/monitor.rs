@@ -214,6 +214,7 @@ pub fn start(
     let (first_table_tx, first_table_rx) = std::sync::mpsc::channel::<Arc<RoutingTable>>();
     let thread = std::thread::Builder::new()
         .name("lasso-monitor".into())
+        .stack_size(crate::runtime::WORKER_STACK_BYTES)
         .spawn(move || {
             let run = async move {
                 let chains = config.chain_count();
@@ -229,7 +230,7 @@ pub fn start(
                     }
                 }
                 let monitor = Rc::new(Monitor {
-                    client: UpstreamClient::new(&config, tls),
+                    client: UpstreamClient::for_probes(&config, tls),
                     merger: RefCell::new(merger),
                     probes: RefCell::new(Harvest::default()),
                     shared: RefCell::new(None),

@@ -569,7 +569,7 @@ async fn forward(
             break;
         }
     }
-    if let Some(m) = meta.as_deref_mut() {
+    if let Some(m) = meta {
         m.retries = attempts.len().saturating_sub(1) as u32;
         m.upstream = upstream_started.elapsed();
     }

@@ -2,7 +2,6 @@
 //! provider and method (no locks, no shared atomics). Each merge interval the merger harvests the recorder by value
 //! (the worker starts a fresh one), so recording is a plain histogram increment.
 
-use std::collections::HashMap;
 use std::time::Duration;
 
 use hdrhistogram::Histogram;
@@ -93,7 +92,7 @@ impl IntervalStats {
 /// A worker's samples since the last harvest.
 #[derive(Debug, Default)]
 pub struct Recorder {
-    pub entries: HashMap<(u32, MethodKey), IntervalStats>,
+    pub entries: rustc_hash::FxHashMap<(u32, MethodKey), IntervalStats>,
     pub hedges: u64,
     pub failovers: u64,
 }

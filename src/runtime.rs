@@ -16,6 +16,10 @@ use socket2::{Domain, Protocol, Socket, Type};
 use crate::config;
 use crate::worker::{self, Control, Shared, Worker};
 
+/// Stack of worker and monitor threads: JSON validation recurses per nesting level (bounded by
+/// `jsonrpc::MAX_REPLY_DEPTH`); the memory is reserved, and only the pages used are committed.
+pub const WORKER_STACK_BYTES: usize = 64 << 20;
+
 /// What the command line and environment ask for.
 #[derive(Debug, Clone, Default)]
 pub struct RunOptions {
@@ -184,6 +188,7 @@ pub fn run(opts: RunOptions) -> Result<(), String> {
         let ready = ready_tx.clone();
         let thread = std::thread::Builder::new()
             .name(format!("lasso-worker-{index}"))
+            .stack_size(WORKER_STACK_BYTES)
             .spawn(move || {
                 if let Err(e) = monoio::utils::bind_to_cpu_set([index % cores]) {
                     tracing::debug!(worker = index, error = ?e, "could not pin worker thread");

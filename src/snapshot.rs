@@ -69,7 +69,7 @@ fn unix_ms() -> u64 {
 pub fn write(
     dir: &Path,
     config: &Config,
-    summaries: &HashMap<StatKey, Summary>,
+    summaries: &rustc_hash::FxHashMap<StatKey, Summary>,
     retention: usize,
 ) -> std::io::Result<PathBuf> {
     std::fs::create_dir_all(dir)?;
@@ -208,7 +208,7 @@ mod tests {
             p99_us: 1500,
             ..Default::default()
         };
-        let summaries = HashMap::from([(key, summary.clone())]);
+        let summaries: rustc_hash::FxHashMap<_, _> = [(key, summary.clone())].into_iter().collect();
         for _ in 0..4 {
             write(dir.path(), &config, &summaries, 2).unwrap();
         }

@@ -3,7 +3,7 @@
 //! process-wide exclusions (breakers opened on any worker, rate-limit cool-downs, providers on the wrong chain), and
 //! chain heads with each provider's lag.
 
-use std::collections::{HashMap, HashSet};
+use rustc_hash::{FxHashMap, FxHashSet};
 use std::time::Instant;
 
 use crate::methods::{MethodClass, MethodKey};
@@ -79,12 +79,12 @@ pub struct ProviderState {
 #[derive(Debug, Clone, Default)]
 pub struct RoutingTable {
     pub generation: u64,
-    pub summaries: HashMap<StatKey, Summary>,
+    pub summaries: FxHashMap<StatKey, Summary>,
     pub providers: Vec<ProviderState>,
     /// Consensus head per chain (global chain index).
     pub chain_heads: Vec<Option<u64>>,
     /// (provider, method) pairs a provider said it cannot serve.
-    pub unsupported: HashSet<(u32, MethodKey)>,
+    pub unsupported: FxHashSet<(u32, MethodKey)>,
     pub hedges: u64,
     pub failovers: u64,
 }

@@ -224,3 +224,29 @@ fn config_yaml_shape() {
     assert!(y.contains("chain_id: \"0x2105\""), "{y}");
     assert!(y.contains("deny: [\"debug_*\"]"), "{y}");
 }
+
+#[test]
+fn health_probes_are_counted_apart() {
+    let m = MockProvider::start("m");
+    m.set_chain_id("0x1");
+    let body = rpc(json!(1), "eth_chainId", json!([]));
+    let r = request(
+        m.addr(),
+        "POST",
+        "/",
+        &[
+            ("Content-Type", "application/json"),
+            ("X-Lasso-Probe", "health"),
+        ],
+        body.as_bytes(),
+    );
+    assert_eq!(r.json()["result"], json!("0x1"));
+    assert_eq!(m.count("eth_chainId"), 0);
+    assert_eq!(m.probe_count("eth_chainId"), 1);
+    assert_eq!(m.received(), 0);
+    assert!(m.calls().is_empty());
+    assert_eq!(m.probes().len(), 1);
+    assert_eq!(post(m.addr(), "/", &body).json()["result"], json!("0x1"));
+    assert_eq!(m.count("eth_chainId"), 1);
+    assert_eq!(m.recorded().len(), 2);
+}

@@ -13,7 +13,7 @@ use support::*;
 ///
 /// * `ethereum` (id 1, alias `eth`, default strategy `cheapest`): `p1` (priority 1, cost 5) and
 ///   `p2` (priority 2, cost 0): `/rpc/ethereum` goes to p2, `/rpc/priority/ethereum` to p1.
-/// * `polygon` (id 137) and `hexchain` (id "0x2a"): provider `poly`.
+/// * `polygon` (id 137): provider `poly`; `hexchain` (id "0x2a"): provider `hex`.
 /// * `restricted` (id 5): provider `r1` allowing only `eth_*` and denying `eth_sign*`.
 /// * `dead` (id 7): provider `dead1`, which refuses connections.
 /// * profile `premium`: `ethereum` (id 1) on provider `prem`.
@@ -21,6 +21,7 @@ struct World {
     p1: MockProvider,
     p2: MockProvider,
     poly: MockProvider,
+    hex: MockProvider,
     r1: MockProvider,
     dead1: MockProvider,
     prem: MockProvider,
@@ -31,10 +32,22 @@ fn world() -> World {
     let p1 = MockProvider::start("p1");
     let p2 = MockProvider::start("p2");
     let poly = MockProvider::start("poly");
+    let hex = MockProvider::start("hex");
     let r1 = MockProvider::start("r1");
     let dead1 = MockProvider::start("dead1");
     dead1.set_fault(Fault::Refuse);
     let prem = MockProvider::start("prem");
+    // Health probes check eth_chainId: answer like real nodes of those chains.
+    for (m, id) in [
+        (&p1, "0x1"),
+        (&p2, "0x1"),
+        (&prem, "0x1"),
+        (&poly, "0x89"),
+        (&hex, "0x2a"),
+        (&r1, "0x5"),
+    ] {
+        m.set_chain_id(id);
+    }
     let cfg = Config::new()
         .server("max_batch_size", 8)
         .server("max_body_bytes", 65536)
@@ -49,7 +62,7 @@ fn world() -> World {
                 .provider(Provider::new("p2", &p2.url()).priority(2).cost(0.0)),
         )
         .chain(Chain::new("polygon", 137).provider(Provider::new("poly", &poly.url())))
-        .chain(Chain::hex_id("hexchain", "0x2a").provider(Provider::new("poly-hex", &poly.url())))
+        .chain(Chain::hex_id("hexchain", "0x2a").provider(Provider::new("hex", &hex.url())))
         .chain(
             Chain::new("restricted", 5).provider(
                 Provider::new("r1", &r1.url())
@@ -67,6 +80,7 @@ fn world() -> World {
         p1,
         p2,
         poly,
+        hex,
         r1,
         dead1,
         prem,
@@ -573,7 +587,7 @@ fn responses_table() {
     run_rows(w.lasso.addr(), &rows);
 
     // eth_chainId never went upstream; the denied methods never reached r1.
-    for m in [&w.p1, &w.p2, &w.poly, &w.prem] {
+    for m in [&w.p1, &w.p2, &w.poly, &w.hex, &w.prem] {
         assert_eq!(
             m.count("eth_chainId"),
             0,
@@ -640,9 +654,15 @@ fn upstream_result_and_error_pass_through_untouched() {
         m.set_error("eth_call", revert.clone());
         m.set_error(
             "eth_getBlockByNumber",
-            json!({"code":-32000,"message":"header not found"}),
+            json!({"code":-32602,"message":"invalid argument 0: hex number with leading zero digits"}),
         );
     }
+    // A capability error ("cannot serve this") is not the answer while another provider can serve it.
+    w.p1.set_error(
+        "eth_getProof",
+        json!({"code":-32601,"message":"the method eth_getProof does not exist/is not available"}),
+    );
+    w.p2.set_result("eth_getProof", json!({"accountProof":[]}));
     let addr = w.lasso.addr();
     let r = post(
         addr,
@@ -669,22 +689,57 @@ fn upstream_result_and_error_pass_through_untouched() {
     let r = post(
         addr,
         "/rpc/priority/ethereum",
-        &rpc(json!(2), "eth_getBlockByNumber", json!(["0xffffff", false])),
+        &rpc(
+            json!(2),
+            "eth_getBlockByNumber",
+            json!(["0x0ffffff", false]),
+        ),
     );
     assert_eq!(r.status, 200, "{}", r.describe());
     assert_eq!(
         r.json(),
-        json!({"jsonrpc":"2.0","id":2,"error":{"code":-32000,"message":"header not found"}}),
+        json!({"jsonrpc":"2.0","id":2,"error":{"code":-32602,"message":"invalid argument 0: hex number with leading zero digits"}}),
         "{}",
         r.describe()
     );
-    // A JSON-RPC error is an answer, not a failure: no other provider was asked.
-    assert_eq!(w.p1.count("eth_getBlockByNumber"), 1);
-    assert_eq!(w.p2.count("eth_getBlockByNumber"), 0);
+    let r = post(
+        addr,
+        "/rpc/priority/ethereum",
+        &rpc(
+            json!(3),
+            "eth_getProof",
+            json!(["0x00000000000000000000000000000000deadbeef", [], "latest"]),
+        ),
+    );
     assert_eq!(
-        w.p1.count("eth_call") + w.p2.count("eth_call"),
-        1,
-        "eth_call revert was retried"
+        r.json(),
+        json!({"jsonrpc":"2.0","id":3,"result":{"accountProof":[]}}),
+        "{}",
+        r.describe()
+    );
+    assert_eq!(
+        (w.p1.count("eth_getProof"), w.p2.count("eth_getProof")),
+        (1, 1)
+    );
+    // A deterministic JSON-RPC error (revert, invalid params) is the answer: no other provider is asked.
+    let counts = |m: &str| (w.p1.count(m), w.p2.count(m));
+    let mut retried = Vec::new();
+    if counts("eth_call") != (0, 1) {
+        retried.push(format!(
+            "eth_call revert (code 3): (p1, p2) calls = {:?}, want (0, 1)",
+            counts("eth_call")
+        ));
+    }
+    if counts("eth_getBlockByNumber") != (1, 0) {
+        retried.push(format!(
+            "eth_getBlockByNumber -32602 invalid params via /rpc/priority: (p1, p2) calls = {:?}, want (1, 0)",
+            counts("eth_getBlockByNumber")
+        ));
+    }
+    assert!(
+        retried.is_empty(),
+        "JSON-RPC error answers were retried elsewhere:\n{}",
+        retried.join("\n")
     );
 }
 
@@ -1011,7 +1066,7 @@ fn deeply_nested_json_does_not_kill_the_proxy() {
 #[test]
 fn eth_chain_id_is_local() {
     let w = world();
-    let before: Vec<usize> = [&w.p1, &w.p2, &w.poly, &w.prem]
+    let before: Vec<usize> = [&w.p1, &w.p2, &w.poly, &w.hex, &w.prem]
         .iter()
         .map(|m| m.count("eth_chainId"))
         .collect();
@@ -1036,7 +1091,7 @@ fn eth_chain_id_is_local() {
             "{path}"
         );
     }
-    let after: Vec<usize> = [&w.p1, &w.p2, &w.poly, &w.prem]
+    let after: Vec<usize> = [&w.p1, &w.p2, &w.poly, &w.hex, &w.prem]
         .iter()
         .map(|m| m.count("eth_chainId"))
         .collect();
@@ -1077,7 +1132,7 @@ fn routing() {
         ("/rpc/provider/p1/1", &["p1"]),
         ("/rpc/polygon", &["poly"]),
         ("/rpc/137", &["poly"]),
-        ("/rpc/42", &["poly"]),
+        ("/rpc/42", &["hex"]),
         ("/rpc/profile/premium/ethereum", &["prem"]),
         ("/rpc/profile/premium/1", &["prem"]),
         ("/rpc/profile/premium/priority/ethereum", &["prem"]),
@@ -1108,6 +1163,8 @@ fn routing() {
 fn profile_from_a_file() {
     let main = MockProvider::start("main");
     let other = MockProvider::start("other");
+    main.set_chain_id("0x1");
+    other.set_chain_id("0x64");
     let cfg = Config::new()
         .chain(Chain::new("ethereum", 1).provider(Provider::new("main", &main.url())))
         .profile_file("side", "profiles/side.yml");

@@ -67,6 +67,7 @@ fn tls_provider() -> TlsProvider {
 fn serve<S: Read + Write>(io: &mut BufReader<S>, counter: &AtomicUsize) {
     loop {
         let mut length = None;
+        let mut probe = false;
         let mut line = String::new();
         if io.read_line(&mut line).unwrap_or(0) == 0 {
             return;
@@ -83,6 +84,7 @@ fn serve<S: Read + Write>(io: &mut BufReader<S>, counter: &AtomicUsize) {
                 if k.eq_ignore_ascii_case("content-length") {
                     length = v.trim().parse::<usize>().ok();
                 }
+                probe |= k.eq_ignore_ascii_case("x-lasso-probe");
             }
         }
         let mut body = vec![0; length.unwrap_or(0)];
@@ -90,10 +92,16 @@ fn serve<S: Read + Write>(io: &mut BufReader<S>, counter: &AtomicUsize) {
             return;
         }
         let req: Value = serde_json::from_slice(&body).unwrap();
-        counter.fetch_add(1, Ordering::SeqCst);
-        let answer =
-            json!({"jsonrpc":"2.0","id":req["id"],"result":{"tls":true,"method":req["method"]}})
-                .to_string();
+        // Lasso's health probes (chain id at start, head polls) are not client traffic.
+        let result = match req["method"].as_str() {
+            Some("eth_chainId") if probe => json!("0x1"),
+            Some("eth_blockNumber") if probe => json!("0x10"),
+            _ => {
+                counter.fetch_add(1, Ordering::SeqCst);
+                json!({"tls":true,"method":req["method"]})
+            }
+        };
+        let answer = json!({"jsonrpc":"2.0","id":req["id"],"result":result}).to_string();
         let out = format!(
             "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{answer}",
             answer.len()

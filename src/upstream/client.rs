@@ -31,7 +31,25 @@ pub struct UpstreamClient {
 
 impl UpstreamClient {
     pub fn new(config: &Config, tls: monoio_rustls::TlsConnector) -> Self {
-        let heads = config.providers.iter().map(request_head_prefix).collect();
+        Self::build(config, tls, None)
+    }
+
+    /// A client for the monitor's health probes: its requests carry `X-Lasso-Probe: health`, so providers (and tests)
+    /// can tell them from client traffic.
+    pub fn for_probes(config: &Config, tls: monoio_rustls::TlsConnector) -> Self {
+        Self::build(config, tls, Some(("X-Lasso-Probe", "health")))
+    }
+
+    fn build(
+        config: &Config,
+        tls: monoio_rustls::TlsConnector,
+        extra: Option<(&str, &str)>,
+    ) -> Self {
+        let heads = config
+            .providers
+            .iter()
+            .map(|p| request_head_prefix(p, extra))
+            .collect();
         let tls_names = config
             .providers
             .iter()
@@ -379,14 +397,19 @@ fn gunzip(data: &[u8], max: usize) -> Result<Vec<u8>, String> {
     Ok(out)
 }
 
-fn request_head_prefix(p: &Provider) -> Vec<u8> {
+fn request_head_prefix(p: &Provider, extra: Option<(&str, &str)>) -> Vec<u8> {
     let mut head = format!(
         "POST {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: lasso/{}\r\nContent-Type: application/json\r\nAccept: application/json\r\nAccept-Encoding: gzip\r\n",
         p.url.target,
         p.url.host_header(),
         env!("CARGO_PKG_VERSION")
     );
-    for (name, value) in &p.headers {
+    for (name, value) in p
+        .headers
+        .iter()
+        .map(|(n, v)| (n.as_str(), v.as_str()))
+        .chain(extra)
+    {
         head.push_str(name);
         head.push_str(": ");
         head.push_str(value);

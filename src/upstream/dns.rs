@@ -9,19 +9,22 @@ use std::time::{Duration, Instant};
 const TTL: Duration = Duration::from_secs(30);
 const NEGATIVE_TTL: Duration = Duration::from_secs(1);
 
+/// A resolution: the addresses, or why there are none.
+type Answer = Result<Vec<SocketAddr>, String>;
+
 /// A worker's DNS cache.
 #[derive(Default)]
 pub struct DnsCache {
-    entries: HashMap<(String, u16), (Result<Vec<SocketAddr>, String>, Instant)>,
+    entries: HashMap<(String, u16), (Answer, Instant)>,
 }
 
 impl DnsCache {
-    fn cached(&self, host: &str, port: u16) -> Option<Result<Vec<SocketAddr>, String>> {
+    fn cached(&self, host: &str, port: u16) -> Option<Answer> {
         let (answer, expires) = self.entries.get(&(host.to_string(), port))?;
         (Instant::now() < *expires).then(|| answer.clone())
     }
 
-    fn store(&mut self, host: &str, port: u16, answer: Result<Vec<SocketAddr>, String>) {
+    fn store(&mut self, host: &str, port: u16, answer: Answer) {
         let ttl = if answer.is_ok() { TTL } else { NEGATIVE_TTL };
         self.entries
             .insert((host.to_string(), port), (answer, Instant::now() + ttl));

@@ -616,6 +616,7 @@ impl Chain {
 pub struct Config {
     pub server: Vec<(String, String)>,
     pub upstream: Vec<(String, String)>,
+    pub routing: Vec<(String, String)>,
     pub chains: Vec<Chain>,
     pub profiles: Vec<(String, Vec<Chain>)>,
     /// Profiles given as a file path (relative to the config).
@@ -639,6 +640,12 @@ impl Config {
         self
     }
 
+    /// `routing.<key>: <value>` (value written verbatim as YAML, e.g. a flow map `{ light: 500 }`).
+    pub fn routing(mut self, key: &str, value: impl ToString) -> Self {
+        self.routing.push((key.to_string(), value.to_string()));
+        self
+    }
+
     pub fn chain(mut self, c: Chain) -> Self {
         self.chains.push(c);
         self
@@ -657,7 +664,11 @@ impl Config {
 
     pub fn yaml(&self) -> String {
         let mut out = String::new();
-        for (section, kvs) in [("server", &self.server), ("upstream", &self.upstream)] {
+        for (section, kvs) in [
+            ("server", &self.server),
+            ("upstream", &self.upstream),
+            ("routing", &self.routing),
+        ] {
             if !kvs.is_empty() {
                 out.push_str(&format!("{section}:\n"));
                 for (k, v) in kvs {

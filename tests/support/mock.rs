@@ -13,6 +13,9 @@ use serde_json::{Value, json};
 use super::fixtures::Fixture;
 use super::http::{BufStream, Head, parse_request_head};
 
+/// Header Lasso puts on its health probes (docs/CONTRACT.md, "Health probes").
+pub const PROBE_HEADER: &str = "x-lasso-probe";
+
 /// How the provider misbehaves. Switchable at any time with [`MockProvider::set_fault`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Fault {
@@ -47,6 +50,8 @@ pub struct Recorded {
     pub body: Value,
     /// The body exactly as received.
     pub raw: Vec<u8>,
+    /// A Lasso health probe (`X-Lasso-Probe: health`), not client traffic.
+    pub probe: bool,
     pub at: Instant,
 }
 
@@ -76,7 +81,9 @@ struct State {
     chunked: bool,
     gzip: bool,
     requests: Vec<Recorded>,
+    /// Client traffic only (health probes are counted in `probe_counts`).
     counts: HashMap<String, usize>,
+    probe_counts: HashMap<String, usize>,
     /// While refusing: a socket bound to our port but not listening, so the port stays ours.
     held: Option<socket2::Socket>,
 }
@@ -127,6 +134,7 @@ impl MockProvider {
                 gzip: false,
                 requests: Vec::new(),
                 counts: HashMap::new(),
+                probe_counts: HashMap::new(),
                 held: None,
             }),
             cv: Condvar::new(),
@@ -183,6 +191,11 @@ impl MockProvider {
     /// `http://127.0.0.1:PORT`
     pub fn url(&self) -> String {
         format!("http://{}", self.inner.addr)
+    }
+
+    /// Answer `eth_chainId` (health probes included) with this `"0x.."` chain id.
+    pub fn set_chain_id(&self, hex: &str) {
+        self.set_result("eth_chainId", Value::String(hex.to_string()));
     }
 
     /// Answer `method` with this result.
@@ -265,30 +278,56 @@ impl MockProvider {
         self.spawn_accept(listener);
     }
 
-    /// Every request body received (batch bodies as arrays), in arrival order.
+    /// Every client request body received (batch bodies as arrays), in arrival order.
+    /// Health probes are left out (see [`MockProvider::probes`]).
     pub fn requests(&self) -> Vec<Value> {
         lock(&self.inner.state)
             .requests
             .iter()
+            .filter(|r| !r.probe)
             .map(|r| r.body.clone())
             .collect()
     }
 
-    /// Every HTTP request received, with path and headers.
+    /// Every HTTP request received (client traffic and health probes), with path and headers.
     pub fn recorded(&self) -> Vec<Recorded> {
         lock(&self.inner.state).requests.clone()
     }
 
-    /// Number of HTTP requests received.
-    pub fn received(&self) -> usize {
-        lock(&self.inner.state).requests.len()
+    /// Health probes received (`X-Lasso-Probe: health`).
+    pub fn probes(&self) -> Vec<Recorded> {
+        lock(&self.inner.state)
+            .requests
+            .iter()
+            .filter(|r| r.probe)
+            .cloned()
+            .collect()
     }
 
-    /// Every JSON-RPC call received (batch members flattened), in arrival order.
+    /// Number of health-probe calls of `method` received.
+    pub fn probe_count(&self, method: &str) -> usize {
+        lock(&self.inner.state)
+            .probe_counts
+            .get(method)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// Number of client HTTP requests received (health probes left out).
+    pub fn received(&self) -> usize {
+        lock(&self.inner.state)
+            .requests
+            .iter()
+            .filter(|r| !r.probe)
+            .count()
+    }
+
+    /// Every client JSON-RPC call received (batch members flattened, health probes left out), in
+    /// arrival order.
     pub fn calls(&self) -> Vec<Value> {
         let st = lock(&self.inner.state);
         let mut out = Vec::new();
-        for r in &st.requests {
+        for r in st.requests.iter().filter(|r| !r.probe) {
             match &r.body {
                 Value::Array(items) => out.extend(items.iter().cloned()),
                 v => out.push(v.clone()),
@@ -297,7 +336,8 @@ impl MockProvider {
         out
     }
 
-    /// Number of JSON-RPC calls of `method` received (batch members counted one by one).
+    /// Number of client JSON-RPC calls of `method` received (batch members counted one by one;
+    /// health probes left out).
     pub fn count(&self, method: &str) -> usize {
         lock(&self.inner.state)
             .counts
@@ -306,12 +346,12 @@ impl MockProvider {
             .unwrap_or(0)
     }
 
-    /// Total number of JSON-RPC calls received.
+    /// Total number of client JSON-RPC calls received (health probes left out).
     pub fn total_calls(&self) -> usize {
         lock(&self.inner.state).counts.values().sum()
     }
 
-    /// Waits until `count(method) >= n`; false at the deadline.
+    /// Waits until `count(method) >= n` (client traffic); false at the deadline.
     pub fn wait_for_count(&self, method: &str, n: usize, timeout: Duration) -> bool {
         let deadline = Instant::now() + timeout;
         let mut st = lock(&self.inner.state);
@@ -523,15 +563,24 @@ impl Inner {
 
     fn record(&self, req: &Request) -> Option<Value> {
         let parsed: Option<Value> = serde_json::from_slice(&req.body).ok();
+        let probe = req
+            .head
+            .header(PROBE_HEADER)
+            .is_some_and(|v| v.eq_ignore_ascii_case("health"));
         let mut st = lock(&self.state);
         if let Some(v) = &parsed {
             let calls: Vec<&Value> = match v {
                 Value::Array(items) => items.iter().collect(),
                 other => vec![other],
             };
+            let counts = if probe {
+                &mut st.probe_counts
+            } else {
+                &mut st.counts
+            };
             for c in calls {
                 if let Some(m) = c.get("method").and_then(Value::as_str) {
-                    *st.counts.entry(m.to_string()).or_insert(0) += 1;
+                    *counts.entry(m.to_string()).or_insert(0) += 1;
                 }
             }
         }
@@ -543,6 +592,7 @@ impl Inner {
                 .clone()
                 .unwrap_or_else(|| Value::String(String::from_utf8_lossy(&req.body).to_string())),
             raw: req.body.clone(),
+            probe,
             at: Instant::now(),
         });
         drop(st);

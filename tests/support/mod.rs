@@ -43,10 +43,13 @@ pub fn served_by(v: &Value) -> Option<String> {
     Some(v.get("result")?.get("provider")?.as_str()?.to_string())
 }
 
-/// A Lasso with a single chain `ethereum` (id 1, alias `eth`) on the given providers, priority strategy.
+/// A Lasso with a single chain `ethereum` (id 1, alias `eth`) on the given providers (priority =
+/// position), strategy `priority`. Also makes each mock answer `eth_chainId` with `0x1`, as a real
+/// node of that chain would (Lasso's health probes check it).
 pub fn single_chain(providers: &[&MockProvider]) -> Config {
     let mut chain = Chain::new("ethereum", 1).alias("eth").strategy("priority");
     for (i, p) in providers.iter().enumerate() {
+        p.set_chain_id("0x1");
         chain = chain.provider(Provider::new(p.name(), &p.url()).priority(i as i64 + 1));
     }
     Config::new().chain(chain)
