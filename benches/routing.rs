@@ -134,7 +134,7 @@ fn merge(c: &mut Criterion) {
             })
             .collect()
     };
-    let mut merger = Merger::new(10, vec![0; providers], 1);
+    let mut merger = Merger::new(10, 5, vec![0; providers], 1);
     for _ in 0..10 {
         merger.fold(harvests(), Instant::now());
     }

@@ -27,13 +27,20 @@ struct Window {
     total: IntervalStats,
 }
 
+/// How long a last known summary stands in for a provider without recent samples.
+const LAST_KNOWN_TTL: Duration = Duration::from_secs(1800);
+
 /// How long a provider stays marked as unable to serve a method.
 const UNSUPPORTED_TTL: Duration = Duration::from_secs(600);
 
 /// The merger's state.
 pub struct Merger {
     window_len: usize,
+    min_samples: u64,
     windows: HashMap<StatKey, Window>,
+    /// The last summary of each key that had enough samples, and when: a provider that gets little traffic (because
+    /// another is faster) keeps its last known latency instead of turning cold.
+    last_known: HashMap<StatKey, (Summary, Instant)>,
     prior: HashMap<StatKey, Summary>,
     providers: Vec<ProviderState>,
     chain_of: Vec<usize>,
@@ -68,10 +75,12 @@ fn summarize(stats: &IntervalStats) -> Summary {
 
 impl Merger {
     /// `chain_of[pid]` is the global chain index of each provider.
-    pub fn new(window_len: usize, chain_of: Vec<usize>, chains: usize) -> Self {
+    pub fn new(window_len: usize, min_samples: u64, chain_of: Vec<usize>, chains: usize) -> Self {
         Merger {
             window_len: window_len.max(1),
+            min_samples: min_samples.max(1),
             windows: HashMap::new(),
+            last_known: HashMap::new(),
             prior: HashMap::new(),
             providers: vec![ProviderState::default(); chain_of.len()],
             chain_of,
@@ -154,6 +163,14 @@ impl Merger {
         }
         self.windows
             .retain(|_, w| w.intervals.iter().any(Option::is_some));
+        for (key, window) in &self.windows {
+            if window.total.answered >= self.min_samples {
+                self.last_known
+                    .insert(*key, (summarize(&window.total), now));
+            }
+        }
+        self.last_known
+            .retain(|_, (_, at)| now.duration_since(*at) < LAST_KNOWN_TTL);
         self.generation += 1;
     }
 
@@ -193,16 +210,21 @@ impl Merger {
         self.chain_heads.get(chain).copied().flatten()
     }
 
-    /// Live summaries, with snapshot priors for keys that have no live samples.
+    /// Summaries per key: the live window when it has enough samples, else the last known summary of this run,
+    /// else the snapshot of a previous run, else the thin live window.
     pub fn summaries(&self) -> rustc_hash::FxHashMap<StatKey, Summary> {
         let mut out: rustc_hash::FxHashMap<StatKey, Summary> = self
             .windows
             .iter()
             .map(|(k, w)| (*k, summarize(&w.total)))
             .collect();
+        for (key, (known, _)) in &self.last_known {
+            if out.get(key).is_none_or(|s| s.samples < self.min_samples) {
+                out.insert(*key, known.clone());
+            }
+        }
         for (key, prior) in &self.prior {
-            let live_samples = out.get(key).map_or(0, |s| s.samples);
-            if live_samples == 0 {
+            if out.get(key).is_none_or(|s| s.samples < self.min_samples) {
                 out.insert(
                     *key,
                     Summary {
@@ -248,7 +270,7 @@ mod tests {
 
     #[test]
     fn windows_slide_and_old_samples_decay_away() {
-        let mut m = Merger::new(3, vec![0, 0], 1);
+        let mut m = Merger::new(3, 1_000, vec![0, 0], 1);
         let now = Instant::now();
         m.fold(
             vec![
@@ -283,7 +305,7 @@ mod tests {
 
     #[test]
     fn class_and_provider_levels_aggregate_methods() {
-        let mut m = Merger::new(5, vec![0], 1);
+        let mut m = Merger::new(5, 1, vec![0], 1);
         m.fold(
             vec![
                 harvest(0, "eth_call", 5, 10),
@@ -313,7 +335,7 @@ mod tests {
 
     #[test]
     fn consensus_head_and_lag() {
-        let mut m = Merger::new(5, vec![0, 0, 0, 1], 2);
+        let mut m = Merger::new(5, 1, vec![0, 0, 0, 1], 2);
         m.set_head(0, 100);
         m.set_head(1, 80);
         m.set_head(3, 5);
@@ -334,7 +356,7 @@ mod tests {
 
     #[test]
     fn exclusions_expire() {
-        let mut m = Merger::new(5, vec![0, 0], 1);
+        let mut m = Merger::new(5, 1, vec![0, 0], 1);
         let now = Instant::now();
         let h = Harvest {
             breakers_open: vec![(1, now + Duration::from_secs(2))],
@@ -353,7 +375,7 @@ mod tests {
 
     #[test]
     fn snapshot_priors_fill_in_until_live_samples_arrive() {
-        let mut m = Merger::new(5, vec![0], 1);
+        let mut m = Merger::new(5, 1, vec![0], 1);
         let key = StatKey {
             pid: 0,
             scope: Scope::Provider,
@@ -370,5 +392,30 @@ mod tests {
         assert!(m.summaries()[&key].from_snapshot);
         m.fold(vec![harvest(0, "eth_call", 3, 2)], Instant::now());
         assert!(!m.summaries()[&key].from_snapshot);
+    }
+
+    #[test]
+    fn a_provider_without_recent_traffic_keeps_its_last_known_latency() {
+        let mut m = Merger::new(2, 3, vec![0], 1);
+        let key = StatKey {
+            pid: 0,
+            scope: Scope::Provider,
+        };
+        let now = Instant::now();
+        m.fold(vec![harvest(0, "eth_call", 10, 10)], now);
+        m.fold(vec![], now);
+        m.fold(vec![], now);
+        let s = &m.summaries()[&key];
+        assert_eq!(s.samples, 10, "last known summary stands in: {s:?}");
+        m.fold(vec![harvest(0, "eth_call", 1, 50)], now);
+        assert!(
+            m.summaries()[&key].p50_us < 20_000,
+            "one fresh sample is too few to replace it"
+        );
+        m.fold(vec![harvest(0, "eth_call", 5, 50)], now);
+        assert!(
+            m.summaries()[&key].p50_us >= 49_000,
+            "enough fresh samples replace it"
+        );
     }
 }

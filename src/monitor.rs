@@ -54,12 +54,15 @@ impl Monitor {
         let started = Instant::now();
         let result = self.client.post(p, body.as_bytes(), timeout, true).await;
         let latency = started.elapsed();
+        // A well-formed reply counts as answered for routing, whatever its value; the value matters only here.
         let (kind, value) = match result {
-            Ok(resp) if (200..300).contains(&resp.status) => match hex_result(&resp.body) {
-                Some(v) => (SampleKind::Answered, Some(v)),
-                None => (SampleKind::Failed, None),
-            },
             Ok(resp) if resp.status == 429 => (SampleKind::RateLimited, None),
+            Ok(resp) if (200..300).contains(&resp.status) => {
+                match crate::jsonrpc::inspect_reply(&resp.body) {
+                    Ok(_) => (SampleKind::Answered, hex_result(&resp.body)),
+                    Err(_) => (SampleKind::Failed, None),
+                }
+            }
             _ => (SampleKind::Failed, None),
         };
         self.probes
@@ -220,6 +223,7 @@ pub fn start(
                 let chains = config.chain_count();
                 let mut merger = Merger::new(
                     config.routing.window_intervals,
+                    config.routing.min_samples,
                     config.providers.iter().map(|p| p.chain_gid).collect(),
                     chains,
                 );
