@@ -165,6 +165,7 @@ struct Status {
     routing_generation: u64,
     hedges: u64,
     failovers: u64,
+    websocket: crate::stats::WsStats,
     chains: Vec<ChainStatus>,
 }
 
@@ -181,7 +182,9 @@ async fn gather(worker: &Worker) -> ProviderStats {
             pending.push(rx);
         }
     }
-    total.merge(&worker.stats.borrow());
+    let mut mine = worker.stats.borrow().clone();
+    mine.ws = crate::stats::WsStats::from_worker(worker.ws_clients.get(), &worker.hub.stats());
+    total.merge(&mine);
     for rx in pending {
         if let Ok(Ok(stats)) = monoio::time::timeout(std::time::Duration::from_secs(2), rx).await {
             total.merge(&stats);
@@ -267,6 +270,7 @@ pub async fn status(worker: &Rc<Worker>) -> Response {
             routing_generation: worker.routing.borrow().table.generation,
             hedges: worker.routing.borrow().table.hedges,
             failovers: worker.routing.borrow().table.failovers,
+            websocket: stats.ws.clone(),
             chains,
         },
     )

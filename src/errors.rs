@@ -9,6 +9,8 @@ pub mod codes {
     pub const PARSE_ERROR: i32 = -32700;
     pub const INVALID_REQUEST: i32 = -32600;
     pub const METHOD_NOT_FOUND: i32 = -32601;
+    pub const INVALID_PARAMS: i32 = -32602;
+    pub const LIMIT_EXCEEDED: i32 = -32005;
     pub const RESOURCE_NOT_FOUND: i32 = -32001;
     pub const METHOD_NOT_SUPPORTED: i32 = -32004;
     pub const ALL_PROVIDERS_FAILED: i32 = -32010;
@@ -47,18 +49,39 @@ pub struct Attempt {
 pub enum RpcError {
     Parse(String),
     InvalidRequest(String),
-    BodyTooLarge { limit: usize },
-    HeadersTooLarge { limit: usize },
+    InvalidParams(String),
+    BodyTooLarge {
+        limit: usize,
+    },
+    HeadersTooLarge {
+        limit: usize,
+    },
     MethodNotAllowed,
     UnknownPath,
-    NotFound { kind: ResourceKind, name: String },
+    NotFound {
+        kind: ResourceKind,
+        name: String,
+    },
     UnknownStrategy(String),
-    SubscriptionOverHttp { method: String, ws_path: String },
-    MethodNotSupported { method: String },
-    AllProvidersFailed { attempts: Vec<Attempt> },
-    NoProviderAvailable { reason: String },
-    DeadlineExceeded { attempts: Vec<Attempt> },
+    SubscriptionOverHttp {
+        method: String,
+        ws_path: String,
+    },
+    MethodNotSupported {
+        method: String,
+    },
+    AllProvidersFailed {
+        attempts: Vec<Attempt>,
+    },
+    NoProviderAvailable {
+        reason: String,
+    },
+    DeadlineExceeded {
+        attempts: Vec<Attempt>,
+    },
     Overloaded(&'static str),
+    /// A per-connection limit (in-flight requests, subscriptions) was reached.
+    LimitExceeded(String),
 }
 
 impl RpcError {
@@ -67,6 +90,8 @@ impl RpcError {
         use codes::*;
         match self {
             RpcError::Parse(_) => PARSE_ERROR,
+            RpcError::InvalidParams(_) => INVALID_PARAMS,
+            RpcError::LimitExceeded(_) => LIMIT_EXCEEDED,
             RpcError::InvalidRequest(_)
             | RpcError::BodyTooLarge { .. }
             | RpcError::HeadersTooLarge { .. }
@@ -85,7 +110,11 @@ impl RpcError {
     /// The HTTP status when this error is the whole response (inside a batch the batch is 200).
     pub fn http_status(&self) -> u16 {
         match self {
-            RpcError::Parse(_) | RpcError::InvalidRequest(_) | RpcError::UnknownStrategy(_) => 400,
+            RpcError::Parse(_)
+            | RpcError::InvalidRequest(_)
+            | RpcError::InvalidParams(_)
+            | RpcError::UnknownStrategy(_) => 400,
+            RpcError::LimitExceeded(_) => 429,
             RpcError::BodyTooLarge { .. } => 413,
             RpcError::HeadersTooLarge { .. } => 431,
             RpcError::MethodNotAllowed => 405,
@@ -102,6 +131,8 @@ impl RpcError {
         match self {
             RpcError::Parse(detail) => format!("Parse error: {detail}"),
             RpcError::InvalidRequest(detail) => format!("Invalid request: {detail}"),
+            RpcError::InvalidParams(detail) => format!("Invalid params: {detail}"),
+            RpcError::LimitExceeded(detail) => format!("Limit exceeded: {detail}"),
             RpcError::BodyTooLarge { limit } => {
                 format!("Invalid request: body exceeds the limit of {limit} bytes")
             }

@@ -41,8 +41,19 @@ pub async fn handle(worker: &Rc<Worker>, head: &RequestHead, body: &[u8]) -> Res
                 let target = target.with_failover(query_flag(&head.query, "failover"));
                 let mode =
                     crate::meta::MetaMode::from_request(&head.query, head.include_meta.as_deref());
-                crate::proxy::handle(worker, target, body, mode).await
+                crate::proxy::handle(worker, target, body, mode, crate::proxy::Transport::Http)
+                    .await
             }
+            Err(e) => error(e),
+        };
+    }
+    if path == "/ws/rpc" || path.starts_with("/ws/rpc/") {
+        // Reached only without an upgrade: say how to connect.
+        return match crate::routes::resolve(&worker.config, path, "/ws/rpc") {
+            Ok(_) => error(RpcError::InvalidRequest(
+                "this endpoint speaks WebSocket: send an HTTP/1.1 upgrade".into(),
+            ))
+            .with_header("Upgrade", "websocket"),
             Err(e) => error(e),
         };
     }

@@ -23,6 +23,13 @@ use crate::routing::{Candidates, RouteInputs, RouteQuery, Strategy};
 use crate::stats::Outcome;
 use crate::worker::Worker;
 
+/// Which transport a request came over (subscriptions exist only on WebSocket).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    Http,
+    WebSocket,
+}
+
 fn is_subscription(method: &str) -> bool {
     matches!(method, "eth_subscribe" | "eth_unsubscribe")
 }
@@ -33,6 +40,7 @@ pub async fn handle(
     target: Target,
     body: &[u8],
     meta_mode: MetaMode,
+    transport: Transport,
 ) -> Response {
     let started = Instant::now();
     worker.stats.borrow_mut().client_requests += 1;
@@ -62,7 +70,7 @@ pub async fn handle(
                 ));
                 return Response::json(e.http_status(), e.to_response(b"null"));
             }
-            batch(worker, target, chain, body, items, meta.as_mut()).await
+            batch(worker, target, chain, body, items, meta.as_mut(), transport).await
         }
     };
     match meta {
@@ -76,11 +84,18 @@ fn local_answer(
     chain: &Chain,
     body: &[u8],
     call: &CallView<'_>,
+    transport: Transport,
 ) -> Option<Result<Vec<u8>, RpcError>> {
     let id = call.id.clone().map_or(&b"null"[..], |r| &body[r]);
     if call.method == "eth_chainId" {
         let hex = format!("\"{}\"", chain.chain_id_hex);
         return Some(Ok(jsonrpc::result_response(id, hex.as_bytes())));
+    }
+    if is_subscription(&call.method) && transport == Transport::WebSocket {
+        return Some(Err(RpcError::InvalidRequest(format!(
+            "{} cannot be batched; send it on its own",
+            call.method
+        ))));
     }
     if is_subscription(&call.method) {
         return Some(Err(RpcError::SubscriptionOverHttp {
@@ -184,7 +199,7 @@ async fn call_one(
     call: &CallView<'_>,
     meta: Option<&mut Meta>,
 ) -> Result<Vec<u8>, RpcError> {
-    if let Some(answer) = local_answer(chain, body, call) {
+    if let Some(answer) = local_answer(chain, body, call, Transport::Http) {
         return answer;
     }
     let plan = plan(worker, target, chain, body, call)?;
@@ -601,6 +616,7 @@ async fn batch(
     body: &[u8],
     items: Vec<Result<CallView<'_>, jsonrpc::InvalidCall>>,
     meta: Option<&mut Meta>,
+    transport: Transport,
 ) -> Response {
     let n = items.len();
     let mut slots: Vec<Option<Vec<u8>>> = vec![None; n];
@@ -612,7 +628,7 @@ async fn batch(
         match item {
             Err(invalid) => slots[i] = Some(invalid.error.to_response(client_id(&invalid.id))),
             Ok(call) => {
-                let answer = match local_answer(chain, body, call) {
+                let answer = match local_answer(chain, body, call, transport) {
                     Some(answer) => Some(answer),
                     None => match plan(worker, target, chain, body, call) {
                         Ok(p) => {

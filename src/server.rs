@@ -48,6 +48,10 @@ pub async fn serve_connection(worker: Rc<Worker>, mut stream: TcpStream, keep_al
                 return;
             }
         };
+        if head.upgrade_websocket && head.method == Method::Get {
+            crate::ws::session::upgrade(worker, stream, buf, &head).await;
+            return;
+        }
         let (body, consumed) = match read_body(&worker, &mut stream, &mut buf, &head).await {
             Ok(b) => b,
             Err(Stop::Quiet) => return,

@@ -23,11 +23,51 @@ pub struct ProviderCounters {
     pub last_error_seq: u64,
 }
 
+/// WebSocket and subscription figures of one worker (summed across workers).
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct WsStats {
+    pub clients: u64,
+    pub subscriptions_new_heads: u64,
+    pub subscriptions_logs: u64,
+    pub subscriptions_pending_transactions: u64,
+    pub upstream_subscriptions: u64,
+    pub failovers: u64,
+    pub backfilled_events: u64,
+    pub delivered_events: u64,
+}
+
+impl WsStats {
+    pub fn from_worker(clients: usize, hub: &crate::subscriptions::HubStats) -> Self {
+        WsStats {
+            clients: clients as u64,
+            subscriptions_new_heads: hub.client_subscriptions_by_kind[0],
+            subscriptions_logs: hub.client_subscriptions_by_kind[1],
+            subscriptions_pending_transactions: hub.client_subscriptions_by_kind[2],
+            upstream_subscriptions: hub.upstream_subscriptions,
+            failovers: hub.counters.failovers,
+            backfilled_events: hub.counters.backfilled,
+            delivered_events: hub.counters.delivered,
+        }
+    }
+
+    fn add(&mut self, o: &WsStats) {
+        self.clients += o.clients;
+        self.subscriptions_new_heads += o.subscriptions_new_heads;
+        self.subscriptions_logs += o.subscriptions_logs;
+        self.subscriptions_pending_transactions += o.subscriptions_pending_transactions;
+        self.upstream_subscriptions += o.upstream_subscriptions;
+        self.failovers += o.failovers;
+        self.backfilled_events += o.backfilled_events;
+        self.delivered_events += o.delivered_events;
+    }
+}
+
 /// A worker's counters for every provider (indexed by `pid`) plus client-facing totals.
 #[derive(Debug, Clone, Default)]
 pub struct ProviderStats {
     pub providers: Vec<ProviderCounters>,
     pub client_requests: u64,
+    pub ws: WsStats,
     seq: u64,
 }
 
@@ -35,8 +75,7 @@ impl ProviderStats {
     pub fn new(providers: usize) -> Self {
         ProviderStats {
             providers: vec![ProviderCounters::default(); providers],
-            client_requests: 0,
-            seq: 0,
+            ..Default::default()
         }
     }
 
@@ -61,6 +100,7 @@ impl ProviderStats {
     /// Adds another worker's counters into these.
     pub fn merge(&mut self, other: &ProviderStats) {
         self.client_requests += other.client_requests;
+        self.ws.add(&other.ws);
         if self.providers.len() < other.providers.len() {
             self.providers
                 .resize(other.providers.len(), ProviderCounters::default());

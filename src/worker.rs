@@ -103,6 +103,10 @@ pub struct Worker {
     /// Fired whenever a connection closes.
     pub connection_closed: Rc<LocalNotify>,
     pub live_connections: Cell<usize>,
+    /// This worker's subscriptions.
+    pub hub: crate::subscriptions::Hub,
+    pub ws_clients: Cell<usize>,
+    next_connection_id: Cell<u64>,
 }
 
 impl Worker {
@@ -125,6 +129,9 @@ impl Worker {
             drain_started: Rc::new(LocalNotify::default()),
             connection_closed: Rc::new(LocalNotify::default()),
             live_connections: Cell::new(0),
+            hub: crate::subscriptions::Hub::default(),
+            ws_clients: Cell::new(0),
+            next_connection_id: Cell::new(0),
             config,
             shared,
         }
@@ -135,6 +142,13 @@ impl Worker {
         let first = self.next_upstream_id.get();
         self.next_upstream_id.set(first.wrapping_add(n).max(1));
         first
+    }
+
+    /// A connection id unique within this worker.
+    pub fn next_connection_id(&self) -> u64 {
+        let n = self.next_connection_id.get() + 1;
+        self.next_connection_id.set(n);
+        n
     }
 
     /// A request id unique in this process: worker index and a per-worker counter.
@@ -190,7 +204,12 @@ pub async fn run(
             while let Some(msg) = control.next().await {
                 match msg {
                     Control::Snapshot(reply) => {
-                        let _ = reply.send(worker.stats.borrow().clone());
+                        let mut stats = worker.stats.borrow().clone();
+                        stats.ws = crate::stats::WsStats::from_worker(
+                            worker.ws_clients.get(),
+                            &worker.hub.stats(),
+                        );
+                        let _ = reply.send(stats);
                     }
                     Control::Shutdown => worker.begin_drain(),
                     Control::Harvest(reply) => {

@@ -12,7 +12,7 @@ use serde::Deserialize;
 use super::redact::mask_url;
 use super::{
     Chain, Config, HedgeSettings, MethodFilter, Profile, Provider, ProviderUrl, RoutingSettings,
-    ServerSettings, UpstreamSettings,
+    ServerSettings, UpstreamSettings, WsSettings,
 };
 use crate::breaker::BreakerSettings;
 use crate::routing::Strategy;
@@ -46,9 +46,47 @@ struct RawFile {
     #[serde(default)]
     routing: RawRouting,
     #[serde(default)]
+    websocket: RawWs,
+    #[serde(default)]
     chains: IndexMap<String, RawChain>,
     #[serde(default)]
     profiles: IndexMap<String, RawProfile>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawWs {
+    max_message_bytes: usize,
+    max_in_flight: usize,
+    max_subscriptions: usize,
+    max_queued_bytes: usize,
+    ping_interval_ms: u64,
+    pong_timeout_ms: u64,
+    idle_timeout_ms: u64,
+    unsubscribe_grace_ms: u64,
+    stall_timeout_ms: Option<u64>,
+    backfill_limit_blocks: u64,
+    backfill_chunk_blocks: u64,
+    upstream_connect_timeout_ms: u64,
+}
+
+impl Default for RawWs {
+    fn default() -> Self {
+        RawWs {
+            max_message_bytes: 8 * 1024 * 1024,
+            max_in_flight: 256,
+            max_subscriptions: 1024,
+            max_queued_bytes: 32 * 1024 * 1024,
+            ping_interval_ms: 30_000,
+            pong_timeout_ms: 10_000,
+            idle_timeout_ms: 300_000,
+            unsubscribe_grace_ms: 30_000,
+            stall_timeout_ms: None,
+            backfill_limit_blocks: 128,
+            backfill_chunk_blocks: 32,
+            upstream_connect_timeout_ms: 5_000,
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -367,6 +405,7 @@ pub fn load_str(
     let server = builder.server(&raw.server)?;
     let upstream = builder.upstream(&raw.upstream)?;
     let routing = builder.routing(&raw.routing, &|name| env(name))?;
+    let websocket = builder.websocket(&raw.websocket)?;
     builder.routing = Some(routing.clone());
 
     let mut profiles = Vec::new();
@@ -427,6 +466,7 @@ pub fn load_str(
         server,
         upstream,
         routing,
+        websocket,
         profiles,
         providers: builder.providers,
         secrets,
@@ -589,6 +629,41 @@ impl Builder<'_> {
             snapshots_dir,
             snapshot_interval: Duration::from_millis(raw.snapshot_interval_ms.max(1000)),
             snapshot_retention: raw.snapshot_retention.max(1),
+        })
+    }
+
+    fn websocket(&self, raw: &RawWs) -> Result<WsSettings, ConfigError> {
+        for (key, v) in [
+            ("max_message_bytes", raw.max_message_bytes as u64),
+            ("max_in_flight", raw.max_in_flight as u64),
+            ("max_subscriptions", raw.max_subscriptions as u64),
+            ("max_queued_bytes", raw.max_queued_bytes as u64),
+            ("ping_interval_ms", raw.ping_interval_ms),
+            ("pong_timeout_ms", raw.pong_timeout_ms),
+            ("idle_timeout_ms", raw.idle_timeout_ms),
+            ("backfill_chunk_blocks", raw.backfill_chunk_blocks),
+            (
+                "upstream_connect_timeout_ms",
+                raw.upstream_connect_timeout_ms,
+            ),
+        ] {
+            if v == 0 {
+                return Err(self.err(format!("websocket.{key}"), "must be greater than 0"));
+            }
+        }
+        Ok(WsSettings {
+            max_message_bytes: raw.max_message_bytes,
+            max_in_flight: raw.max_in_flight,
+            max_subscriptions: raw.max_subscriptions,
+            max_queued_bytes: raw.max_queued_bytes,
+            ping_interval: Duration::from_millis(raw.ping_interval_ms),
+            pong_timeout: Duration::from_millis(raw.pong_timeout_ms),
+            idle_timeout: Duration::from_millis(raw.idle_timeout_ms),
+            unsubscribe_grace: Duration::from_millis(raw.unsubscribe_grace_ms),
+            stall_timeout: raw.stall_timeout_ms.map(Duration::from_millis),
+            backfill_limit_blocks: raw.backfill_limit_blocks,
+            backfill_chunk_blocks: raw.backfill_chunk_blocks,
+            upstream_connect_timeout: Duration::from_millis(raw.upstream_connect_timeout_ms),
         })
     }
 

@@ -90,6 +90,27 @@ impl RoutingSettings {
     }
 }
 
+/// WebSocket endpoint limits and subscription behaviour.
+#[derive(Debug, Clone)]
+pub struct WsSettings {
+    pub max_message_bytes: usize,
+    pub max_in_flight: usize,
+    pub max_subscriptions: usize,
+    /// Bytes queued to a client before it is disconnected as too slow.
+    pub max_queued_bytes: usize,
+    pub ping_interval: Duration,
+    pub pong_timeout: Duration,
+    /// Closes a connection without subscriptions after this long without a message.
+    pub idle_timeout: Duration,
+    /// An upstream subscription lingers this long after its last client leaves.
+    pub unsubscribe_grace: Duration,
+    /// No newHeads for this long = stalled (default: 3 block times, at least 1 s).
+    pub stall_timeout: Option<Duration>,
+    pub backfill_limit_blocks: u64,
+    pub backfill_chunk_blocks: u64,
+    pub upstream_connect_timeout: Duration,
+}
+
 /// Which methods a provider serves: exact names or `prefix*` patterns.
 #[derive(Debug, Clone, Default)]
 pub struct MethodFilter {
@@ -178,6 +199,7 @@ pub struct Config {
     pub server: ServerSettings,
     pub upstream: UpstreamSettings,
     pub routing: RoutingSettings,
+    pub websocket: WsSettings,
     /// Index 0 is always the `default` profile.
     pub profiles: Vec<Profile>,
     pub providers: Vec<Provider>,

@@ -78,6 +78,11 @@ impl Conn {
         Err(last_err)
     }
 
+    /// The stream, for protocols that take the connection over (WebSocket).
+    pub fn into_stream(self) -> Stream {
+        self.stream
+    }
+
     /// True when the provider has closed (or reset, or sent unsolicited data on) this idle connection.
     pub fn is_stale(&self) -> bool {
         let mut byte = 0u8;

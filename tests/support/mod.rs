@@ -8,6 +8,7 @@ pub mod fixtures;
 pub mod http;
 pub mod lasso;
 pub mod mock;
+pub mod ws;
 
 use std::time::Duration;
 
