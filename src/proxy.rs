@@ -300,10 +300,25 @@ async fn attempt(
     let provider = &config.providers[pid];
     let batch = upstream_body.first() == Some(&b'[');
     let started = Instant::now();
-    let result = worker
-        .upstream
-        .post(provider, upstream_body, timeout, !plan.write)
-        .await;
+    let coalesce =
+        !batch && !plan.write && config.upstream.coalesce && provider.batch && expected.len() == 1;
+    let result = if coalesce {
+        worker
+            .upstream
+            .post_coalesced(
+                pid,
+                plan.class,
+                upstream_body.to_vec(),
+                expected[0],
+                timeout,
+            )
+            .await
+    } else {
+        worker
+            .upstream
+            .post(provider, upstream_body, timeout, !plan.write)
+            .await
+    };
     let latency = started.elapsed();
     let outcome = match result {
         Ok(resp) => match judge(resp.status, &resp.body, expected, batch, resp.retry_after) {

@@ -91,7 +91,7 @@ pub struct Worker {
     pub index: usize,
     pub shared: Arc<Shared>,
     pub config: Arc<Config>,
-    pub upstream: UpstreamClient,
+    pub upstream: Rc<UpstreamClient>,
     pub router: RefCell<Router>,
     pub routing: RefCell<RoutingState>,
     next_request_id: Cell<u64>,
@@ -114,7 +114,7 @@ impl Worker {
         let config = shared.config.clone();
         Worker {
             index,
-            upstream: UpstreamClient::new(&config, shared.tls.clone()),
+            upstream: Rc::new(UpstreamClient::new(&config, shared.tls.clone())),
             router: RefCell::new(Router::new(0x9E37_79B9_7F4A_7C15 ^ (index as u64 + 1))),
             routing: RefCell::new(RoutingState {
                 table: shared.initial_table.clone(),

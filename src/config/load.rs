@@ -259,6 +259,8 @@ struct RawUpstream {
     pool_max_idle_per_provider: usize,
     pool_idle_timeout_ms: u64,
     extra_ca_file: Option<String>,
+    coalesce: bool,
+    max_coalesce: usize,
 }
 
 impl Default for RawUpstream {
@@ -271,6 +273,8 @@ impl Default for RawUpstream {
             pool_max_idle_per_provider: 128,
             pool_idle_timeout_ms: 30_000,
             extra_ca_file: None,
+            coalesce: true,
+            max_coalesce: 32,
         }
     }
 }
@@ -323,6 +327,8 @@ struct RawProvider {
     headers: IndexMap<String, String>,
     #[serde(default)]
     archival: bool,
+    #[serde(default = "yes")]
+    batch: bool,
     #[serde(default)]
     methods: Option<RawMethods>,
     /// Accepted for compatibility with Lasso RPC files (`public`, `paid`, ...); informational.
@@ -337,6 +343,10 @@ struct RawMethods {
     allow: Vec<String>,
     #[serde(default)]
     deny: Vec<String>,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// Where the image keeps its default chains file, used to seed a missing `LASSO_CHAINS_PATH`.
@@ -550,6 +560,8 @@ impl Builder<'_> {
         };
         Ok(UpstreamSettings {
             extra_ca_file,
+            coalesce: raw.coalesce,
+            max_coalesce: raw.max_coalesce.max(1),
             connect_timeout: Duration::from_millis(raw.connect_timeout_ms),
             request_timeout: Duration::from_millis(raw.request_timeout_ms),
             max_attempts: raw.max_attempts,
@@ -935,6 +947,7 @@ impl Builder<'_> {
             cost,
             headers,
             archival: raw.archival,
+            batch: raw.batch,
             methods: methods.unwrap_or_default(),
         })
     }

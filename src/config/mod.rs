@@ -44,6 +44,9 @@ pub struct UpstreamSettings {
     pub max_response_bytes: usize,
     pub pool_max_idle_per_provider: usize,
     pub pool_idle_timeout: Duration,
+    /// Send single read calls that are ready together to one provider as one JSON-RPC batch.
+    pub coalesce: bool,
+    pub max_coalesce: usize,
     /// Extra PEM certificates trusted for HTTPS/WSS providers, besides the webpki roots (private CAs).
     pub extra_ca_file: Option<PathBuf>,
 }
@@ -154,6 +157,8 @@ pub struct Provider {
     /// Extra request headers (already expanded), including basic auth from the URL.
     pub headers: Vec<(String, String)>,
     pub archival: bool,
+    /// The provider accepts JSON-RPC batches (coalescing may use them).
+    pub batch: bool,
     pub methods: MethodFilter,
 }
 

@@ -20,6 +20,8 @@ const MAX_RESPONSE_HEAD: usize = 64 * 1024;
 
 /// A worker's upstream client.
 pub struct UpstreamClient {
+    config: std::sync::Arc<Config>,
+    pub(super) coalescer: super::coalesce::Coalescer,
     settings: UpstreamSettings,
     /// Per provider: `POST ... Host ... extra headers ... Content-Length: ` ready to be completed.
     heads: Vec<Vec<u8>>,
@@ -30,18 +32,18 @@ pub struct UpstreamClient {
 }
 
 impl UpstreamClient {
-    pub fn new(config: &Config, tls: monoio_rustls::TlsConnector) -> Self {
+    pub fn new(config: &std::sync::Arc<Config>, tls: monoio_rustls::TlsConnector) -> Self {
         Self::build(config, tls, None)
     }
 
     /// A client for the monitor's health probes: its requests carry `X-Lasso-Probe: health`, so providers (and tests)
     /// can tell them from client traffic.
-    pub fn for_probes(config: &Config, tls: monoio_rustls::TlsConnector) -> Self {
+    pub fn for_probes(config: &std::sync::Arc<Config>, tls: monoio_rustls::TlsConnector) -> Self {
         Self::build(config, tls, Some(("X-Lasso-Probe", "health")))
     }
 
     fn build(
-        config: &Config,
+        config: &std::sync::Arc<Config>,
         tls: monoio_rustls::TlsConnector,
         extra: Option<(&str, &str)>,
     ) -> Self {
@@ -56,6 +58,8 @@ impl UpstreamClient {
             .map(|p| p.url.tls.then(|| p.url.host.clone()))
             .collect();
         UpstreamClient {
+            config: config.clone(),
+            coalescer: Default::default(),
             settings: config.upstream.clone(),
             heads,
             tls_names,
@@ -67,6 +71,10 @@ impl UpstreamClient {
             )),
             dns: RefCell::new(DnsCache::default()),
         }
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
     }
 
     pub fn settings(&self) -> &UpstreamSettings {
@@ -110,7 +118,7 @@ impl UpstreamClient {
         may_retry_unsent: bool,
         reached: Rc<Cell<bool>>,
     ) -> Result<UpstreamResponse, UpstreamError> {
-        let pooled = self.pool.borrow_mut().take(p.pid);
+        let pooled = self.pool.borrow_mut().take(p.pid, !may_retry_unsent);
         if let Some(conn) = pooled {
             match self.exchange(p, conn, body, &reached).await {
                 Err(e) if e.response_started => {

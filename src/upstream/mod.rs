@@ -4,6 +4,7 @@
 //! failed and whether the request may have reached the provider (which decides whether a write may be retried).
 
 pub mod client;
+pub mod coalesce;
 pub mod conn;
 pub mod dns;
 pub mod pool;

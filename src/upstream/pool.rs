@@ -5,6 +5,9 @@ use std::time::{Duration, Instant};
 
 use super::conn::Conn;
 
+/// A connection idle for less than this is reused without a liveness probe (reads only).
+const RECENT: Duration = Duration::from_millis(500);
+
 struct Idle {
     conn: Conn,
     since: Instant,
@@ -26,13 +29,20 @@ impl Pool {
         }
     }
 
-    /// Takes a live idle connection to `pid`, discarding stale ones.
-    pub fn take(&mut self, pid: usize) -> Option<Conn> {
+    /// Takes a live idle connection to `pid`, discarding stale ones. The liveness probe (one non-blocking peek) runs
+    /// when `strict` (a write, which must not be re-sent) or when the connection idled long enough for a provider to
+    /// have closed it; a recently used connection that turns out dead is replaced transparently for reads anyway.
+    pub fn take(&mut self, pid: usize, strict: bool) -> Option<Conn> {
         let list = self.idle.get_mut(pid)?;
         while let Some(idle) = list.pop() {
-            if idle.since.elapsed() < self.idle_timeout && !idle.conn.is_stale() {
-                return Some(idle.conn);
+            let age = idle.since.elapsed();
+            if age >= self.idle_timeout {
+                continue;
             }
+            if (strict || age >= RECENT) && idle.conn.is_stale() {
+                continue;
+            }
+            return Some(idle.conn);
         }
         None
     }

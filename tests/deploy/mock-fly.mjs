@@ -1,6 +1,7 @@
 // A stateful stand-in for the Fly Machines REST API and the GraphQL endpoint, on 127.0.0.1, for the deployment
 // script tests. It records every call and can inject failures:
 //   mock.failNext("POST", /\/machines$/, 503, 1)   answer the next matching request(s) with an error, no side effect
+//     (..., { afterApply: true })                  the request takes effect but its answer is an error
 //   mock.unhealthyImages.add(image)                Machines on that image start but their checks stay critical
 //   mock.neverStartImages.add(image)               Machines on that image never reach `started`
 import { createServer } from "node:http";
@@ -34,6 +35,7 @@ export async function startMockFly({ token = "test-token" } = {}) {
       if (f) {
         f.times--;
         call.injected = f.status;
+        if (f.afterApply) route(req.method, url, body); // the request took effect, but the answer is lost
         return send(res, f.status, { error: "injected failure" });
       }
       try {
@@ -222,8 +224,11 @@ export async function startMockFly({ token = "test-token" } = {}) {
     unhealthyImages,
     neverStartImages,
     env: { FLY_API_TOKEN: token, FLY_API_BASE: `${base}/v1`, FLY_GRAPHQL_URL: `${base}/graphql` },
-    failNext(method, path, status = 503, times = 1) {
-      failures.push({ method, path, status, times });
+    failNext(method, path, status = 503, times = 1, { afterApply = false } = {}) {
+      failures.push({ method, path, status, times, afterApply });
+    },
+    clearFailures() {
+      failures.length = 0;
     },
     /** Calls after `mark` (an index from calls.length) that change state. */
     writesSince(mark = 0) {

@@ -128,6 +128,16 @@ test("transient 5xx answers are retried and do not create duplicates", async () 
   assert.equal(mock.liveVolumes(APP).length, 2);
 });
 
+test("a Machine create whose answer is lost (applied, then 502) is found by name, not created twice", async () => {
+  mock.failNext("POST", /\/machines$/, 502, 1, { afterApply: true });
+  const r = await provision(mock, { REGIONS: "iad", MACHINE_COUNT: "2" });
+  ok(r);
+  const creates = mock.calls.filter((c) => c.method === "POST" && c.path.endsWith("/machines"));
+  assert.equal(creates.length, 3, "first create retried once");
+  assert.equal(creates[0].body.name, creates[1].body.name, "the retry reuses the name");
+  assert.equal(mock.liveMachines(APP).length, 2);
+});
+
 test("a Machine that never becomes healthy fails the run with a clear message, within the timeout", async () => {
   mock.unhealthyImages.add("registry.fly.io/lasso-test:bad");
   const t0 = Date.now();
@@ -135,6 +145,12 @@ test("a Machine that never becomes healthy fails the run with a clear message, w
   assert.equal(r.code, 1);
   assert.match(r.stderr, /error: Machine \w+ did not become healthy within 1s: health=critical/);
   assert.ok(Date.now() - t0 < 15_000);
+  // A re-run creates nothing but still reports the unhealthy Machines.
+  const mark = mock.calls.length;
+  const again = await provision(mock, { REGIONS: "iad", IMAGE_REF: "registry.fly.io/lasso-test:bad" });
+  assert.equal(again.code, 1);
+  assert.match(again.stderr, /did not become healthy/);
+  assert.deepEqual(mock.writesSince(mark), []);
 });
 
 test("missing or invalid settings fail before any API call", async () => {
