@@ -171,6 +171,12 @@ struct Status {
 
 /// Gathers every worker's counters (over the control channels) and sums them.
 async fn gather(worker: &Worker) -> ProviderStats {
+    gather_per_worker(worker).await.0
+}
+
+/// Every worker's counters (over the control channels): the sum, and each worker's client request count.
+pub async fn gather_per_worker(worker: &Worker) -> (ProviderStats, Vec<(usize, u64)>) {
+    let mut per_worker = Vec::with_capacity(worker.shared.workers);
     let mut total = ProviderStats::new(worker.config.providers.len());
     let mut pending = Vec::new();
     for (i, control) in worker.shared.controls.iter().enumerate() {
@@ -184,13 +190,17 @@ async fn gather(worker: &Worker) -> ProviderStats {
     }
     let mut mine = worker.stats.borrow().clone();
     mine.ws = crate::stats::WsStats::from_worker(worker.ws_clients.get(), &worker.hub.stats());
+    mine.worker = worker.index;
+    per_worker.push((worker.index, mine.client_requests));
     total.merge(&mine);
     for rx in pending {
         if let Ok(Ok(stats)) = monoio::time::timeout(std::time::Duration::from_secs(2), rx).await {
+            per_worker.push((stats.worker, stats.client_requests));
             total.merge(&stats);
         }
     }
-    total
+    per_worker.sort();
+    (total, per_worker)
 }
 
 pub async fn status(worker: &Rc<Worker>) -> Response {

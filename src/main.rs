@@ -17,8 +17,9 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
-    /// Chains configuration file (default: config/chains.yml).
-    #[arg(long, env = "LASSO_CHAINS_PATH")]
+    /// Chains configuration file (default: $LASSO_CHAINS_PATH, seeded from the image default when missing, else
+    /// config/chains.yml).
+    #[arg(long)]
     config: Option<PathBuf>,
     /// Worker threads, one event loop each (default: one per core).
     #[arg(long, env = "LASSO_WORKERS")]

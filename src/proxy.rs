@@ -44,22 +44,26 @@ pub async fn handle(
 ) -> Response {
     let started = Instant::now();
     worker.stats.borrow_mut().client_requests += 1;
+    let chain = &worker.config.profiles[target.profile].chains[target.chain];
     let parsed = match jsonrpc::parse_request(body) {
         Ok(parsed) => parsed,
-        Err(e) => return Response::json(e.http_status(), e.to_response(b"null")),
+        Err(e) => return whole_error(worker, chain, "-", e, b"null", started),
     };
-    let chain = &worker.config.profiles[target.profile].chains[target.chain];
-    let mut meta =
-        (meta_mode != MetaMode::Off).then(|| Meta::new(worker.request_id(), target.pick));
-    let response = match parsed {
+    let sampled = worker.sample_log();
+    let mut meta = (meta_mode != MetaMode::Off || sampled)
+        .then(|| Meta::new(worker.request_id(), target.pick));
+    let (response, method) = match parsed {
         RequestBody::Single(call) => {
             let client_id = call.id.clone().map(|r| &body[r]);
             let result = call_one(worker, target, chain, body, &call, meta.as_mut()).await;
-            match (client_id, result) {
+            let response = match (client_id, result) {
                 (None, _) => Response::empty(204),
                 (Some(_), Ok(reply)) => Response::json(200, reply),
-                (Some(id), Err(e)) => Response::json(e.http_status(), e.to_response(id)),
-            }
+                (Some(id), Err(e)) => {
+                    return whole_error(worker, chain, &call.method, e, id, started);
+                }
+            };
+            (response, call.method.to_string())
         }
         RequestBody::Batch(items) => {
             let max = worker.config.server.max_batch_size;
@@ -68,15 +72,59 @@ pub async fn handle(
                     "batch of {} exceeds the limit of {max}",
                     items.len()
                 ));
-                return Response::json(e.http_status(), e.to_response(b"null"));
+                return whole_error(worker, chain, "batch", e, b"null", started);
             }
-            batch(worker, target, chain, body, items, meta.as_mut(), transport).await
+            let method = format!("batch({})", items.len());
+            (
+                batch(worker, target, chain, body, items, meta.as_mut(), transport).await,
+                method,
+            )
         }
     };
-    match meta {
-        Some(meta) => meta.apply(response, meta_mode, started.elapsed(), worker),
-        None => response,
+    let Some(meta) = meta else { return response };
+    if sampled {
+        tracing::info!(
+            target: "lasso::access",
+            request_id = %meta.request_id,
+            chain = %chain.name,
+            %method,
+            provider = meta.provider.as_deref().unwrap_or("-"),
+            strategy = meta.strategy.map_or("-", |s| s.as_str()),
+            status = response.status,
+            retries = meta.retries,
+            hedged = meta.hedged,
+            upstream_us = meta.upstream.as_micros() as u64,
+            total_us = started.elapsed().as_micros() as u64,
+            "request"
+        );
     }
+    if meta_mode == MetaMode::Off {
+        return response;
+    }
+    meta.apply(response, meta_mode, started.elapsed(), worker)
+}
+
+/// A whole request answered with an error: counted, always logged, and returned.
+fn whole_error(
+    worker: &Worker,
+    chain: &Chain,
+    method: &str,
+    e: RpcError,
+    id: &[u8],
+    started: Instant,
+) -> Response {
+    worker.count_error(e.code());
+    tracing::warn!(
+        target: "lasso::access",
+        chain = %chain.name,
+        %method,
+        code = e.code(),
+        status = e.http_status(),
+        error = %worker.config.redact(&e.message()),
+        total_us = started.elapsed().as_micros() as u64,
+        "request failed"
+    );
+    Response::json(e.http_status(), e.to_response(id))
 }
 
 /// A call the proxy answers without a provider, if it is one.
@@ -641,7 +689,10 @@ async fn batch(
     let mut groups: Vec<(CallPlan, Vec<usize>)> = Vec::new();
     for (i, item) in items.iter().enumerate() {
         match item {
-            Err(invalid) => slots[i] = Some(invalid.error.to_response(client_id(&invalid.id))),
+            Err(invalid) => {
+                worker.count_error(invalid.error.code());
+                slots[i] = Some(invalid.error.to_response(client_id(&invalid.id)))
+            }
             Ok(call) => {
                 let answer = match local_answer(chain, body, call, transport) {
                     Some(answer) => Some(answer),
@@ -748,6 +799,7 @@ async fn batch(
                 for member in &sent {
                     let call = calls[member.index].expect("sent members are valid calls");
                     if !call.is_notification() {
+                        worker.count_error(e.code());
                         slots[member.index] = Some(e.to_response(client_id(&call.id)));
                     }
                 }

@@ -176,6 +176,10 @@ pub fn run(opts: RunOptions) -> Result<(), String> {
         connections: AtomicUsize::new(0),
         tls,
         initial_table,
+        log_sample_rate: std::env::var("LOG_SAMPLE_RATE")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.01),
         started_epoch_ms: std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64),

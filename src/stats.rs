@@ -67,7 +67,11 @@ impl WsStats {
 pub struct ProviderStats {
     pub providers: Vec<ProviderCounters>,
     pub client_requests: u64,
+    /// Client-facing JSON-RPC errors by code (whole responses and batch members).
+    pub client_errors: std::collections::BTreeMap<i32, u64>,
     pub ws: WsStats,
+    /// Which worker these counters are from (meaningless after merging).
+    pub worker: usize,
     seq: u64,
 }
 
@@ -100,6 +104,9 @@ impl ProviderStats {
     /// Adds another worker's counters into these.
     pub fn merge(&mut self, other: &ProviderStats) {
         self.client_requests += other.client_requests;
+        for (code, n) in &other.client_errors {
+            *self.client_errors.entry(*code).or_insert(0) += n;
+        }
         self.ws.add(&other.ws);
         if self.providers.len() < other.providers.len() {
             self.providers

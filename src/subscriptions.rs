@@ -767,9 +767,9 @@ async fn run_feed(
             match establish(&worker, target, &feed, &avoid).await {
                 Ok(c) => break c,
                 Err(e) => {
-                    if avoid.len() >= chain_of(&worker, target).providers.len() {
-                        avoid.clear();
-                    }
+                    // Nothing else works: give every provider (the failed one included) another chance; connection
+                    // back-off still spaces out the attempts.
+                    avoid.clear();
                     tracing::warn!(chain = %chain_name, error = %e, "resubscribe failed; retrying");
                     monoio::time::sleep(wait).await;
                     wait = (wait * 2).min(Duration::from_secs(5));

@@ -84,6 +84,8 @@ pub struct Shared {
     pub initial_table: Arc<RoutingTable>,
     /// Wall-clock start, for request ids.
     pub started_epoch_ms: u64,
+    /// Share of successful requests logged (`LOG_SAMPLE_RATE`, default 0.01); errors are always logged.
+    pub log_sample_rate: f64,
 }
 
 /// A worker's state. Lives in an `Rc` on its own thread.
@@ -107,6 +109,7 @@ pub struct Worker {
     pub hub: crate::subscriptions::Hub,
     pub ws_clients: Cell<usize>,
     next_connection_id: Cell<u64>,
+    sample_rng: Cell<u64>,
 }
 
 impl Worker {
@@ -132,6 +135,7 @@ impl Worker {
             hub: crate::subscriptions::Hub::default(),
             ws_clients: Cell::new(0),
             next_connection_id: Cell::new(0),
+            sample_rng: Cell::new(0x2545_F491_4F6C_DD1D ^ (index as u64 + 7)),
             config,
             shared,
         }
@@ -142,6 +146,33 @@ impl Worker {
         let first = self.next_upstream_id.get();
         self.next_upstream_id.set(first.wrapping_add(n).max(1));
         first
+    }
+
+    /// Counts a client-facing JSON-RPC error.
+    pub fn count_error(&self, code: i32) {
+        *self
+            .stats
+            .borrow_mut()
+            .client_errors
+            .entry(code)
+            .or_insert(0) += 1;
+    }
+
+    /// Whether to log this successful request (`LOG_SAMPLE_RATE`).
+    pub fn sample_log(&self) -> bool {
+        let rate = self.shared.log_sample_rate;
+        if rate <= 0.0 {
+            return false;
+        }
+        if rate >= 1.0 {
+            return true;
+        }
+        let mut x = self.sample_rng.get();
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.sample_rng.set(x);
+        ((x >> 11) as f64 / (1u64 << 53) as f64) < rate
     }
 
     /// A connection id unique within this worker.
@@ -205,6 +236,7 @@ pub async fn run(
                 match msg {
                     Control::Snapshot(reply) => {
                         let mut stats = worker.stats.borrow().clone();
+                        stats.worker = worker.index;
                         stats.ws = crate::stats::WsStats::from_worker(
                             worker.ws_clients.get(),
                             &worker.hub.stats(),

@@ -224,3 +224,39 @@ fn missing_config_file_is_an_error() {
         show(&out)
     );
 }
+
+/// `LASSO_CHAINS_PATH` naming a missing file is seeded from the image default (seed 000 section 4).
+#[test]
+fn missing_chains_path_is_seeded_from_the_image_default() {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    let default = dir.path().join("image-chains.yml");
+    std::fs::write(&default, "chains:\n  dev:\n    chain_id: 1337\n    providers:\n      - { id: a, url: \"http://127.0.0.1:9\" }\n").unwrap();
+    let target = dir.path().join("data/chains.yml");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_lasso"))
+        .args(["--port", "0", "--bind", "127.0.0.1", "--workers", "1"])
+        .env("LASSO_CHAINS_PATH", &target)
+        .env("LASSO_DEFAULT_CHAINS_PATH", &default)
+        .env("NO_COLOR", "1")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if line.contains("listening") {
+                let _ = tx.send(line);
+            }
+        }
+    });
+    let line = rx.recv_timeout(std::time::Duration::from_secs(20));
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(line.is_ok(), "lasso did not start from the seeded file");
+    assert_eq!(
+        std::fs::read_to_string(&target).unwrap(),
+        std::fs::read_to_string(&default).unwrap()
+    );
+}
