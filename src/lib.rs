@@ -15,6 +15,7 @@ pub mod merger;
 pub mod meta;
 pub mod methods;
 pub mod monitor;
+pub mod prometheus;
 pub mod proxy;
 pub mod recorder;
 pub mod routes;
