@@ -154,6 +154,34 @@ fn local_answer(
     None
 }
 
+/// Asks the worker's router for the candidates of one call under `strategy`.
+fn route(
+    worker: &Worker,
+    chain: &Chain,
+    strategy: Strategy,
+    body: &[u8],
+    call: &CallView<'_>,
+    key: MethodKey,
+) -> Candidates {
+    let params = call.params.clone().map(|r| &body[r]);
+    let target = methods::block_target(&call.method, params);
+    let routing = worker.routing.borrow();
+    let inputs = RouteInputs {
+        config: &worker.config,
+        table: &routing.table,
+        health: &routing.health,
+        now: Instant::now(),
+    };
+    let query = RouteQuery {
+        chain,
+        strategy,
+        method: &call.method,
+        key,
+        target,
+    };
+    worker.router.borrow_mut().candidates(&inputs, &query)
+}
+
 /// What routing needs to know about one call.
 struct CallPlan {
     key: MethodKey,
@@ -174,28 +202,10 @@ fn plan(
     let key = MethodKey::of(&call.method);
     let write = methods::is_write(&call.method);
     let (candidates, strategy) = match target.pick {
-        Pick::Strategy(strategy) => {
-            let params = call.params.clone().map(|r| &body[r]);
-            let block = methods::block_target(&call.method, params);
-            let routing = worker.routing.borrow();
-            let inputs = RouteInputs {
-                config,
-                table: &routing.table,
-                health: &routing.health,
-                now: Instant::now(),
-            };
-            let query = RouteQuery {
-                chain,
-                strategy,
-                method: &call.method,
-                key,
-                target: block,
-            };
-            (
-                worker.router.borrow_mut().candidates(&inputs, &query),
-                Some(strategy),
-            )
-        }
+        Pick::Strategy(strategy) => (
+            route(worker, chain, strategy, body, call, key),
+            Some(strategy),
+        ),
         Pick::Provider(pid) => {
             let mut list = Candidates::new();
             if config.providers[pid].methods.permits(&call.method) {
@@ -203,23 +213,7 @@ fn plan(
             }
             if target.failover {
                 // The named provider first, then the chain's default strategy for the rest.
-                let params = call.params.clone().map(|r| &body[r]);
-                let block = methods::block_target(&call.method, params);
-                let routing = worker.routing.borrow();
-                let inputs = RouteInputs {
-                    config,
-                    table: &routing.table,
-                    health: &routing.health,
-                    now: Instant::now(),
-                };
-                let query = RouteQuery {
-                    chain,
-                    strategy: chain.default_strategy,
-                    method: &call.method,
-                    key,
-                    target: block,
-                };
-                let rest = worker.router.borrow_mut().candidates(&inputs, &query);
+                let rest = route(worker, chain, chain.default_strategy, body, call, key);
                 list.extend(rest.into_iter().filter(|&p| p != pid));
             }
             (list, None)

@@ -264,21 +264,7 @@ impl UpstreamClient {
                     let want = (n - body.len()).min(1 << 20);
                     let (res, b) = conn.stream.read_more(body, want).await;
                     body = b;
-                    match res {
-                        Ok(0) => {
-                            return Err(ExchangeError::during(
-                                FailureKind::Reset,
-                                "connection closed mid-body",
-                            ));
-                        }
-                        Ok(_) => {}
-                        Err(e) => {
-                            return Err(ExchangeError::during(
-                                FailureKind::Reset,
-                                &format!("receive failed: {e}"),
-                            ));
-                        }
-                    }
+                    body_progress(res)?;
                 }
                 if body.len() > n {
                     body.truncate(n);
@@ -311,21 +297,7 @@ impl UpstreamClient {
                     consumed = 0;
                     let (res, b) = conn.stream.read_more(buf, READ_CHUNK).await;
                     buf = b;
-                    match res {
-                        Ok(0) => {
-                            return Err(ExchangeError::during(
-                                FailureKind::Reset,
-                                "connection closed mid-body",
-                            ));
-                        }
-                        Ok(_) => {}
-                        Err(e) => {
-                            return Err(ExchangeError::during(
-                                FailureKind::Reset,
-                                &format!("receive failed: {e}"),
-                            ));
-                        }
-                    }
+                    body_progress(res)?;
                 }
                 body
             }
@@ -368,6 +340,21 @@ impl UpstreamClient {
             body,
             retry_after: head.retry_after,
         })
+    }
+}
+
+/// Turns a read inside a response body into an error when the connection ended or failed.
+fn body_progress(res: std::io::Result<usize>) -> Result<(), ExchangeError> {
+    match res {
+        Ok(0) => Err(ExchangeError::during(
+            FailureKind::Reset,
+            "connection closed mid-body",
+        )),
+        Ok(_) => Ok(()),
+        Err(e) => Err(ExchangeError::during(
+            FailureKind::Reset,
+            &format!("receive failed: {e}"),
+        )),
     }
 }
 
