@@ -28,6 +28,7 @@ struct Health<'a> {
     node_id: &'a str,
     region: Option<&'a str>,
     workers: usize,
+    cluster: crate::cluster::HealthBlock,
 }
 
 pub fn health(worker: &Worker) -> Response {
@@ -42,6 +43,7 @@ pub fn health(worker: &Worker) -> Response {
             node_id: &shared.node_id,
             region: shared.region.as_deref(),
             workers: shared.workers,
+            cluster: crate::cluster::health(shared.region.as_deref()),
         },
     )
 }

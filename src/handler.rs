@@ -61,6 +61,7 @@ pub async fn handle(worker: &Rc<Worker>, head: &RequestHead, body: &[u8]) -> Res
     match path {
         "/api/health" if get => crate::api::health(worker),
         "/api/status" if get => crate::api::status(worker).await,
+        "/api/cluster/status" if get => crate::cluster::status(worker).await,
         "/api/chains" if get => crate::api::chains(worker),
         "/metrics" if get => crate::prometheus::render(worker).await,
         p if get && p.starts_with("/api/metrics/") => {

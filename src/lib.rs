@@ -5,8 +5,10 @@
 pub mod api;
 pub mod breaker;
 pub mod classify;
+pub mod cluster;
 pub mod config;
 pub mod errors;
+pub mod events;
 pub mod handler;
 pub mod http;
 pub mod jsonrpc;

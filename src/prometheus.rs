@@ -266,6 +266,25 @@ pub async fn render(worker: &Rc<Worker>) -> Response {
         "Subscription events delivered to clients.",
     );
     o.sample("lasso_ws_delivered_events_total", &[], ws.delivered_events);
+    let (joins, leaves) = crate::cluster::counters();
+    o.family(
+        "lasso_cluster_joins_total",
+        "counter",
+        "Cluster nodes that joined (answered after not answering).",
+    );
+    o.sample("lasso_cluster_joins_total", &[], joins);
+    o.family(
+        "lasso_cluster_leaves_total",
+        "counter",
+        "Cluster nodes that left (stopped answering or were no longer discovered).",
+    );
+    o.sample("lasso_cluster_leaves_total", &[], leaves);
+    o.family(
+        "lasso_cluster_nodes",
+        "gauge",
+        "Cluster nodes connected, this one included.",
+    );
+    o.sample("lasso_cluster_nodes", &[], crate::cluster::connected() + 1);
 
     let mut resp = Response::json(200, o.0.into_bytes());
     resp.content_type = "text/plain; version=0.0.4; charset=utf-8";

@@ -50,7 +50,9 @@ pub async fn handle(
         Err(e) => return whole_error(worker, chain, "-", e, b"null", started),
     };
     let sampled = worker.sample_log();
-    let mut meta = (meta_mode != MetaMode::Off || sampled)
+    // Routing metadata is collected when the client asks, for sampled logs, or for SSE subscribers (events).
+    let events = crate::events::active();
+    let mut meta = (meta_mode != MetaMode::Off || sampled || events)
         .then(|| Meta::new(worker.request_id(), target.pick));
     let (response, method) = match parsed {
         RequestBody::Single(call) => {
@@ -82,6 +84,18 @@ pub async fn handle(
         }
     };
     let Some(meta) = meta else { return response };
+    if events {
+        let status = response.status;
+        crate::events::publish(
+            worker,
+            target.profile,
+            chain,
+            &method,
+            &meta,
+            status,
+            started.elapsed(),
+        );
+    }
     if sampled {
         tracing::info!(
             target: "lasso::access",

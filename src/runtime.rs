@@ -223,6 +223,7 @@ pub fn run(opts: RunOptions) -> Result<(), String> {
         }
     }
     monitor.attach(shared.clone());
+    crate::cluster::start(&shared, actual.port());
     tracing::info!(
         address = %actual,
         workers,

@@ -52,6 +52,16 @@ pub async fn serve_connection(worker: Rc<Worker>, mut stream: TcpStream, keep_al
             crate::ws::session::upgrade(worker, stream, buf, &head).await;
             return;
         }
+        // Connections handed over after the head: the SSE event stream, and the inter-node endpoint (reads the
+        // Authorization header from the raw head).
+        if head.method == Method::Get && head.path.starts_with("/api/events/") {
+            crate::events::serve(worker, stream, &head).await;
+            return;
+        }
+        if head.method == Method::Get && head.path == "/api/cluster/node" {
+            crate::cluster::serve_node(worker, stream, buf, &head).await;
+            return;
+        }
         let (body, consumed) = match read_body(&worker, &mut stream, &mut buf, &head).await {
             Ok(b) => b,
             Err(Stop::Quiet) => return,

@@ -311,7 +311,8 @@ fn bad_frames_get_errors_or_a_proper_close_and_others_carry_on() {
     let reply = c.call(10, "eth_subscribe", json!(["bogus"]), &mut notes);
     assert_eq!(reply["error"]["code"], -32602, "{reply}");
 
-    let cases: Vec<(&str, Box<dyn Fn(&mut WsClient)>, u16)> = vec![
+    type Send = Box<dyn Fn(&mut WsClient)>;
+    let cases: Vec<(&str, Send, u16)> = vec![
         (
             "binary message",
             Box::new(|c: &mut WsClient| {

@@ -1,0 +1,373 @@
+//! Cluster view: discovery through a seed list (the same code path as DNS answers), the `cluster` block of
+//! `/api/health`, the aggregated `/api/cluster/status`, the shared-secret inter-node endpoint, node join/leave, and the
+//! per-profile routing-event stream (`GET /api/events/:profile`, Server-Sent Events).
+
+mod support;
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use support::http::BufStream;
+use support::*;
+
+const SECRET: &str = "correct horse battery staple";
+
+/// Polls `f` until it returns `Some` (bounded); panics with the last observation at the deadline.
+fn eventually<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Result<T, String>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        match f() {
+            Ok(v) => return v,
+            Err(last) if Instant::now() >= deadline => {
+                panic!("{what}: not reached within {timeout:?}; last: {last}")
+            }
+            // Cluster membership is polled every CLUSTER_POLL_MS (200 ms here): re-check on that cadence.
+            Err(_) => std::thread::sleep(Duration::from_millis(100)),
+        }
+    }
+}
+
+fn health(addr: SocketAddr) -> Value {
+    let r = get(addr, "/api/health");
+    assert_eq!(r.status, 200, "{}", r.describe());
+    r.json()
+}
+
+fn node(yaml: &str, id: &str, region: &str, secret: &str, seeds: &std::path::Path) -> Lasso {
+    Lasso::builder(yaml)
+        .workers(1)
+        .env("LASSO_NODE_ID", id)
+        .env("CLUSTER_REGION", region)
+        .env("LASSO_CLUSTER_SECRET", secret)
+        .env("CLUSTER_SEEDS_FILE", seeds.to_str().unwrap())
+        .env("CLUSTER_POLL_MS", "200")
+        .start()
+}
+
+#[test]
+fn three_nodes_discover_each_other_refuse_a_wrong_secret_and_degrade_when_one_dies() {
+    let p1 = MockProvider::start("p1");
+    let yaml = single_chain(&[&p1]).yaml();
+    let dir = tempfile::tempdir().unwrap();
+    let seeds = dir.path().join("seeds");
+    std::fs::write(&seeds, "").unwrap();
+    let a = node(&yaml, "node-a", "iad", SECRET, &seeds);
+    let b = node(&yaml, "node-b", "sjc", SECRET, &seeds);
+    let c = node(&yaml, "node-c", "iad", SECRET, &seeds);
+    let intruder = node(&yaml, "node-x", "ams", "not the secret", &seeds);
+    // Ports are known only now: the seed list is re-read at every poll, like a DNS answer.
+    let list: Vec<String> = [&a, &b, &c, &intruder]
+        .iter()
+        .map(|n| n.addr().to_string())
+        .collect();
+    std::fs::write(&seeds, list.join(",")).unwrap();
+
+    for n in [&a, &b, &c] {
+        let h = eventually(Duration::from_secs(20), "3/3 healthy", || {
+            let h = health(n.addr());
+            let cl = &h["cluster"];
+            if cl["nodes_total"] == json!(3) && cl["status"] == json!("healthy") {
+                Ok(h)
+            } else {
+                Err(h.to_string())
+            }
+        });
+        let cl = &h["cluster"];
+        assert_eq!(cl["enabled"], json!(true), "{h}");
+        assert_eq!(cl["nodes_connected"], json!(2), "{h}");
+        assert_eq!(cl["regions"], json!(["iad", "sjc"]), "{h}");
+        assert_eq!(h["status"], json!("ok"), "{h}");
+    }
+    // The node with the wrong secret is refused by the others and counts nobody.
+    let h = health(intruder.addr());
+    assert_eq!(h["cluster"]["nodes_connected"], json!(0), "{h}");
+    assert_eq!(h["cluster"]["nodes_total"], json!(1), "{h}");
+
+    // The inter-node endpoint wants the secret.
+    let r = get(a.addr(), "/api/cluster/node");
+    assert_eq!(r.status, 401, "{}", r.describe());
+    let r = request(
+        a.addr(),
+        "GET",
+        "/api/cluster/node",
+        &[("Authorization", "Bearer not the secret")],
+        b"",
+    );
+    assert_eq!(r.status, 401, "{}", r.describe());
+    let auth = format!("Bearer {SECRET}");
+    let r = request(
+        a.addr(),
+        "GET",
+        "/api/cluster/node",
+        &[("Authorization", &auth)],
+        b"",
+    );
+    assert_eq!(r.status, 200, "{}", r.describe());
+    let report = r.json();
+    assert_eq!(report["node_id"], json!("node-a"), "{report}");
+    assert_eq!(report["region"], json!("iad"), "{report}");
+    assert!(
+        report["metrics"]["chains"][0]["providers"][0]["id"] == json!("p1"),
+        "{report}"
+    );
+
+    // Traffic on b shows up in a's aggregated view.
+    for i in 0..3 {
+        let r = post(
+            b.addr(),
+            "/rpc/ethereum",
+            &rpc(json!(i), "eth_getBalance", json!(["0x1", "latest"])),
+        );
+        assert_eq!(r.status, 200, "{}", r.describe());
+    }
+    let status = eventually(Duration::from_secs(10), "aggregated status", || {
+        let s = get(a.addr(), "/api/cluster/status").json();
+        let b_requests = s["nodes"]
+            .as_array()
+            .and_then(|ns| ns.iter().find(|n| n["node_id"] == json!("node-b")))
+            .map(|n| n["metrics"]["requests"].as_u64().unwrap_or(0));
+        if s["coverage"] == json!({"responding": 3, "total": 3}) && b_requests >= Some(3) {
+            Ok(s)
+        } else {
+            Err(s.to_string())
+        }
+    });
+    assert_eq!(status["unreachable"], json!([]), "{status}");
+    let refused = status["refused"].as_array().unwrap();
+    assert!(
+        refused
+            .iter()
+            .any(|r| r["address"] == json!(intruder.addr().to_string())),
+        "{status}"
+    );
+    assert!(
+        status["totals"]["requests"].as_u64().unwrap() >= 3,
+        "{status}"
+    );
+    let p1_agg = &status["providers"][0];
+    assert_eq!(p1_agg["id"], json!("p1"), "{status}");
+    assert!(p1_agg["requests"].as_u64().unwrap() >= 3, "{status}");
+
+    // Kill c: a reports degraded, lists c as unreachable, and logs and counts the leave.
+    let c_addr = c.addr().to_string();
+    drop(c);
+    let h = eventually(Duration::from_secs(20), "degraded after a kill", || {
+        let h = health(a.addr());
+        if h["cluster"]["status"] == json!("degraded") {
+            Ok(h)
+        } else {
+            Err(h.to_string())
+        }
+    });
+    assert_eq!(h["cluster"]["nodes_total"], json!(2), "{h}");
+    assert_eq!(h["cluster"]["nodes_expected"], json!(3), "{h}");
+    let status = get(a.addr(), "/api/cluster/status").json();
+    assert_eq!(
+        status["coverage"],
+        json!({"responding": 2, "total": 3}),
+        "{status}"
+    );
+    let unreachable = status["unreachable"].as_array().unwrap();
+    assert_eq!(unreachable.len(), 1, "{status}");
+    assert_eq!(unreachable[0]["node_id"], json!("node-c"), "{status}");
+    assert_eq!(unreachable[0]["address"], json!(c_addr), "{status}");
+    assert_eq!(status["status"], json!("degraded"), "{status}");
+    assert!(a.wait_for_log("cluster node joined", SEC), "{}", a.logs());
+    assert!(a.wait_for_log("cluster node left", 5 * SEC), "{}", a.logs());
+    let metrics = get(a.addr(), "/metrics").text();
+    assert!(metrics.contains("lasso_cluster_joins_total 2"), "{metrics}");
+    assert!(
+        metrics.contains("lasso_cluster_leaves_total 1"),
+        "{metrics}"
+    );
+}
+
+#[test]
+fn without_a_secret_clustering_is_off_and_the_node_endpoint_is_404() {
+    let p1 = MockProvider::start("p1");
+    let lasso = Lasso::builder(&single_chain(&[&p1]).yaml())
+        .env("CLUSTER_SEEDS", "127.0.0.1:1")
+        .start();
+    let h = health(lasso.addr());
+    assert_eq!(
+        h["cluster"],
+        json!({"enabled": false, "nodes_connected": 0, "nodes_total": 1, "nodes_expected": 1,
+               "regions": ["unknown"], "status": "healthy"}),
+        "{h}"
+    );
+    assert!(
+        lasso.wait_for_log("LASSO_CLUSTER_SECRET is not set", SEC),
+        "{}",
+        lasso.logs()
+    );
+    let r = request(
+        lasso.addr(),
+        "GET",
+        "/api/cluster/node",
+        &[("Authorization", "Bearer anything")],
+        b"",
+    );
+    assert_eq!(r.status, 404, "{}", r.describe());
+    let s = get(lasso.addr(), "/api/cluster/status").json();
+    assert_eq!(s["enabled"], json!(false), "{s}");
+    assert_eq!(s["coverage"], json!({"responding": 1, "total": 1}), "{s}");
+}
+
+/// An open SSE stream.
+struct EventStream {
+    io: BufStream,
+}
+
+impl EventStream {
+    fn open(addr: SocketAddr, profile: &str) -> EventStream {
+        let mut conn = Conn::connect(addr);
+        conn.send(format!("GET /api/events/{profile} HTTP/1.1\r\nHost: test\r\n\r\n").as_bytes());
+        let mut io = conn.io;
+        let head = io.read_head(16 * 1024).unwrap().expect("a response head");
+        let head = String::from_utf8_lossy(&head).to_string();
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        assert!(
+            head.to_ascii_lowercase()
+                .contains("content-type: text/event-stream"),
+            "{head}"
+        );
+        let mut s = EventStream { io };
+        // The first block is the `: subscribed` comment, sent once the subscription is registered.
+        let first = s
+            .next_block(Duration::from_secs(5))
+            .expect("subscribed comment");
+        assert!(first.starts_with(": subscribed"), "{first}");
+        s
+    }
+
+    /// The next `\n\n`-terminated block, or None at the deadline.
+    fn next_block(&mut self, timeout: Duration) -> Option<String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(i) = support::http::find(self.io.buffered(), b"\n\n") {
+                let block = String::from_utf8_lossy(&self.io.buffered()[..i]).to_string();
+                let _ = self.io.read_exact_vec(i + 2);
+                return Some(block);
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return None;
+            }
+            self.io
+                .stream
+                .set_read_timeout(Some(deadline - now))
+                .unwrap();
+            match self.io.fill() {
+                Ok(0) => return None,
+                Ok(_) => {}
+                Err(_) => return None,
+            }
+        }
+    }
+
+    /// The next data event (comments skipped).
+    fn next_event(&mut self, timeout: Duration) -> Option<Value> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let block = self.next_block(deadline.saturating_duration_since(Instant::now()))?;
+            if let Some(data) = block.strip_prefix("data: ") {
+                return Some(serde_json::from_str(data).expect("event JSON"));
+            }
+        }
+    }
+}
+
+#[test]
+fn event_streams_carry_only_their_profile_with_the_source_node() {
+    let p1 = MockProvider::start("p1");
+    let p2 = MockProvider::start("p2");
+    p1.set_chain_id("0x1");
+    p2.set_chain_id("0x1");
+    let config = Config::new()
+        .chain(
+            Chain::new("ethereum", 1)
+                .strategy("priority")
+                .provider(Provider::new("p1", &p1.url())),
+        )
+        .profile(
+            "beta",
+            vec![
+                Chain::new("ethereum", 1)
+                    .strategy("priority")
+                    .provider(Provider::new("p2", &p2.url())),
+            ],
+        );
+    let lasso = Lasso::builder(&config.yaml())
+        .workers(2)
+        .env("LASSO_NODE_ID", "sse-node")
+        .env("CLUSTER_REGION", "fra")
+        .start();
+    let r = get(lasso.addr(), "/api/events/nope");
+    assert_eq!(r.status, 404, "{}", r.describe());
+
+    let mut default_stream = EventStream::open(lasso.addr(), "default");
+    let mut beta_stream = EventStream::open(lasso.addr(), "beta");
+    let body = rpc(json!(1), "eth_getBalance", json!(["0x1", "latest"]));
+    // Interleave the profiles on fresh connections (spread over both workers).
+    for _ in 0..4 {
+        assert_eq!(
+            post(lasso.addr(), "/rpc/profile/beta/ethereum", &body).status,
+            200
+        );
+        assert_eq!(post(lasso.addr(), "/rpc/ethereum", &body).status, 200);
+        assert_eq!(
+            post(lasso.addr(), "/rpc/profile/beta/ethereum", &body).status,
+            200
+        );
+    }
+    for i in 0..4 {
+        let e = default_stream
+            .next_event(Duration::from_secs(5))
+            .unwrap_or_else(|| panic!("default event {i} missing"));
+        assert_eq!(e["profile"], json!("default"), "{e}");
+        assert_eq!(e["chain"], json!("ethereum"), "{e}");
+        assert_eq!(e["method"], json!("eth_getBalance"), "{e}");
+        assert_eq!(e["provider"], json!("p1"), "{e}");
+        assert_eq!(e["source_node"], json!("sse-node"), "{e}");
+        assert_eq!(e["source_region"], json!("fra"), "{e}");
+        assert_eq!(e["ok"], json!(true), "{e}");
+    }
+    for i in 0..8 {
+        let e = beta_stream
+            .next_event(Duration::from_secs(5))
+            .unwrap_or_else(|| panic!("beta event {i} missing"));
+        assert_eq!(e["profile"], json!("beta"), "{e}");
+        assert_eq!(e["provider"], json!("p2"), "{e}");
+        assert_eq!(e["source_node"], json!("sse-node"), "{e}");
+    }
+    // Nothing else arrived on the default stream: the next event there is the next default request.
+    assert_eq!(
+        post(lasso.addr(), "/rpc/profile/beta/ethereum", &body).status,
+        200
+    );
+    assert_eq!(
+        post(
+            lasso.addr(),
+            "/rpc/ethereum",
+            &rpc(json!(1), "eth_blockNumber", json!([]))
+        )
+        .status,
+        200
+    );
+    let e = default_stream
+        .next_event(Duration::from_secs(5))
+        .expect("default event");
+    assert_eq!(e["profile"], json!("default"), "{e}");
+    assert_eq!(e["method"], json!("eth_blockNumber"), "{e}");
+
+    // Draining ends the streams: the process exits promptly and the subscriber sees the end of the stream.
+    let mut lasso = lasso;
+    lasso.send_signal(libc::SIGTERM);
+    assert!(
+        lasso.wait_exit(Duration::from_secs(10)).success(),
+        "{}",
+        lasso.logs()
+    );
+    assert!(default_stream.next_event(Duration::from_secs(2)).is_none());
+}
