@@ -57,6 +57,9 @@ pub async fn handle(worker: &Rc<Worker>, head: &RequestHead, body: &[u8]) -> Res
             Err(e) => error(e),
         };
     }
+    if path == "/api/admin" || path.starts_with("/api/admin/") {
+        return crate::admin::handle(worker, head, body).await;
+    }
     let get = matches!(head.method, Method::Get | Method::Head);
     match path {
         "/api/health" if get => crate::api::health(worker),

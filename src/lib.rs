@@ -2,6 +2,7 @@
 //! own listener, upstream pools and counters; JSON-RPC inspected lazily with sonic-rs; provider bodies passed through
 //! as bytes with ids spliced.
 
+pub mod admin;
 pub mod api;
 pub mod breaker;
 pub mod classify;

@@ -7,13 +7,12 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::sync::atomic::AtomicUsize;
 use std::time::Instant;
 
 use futures_channel::mpsc;
 use socket2::{Domain, Protocol, Socket, Type};
 
-use crate::config;
+use crate::config::{self, Config};
 use crate::worker::{self, Control, Shared, Worker};
 
 /// Stack of worker and monitor threads: JSON validation recurses per nesting level (bounded by
@@ -123,37 +122,84 @@ fn parse_bind(bind: &str, port: u16) -> Result<SocketAddr, String> {
     Ok(SocketAddr::new(ip, port))
 }
 
-/// Runs the proxy until a shutdown signal has been handled. Errors are start-up failures.
-pub fn run(opts: RunOptions) -> Result<(), String> {
-    let path = config_path(opts.config.clone());
-    let config = config::load_file(&path).map_err(|e| e.to_string())?;
-    let workers = opts
-        .workers
-        .or((config.server.workers > 0).then_some(config.server.workers))
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
-        .max(1);
-    let port = opts.port.unwrap_or(config.server.port);
-    let bind = opts
-        .bind
-        .clone()
-        .unwrap_or_else(|| config.server.bind.clone());
-    let addr = parse_bind(&bind, port)?;
-    let (actual, listeners) = bind_listeners(addr, workers)?;
-    let signals = signal_hook::iterator::Signals::new([
-        signal_hook::consts::SIGINT,
-        signal_hook::consts::SIGTERM,
-    ])
-    .map_err(|e| format!("cannot install signal handlers: {e}"))?;
+/// A configuration change asked of the supervisor.
+pub enum ConfigChange {
+    /// Re-read the file (SIGHUP, `POST /api/admin/reload`).
+    ReloadFile,
+    /// Replace the whole file with this YAML.
+    Replace(String),
+    /// Edit the file's YAML document.
+    Edit(DocumentEdit),
+}
 
-    let tls = crate::upstream::conn::tls_connector(config.upstream.extra_ca_file.as_deref())?;
-    let config = Arc::new(config);
-    let uring =
-        monoio::utils::detect_uring() && std::env::var("LASSO_DRIVER").as_deref() != Ok("legacy");
-    if uring {
-        tracing::info!("io driver: io_uring");
-    } else {
-        tracing::warn!("io driver: legacy epoll (io_uring unavailable or disabled)");
+/// An edit of the configuration document; its error says why the edit does not apply.
+pub type DocumentEdit = Box<dyn FnOnce(&mut serde_norway::Value) -> Result<(), String> + Send>;
+
+/// What the main thread is asked to do.
+pub enum SupervisorCommand {
+    Signal(i32),
+    /// Apply a change; the reply is a summary, or why it was rejected (the running configuration stays).
+    Change(
+        ConfigChange,
+        futures_channel::oneshot::Sender<Result<String, String>>,
+    ),
+}
+
+/// Process-wide facts every generation shares.
+struct Process {
+    workers: usize,
+    uring: bool,
+    address: SocketAddr,
+    path: PathBuf,
+    started: Instant,
+    started_epoch_ms: u64,
+    node_id: String,
+    region: Option<String>,
+    log_sample_rate: f64,
+    connections: Arc<std::sync::atomic::AtomicUsize>,
+    supervisor: std::sync::mpsc::Sender<SupervisorCommand>,
+}
+
+/// One configuration generation: its workers (one thread each) and its monitor.
+struct Generation {
+    shared: Arc<Shared>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+    monitor: Option<crate::monitor::MonitorHandle>,
+}
+
+impl Generation {
+    fn tell(&self, make: impl Fn() -> Control) {
+        for control in &self.shared.controls {
+            let _ = control.unbounded_send(make());
+        }
     }
+
+    fn finished(&self) -> bool {
+        self.threads.iter().all(|t| t.is_finished())
+    }
+
+    /// Joins the workers and stops the monitor (which writes its last snapshot); true if a worker panicked.
+    fn join(mut self) -> bool {
+        let mut failed = false;
+        for t in self.threads.drain(..) {
+            failed |= t.join().is_err();
+        }
+        if let Some(m) = self.monitor.take() {
+            m.stop();
+        }
+        failed
+    }
+}
+
+fn start_generation(
+    process: &Process,
+    config: Arc<Config>,
+    listeners: Vec<std::net::TcpListener>,
+    generation: u64,
+) -> Result<Generation, String> {
+    let workers = process.workers;
+    let uring = process.uring;
+    let tls = crate::upstream::conn::tls_connector(config.upstream.extra_ca_file.as_deref())?;
     // Chain-id checks run before serving, so no request reaches a provider of the wrong chain.
     let check_timeout = config
         .upstream
@@ -166,23 +212,18 @@ pub fn run(opts: RunOptions) -> Result<(), String> {
         (0..workers).map(|_| mpsc::unbounded::<Control>()).unzip();
     let shared = Arc::new(Shared {
         config: config.clone(),
-        started: Instant::now(),
-        node_id: node_id(),
-        region: std::env::var("FLY_REGION")
-            .or_else(|_| std::env::var("CLUSTER_REGION"))
-            .ok(),
+        started: process.started,
+        node_id: process.node_id.clone(),
+        region: process.region.clone(),
         workers,
         controls,
-        connections: AtomicUsize::new(0),
+        connections: process.connections.clone(),
+        supervisor: process.supervisor.clone(),
+        generation,
         tls,
         initial_table,
-        log_sample_rate: std::env::var("LOG_SAMPLE_RATE")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0.01),
-        started_epoch_ms: std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64),
+        log_sample_rate: process.log_sample_rate,
+        started_epoch_ms: process.started_epoch_ms ^ generation.wrapping_mul(0x1_0000_0001),
     });
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), String>>();
@@ -223,7 +264,116 @@ pub fn run(opts: RunOptions) -> Result<(), String> {
         }
     }
     monitor.attach(shared.clone());
-    crate::cluster::start(&shared, actual.port());
+    Ok(Generation {
+        shared,
+        threads,
+        monitor: Some(monitor),
+    })
+}
+
+/// Binds another set of SO_REUSEPORT listeners on the port already in use (for a new generation).
+fn rebind(address: SocketAddr, workers: usize) -> Result<Vec<std::net::TcpListener>, String> {
+    (0..workers)
+        .map(|_| {
+            let socket = listener_socket(address, true)
+                .map_err(|e| format!("cannot bind {address}: {e}"))?;
+            socket
+                .listen(4096)
+                .map_err(|e| format!("cannot listen on {address}: {e}"))?;
+            socket.set_nonblocking(true).map_err(|e| e.to_string())?;
+            Ok(socket.into())
+        })
+        .collect()
+}
+
+/// Validates a change, persists it (atomically, with a backup), and returns the new configuration. Nothing changes
+/// on error.
+fn prepare(process: &Process, change: ConfigChange) -> Result<Config, String> {
+    let path = &process.path;
+    let text = match change {
+        ConfigChange::ReloadFile => return config::load_file(path).map_err(|e| e.to_string()),
+        ConfigChange::Replace(text) => text,
+        ConfigChange::Edit(edit) => {
+            let current = std::fs::read_to_string(path)
+                .map_err(|e| format!("{}: cannot read: {e}", path.display()))?;
+            let mut doc: serde_norway::Value =
+                serde_norway::from_str(&current).map_err(|e| format!("{}: {e}", path.display()))?;
+            edit(&mut doc)?;
+            serde_norway::to_string(&doc).map_err(|e| e.to_string())?
+        }
+    };
+    let config = config::load_str(&text, path, &|name| std::env::var(name).ok())
+        .map_err(|e| e.to_string())?;
+    crate::admin::persist(path, &text)?;
+    Ok(config)
+}
+
+/// Runs the proxy until a shutdown signal has been handled. Errors are start-up failures.
+pub fn run(opts: RunOptions) -> Result<(), String> {
+    let path = config_path(opts.config.clone());
+    let config = config::load_file(&path).map_err(|e| e.to_string())?;
+    let workers = opts
+        .workers
+        .or((config.server.workers > 0).then_some(config.server.workers))
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+        .max(1);
+    let port = opts.port.unwrap_or(config.server.port);
+    let bind = opts
+        .bind
+        .clone()
+        .unwrap_or_else(|| config.server.bind.clone());
+    let addr = parse_bind(&bind, port)?;
+    let (actual, listeners) = bind_listeners(addr, workers)?;
+    let (commands_tx, commands) = std::sync::mpsc::channel::<SupervisorCommand>();
+    let mut signals = signal_hook::iterator::Signals::new([
+        signal_hook::consts::SIGINT,
+        signal_hook::consts::SIGTERM,
+        signal_hook::consts::SIGHUP,
+    ])
+    .map_err(|e| format!("cannot install signal handlers: {e}"))?;
+    {
+        let tx = commands_tx.clone();
+        std::thread::Builder::new()
+            .name("lasso-signals".into())
+            .spawn(move || {
+                for signal in signals.forever() {
+                    if tx.send(SupervisorCommand::Signal(signal)).is_err() {
+                        break;
+                    }
+                }
+            })
+            .map_err(|e| format!("cannot start the signal thread: {e}"))?;
+    }
+    let uring =
+        monoio::utils::detect_uring() && std::env::var("LASSO_DRIVER").as_deref() != Ok("legacy");
+    if uring {
+        tracing::info!("io driver: io_uring");
+    } else {
+        tracing::warn!("io driver: legacy epoll (io_uring unavailable or disabled)");
+    }
+    let process = Process {
+        workers,
+        uring,
+        address: actual,
+        path: path.clone(),
+        started: Instant::now(),
+        started_epoch_ms: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64),
+        node_id: node_id(),
+        region: std::env::var("FLY_REGION")
+            .or_else(|_| std::env::var("CLUSTER_REGION"))
+            .ok(),
+        log_sample_rate: std::env::var("LOG_SAMPLE_RATE")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.01),
+        connections: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
+        supervisor: commands_tx,
+    };
+    let config = Arc::new(config);
+    let mut current = start_generation(&process, config.clone(), listeners, 1)?;
+    crate::cluster::start(&current.shared, actual.port());
     tracing::info!(
         address = %actual,
         workers,
@@ -232,23 +382,73 @@ pub fn run(opts: RunOptions) -> Result<(), String> {
         providers = config.providers.len(),
         "listening"
     );
-
-    let mut signals = signals;
-    if let Some(signal) = signals.forever().next() {
-        tracing::info!(
-            signal,
-            drain_timeout_ms = config.server.drain_timeout.as_millis() as u64,
-            "shutting down: draining connections"
-        );
-    }
-    for control in &shared.controls {
-        let _ = control.unbounded_send(Control::Shutdown);
-    }
+    let mut retired: Vec<Generation> = Vec::new();
+    let mut generation = 1u64;
     let mut failed = false;
-    for thread in threads {
-        failed |= thread.join().is_err();
+    loop {
+        let Ok(command) = commands.recv() else { break };
+        // Reap retired generations whose connections have all closed.
+        let (done, still): (Vec<_>, Vec<_>) = retired.into_iter().partition(Generation::finished);
+        retired = still;
+        for g in done {
+            failed |= g.join();
+        }
+        let (change, reply) = match command {
+            SupervisorCommand::Signal(signal) if signal == signal_hook::consts::SIGHUP => {
+                (ConfigChange::ReloadFile, None)
+            }
+            SupervisorCommand::Signal(signal) => {
+                tracing::info!(
+                    signal,
+                    drain_timeout_ms =
+                        current.shared.config.server.drain_timeout.as_millis() as u64,
+                    "shutting down: draining connections"
+                );
+                break;
+            }
+            SupervisorCommand::Change(change, reply) => (change, Some(reply)),
+        };
+        let outcome = prepare(&process, change).and_then(|config| {
+            let listeners = rebind(process.address, workers)?;
+            let config = Arc::new(config);
+            let next = start_generation(&process, config.clone(), listeners, generation + 1)?;
+            Ok((next, config))
+        });
+        let answer = match outcome {
+            Ok((next, config)) => {
+                generation += 1;
+                current.tell(|| Control::Retire);
+                retired.push(std::mem::replace(&mut current, next));
+                let summary = format!(
+                    "configuration generation {generation} applied: {} chains, {} providers",
+                    config.chain_count(),
+                    config.providers.len()
+                );
+                tracing::info!(
+                    generation,
+                    chains = config.chain_count(),
+                    providers = config.providers.len(),
+                    "configuration applied"
+                );
+                Ok(summary)
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "configuration change rejected; the running configuration stays");
+                Err(e)
+            }
+        };
+        if let Some(reply) = reply {
+            let _ = reply.send(answer);
+        }
     }
-    monitor.stop();
+    current.tell(|| Control::Shutdown);
+    for g in &retired {
+        g.tell(|| Control::Shutdown);
+    }
+    failed |= current.join();
+    for g in retired {
+        failed |= g.join();
+    }
     if failed {
         return Err("a worker thread panicked".into());
     }

@@ -76,7 +76,7 @@ pub async fn serve_connection(worker: Rc<Worker>, mut stream: TcpStream, keep_al
         };
         let resp = crate::handler::handle(&worker, &head, body_bytes).await;
         buf.drain(..consumed);
-        let keep_alive = head.keep_alive && keep_alive_allowed && !worker.draining.get();
+        let keep_alive = head.keep_alive && keep_alive_allowed && !worker.winding_down();
         if send(&mut stream, resp, keep_alive, head.method == Method::Head)
             .await
             .is_err()
@@ -117,7 +117,9 @@ async fn read_head(
         let read = read_more(stream, std::mem::take(buf), 4096);
         let (res, b) = match started {
             None => {
-                // Idle between requests: bounded by the idle timeout, and cut short by draining.
+                // Idle between requests: bounded by the idle timeout, and cut short by draining. A retired worker
+                // (after a reload) keeps waiting: the client's next request is answered with `Connection: close`,
+                // so closing never races a request in flight.
                 if worker.draining.get() {
                     return Err(Stop::Quiet);
                 }

@@ -23,12 +23,18 @@ use crate::sync::LocalNotify;
 use crate::table::RoutingTable;
 use crate::upstream::UpstreamClient;
 
+/// How long a retired worker keeps long-lived (WebSocket) connections after a reload.
+const RETIRE_TIMEOUT: Duration = Duration::from_secs(600);
+
 /// A message from another thread to a worker.
 pub enum Control {
     /// Send back a copy of this worker's counters.
     Snapshot(oneshot::Sender<ProviderStats>),
     /// Stop accepting, drain connections, and return.
     Shutdown,
+    /// A newer configuration took over: stop accepting, let HTTP connections finish their current request, keep
+    /// WebSocket sessions until they end (or the retire timeout), then return.
+    Retire,
     /// Hand over the samples and health findings since the last harvest.
     Harvest(oneshot::Sender<Harvest>),
     /// A newly merged routing table.
@@ -76,8 +82,12 @@ pub struct Shared {
     pub region: Option<String>,
     pub workers: usize,
     pub controls: Vec<mpsc::UnboundedSender<Control>>,
-    /// Open client connections across all workers (updated at accept and close only).
-    pub connections: AtomicUsize,
+    /// Open client connections across all workers of every configuration generation (accept and close only).
+    pub connections: Arc<AtomicUsize>,
+    /// The supervisor (main thread): configuration changes go there, one at a time.
+    pub supervisor: std::sync::mpsc::Sender<crate::runtime::SupervisorCommand>,
+    /// Configuration generation (1 at start, +1 per applied change).
+    pub generation: u64,
     /// TLS client configuration for providers (built once; cloning shares it).
     pub tls: monoio_rustls::TlsConnector,
     /// The routing table workers start with (from the newest snapshot, if any).
@@ -100,8 +110,12 @@ pub struct Worker {
     pub stats: RefCell<ProviderStats>,
     next_upstream_id: Cell<u64>,
     pub draining: Cell<bool>,
+    /// A newer configuration generation serves new connections; this one winds down.
+    pub retiring: Cell<bool>,
     /// Fired once when draining starts: idle connections close.
     pub drain_started: Rc<LocalNotify>,
+    /// Fired once when a reload retires this worker: it stops accepting; connections close after their next response.
+    pub retire_started: Rc<LocalNotify>,
     /// Fired whenever a connection closes.
     pub connection_closed: Rc<LocalNotify>,
     pub live_connections: Cell<usize>,
@@ -129,7 +143,9 @@ impl Worker {
             stats: RefCell::new(ProviderStats::new(config.providers.len())),
             next_upstream_id: Cell::new(1),
             draining: Cell::new(false),
+            retiring: Cell::new(false),
             drain_started: Rc::new(LocalNotify::default()),
+            retire_started: Rc::new(LocalNotify::default()),
             connection_closed: Rc::new(LocalNotify::default()),
             live_connections: Cell::new(0),
             hub: crate::subscriptions::Hub::default(),
@@ -189,6 +205,17 @@ impl Worker {
         format!("{:x}-{}-{n:x}", self.shared.started_epoch_ms, self.index)
     }
 
+    /// True once this worker takes no new connections (shutdown or retirement).
+    pub fn winding_down(&self) -> bool {
+        self.draining.get() || self.retiring.get()
+    }
+
+    fn begin_retire(&self) {
+        if !self.retiring.replace(true) {
+            self.retire_started.notify_all();
+        }
+    }
+
     fn begin_drain(&self) {
         if !self.draining.replace(true) {
             self.drain_started.notify_all();
@@ -244,6 +271,7 @@ pub async fn run(
                         let _ = reply.send(stats);
                     }
                     Control::Shutdown => worker.begin_drain(),
+                    Control::Retire => worker.begin_retire(),
                     Control::Harvest(reply) => {
                         let _ = reply.send(worker.routing.borrow_mut().harvest());
                     }
@@ -264,7 +292,8 @@ pub async fn run(
     let settings = &worker.config.server;
     loop {
         let drained = worker.drain_started.notified();
-        if worker.draining.get() {
+        let retired = worker.retire_started.notified();
+        if worker.winding_down() {
             break;
         }
         monoio::select! {
@@ -277,15 +306,29 @@ pub async fn run(
                 }
             },
             _ = drained => break,
+            _ = retired => break,
         }
     }
     drop(listener);
-    let drain = async {
+    let all_closed = || async {
         while worker.live_connections.get() > 0 {
             worker.connection_closed.notified().await;
         }
     };
-    if monoio::time::timeout(settings.drain_timeout, drain)
+    if worker.retiring.get() && !worker.draining.get() {
+        // Retired by a reload: WebSocket sessions may run on (and keep their subscriptions) until they close,
+        // a shutdown arrives, or the retire timeout passes; then they get 1001 like at shutdown.
+        let shutdown = worker.drain_started.notified();
+        let wait = async {
+            monoio::select! {
+                _ = all_closed() => {},
+                _ = shutdown => {},
+            }
+        };
+        let _ = monoio::time::timeout(RETIRE_TIMEOUT, wait).await;
+        worker.begin_drain();
+    }
+    if monoio::time::timeout(settings.drain_timeout, all_closed())
         .await
         .is_err()
     {

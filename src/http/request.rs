@@ -23,6 +23,8 @@ pub enum BodyFraming {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RequestHead {
     pub method: Method,
+    /// The method as sent (for methods without their own variant, such as PUT and DELETE).
+    pub raw_method: String,
     pub path: String,
     pub query: String,
     /// 0 for HTTP/1.0, 1 for HTTP/1.1.
@@ -33,6 +35,8 @@ pub struct RequestHead {
     pub upgrade_websocket: bool,
     /// Value of `X-Lasso-Include-Meta`, if sent.
     pub include_meta: Option<String>,
+    /// Value of `Authorization`, if sent (admin API).
+    pub authorization: Option<String>,
     /// Length of the head in bytes (the body starts there).
     pub head_len: usize,
 }
@@ -77,6 +81,7 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<RequestHead>, HeadError> {
     let mut expect_continue = false;
     let mut upgrade_websocket = false;
     let mut include_meta = None;
+    let mut authorization = None;
     for h in req.headers.iter() {
         let value = std::str::from_utf8(h.value).unwrap_or("").trim();
         if h.name.eq_ignore_ascii_case("content-length") {
@@ -109,6 +114,8 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<RequestHead>, HeadError> {
             upgrade_websocket = value.eq_ignore_ascii_case("websocket");
         } else if h.name.eq_ignore_ascii_case("x-lasso-include-meta") {
             include_meta = Some(value.to_string());
+        } else if h.name.eq_ignore_ascii_case("authorization") {
+            authorization = Some(value.to_string());
         }
     }
     if chunked && content_length.is_some() {
@@ -128,6 +135,7 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<RequestHead>, HeadError> {
     };
     Ok(Some(RequestHead {
         method,
+        raw_method: req.method.unwrap_or("").to_string(),
         path,
         query,
         version,
@@ -136,6 +144,7 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<RequestHead>, HeadError> {
         expect_continue,
         upgrade_websocket,
         include_meta,
+        authorization,
         head_len,
     }))
 }
