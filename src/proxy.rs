@@ -494,6 +494,16 @@ fn record(worker: &Worker, pid: usize, key: MethodKey, outcome: &AttemptResult, 
         .record(pid, outcome, latency, error.as_deref());
 }
 
+/// Counts a hedge lost by `pid` as a timeout for its breaker (consecutive ones open it; any success resets them).
+fn outrun(worker: &Worker, pid: usize) {
+    let settings = &worker.config.routing.breaker;
+    let mut routing = worker.routing.borrow_mut();
+    if routing.health.breakers[pid].on_failure(FailureClass::Timeout, settings, Instant::now()) {
+        let p = &worker.config.providers[pid];
+        tracing::warn!(provider = %p.id, chain = %p.chain, worker = worker.index, "circuit breaker opened: outrun by hedges");
+    }
+}
+
 /// May `pid` be tried now? (Its breaker may reject it; a half-open breaker admits one probe.)
 fn admit(worker: &Worker, pid: usize) -> bool {
     worker.routing.borrow_mut().health.breakers[pid].admit(Instant::now()) != Admission::Rejected
@@ -556,7 +566,17 @@ async fn forward(
             break;
         }
         tried += 1;
-        let timeout = settings.request_timeout.min(remaining);
+        // Reads leave time for the providers after this one: a hanging provider costs a share of the deadline, not
+        // all of it. A write gets all that is left (it is sent to one provider only once it may have arrived).
+        let after = (max_attempts - tried).min(plan.candidates.len() - next) as u32;
+        let share = if plan.write {
+            remaining
+        } else {
+            remaining / (after + 1)
+        };
+        let timeout = settings
+            .request_timeout
+            .min(share.max(Duration::from_millis(1)));
         let first = Box::pin(attempt(worker, pid, plan, upstream_body, expected, timeout));
         // Hedge: if the first attempt is slower than the provider's tail latency, race a second provider.
         let hedge_to = if hedging && tried < max_attempts {
@@ -605,6 +625,10 @@ async fn forward(
                                 if matches!(r, AttemptResult::Usable { .. }) =>
                             {
                                 drop(other);
+                                // The first provider was outrun well past its tail latency: a strike against it,
+                                // so a provider that stopped answering is excluded after a few requests, not after
+                                // its timeouts come due.
+                                outrun(worker, pid);
                                 vec![(second_pid, r)]
                             }
                             Either::Left((r, other)) => vec![(pid, r), (second_pid, other.await)],

@@ -194,11 +194,22 @@ EOF
 }
 
 # The mock provider: a fixed result, the request's id echoed back, Content-Length (not chunked) like a real node.
+# Like every real node (geth, erigon, reth, nethermind) it also answers JSON-RPC batches, one reply per call.
 cat >"$TMP/mock_rpc.js" <<'EOF'
 function rpc(r) {
-  var m = /"id"\s*:\s*(-?[0-9]+|"[^"]*")/.exec(r.requestText || "");
+  var text = r.requestText || "";
   r.headersOut["Content-Type"] = "application/json";
-  r.return(200, '{"jsonrpc":"2.0","id":' + (m ? m[1] : "null") + ',"result":"0x1234"}');
+  var re = /"id"\s*:\s*(-?[0-9]+|"[^"]*")/g;
+  if (/^\s*\[/.test(text)) {
+    var out = [], m;
+    while ((m = re.exec(text)) !== null) {
+      out.push('{"jsonrpc":"2.0","id":' + m[1] + ',"result":"0x1234"}');
+    }
+    r.return(200, "[" + out.join(",") + "]");
+    return;
+  }
+  var one = re.exec(text);
+  r.return(200, '{"jsonrpc":"2.0","id":' + (one ? one[1] : "null") + ',"result":"0x1234"}');
 }
 export default { rpc };
 EOF
