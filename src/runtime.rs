@@ -147,9 +147,11 @@ pub enum SupervisorCommand {
 
 /// Process-wide facts every generation shares.
 struct Process {
+    /// The listening sockets, bound once. Each generation's workers accept on duplicates of them, so a reload never
+    /// closes a socket (closing one would reset the connections waiting in its accept queue).
+    listeners: Vec<std::net::TcpListener>,
     workers: usize,
     uring: bool,
-    address: SocketAddr,
     path: PathBuf,
     started: Instant,
     started_epoch_ms: u64,
@@ -194,9 +196,16 @@ impl Generation {
 fn start_generation(
     process: &Process,
     config: Arc<Config>,
-    listeners: Vec<std::net::TcpListener>,
     generation: u64,
 ) -> Result<Generation, String> {
+    let listeners = process
+        .listeners
+        .iter()
+        .map(|l| {
+            l.try_clone()
+                .map_err(|e| format!("cannot share the listening socket: {e}"))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
     let workers = process.workers;
     let uring = process.uring;
     let tls = crate::upstream::conn::tls_connector(config.upstream.extra_ca_file.as_deref())?;
@@ -271,21 +280,6 @@ fn start_generation(
     })
 }
 
-/// Binds another set of SO_REUSEPORT listeners on the port already in use (for a new generation).
-fn rebind(address: SocketAddr, workers: usize) -> Result<Vec<std::net::TcpListener>, String> {
-    (0..workers)
-        .map(|_| {
-            let socket = listener_socket(address, true)
-                .map_err(|e| format!("cannot bind {address}: {e}"))?;
-            socket
-                .listen(4096)
-                .map_err(|e| format!("cannot listen on {address}: {e}"))?;
-            socket.set_nonblocking(true).map_err(|e| e.to_string())?;
-            Ok(socket.into())
-        })
-        .collect()
-}
-
 /// Validates a change, persists it (atomically, with a backup), and returns the new configuration. Nothing changes
 /// on error.
 fn prepare(process: &Process, change: ConfigChange) -> Result<Config, String> {
@@ -351,10 +345,10 @@ pub fn run(opts: RunOptions) -> Result<(), String> {
     } else {
         tracing::warn!("io driver: legacy epoll (io_uring unavailable or disabled)");
     }
-    let process = Process {
+    let mut process = Process {
+        listeners,
         workers,
         uring,
-        address: actual,
         path: path.clone(),
         started: Instant::now(),
         started_epoch_ms: std::time::SystemTime::now()
@@ -372,7 +366,7 @@ pub fn run(opts: RunOptions) -> Result<(), String> {
         supervisor: commands_tx,
     };
     let config = Arc::new(config);
-    let mut current = start_generation(&process, config.clone(), listeners, 1)?;
+    let mut current = start_generation(&process, config.clone(), 1)?;
     crate::cluster::start(&current.shared, actual.port());
     tracing::info!(
         address = %actual,
@@ -409,9 +403,8 @@ pub fn run(opts: RunOptions) -> Result<(), String> {
             SupervisorCommand::Change(change, reply) => (change, Some(reply)),
         };
         let outcome = prepare(&process, change).and_then(|config| {
-            let listeners = rebind(process.address, workers)?;
             let config = Arc::new(config);
-            let next = start_generation(&process, config.clone(), listeners, generation + 1)?;
+            let next = start_generation(&process, config.clone(), generation + 1)?;
             Ok((next, config))
         });
         let answer = match outcome {
@@ -441,6 +434,8 @@ pub fn run(opts: RunOptions) -> Result<(), String> {
             let _ = reply.send(answer);
         }
     }
+    // Stop taking connections at once: the workers close their copies of the sockets as they start draining.
+    process.listeners.clear();
     current.tell(|| Control::Shutdown);
     for g in &retired {
         g.tell(|| Control::Shutdown);

@@ -14,7 +14,8 @@ use crate::http::request::{BodyFraming, HeadError, Method, RequestHead, parse_he
 use crate::http::response::{Response, write_head};
 use crate::worker::Worker;
 
-const READ_CHUNK: usize = 16 * 1024;
+/// Initial read buffer of a connection; it grows for large requests and shrinks back when idle.
+const READ_CHUNK: usize = 4 * 1024;
 /// Bodies up to this size are sent in the same write as the head.
 const COALESCE_LIMIT: usize = 64 * 1024;
 
@@ -76,6 +77,10 @@ pub async fn serve_connection(worker: Rc<Worker>, mut stream: TcpStream, keep_al
         };
         let resp = crate::handler::handle(&worker, &head, body_bytes).await;
         buf.drain(..consumed);
+        if buf.is_empty() && buf.capacity() > 4 * READ_CHUNK {
+            // A large request grew the buffer: do not keep it while the connection idles.
+            buf = Vec::with_capacity(READ_CHUNK);
+        }
         let keep_alive = head.keep_alive && keep_alive_allowed && !worker.winding_down();
         if send(&mut stream, resp, keep_alive, head.method == Method::Head)
             .await

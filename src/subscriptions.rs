@@ -111,7 +111,7 @@ struct Feed {
     key: FeedKey,
     /// `eth_subscribe` params for providers.
     params: Vec<u8>,
-    clients: RefCell<Vec<(String, Rc<ClientConn>)>>,
+    clients: RefCell<indexmap::IndexMap<String, Rc<ClientConn>>>,
     inbox: mpsc::UnboundedSender<UpstreamEvent>,
     empty_since: Cell<Option<Instant>>,
 }
@@ -129,6 +129,8 @@ pub struct SubscriptionCounters {
 pub struct Hub {
     feeds: RefCell<HashMap<FeedKey, Rc<Feed>>>,
     by_id: RefCell<HashMap<String, (Rc<Feed>, u64)>>,
+    /// Subscription ids per client connection.
+    by_conn: RefCell<HashMap<u64, Vec<String>>>,
     upstreams: RefCell<HashMap<usize, Rc<UpstreamWs>>>,
     /// Per provider: when a connect may be tried again, and the current back-off.
     backoff: RefCell<HashMap<usize, (Instant, Duration)>>,
@@ -207,7 +209,7 @@ impl Hub {
                 let feed = Rc::new(Feed {
                     key: key.clone(),
                     params: params.to_vec(),
-                    clients: RefCell::new(Vec::new()),
+                    clients: RefCell::new(indexmap::IndexMap::new()),
                     inbox: tx,
                     empty_since: Cell::new(None),
                 });
@@ -229,7 +231,12 @@ impl Hub {
                 }
             }
         };
-        feed.clients.borrow_mut().push((id.clone(), client.clone()));
+        feed.clients.borrow_mut().insert(id.clone(), client.clone());
+        hub.by_conn
+            .borrow_mut()
+            .entry(client.id)
+            .or_default()
+            .push(id.clone());
         feed.empty_since.set(None);
         hub.by_id.borrow_mut().insert(id.clone(), (feed, client.id));
         Ok(id)
@@ -241,8 +248,11 @@ impl Hub {
         match entry {
             Some((feed, owner)) if owner == conn => {
                 self.by_id.borrow_mut().remove(id);
+                if let Some(ids) = self.by_conn.borrow_mut().get_mut(&conn) {
+                    ids.retain(|sid| sid != id);
+                }
                 let mut clients = feed.clients.borrow_mut();
-                clients.retain(|(sid, _)| sid != id);
+                clients.swap_remove(id);
                 if clients.is_empty() {
                     feed.empty_since.set(Some(Instant::now()));
                 }
@@ -254,24 +264,14 @@ impl Hub {
 
     /// Forgets every subscription of a closed connection.
     pub fn drop_connection(&self, conn: u64) {
-        let ids: Vec<String> = self
-            .by_id
-            .borrow()
-            .iter()
-            .filter(|(_, (_, owner))| *owner == conn)
-            .map(|(id, _)| id.clone())
-            .collect();
+        let ids = self.by_conn.borrow_mut().remove(&conn).unwrap_or_default();
         for id in ids {
             self.unsubscribe(conn, &id);
         }
     }
 
     pub fn subscription_count(&self, conn: u64) -> usize {
-        self.by_id
-            .borrow()
-            .values()
-            .filter(|(_, owner)| *owner == conn)
-            .count()
+        self.by_conn.borrow().get(&conn).map_or(0, Vec::len)
     }
 
     /// A live connection to `pid`'s WebSocket, connecting (with jittered exponential back-off after failures).
@@ -366,6 +366,8 @@ struct Delivery {
     /// Logs: the highest block whose logs are known delivered (backfill starts here after a failover).
     covered: Option<u64>,
     last_event: Instant,
+    /// The last event processed had waited in this worker's queue (the worker is behind, not the provider).
+    backlogged: bool,
 }
 
 const SEEN_WINDOW: usize = 4096;
@@ -461,8 +463,15 @@ async fn establish(
             )),
         }
     }
-    if errors.is_empty() {
+    if errors.is_empty()
+        && chain_of(worker, target)
+            .providers
+            .iter()
+            .all(|&p| worker.config.providers[p].ws_url.is_none())
+    {
         Err("no provider of this chain has a ws_url".into())
+    } else if errors.is_empty() {
+        Err("every provider with a ws_url is excluded for now".into())
     } else {
         Err(errors.join("; "))
     }
@@ -529,9 +538,9 @@ fn deliver(worker: &Worker, feed: &Feed, result: &[u8]) {
     }
     worker.hub.counters.borrow_mut().delivered += clients.len() as u64;
     if !gone.is_empty() {
-        clients.retain(|(id, _)| !gone.contains(id));
         let mut by_id = worker.hub.by_id.borrow_mut();
         for id in gone {
+            clients.swap_remove(&id);
             by_id.remove(&id);
         }
         if clients.is_empty() {
@@ -682,6 +691,7 @@ async fn run_feed(
         seen_set: HashSet::new(),
         covered: None,
         last_event: Instant::now(),
+        backlogged: false,
     };
     if feed.key.kind == Kind::Logs {
         d.covered = http_call_any(&worker, target, current.pid, "eth_blockNumber", "[]")
@@ -693,14 +703,20 @@ async fn run_feed(
     let stall = stall_timeout(&worker, target);
     let tick = (stall / 4).clamp(Duration::from_millis(50), Duration::from_secs(1));
     let grace = worker.config.websocket.unsubscribe_grace;
+    let backlog_limit =
+        Duration::from_millis((chain_of(&worker, target).block_time_ms / 2).clamp(50, 1000));
+    let mut next_check = Instant::now() + tick;
     loop {
-        let next = select(inbox.next(), Box::pin(monoio::time::sleep(tick))).await;
+        let wait = next_check.saturating_duration_since(Instant::now());
+        let next = select(inbox.next(), Box::pin(monoio::time::sleep(wait))).await;
         let mut failover_reason: Option<String> = None;
         match next {
-            Either::Left((Some(UpstreamEvent::Notification { pid, result }), _))
+            Either::Left((Some(UpstreamEvent::Notification { pid, result, at }), _))
                 if pid == current.pid =>
             {
                 d.last_event = Instant::now();
+                // Events that waited in our own queue say this worker is behind, not the provider.
+                d.backlogged = at.elapsed() > backlog_limit;
                 match feed.key.kind {
                     Kind::NewHeads => on_head(&worker, target, &feed, &mut d, pid, result).await,
                     Kind::Logs => on_log(&worker, &feed, &mut d, result),
@@ -712,7 +728,7 @@ async fn run_feed(
             }
             Either::Left((Some(_), _)) => {}
             Either::Left((None, _)) => break,
-            Either::Right(_) => {}
+            Either::Right(_) => d.backlogged = false,
         }
         if worker.draining.get() {
             current.ws.forget(&current.sub_id);
@@ -723,25 +739,27 @@ async fn run_feed(
                 break;
             }
         }
-        if failover_reason.is_none() && feed.key.kind == Kind::NewHeads {
+        let due = Instant::now() >= next_check;
+        if due {
+            next_check = Instant::now() + tick;
+        }
+        if due && failover_reason.is_none() && feed.key.kind == Kind::NewHeads && !d.backlogged {
+            let chain = chain_of(&worker, target);
+            let consensus = worker
+                .routing
+                .borrow()
+                .table
+                .chain_heads
+                .get(chain.gid)
+                .copied()
+                .flatten();
             if d.last_event.elapsed() > stall {
                 failover_reason = Some(format!(
                     "no new head for {} ms",
                     d.last_event.elapsed().as_millis()
                 ));
-            } else if let (Some(last), Some(consensus)) = (
-                d.last_head,
-                worker
-                    .routing
-                    .borrow()
-                    .table
-                    .chain_heads
-                    .get(chain_of(&worker, target).gid)
-                    .copied()
-                    .flatten(),
-            ) {
-                let max_lag = chain_of(&worker, target).max_lag_blocks;
-                if consensus > last + max_lag {
+            } else if let (Some(last), Some(consensus)) = (d.last_head, consensus) {
+                if consensus > last + chain.max_lag_blocks {
                     failover_reason = Some(format!(
                         "{} blocks behind the consensus head",
                         consensus - last

@@ -20,6 +20,7 @@
 #
 # Environment (defaults): WINDOW_S=10 BLOCK_TIME_MS=100 LASSO_CPU=0 CLIENT_CPU=1 DRIVERS="io_uring legacy"
 #   (legacy = LASSO_DRIVER=legacy, Lasso's epoll fallback) SKIP_BUILD=0 WANT_NOFILE=65536
+#   WAIT_QUIET_S=0 (> 0: before each run wait up to that long for the machine to be idle — for shared machines)
 #   OUT=loadtest/results/ws_fanout-<timestamp>.txt (the report is printed and also written there; the logs of every
 #   process go to ${OUT%.txt}-logs/)
 set -euo pipefail
@@ -34,6 +35,7 @@ LASSO_CPU=${LASSO_CPU:-0}
 CLIENT_CPU=${CLIENT_CPU:-1}
 DRIVERS=${DRIVERS:-io_uring legacy}
 WANT_NOFILE=${WANT_NOFILE:-65536}
+WAIT_QUIET_S=${WAIT_QUIET_S:-0}
 STAMP=$(date -u +%Y%m%dT%H%M%SZ)
 OUT=${OUT:-$ROOT/loadtest/results/ws_fanout-$STAMP.txt}
 LOGS=${OUT%.txt}-logs
@@ -123,6 +125,26 @@ wait_address() {
   die "no 'address=' line in $file within $limit s"
 }
 
+# Shared machines: with WAIT_QUIET_S > 0, waits (up to that many seconds) until all CPUs together have been < 10%
+# busy for 5 consecutive seconds before each run, so that other people's jobs do not skew the figures.
+wait_quiet() {
+  local limit=$1 start ok=0 b1 t1 b2 t2
+  [ "$limit" -gt 0 ] || return 0
+  start=$SECONDS
+  while [ $((SECONDS - start)) -lt "$limit" ]; do
+    read -r b1 t1 < <(awk '/^cpu / {b = $2 + $3 + $4 + $7 + $8 + $9; print b, b + $5 + $6}' /proc/stat)
+    sleep 1
+    read -r b2 t2 < <(awk '/^cpu / {b = $2 + $3 + $4 + $7 + $8 + $9; print b, b + $5 + $6}' /proc/stat)
+    if [ $(((b2 - b1) * 100 / (t2 - t1 + 1))) -lt 10 ]; then ok=$((ok + 1)); else ok=0; fi
+    if [ "$ok" -ge 5 ]; then
+      log "machine quiet after $((SECONDS - start)) s"
+      return 0
+    fi
+  done
+  log "machine not quiet within $limit s; measuring anyway"
+  NOTES+=("the machine was busy with other work when a run started (see CPU busy)")
+}
+
 rss_kb() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
 # key=value from the RESULT line of file $1.
 field() { sed -n 's/^RESULT //p' "$1" | tr ' ' '\n' | sed -n "s/^$2=//p" | head -n1; }
@@ -172,6 +194,7 @@ chains:
         url: http://$MOCK_ADDR
         ws_url: ws://$MOCK_ADDR
 EOF
+    wait_quiet "$WAIT_QUIET_S"
     llog=$WORK/lasso-$driver-$n.log
     if [ "$driver" = legacy ]; then drv_env=(LASSO_DRIVER=legacy); else drv_env=(LASSO_DRIVER=); fi
     env "${drv_env[@]}" NO_COLOR=1 RUST_LOG=warn,lasso::runtime=info taskset -c "$LASSO_CPU" \
@@ -179,7 +202,7 @@ EOF
     LPID=$!
     PIDS+=("$LPID")
     LADDR=$(wait_address "$llog" 20 "$LPID")
-    io=$(grep -m1 -o 'io driver: [a-z_ ]*' "$llog" | sed 's/io driver: //' || echo "?")
+    io=$(grep -m1 -o 'io driver: [a-z_ ]*' "$llog" | sed 's/io driver: //; s/ *$//' || echo "?")
     URL="ws://$LADDR/ws/rpc/mocknet"
     log "[$driver] N=$n: lasso pid $LPID on $LADDR (io driver: $io), CPU $LASSO_CPU"
     sleep 2
@@ -207,7 +230,7 @@ EOF
     rss_sub=$(f watched_rss_kb)
     mb() { if [[ $1 =~ ^[0-9]+$ ]]; then echo $(($1 / 1024)); else echo NA; fi; }
     cells=(
-      "$io" "$n" "$(f subscribed)/$n" "$(f setup_s) s" "$(f rate)" "$(f expected_rate)" "$(f heads)"
+      "$io" "$n" "$(f subscribed)/$n" "$(f closed_by_server)" "$(f setup_s) s" "$(f rate)" "$(f expected_rate)" "$(f heads)"
       "$(f clients_with_loss) / $(f missing)" "$(f clients_out_of_order)"
       "$(f delay_p50_ms) / $(f delay_p99_ms) / $(f delay_max_ms)" "$(f spread_p50_ms) / $(f spread_max_ms)"
       "$(f lag_end_p50) / $(f lag_end_max)" "$(f watched_cpu_pct)%" "$(f window_cpu_busy)"
@@ -222,11 +245,17 @@ EOF
     if [[ $busy =~ ^[0-9]+$ ]] && [[ $own =~ ^[0-9]+$ ]] && [ $((busy - own)) -gt 25 ]; then
       NOTES+=("N=$n ($io): CPU $LASSO_CPU was ${busy}% busy during the window but Lasso used ${own}%: other processes (and loopback softirq) took ~$((busy - own))% of that core; figures are not clean")
     fi
+    closed=$(f closed_by_server)
+    if [[ $closed =~ ^[0-9]+$ ]] && [ "$closed" -gt 0 ]; then
+      NOTES+=("N=$n ($io): the server closed $closed subscribed connections during the run, mostly: $(f close_reason | tr '_' ' ')")
+    fi
     if grep -q '^error x' "$ilog" "$flog"; then
       NOTES+=("N=$n ($io): client errors: $(grep -h '^error x' "$ilog" "$flog" | head -3 | tr '\n' ';')")
     fi
-    warns=$(grep -cE ' (WARN|ERROR) ' "$llog" || true)
-    [ "$warns" -gt 0 ] && NOTES+=("N=$n ($io): lasso logged $warns WARN/ERROR lines, first: $(grep -m1 -E ' (WARN|ERROR) ' "$llog")")
+    warns=$(grep -E ' (WARN|ERROR) ' "$llog" | grep -vc 'io driver' || true)
+    if [ "$warns" -gt 0 ]; then
+      NOTES+=("N=$n ($io): lasso logged $warns WARN/ERROR lines, first: $(grep -E ' (WARN|ERROR) ' "$llog" | grep -v 'io driver' | head -n1)")
+    fi
     stop_pid "$LPID"
   done
 done
@@ -240,8 +269,8 @@ mkdir -p "$(dirname "$OUT")"
   echo "lasso: $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$ROOT" diff --quiet 2>/dev/null || echo ' +uncommitted changes'), --workers 1 pinned to CPU $LASSO_CPU; client (1 thread) + mock provider pinned to CPU $CLIENT_CPU; loopback"
   echo "upstream: lasso-mockprovider, one newHeads every $BLOCK_TIME_MS ms; window $WINDOW_S s (+1 s warm-up, +2 s grace); RLIMIT_NOFILE $NOFILE"
   echo
-  echo "| io driver | N | subscribed | setup | msgs/s delivered | expected | heads | clients w/ loss / heads missed | clients out of order | delay p50 / p99 / max ms | spread p50 / max ms | lag at end p50 / max (heads) | lasso CPU | CPU busy, all procs | RSS0 MB | RSS N idle MB | B / idle client | RSS N subscribed MB |"
-  echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+  echo "| io driver | N | subscribed | closed by server | setup | msgs/s delivered | expected | heads | clients w/ loss / heads missed | clients out of order | delay p50 / p99 / max ms | spread p50 / max ms | lag at end p50 / max (heads) | lasso CPU | CPU busy, all procs | RSS0 MB | RSS N idle MB | B / idle client | RSS N subscribed MB |"
+  echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
   for r in "${ROWS[@]}"; do echo "$r"; done
   echo
   echo "expected = subscribed clients x heads in the window / window. delay = receive time at the client minus receive"

@@ -66,6 +66,7 @@ pub async fn upgrade(
         return;
     }
     buf.drain(..head.head_len);
+    buf.shrink_to_fit();
     serve(worker, stream, buf, target).await;
 }
 
@@ -84,7 +85,7 @@ fn close_frame(code: u16, reason: &str) -> Vec<u8> {
 async fn read_chunk<R: monoio::io::AsyncReadRent>(
     mut rd: R,
 ) -> (R, std::io::Result<usize>, Vec<u8>) {
-    let (res, data) = read_more(&mut rd, Vec::with_capacity(16 * 1024), 16 * 1024).await;
+    let (res, data) = read_more(&mut rd, Vec::with_capacity(4096), 4096).await;
     (rd, res, data)
 }
 
@@ -92,11 +93,13 @@ async fn writer<W: AsyncWriteRent>(
     mut wr: W,
     mut rx: mpsc::UnboundedReceiver<Vec<u8>>,
     queued: Rc<Cell<usize>>,
+    progress: Rc<Cell<Instant>>,
 ) {
     while let Some(framed) = rx.next().await {
         let len = framed.len();
         let (res, _) = wr.write_all(framed).await;
         queued.set(queued.get().saturating_sub(len));
+        progress.set(Instant::now());
         if res.is_err() {
             break;
         }
@@ -118,7 +121,8 @@ async fn serve(worker: Rc<Worker>, stream: TcpStream, mut buf: Vec<u8>, target: 
         queued.clone(),
         settings.max_queued_bytes,
     ));
-    let writer = monoio::spawn(writer(wr, rx, queued));
+    let progress = Rc::new(Cell::new(Instant::now()));
+    let writer = monoio::spawn(writer(wr, rx, queued.clone(), progress.clone()));
     worker.ws_clients.set(worker.ws_clients.get() + 1);
     let in_flight = Rc::new(Cell::new(0usize));
     let mut assembler = Assembler::new(settings.max_message_bytes);
@@ -203,8 +207,14 @@ async fn serve(worker: Rc<Worker>, stream: TcpStream, mut buf: Vec<u8>, target: 
         }
         let now = Instant::now();
         if pong_due.is_some_and(|due| now >= due) {
-            close_with(close::POLICY_VIOLATION, "no pong within the deadline");
-            break;
+            // A client still taking our queued data (the ping may be behind it) is slow, not gone.
+            let draining_queue =
+                queued.get() > 0 && progress.get().elapsed() < settings.pong_timeout;
+            if !draining_queue {
+                close_with(close::POLICY_VIOLATION, "no pong within the deadline");
+                break;
+            }
+            pong_due = Some(now + settings.pong_timeout);
         }
         if now >= next_ping {
             let mut out = Vec::new();

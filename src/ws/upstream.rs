@@ -21,8 +21,12 @@ use crate::upstream::conn::{Conn, Stream};
 /// What an upstream connection tells the feed that owns a subscription.
 #[derive(Debug)]
 pub enum UpstreamEvent {
-    /// An `eth_subscription` notification's raw `result`.
-    Notification { pid: usize, result: Vec<u8> },
+    /// An `eth_subscription` notification's raw `result`, and when it arrived.
+    Notification {
+        pid: usize,
+        result: Vec<u8>,
+        at: Instant,
+    },
     /// The connection to this provider ended.
     Lost { pid: usize, reason: String },
 }
@@ -246,6 +250,7 @@ impl UpstreamWs {
                 let _ = inbox.unbounded_send(UpstreamEvent::Notification {
                     pid: self.pid,
                     result: result.as_raw_str().as_bytes().to_vec(),
+                    at: Instant::now(),
                 });
             }
             return;

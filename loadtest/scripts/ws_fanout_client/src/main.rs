@@ -695,6 +695,13 @@ async fn run(args: Args) -> i32 {
         return if failed == 0 && closed == 0 { 0 } else { 1 };
     }
 
+    // Connections the server closed before the end (reason of the most frequent, spaces replaced for the RESULT line).
+    let closed_by_server: usize = closes.values().sum();
+    let close_reason = closes
+        .iter()
+        .max_by_key(|(_, n)| **n)
+        .map_or("-".to_string(), |(c, _)| c.trim().replace(' ', "_"));
+
     // ---- fan-out analysis ---------------------------------------------------------------------------------------------
     let us = |t: Instant| t.duration_since(shared.epoch).as_micros() as u32;
     let (t0us, t1us) = (us(t0), us(t1));
@@ -746,6 +753,8 @@ async fn run(args: Args) -> i32 {
         .max()
         .unwrap_or(0);
     let mut lags: Vec<u32> = Vec::with_capacity(ok.len());
+    // Subscribed clients that had received no head at all by the window's end.
+    let mut silent = 0usize;
     let mut delivered_in_window: u64 = 0;
     let mut clients_with_loss = 0usize;
     let mut missing_total: u64 = 0;
@@ -762,9 +771,13 @@ async fn run(args: Args) -> i32 {
             .iter()
             .filter(|(_, t)| *t <= t1us)
             .map(|(b, _)| *b)
-            .max()
-            .unwrap_or(0);
-        lags.push(ref_head_at_t1.saturating_sub(newest).min(u32::MAX as u64) as u32);
+            .max();
+        match newest {
+            Some(newest) => {
+                lags.push(ref_head_at_t1.saturating_sub(newest).min(u32::MAX as u64) as u32)
+            }
+            None => silent += 1,
+        }
         let mut violations = 0;
         for w in o.events.windows(2) {
             if w[1].0 != w[0].0 + 1 {
@@ -833,7 +846,8 @@ async fn run(args: Args) -> i32 {
     println!(
         "loss: {clients_with_loss} clients missed {missing_total} heads; order: {clients_out_of_order} clients with \
          {order_violations} non-consecutive steps; {early} notifications before the subscribe answer; \
-         at the window's end clients were behind the upstream head by p50 {lag_p50} / max {lag_max} heads"
+         at the window's end clients were behind the upstream head by p50 {lag_p50} / max {lag_max} heads \
+         ({silent} clients had no head at all)"
     );
     println!(
         "delay vs {reference_kind}: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms ({negative_delays} negative clamped to 0); \
@@ -850,7 +864,8 @@ async fn run(args: Args) -> i32 {
          clients_with_loss={clients_with_loss} missing={missing_total} clients_out_of_order={clients_out_of_order} \
          delay_ref={reference_kind} delay_p50_ms={:.2} delay_p99_ms={:.2} delay_max_ms={:.2} spread_p50_ms={:.2} \
          spread_max_ms={:.2} watched_cpu_pct={} client_cpu_pct={} watched_rss_kb={} setup_cpu_busy={setup_busy} \
-         window_cpu_busy={window_busy} lag_end_p50={lag_p50} lag_end_max={lag_max}",
+         window_cpu_busy={window_busy} lag_end_p50={lag_p50} lag_end_max={lag_max} silent={silent} \
+         closed_by_server={closed_by_server} close_reason={close_reason}",
         args.clients,
         ok.len(),
         heads.len(),
@@ -863,7 +878,11 @@ async fn run(args: Args) -> i32 {
         pct(own0),
         watched_rss_kb.map_or("NA".into(), |v| v.to_string())
     );
-    let clean =
-        failed == 0 && clients_with_loss == 0 && clients_out_of_order == 0 && !heads.is_empty();
+    let clean = failed == 0
+        && clients_with_loss == 0
+        && clients_out_of_order == 0
+        && silent == 0
+        && closed_by_server == 0
+        && !heads.is_empty();
     if clean { 0 } else { 1 }
 }
