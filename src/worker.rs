@@ -290,23 +290,36 @@ pub async fn run(
         });
     }
     let settings = &worker.config.server;
-    loop {
-        let drained = worker.drain_started.notified();
-        let retired = worker.retire_started.notified();
-        if worker.winding_down() {
-            break;
-        }
-        monoio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _peer)) => accept(&worker, stream, settings.soft_max_connections, settings.hard_max_connections),
-                Err(e) => {
-                    tracing::warn!(worker = worker.index, error = %e, "accept failed");
-                    // Out of descriptors or similar: back off briefly rather than spin.
-                    monoio::time::sleep(Duration::from_millis(50)).await;
-                }
-            },
-            _ = drained => break,
-            _ = retired => break,
+    // Accepts are cancel-safe: on shutdown or retirement the pending accept is cancelled and awaited, so a
+    // connection the kernel handed over in that instant is still served, never leaked unanswered.
+    let (soft, hard) = (settings.soft_max_connections, settings.hard_max_connections);
+    while !worker.winding_down() {
+        let canceller = monoio::io::Canceller::new();
+        let mut pending = Box::pin(listener.cancelable_accept(canceller.handle()));
+        let stop = Box::pin(async {
+            futures_util::future::select(
+                Box::pin(worker.drain_started.notified()),
+                Box::pin(worker.retire_started.notified()),
+            )
+            .await;
+        });
+        let accepted = match futures_util::future::select(&mut pending, stop).await {
+            futures_util::future::Either::Left((accepted, _)) => accepted,
+            futures_util::future::Either::Right(_) => {
+                let _ = canceller.cancel();
+                pending.await
+            }
+        };
+        match accepted {
+            Ok((stream, _peer)) => accept(&worker, stream, soft, hard),
+            Err(e) if worker.winding_down() => {
+                tracing::debug!(worker = worker.index, error = %e, "accept ended");
+            }
+            Err(e) => {
+                tracing::warn!(worker = worker.index, error = %e, "accept failed");
+                // Out of descriptors or similar: back off briefly rather than spin.
+                monoio::time::sleep(Duration::from_millis(50)).await;
+            }
         }
     }
     drop(listener);
