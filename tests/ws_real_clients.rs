@@ -15,16 +15,14 @@
 //! see another chain's state, e.g. a nonce of 0). After the clients finish, the test checks on the nodes directly
 //! that the three transactions sent over WebSocket landed on p1 and none on p2.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+mod support;
+
+use std::process::Command;
 use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
+use support::ganache::*;
 
-const CHAIN_ID: u64 = 1337;
 /// ganache --wallet.deterministic account 0: it deploys the contract and sends two calls (3 transactions).
 const ACCOUNT0: &str = "0x90F8bf6A479f320ead074411a4B0e7944Ea8c9C1";
 const TXS_SENT: u64 = 3;
@@ -34,147 +32,6 @@ const GANACHE_READY: Duration = Duration::from_secs(20);
 const LASSO_READY: Duration = Duration::from_secs(10);
 const CLIENT_RUN: Duration = Duration::from_secs(35);
 
-fn repo_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// A port that was free a moment ago (bind 127.0.0.1:0, read it, close).
-fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    l.local_addr().unwrap().port()
-}
-
-/// Output of a child, drained on a thread so the child never blocks on a full pipe.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<String>>);
-
-impl Captured {
-    fn text(&self) -> String {
-        self.0.lock().unwrap().clone()
-    }
-    fn tail(&self, max_lines: usize) -> String {
-        let t = self.text();
-        let lines: Vec<&str> = t.lines().collect();
-        lines[lines.len().saturating_sub(max_lines)..].join("\n")
-    }
-}
-
-/// Drains `r` line by line into `cap`; each line is also sent on `tx` (if any) while someone listens.
-fn drain<R: Read + Send + 'static>(r: R, cap: Captured, tx: Option<mpsc::Sender<String>>) {
-    thread::spawn(move || {
-        let mut r = BufReader::new(r);
-        let mut buf = Vec::new();
-        loop {
-            buf.clear();
-            match r.read_until(b'\n', &mut buf) {
-                Ok(0) | Err(_) => break,
-                Ok(_) => {
-                    let line = String::from_utf8_lossy(&buf).into_owned();
-                    cap.0.lock().unwrap().push_str(&line);
-                    if let Some(tx) = &tx {
-                        let _ = tx.send(line);
-                    }
-                }
-            }
-        }
-    });
-}
-
-/// A spawned process that is killed (SIGKILL) and reaped on drop.
-struct Proc {
-    name: String,
-    child: Child,
-    stdout: Captured,
-    stderr: Captured,
-}
-
-impl Proc {
-    fn spawn(name: &str, cmd: &mut Command, stdout_tx: Option<mpsc::Sender<String>>) -> Proc {
-        cmd.stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let mut child = cmd
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawn {name} ({cmd:?}): {e}"));
-        let stdout = Captured::default();
-        let stderr = Captured::default();
-        drain(child.stdout.take().unwrap(), stdout.clone(), stdout_tx);
-        drain(child.stderr.take().unwrap(), stderr.clone(), None);
-        Proc {
-            name: name.to_string(),
-            child,
-            stdout,
-            stderr,
-        }
-    }
-
-    fn exited(&mut self) -> Option<ExitStatus> {
-        self.child.try_wait().ok().flatten()
-    }
-
-    /// Waits for exit up to `limit`; None if still running.
-    fn wait_for(&mut self, limit: Duration) -> Option<ExitStatus> {
-        let deadline = Instant::now() + limit;
-        loop {
-            if let Some(st) = self.exited() {
-                // Let the drain threads catch the last lines.
-                thread::sleep(Duration::from_millis(100));
-                return Some(st);
-            }
-            if Instant::now() >= deadline {
-                return None;
-            }
-            thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn diagnostics(&self) -> String {
-        format!(
-            "--- {} stdout (tail) ---\n{}\n--- {} stderr (tail) ---\n{}\n",
-            self.name,
-            self.stdout.tail(60),
-            self.name,
-            self.stderr.tail(60)
-        )
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// One JSON-RPC POST over a fresh std TcpStream (HTTP/1.1, Connection: close). Returns the body of a 200 answer.
-fn rpc_post(
-    addr: SocketAddr,
-    path: &str,
-    body: &str,
-    timeout: Duration,
-) -> std::io::Result<String> {
-    let mut s = TcpStream::connect_timeout(&addr, timeout)?;
-    s.set_read_timeout(Some(timeout))?;
-    s.set_write_timeout(Some(timeout))?;
-    write!(
-        s,
-        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\
-         Connection: close\r\n\r\n{body}",
-        body.len()
-    )?;
-    let mut resp = Vec::new();
-    s.read_to_end(&mut resp)?;
-    let resp = String::from_utf8_lossy(&resp).into_owned();
-    let (head, body) = resp
-        .split_once("\r\n\r\n")
-        .ok_or_else(|| std::io::Error::other(format!("no header end in {resp:?}")))?;
-    if !head.starts_with("HTTP/1.1 200") {
-        return Err(std::io::Error::other(format!("not 200: {head}")));
-    }
-    Ok(body.to_string())
-}
-
-/// `result` of a JSON-RPC call straight to a ganache node, as a u64 (hex quantity).
 fn node_quantity(port: u16, method: &str, params: &str) -> u64 {
     let req = format!(r#"{{"jsonrpc":"2.0","id":1,"method":"{method}","params":{params}}}"#);
     let body = rpc_post(
@@ -193,135 +50,10 @@ fn node_quantity(port: u16, method: &str, params: &str) -> u64 {
         .unwrap_or_else(|e| panic!("{method} on port {port}: bad quantity {hex}: {e}"))
 }
 
-fn start_ganache(name: &str, node: &Path, cli: &Path, port: u16) -> Proc {
-    let mut cmd = Command::new(node);
-    cmd.arg(cli)
-        .args(["--port", &port.to_string()])
-        .args(["--server.host", "127.0.0.1"])
-        .args(["--chain.chainId", &CHAIN_ID.to_string()])
-        .args(["--miner.blockTime", "1"])
-        .arg("--wallet.deterministic")
-        .arg("--logging.quiet");
-    Proc::spawn(name, &mut cmd, None)
-}
-
-/// Polls `eth_blockNumber` until ganache answers a JSON-RPC result, the process dies, or the deadline passes.
-fn wait_ganache(p: &mut Proc, port: u16, deadline: Instant) {
-    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
-    let req = r#"{"jsonrpc":"2.0","id":1,"method":"eth_blockNumber","params":[]}"#;
-    loop {
-        if let Some(st) = p.exited() {
-            panic!(
-                "{} exited early ({st}) before answering eth_blockNumber\n{}",
-                p.name,
-                p.diagnostics()
-            );
-        }
-        let last_err = match rpc_post(addr, "/", req, Duration::from_secs(2)) {
-            Ok(body) => {
-                let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_else(|e| {
-                    panic!(
-                        "{}: eth_blockNumber answer is not JSON ({e}): {body}",
-                        p.name
-                    )
-                });
-                if v.get("result")
-                    .and_then(|r| r.as_str())
-                    .is_some_and(|r| r.starts_with("0x"))
-                {
-                    return;
-                }
-                format!("unexpected answer {body}")
-            }
-            Err(e) => e.to_string(),
-        };
-        if Instant::now() >= deadline {
-            panic!(
-                "{} did not answer eth_blockNumber on port {port} in time (last: {last_err})\n{}",
-                p.name,
-                p.diagnostics()
-            );
-        }
-        thread::sleep(Duration::from_millis(200));
-    }
-}
-
-/// Strips ANSI escape sequences (tracing's text format may colour field names).
-fn strip_ansi(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    let mut chars = s.chars().peekable();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            if chars.peek() == Some(&'[') {
-                chars.next();
-                // CSI: parameters/intermediates until a final byte in 0x40..=0x7e.
-                for c in chars.by_ref() {
-                    if ('\u{40}'..='\u{7e}').contains(&c) {
-                        break;
-                    }
-                }
-            }
-            continue;
-        }
-        out.push(c);
-    }
-    out
-}
-
-/// `address=IP:PORT` from a `listening` log line (the contract: tests parse `address=(\S+)`).
-fn listening_address(line: &str) -> Option<String> {
-    let line = strip_ansi(line);
-    if !line.contains("listening") {
-        return None;
-    }
-    let rest = &line[line.find("address=")? + "address=".len()..];
-    let addr: String = rest.chars().take_while(|c| !c.is_whitespace()).collect();
-    let addr = addr.trim_matches(|c| c == '"' || c == ',').to_string();
-    (!addr.is_empty()).then_some(addr)
-}
-
-#[test]
-fn ws_listening_address_parsing() {
-    assert_eq!(
-        listening_address(
-            "2025-01-01T00:00:00Z  INFO lasso::runtime: listening address=127.0.0.1:4000 workers=2"
-        )
-        .as_deref(),
-        Some("127.0.0.1:4000")
-    );
-    assert_eq!(
-        listening_address(
-            "INFO listening \u{1b}[3maddress\u{1b}[0m\u{1b}[2m=\u{1b}[0m127.0.0.1:55 workers=1"
-        )
-        .as_deref(),
-        Some("127.0.0.1:55")
-    );
-    assert_eq!(listening_address("INFO starting address=127.0.0.1:1"), None);
-}
-
-/// Output tails of every process, for failure messages.
 fn report(procs: &[&Proc]) -> String {
     procs.iter().map(|p| p.diagnostics()).collect()
 }
 
-fn find_node() -> PathBuf {
-    let out = Command::new("node")
-        .arg("--version")
-        .stdin(Stdio::null())
-        .output();
-    match out {
-        Ok(o) if o.status.success() => PathBuf::from("node"),
-        Ok(o) => panic!(
-            "`node --version` failed ({}): Node 20 is required for tests/ws_real_clients.rs",
-            o.status
-        ),
-        Err(e) => panic!(
-            "`node` not found ({e}): Node 20 is required for tests/ws_real_clients.rs (CI installs it)"
-        ),
-    }
-}
-
-/// Lasso's config: both ganache nodes with `ws_url` on their HTTP port.
 fn lasso_config(port1: u16, port2: u16) -> String {
     format!(
         "chains:\n  devnet:\n    chain_id: {CHAIN_ID}\n    block_time_ms: 1000\n    default_strategy: priority\n    \
@@ -354,8 +86,20 @@ fn viem_ethers_wscat_over_websocket_through_lasso_to_ganache() {
 
     // ---- two ganache nodes, mining every second, started together, then awaited --------------------------------------
     let (port1, port2) = (free_port(), free_port());
-    let mut g1 = start_ganache("ganache-p1", &node, &cli, port1);
-    let mut g2 = start_ganache("ganache-p2", &node, &cli, port2);
+    let mut g1 = start_ganache(
+        "ganache-p1",
+        &node,
+        &cli,
+        port1,
+        &["--miner.blockTime", "1"],
+    );
+    let mut g2 = start_ganache(
+        "ganache-p2",
+        &node,
+        &cli,
+        port2,
+        &["--miner.blockTime", "1"],
+    );
     let deadline = Instant::now() + GANACHE_READY.min(left());
     wait_ganache(&mut g1, port1, deadline);
     wait_ganache(&mut g2, port2, deadline);

@@ -5,6 +5,7 @@
 #![allow(dead_code, unused_imports)]
 
 pub mod fixtures;
+pub mod ganache;
 pub mod http;
 pub mod lasso;
 pub mod mock;
