@@ -12,7 +12,6 @@ use support::ganache::*;
 
 use std::process::Command;
 use std::sync::mpsc;
-use std::thread;
 use std::time::{Duration, Instant};
 
 /// Whole-test budget; each phase below has its own, smaller deadline.
@@ -95,34 +94,7 @@ fn ethers_and_viem_through_lasso_to_ganache() {
         .env_remove("LASSO_BIND");
     let mut lasso = Proc::spawn("lasso", &mut cmd, Some(tx));
 
-    let deadline = Instant::now() + LASSO_READY;
-    let addr = loop {
-        if let Some(st) = lasso.exited() {
-            panic!(
-                "lasso exited ({st}) before logging `listening`\n{}",
-                lasso.diagnostics()
-            );
-        }
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            panic!(
-                "lasso did not log a `listening ... address=` line within {LASSO_READY:?}\n{}",
-                lasso.diagnostics()
-            );
-        }
-        match rx.recv_timeout(left.min(Duration::from_millis(200))) {
-            Ok(line) => {
-                if let Some(a) = listening_address(&line) {
-                    break a;
-                }
-            }
-            Err(mpsc::RecvTimeoutError::Timeout) => {}
-            Err(mpsc::RecvTimeoutError::Disconnected) => {
-                thread::sleep(Duration::from_millis(100));
-            }
-        }
-    };
-    drop(rx); // the drain thread keeps capturing stdout; it just stops forwarding lines
+    let addr = wait_listening(&mut lasso, rx, LASSO_READY);
     let url = format!("http://{addr}/rpc/priority/devnet");
     eprintln!(
         "lasso listening on {addr} after {:?}; LASSO_URL={url}",

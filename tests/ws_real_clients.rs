@@ -19,7 +19,6 @@ mod support;
 
 use std::process::Command;
 use std::sync::mpsc;
-use std::thread;
 use std::time::{Duration, Instant};
 use support::ganache::*;
 
@@ -127,34 +126,7 @@ fn viem_ethers_wscat_over_websocket_through_lasso_to_ganache() {
     let mut lasso = Proc::spawn("lasso", &mut cmd, Some(tx));
 
     let lasso_limit = LASSO_READY.min(left());
-    let deadline = Instant::now() + lasso_limit;
-    let addr = loop {
-        if let Some(st) = lasso.exited() {
-            panic!(
-                "lasso exited ({st}) before logging `listening`\n{}",
-                lasso.diagnostics()
-            );
-        }
-        let wait = deadline.saturating_duration_since(Instant::now());
-        if wait.is_zero() {
-            panic!(
-                "lasso did not log a `listening ... address=` line within {lasso_limit:?}\n{}",
-                lasso.diagnostics()
-            );
-        }
-        match rx.recv_timeout(wait.min(Duration::from_millis(200))) {
-            Ok(line) => {
-                if let Some(a) = listening_address(&line) {
-                    break a;
-                }
-            }
-            Err(mpsc::RecvTimeoutError::Timeout) => {}
-            Err(mpsc::RecvTimeoutError::Disconnected) => {
-                thread::sleep(Duration::from_millis(100));
-            }
-        }
-    };
-    drop(rx); // the drain thread keeps capturing stdout; it just stops forwarding lines
+    let addr = wait_listening(&mut lasso, rx, lasso_limit);
     let ws_url = format!("ws://{addr}/ws/rpc/devnet");
     eprintln!(
         "lasso listening on {addr} after {:?}; LASSO_WS_URL={ws_url}",

@@ -256,3 +256,37 @@ pub fn find_node() -> PathBuf {
         ),
     }
 }
+
+/// Waits (up to `limit`) for Lasso's `listening ... address=IP:PORT` line on `rx`; panics with the process's output
+/// when it exits first or the deadline passes. Returns the address.
+pub fn wait_listening(lasso: &mut Proc, rx: mpsc::Receiver<String>, limit: Duration) -> String {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(st) = lasso.exited() {
+            panic!(
+                "lasso exited ({st}) before logging `listening`\n{}",
+                lasso.diagnostics()
+            );
+        }
+        let wait = deadline.saturating_duration_since(Instant::now());
+        if wait.is_zero() {
+            panic!(
+                "lasso did not log a `listening ... address=` line within {limit:?}\n{}",
+                lasso.diagnostics()
+            );
+        }
+        match rx.recv_timeout(wait.min(Duration::from_millis(200))) {
+            Ok(line) => {
+                if let Some(a) = listening_address(&line) {
+                    // The drain thread keeps capturing stdout; dropping `rx` only stops the forwarding.
+                    return a;
+                }
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                // stdout closed: the process is exiting; `exited()` reports it on the next turn.
+                thread::sleep(Duration::from_millis(100));
+            }
+        }
+    }
+}
