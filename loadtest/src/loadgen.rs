@@ -589,6 +589,39 @@ fn build_body(sh: &Shared, out: &mut Vec<u8>, seq: &mut u64, g: usize) {
     }
 }
 
+/// When connection `g` sends its request number `j`: `(scheduled slot, latency start)`, or `None` when the run is
+/// over for it. Open loop follows the schedule (coordinated-omission corrected); closed loop sends at once.
+async fn next_slot(
+    sh: &Shared,
+    st: &RefCell<Stats>,
+    g: usize,
+    j: u64,
+) -> Option<(Instant, Instant)> {
+    match sh.spec.mode {
+        Mode::Open => {
+            let at = open_slot(sh, g, j)?;
+            if Instant::now() > sh.end + sh.spec.timeout {
+                // Too far behind schedule to catch up within the run's bound: the rest are never sent.
+                st.borrow_mut().unsent(sh, g, j);
+                return None;
+            }
+            if Instant::now() < at {
+                // The connection is free before its slot: the timer's wake-up slack (1 ms wheel) is ours,
+                // not the target's, so latency counts from the actual send.
+                sleep_until(at).await;
+                Some((at, Instant::now()))
+            } else {
+                // Behind schedule because the previous answer came late: charge the wait to the target.
+                Some((at, at))
+            }
+        }
+        _ => {
+            let now = Instant::now();
+            (now < sh.end).then_some((now, now))
+        }
+    }
+}
+
 async fn http_conn(sh: Arc<Shared>, st: Rc<RefCell<Stats>>, g: usize) {
     let mut conn = connect_once(&sh, &st, HttpConn::connect(&sh.target)).await;
     let mut body = Vec::with_capacity(1024);
@@ -598,33 +631,8 @@ async fn http_conn(sh: Arc<Shared>, st: Rc<RefCell<Stats>>, g: usize) {
         sleep_until(sh.start).await;
     }
     loop {
-        let (slot, from) = match sh.spec.mode {
-            Mode::Open => match open_slot(&sh, g, j) {
-                Some(at) => {
-                    if Instant::now() > sh.end + sh.spec.timeout {
-                        // Too far behind schedule to catch up within the run's bound: the rest are never sent.
-                        st.borrow_mut().unsent(&sh, g, j);
-                        break;
-                    }
-                    if Instant::now() < at {
-                        // The connection is free before its slot: the timer's wake-up slack (1 ms wheel) is ours,
-                        // not the target's, so latency counts from the actual send.
-                        sleep_until(at).await;
-                        (at, Instant::now())
-                    } else {
-                        // Behind schedule because the previous answer came late: charge the wait to the target.
-                        (at, at)
-                    }
-                }
-                None => break,
-            },
-            _ => {
-                let now = Instant::now();
-                if now >= sh.end {
-                    break;
-                }
-                (now, now)
-            }
+        let Some((slot, from)) = next_slot(&sh, &st, g, j).await else {
+            break;
         };
         j += 1;
         if over_budget(&sh) {
@@ -751,33 +759,8 @@ async fn ws_conn(sh: Arc<Shared>, st: Rc<RefCell<Stats>>, g: usize) {
         sleep_until(sh.start).await;
     }
     loop {
-        let (slot, from) = match sh.spec.mode {
-            Mode::Open => match open_slot(&sh, g, j) {
-                Some(at) => {
-                    if Instant::now() > sh.end + sh.spec.timeout {
-                        // Too far behind schedule to catch up within the run's bound: the rest are never sent.
-                        st.borrow_mut().unsent(&sh, g, j);
-                        break;
-                    }
-                    if Instant::now() < at {
-                        // The connection is free before its slot: the timer's wake-up slack (1 ms wheel) is ours,
-                        // not the target's, so latency counts from the actual send.
-                        sleep_until(at).await;
-                        (at, Instant::now())
-                    } else {
-                        // Behind schedule because the previous answer came late: charge the wait to the target.
-                        (at, at)
-                    }
-                }
-                None => break,
-            },
-            _ => {
-                let now = Instant::now();
-                if now >= sh.end {
-                    break;
-                }
-                (now, now)
-            }
+        let Some((slot, from)) = next_slot(&sh, &st, g, j).await else {
+            break;
         };
         j += 1;
         if over_budget(&sh) {
