@@ -6,6 +6,7 @@ use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use base64::Engine as _;
 use indexmap::IndexMap;
 use serde::Deserialize;
 
@@ -915,7 +916,10 @@ impl Builder<'_> {
             self.secrets.push(userinfo.clone());
             headers.push((
                 "Authorization".into(),
-                format!("Basic {}", base64(userinfo.as_bytes())),
+                format!(
+                    "Basic {}",
+                    base64::engine::general_purpose::STANDARD.encode(userinfo.as_bytes())
+                ),
             ));
         }
         let methods = raw.methods.as_ref().map(|m| MethodFilter {
@@ -961,27 +965,6 @@ impl Builder<'_> {
 
 fn built_name(chains: &[Chain], index: usize) -> &str {
     chains.get(index).map(|c| c.name.as_str()).unwrap_or("?")
-}
-
-fn base64(input: &[u8]) -> String {
-    const TABLE: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(input.len().div_ceil(3) * 4);
-    for chunk in input.chunks(3) {
-        let b = [
-            chunk[0],
-            *chunk.get(1).unwrap_or(&0),
-            *chunk.get(2).unwrap_or(&0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(TABLE[(n >> (18 - 6 * i)) as usize & 63] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
 }
 
 #[cfg(test)]
