@@ -410,7 +410,20 @@ pub fn run(opts: RunOptions) -> Result<(), String> {
         let answer = match outcome {
             Ok((next, config)) => {
                 generation += 1;
-                current.tell(|| Control::Retire);
+                // Reply only once every old worker stopped accepting, so whoever changed the configuration reads
+                // the new one on their next connection.
+                let (ack_tx, ack_rx) = std::sync::mpsc::channel();
+                current.tell(|| Control::Retire(ack_tx.clone()));
+                drop(ack_tx);
+                for _ in 0..workers {
+                    if ack_rx
+                        .recv_timeout(std::time::Duration::from_secs(5))
+                        .is_err()
+                    {
+                        tracing::warn!("a retired worker did not confirm it stopped accepting");
+                        break;
+                    }
+                }
                 retired.push(std::mem::replace(&mut current, next));
                 let summary = format!(
                     "configuration generation {generation} applied: {} chains, {} providers",

@@ -34,7 +34,8 @@ pub enum Control {
     Shutdown,
     /// A newer configuration took over: stop accepting, let HTTP connections finish their current request, keep
     /// WebSocket sessions until they end (or the retire timeout), then return.
-    Retire,
+    /// The sender is told once this worker no longer accepts connections.
+    Retire(std::sync::mpsc::Sender<()>),
     /// Hand over the samples and health findings since the last harvest.
     Harvest(oneshot::Sender<Harvest>),
     /// A newly merged routing table.
@@ -112,6 +113,8 @@ pub struct Worker {
     pub draining: Cell<bool>,
     /// A newer configuration generation serves new connections; this one winds down.
     pub retiring: Cell<bool>,
+    /// Who waits for this worker to stop accepting after a reload.
+    retire_acks: RefCell<Vec<std::sync::mpsc::Sender<()>>>,
     /// Fired once when draining starts: idle connections close.
     pub drain_started: Rc<LocalNotify>,
     /// Fired once when a reload retires this worker: it stops accepting; connections close after their next response.
@@ -144,6 +147,7 @@ impl Worker {
             next_upstream_id: Cell::new(1),
             draining: Cell::new(false),
             retiring: Cell::new(false),
+            retire_acks: RefCell::new(Vec::new()),
             drain_started: Rc::new(LocalNotify::default()),
             retire_started: Rc::new(LocalNotify::default()),
             connection_closed: Rc::new(LocalNotify::default()),
@@ -271,7 +275,10 @@ pub async fn run(
                         let _ = reply.send(stats);
                     }
                     Control::Shutdown => worker.begin_drain(),
-                    Control::Retire => worker.begin_retire(),
+                    Control::Retire(ack) => {
+                        worker.retire_acks.borrow_mut().push(ack);
+                        worker.begin_retire();
+                    }
                     Control::Harvest(reply) => {
                         let _ = reply.send(worker.routing.borrow_mut().harvest());
                     }
@@ -323,6 +330,9 @@ pub async fn run(
         }
     }
     drop(listener);
+    for ack in worker.retire_acks.borrow_mut().drain(..) {
+        let _ = ack.send(());
+    }
     let all_closed = || async {
         while worker.live_connections.get() > 0 {
             worker.connection_closed.notified().await;
