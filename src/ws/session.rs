@@ -154,12 +154,24 @@ async fn serve(worker: Rc<Worker>, stream: TcpStream, mut buf: Vec<u8>, target: 
                                         text,
                                     );
                                 }
-                                Message::Binary(_) => {
-                                    close_with(
-                                        close::UNSUPPORTED_DATA,
-                                        "binary messages are not supported; send JSON text",
+                                // web3.py (and other clients) send JSON-RPC in binary frames; geth and anvil
+                                // serve them like text, and so does Lasso (answers go out as text frames).
+                                Message::Binary(data) => {
+                                    if std::str::from_utf8(&data).is_err() {
+                                        close_with(
+                                            close::INVALID_PAYLOAD,
+                                            "binary message is not UTF-8 JSON",
+                                        );
+                                        break 'session;
+                                    }
+                                    on_text(
+                                        &worker,
+                                        target,
+                                        &client,
+                                        &in_flight,
+                                        settings.max_in_flight,
+                                        data,
                                     );
-                                    break 'session;
                                 }
                                 Message::Ping(payload) => {
                                     let mut out = Vec::new();
