@@ -4,7 +4,7 @@
 use std::hint::black_box;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use lasso::jsonrpc::{self, RequestBody};
+use lasso::wire::jsonrpc::{self, RequestBody};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 

@@ -7,11 +7,12 @@ use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use lasso::config::Config;
-use lasso::merger::{Harvest, Merger};
-use lasso::methods::{BlockTarget, MethodKey};
-use lasso::recorder::{Recorder, SampleKind};
-use lasso::routing::{LocalHealth, RouteInputs, RouteQuery, Router, Strategy};
-use lasso::table::{RoutingTable, Scope, StatKey, Summary};
+use lasso::config::Strategy;
+use lasso::evm::methods::{BlockTarget, MethodKey};
+use lasso::routing::merger::{Harvest, Merger};
+use lasso::routing::recorder::{Recorder, SampleKind};
+use lasso::routing::router::{LocalHealth, RouteInputs, RouteQuery, Router};
+use lasso::routing::table::{RoutingTable, Scope, StatKey, Summary};
 
 fn config(providers: usize) -> Config {
     let mut text = String::from("chains:\n  c:\n    chain_id: 1\n    providers:\n");

@@ -56,14 +56,14 @@ fn main() -> ExitCode {
             }
         },
         None => {
-            lasso::logging::init();
-            let opts = lasso::runtime::RunOptions {
+            lasso::app::logging::init();
+            let opts = lasso::app::supervisor::RunOptions {
                 config: cli.config,
                 workers: cli.workers,
                 port: cli.port,
                 bind: cli.bind,
             };
-            match lasso::runtime::run(opts) {
+            match lasso::app::supervisor::run(opts) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     tracing::error!(error = %e, "lasso failed to start");

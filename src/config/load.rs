@@ -11,12 +11,12 @@ use indexmap::IndexMap;
 use serde::Deserialize;
 
 use super::redact::mask_url;
-use super::{
-    Chain, Config, HedgeSettings, MethodFilter, Profile, Provider, ProviderUrl, RoutingSettings,
-    ServerSettings, UpstreamSettings, WsSettings,
+use super::routing_policy::{BreakerSettings, Strategy};
+use super::schema::{
+    Chain, Config, HedgeSettings, MethodFilter, Profile, Provider, RoutingSettings, ServerSettings,
+    UpstreamSettings, WsSettings,
 };
-use crate::breaker::BreakerSettings;
-use crate::routing::Strategy;
+use super::url::ProviderUrl;
 
 /// A configuration error: which file, which key, what is wrong.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -553,7 +553,7 @@ impl Builder<'_> {
         let extra_ca_file = match &raw.extra_ca_file {
             Some(rel) => {
                 let path = self.file.parent().unwrap_or(Path::new(".")).join(rel);
-                crate::upstream::conn::load_pem_certificates(&path)
+                crate::config::tls::load_pem_certificates(&path)
                     .map_err(|e| self.err("upstream.extra_ca_file", e))?;
                 Some(path)
             }

@@ -9,11 +9,11 @@ use std::time::Duration;
 
 use super::conn::Conn;
 use super::dns::{DnsCache, resolve};
+use super::error::{FailureKind, UpstreamError, UpstreamResponse};
 use super::pool::Pool;
-use super::{FailureKind, UpstreamError, UpstreamResponse};
 use crate::config::{Config, Provider, UpstreamSettings};
-use crate::http::chunked::ChunkedDecoder;
-use crate::http::client::{ResponseFraming, parse_response_head};
+use crate::wire::http::chunked::ChunkedDecoder;
+use crate::wire::http::client::{ResponseFraming, parse_response_head};
 
 const READ_CHUNK: usize = 16 * 1024;
 const MAX_RESPONSE_HEAD: usize = 64 * 1024;
@@ -21,7 +21,7 @@ const MAX_RESPONSE_HEAD: usize = 64 * 1024;
 /// A worker's upstream client.
 pub struct UpstreamClient {
     config: std::sync::Arc<Config>,
-    pub(super) coalescer: super::coalesce::Coalescer,
+    pub(super) coalescer: super::coalesce_queue::Coalescer,
     settings: UpstreamSettings,
     /// Per provider: `POST ... Host ... extra headers ... Content-Length: ` ready to be completed.
     heads: Vec<Vec<u8>>,

@@ -5,30 +5,16 @@
 //! never coalesced. A provider that answers a batch with anything but an array of replies gets its calls re-sent
 //! one by one and is not batched again by this worker.
 
-use std::cell::RefCell;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::rc::Rc;
 use std::time::Duration;
 
 use futures_channel::oneshot;
 
-use super::{FailureKind, UpstreamClient, UpstreamError, UpstreamResponse};
-use crate::methods::MethodClass;
-
-struct Waiter {
-    body: Vec<u8>,
-    uid: u64,
-    timeout: Duration,
-    reply: oneshot::Sender<Result<UpstreamResponse, UpstreamError>>,
-}
-
-/// Calls waiting to be sent, per provider and method class.
-#[derive(Default)]
-pub struct Coalescer {
-    queues: RefCell<HashMap<(usize, MethodClass), Vec<Waiter>>>,
-    /// Providers that refused a batch.
-    no_batch: RefCell<HashSet<usize>>,
-}
+use super::client::UpstreamClient;
+use super::coalesce_queue::Waiter;
+use super::error::{FailureKind, UpstreamError, UpstreamResponse};
+use crate::evm::methods::MethodClass;
 
 impl UpstreamClient {
     /// Sends one single-call body (whose upstream id is `uid`) to provider `pid`, batched with other calls of the
@@ -114,16 +100,18 @@ impl UpstreamClient {
             }
         };
         let replies = if (200..300).contains(&resp.status) {
-            crate::jsonrpc::inspect_batch_reply(&resp.body).ok()
+            crate::wire::jsonrpc::inspect_batch_reply(&resp.body).ok()
         } else {
             None
         };
         match replies {
             Some(views) => {
-                let mut by_uid: HashMap<u64, &crate::jsonrpc::ReplyView> =
+                let mut by_uid: HashMap<u64, &crate::wire::jsonrpc::ReplyView> =
                     HashMap::with_capacity(views.len());
                 for v in &views {
-                    if let Some(id) = crate::jsonrpc::parse_upstream_id(&resp.body[v.id.clone()]) {
+                    if let Some(id) =
+                        crate::wire::jsonrpc::parse_upstream_id(&resp.body[v.id.clone()])
+                    {
                         by_uid.insert(id, v);
                     }
                 }

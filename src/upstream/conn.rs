@@ -8,10 +8,9 @@ use std::sync::Arc;
 
 use monoio::net::TcpStream;
 use monoio_rustls::{ClientTlsStream, TlsConnector};
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, ServerName};
+use rustls::pki_types::ServerName;
 
-use crate::http::io::{read_more, write_all};
+use crate::wire::http::io::{read_more, write_all};
 
 /// A connected stream to a provider.
 pub enum Stream {
@@ -108,25 +107,13 @@ impl Conn {
     }
 }
 
-/// Reads every certificate of a PEM file; errors say why the file is unusable.
-pub fn load_pem_certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
-    let certs: Vec<_> = CertificateDer::pem_file_iter(path)
-        .map_err(|e| format!("cannot read {}: {e}", path.display()))?
-        .collect::<Result<_, _>>()
-        .map_err(|e| format!("invalid PEM in {}: {e}", path.display()))?;
-    if certs.is_empty() {
-        return Err(format!("no certificate in {}", path.display()));
-    }
-    Ok(certs)
-}
-
 /// The TLS client configuration for providers: webpki roots, plus `extra_ca` certificates when configured.
 pub fn tls_connector(extra_ca: Option<&Path>) -> Result<TlsConnector, String> {
     let mut roots = rustls::RootCertStore {
         roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
     };
     if let Some(path) = extra_ca {
-        for cert in load_pem_certificates(path)? {
+        for cert in crate::config::tls::load_pem_certificates(path)? {
             roots
                 .add(cert)
                 .map_err(|e| format!("unusable certificate in {}: {e}", path.display()))?;

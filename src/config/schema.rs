@@ -1,0 +1,230 @@
+//! The configuration's types, as validated: every worker reads one immutable `Config` of its generation.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::config::redact;
+use crate::config::routing_policy::{BreakerSettings, Strategy};
+use crate::config::url::ProviderUrl;
+use crate::evm::methods::MethodClass;
+
+/// Limits and timeouts of the client-facing HTTP server.
+#[derive(Debug, Clone)]
+pub struct ServerSettings {
+    pub port: u16,
+    pub bind: String,
+    /// 0 = one worker per available core.
+    pub workers: usize,
+    pub max_body_bytes: usize,
+    pub max_header_bytes: usize,
+    pub max_batch_size: usize,
+    pub header_timeout: Duration,
+    pub body_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub soft_max_connections: usize,
+    pub hard_max_connections: usize,
+    pub drain_timeout: Duration,
+}
+
+/// Settings of the upstream (provider-facing) client.
+#[derive(Debug, Clone)]
+pub struct UpstreamSettings {
+    pub connect_timeout: Duration,
+    pub request_timeout: Duration,
+    pub max_attempts: usize,
+    pub max_response_bytes: usize,
+    pub pool_max_idle_per_provider: usize,
+    pub pool_idle_timeout: Duration,
+    /// Send single read calls that are ready together to one provider as one JSON-RPC batch.
+    pub coalesce: bool,
+    pub max_coalesce: usize,
+    /// Extra PEM certificates trusted for HTTPS/WSS providers, besides the webpki roots (private CAs).
+    pub extra_ca_file: Option<PathBuf>,
+}
+
+/// When to send a second attempt for an idempotent read.
+#[derive(Debug, Clone)]
+pub struct HedgeSettings {
+    pub enabled: bool,
+    /// The provider's latency quantile after which a hedge starts.
+    pub quantile: f64,
+    pub min_delay: Duration,
+    pub max_delay: Duration,
+}
+
+/// Measured routing: merging, strategies, deadlines, breakers, heads, hedging, snapshots.
+#[derive(Debug, Clone)]
+pub struct RoutingSettings {
+    pub merge_interval: Duration,
+    /// Merge intervals a latency window spans.
+    pub window_intervals: usize,
+    /// Quantile `fastest` ranks by.
+    pub fastest_quantile: f64,
+    /// Answered samples a provider needs before its latency is trusted.
+    pub min_samples: u64,
+    /// Share of requests sent first to a provider without enough samples, so it can qualify.
+    pub probe_share: f64,
+    /// Exponent of `latency-weighted`: weight = (best / latency) ^ beta.
+    pub latency_weight_beta: f64,
+    pub max_lag_blocks: u64,
+    /// Blocks behind the head beyond which a block counts as old (archival providers only).
+    pub archive_threshold_blocks: u64,
+    /// Deadline covering all attempts of a request, per method class (indexed by `MethodClass::index`).
+    pub deadlines: [Duration; 7],
+    pub breaker: BreakerSettings,
+    pub hedge: HedgeSettings,
+    pub snapshots_dir: Option<PathBuf>,
+    pub snapshot_interval: Duration,
+    pub snapshot_retention: usize,
+}
+
+impl RoutingSettings {
+    pub fn deadline(&self, class: MethodClass) -> Duration {
+        self.deadlines[class.index()]
+    }
+}
+
+/// WebSocket endpoint limits and subscription behaviour.
+#[derive(Debug, Clone)]
+pub struct WsSettings {
+    pub max_message_bytes: usize,
+    pub max_in_flight: usize,
+    pub max_subscriptions: usize,
+    /// Bytes queued to a client before it is disconnected as too slow.
+    pub max_queued_bytes: usize,
+    pub ping_interval: Duration,
+    pub pong_timeout: Duration,
+    /// Closes a connection without subscriptions after this long without a message.
+    pub idle_timeout: Duration,
+    /// An upstream subscription lingers this long after its last client leaves.
+    pub unsubscribe_grace: Duration,
+    /// No newHeads for this long = stalled (default: 3 block times, at least 1 s).
+    pub stall_timeout: Option<Duration>,
+    pub backfill_limit_blocks: u64,
+    pub backfill_chunk_blocks: u64,
+    pub upstream_connect_timeout: Duration,
+}
+
+/// Which methods a provider serves: exact names or `prefix*` patterns.
+#[derive(Debug, Clone, Default)]
+pub struct MethodFilter {
+    pub allow: Vec<String>,
+    pub deny: Vec<String>,
+}
+
+impl MethodFilter {
+    fn matches(pattern: &str, method: &str) -> bool {
+        match pattern.strip_suffix('*') {
+            Some(prefix) => method.starts_with(prefix),
+            None => pattern == method,
+        }
+    }
+
+    /// True when the provider may be sent `method`.
+    pub fn permits(&self, method: &str) -> bool {
+        (self.allow.is_empty() || self.allow.iter().any(|p| Self::matches(p, method)))
+            && !self.deny.iter().any(|p| Self::matches(p, method))
+    }
+}
+
+/// One upstream provider of one chain. `pid` indexes the process-wide provider table.
+#[derive(Debug, Clone)]
+pub struct Provider {
+    pub pid: usize,
+    pub id: String,
+    pub name: String,
+    pub profile: String,
+    pub chain: String,
+    /// Global index of the provider's chain.
+    pub chain_gid: usize,
+    /// The chain id the provider must report.
+    pub chain_id: u64,
+    pub url: ProviderUrl,
+    pub url_redacted: String,
+    pub ws_url: Option<ProviderUrl>,
+    pub ws_url_redacted: Option<String>,
+    pub priority: i64,
+    pub cost: f64,
+    /// Extra request headers (already expanded), including basic auth from the URL.
+    pub headers: Vec<(String, String)>,
+    pub archival: bool,
+    /// The provider accepts JSON-RPC batches (coalescing may use them).
+    pub batch: bool,
+    pub methods: MethodFilter,
+}
+
+/// One chain of one profile.
+#[derive(Debug, Clone)]
+pub struct Chain {
+    pub name: String,
+    pub chain_id: u64,
+    /// `"0x..."` form of the chain id, as `eth_chainId` answers it.
+    pub chain_id_hex: String,
+    pub aliases: Vec<String>,
+    pub block_time_ms: u64,
+    pub default_strategy: Strategy,
+    /// Index of this chain among all chains of all profiles.
+    pub gid: usize,
+    pub max_lag_blocks: u64,
+    pub hedge: bool,
+    /// How often heads are polled.
+    pub head_poll_interval: Duration,
+    /// Process-wide provider ids (`pid`) in configuration order.
+    pub providers: Vec<usize>,
+}
+
+/// A named set of chains (tenant, tier).
+#[derive(Debug, Clone)]
+pub struct Profile {
+    pub name: String,
+    pub chains: Vec<Chain>,
+    pub(crate) lookup: HashMap<String, usize>,
+}
+
+impl Profile {
+    /// Finds a chain by name, alias or decimal chain id.
+    pub fn chain(&self, key: &str) -> Option<(usize, &Chain)> {
+        self.lookup.get(key).map(|&i| (i, &self.chains[i]))
+    }
+}
+
+/// The whole validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub source: PathBuf,
+    pub server: ServerSettings,
+    pub upstream: UpstreamSettings,
+    pub routing: RoutingSettings,
+    pub websocket: WsSettings,
+    /// Index 0 is always the `default` profile.
+    pub profiles: Vec<Profile>,
+    pub providers: Vec<Provider>,
+    /// Values that must never be shown (expanded variables, API keys, URL credentials).
+    pub secrets: Vec<String>,
+}
+
+impl Config {
+    pub fn profile(&self, name: &str) -> Option<(usize, &Profile)> {
+        self.profiles
+            .iter()
+            .enumerate()
+            .find(|(_, p)| p.name == name)
+    }
+
+    /// Redacts every secret of this configuration from `text`.
+    pub fn redact(&self, text: &str) -> String {
+        redact::redact(text, &self.secrets)
+    }
+
+    pub fn chain_count(&self) -> usize {
+        self.profiles.iter().map(|p| p.chains.len()).sum()
+    }
+
+    /// Every chain of every profile, in global index order (`Chain::gid`).
+    pub fn all_chains(&self) -> impl Iterator<Item = (&Profile, &Chain)> {
+        self.profiles
+            .iter()
+            .flat_map(|p| p.chains.iter().map(move |c| (p, c)))
+    }
+}

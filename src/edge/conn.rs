@@ -1,0 +1,247 @@
+//! The client-facing HTTP/1.1 connection loop: reads request heads and bodies within limits and timeouts
+//! (slowloris-safe), answers `Expect: 100-continue`, handles keep-alive and pipelining (responses in request order),
+//! dispatches each request, and closes idle connections when the worker drains.
+
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use monoio::net::TcpStream;
+
+use crate::edge::dispatch::Endpoint;
+use crate::error::RpcError;
+use crate::shard::state::Worker;
+use crate::subscriptions::hub::Hub;
+use crate::wire::http::chunked::{ChunkedDecoder, ChunkedError};
+use crate::wire::http::io::{read_more, write_all};
+use crate::wire::http::request::{BodyFraming, HeadError, Method, RequestHead, parse_head};
+use crate::wire::http::response::{Response, write_head};
+
+/// Initial read buffer of a connection; it grows for large requests and shrinks back when idle.
+const READ_CHUNK: usize = 4 * 1024;
+/// Bodies up to this size are sent in the same write as the head.
+const COALESCE_LIMIT: usize = 64 * 1024;
+
+/// Why a connection loop stops reading.
+enum Stop {
+    /// Closed by the client, timed out, or drained: close quietly.
+    Quiet,
+    /// Answer with this error, then close.
+    Reply(Response),
+}
+
+fn error_response(err: RpcError) -> Response {
+    Response::json(err.http_status(), err.to_response(b"null"))
+}
+
+/// Answers a connection over the hard limit with 503 and closes it.
+pub async fn refuse_overloaded(mut stream: TcpStream) {
+    let resp = error_response(RpcError::Overloaded("too many connections"));
+    let _ = send(&mut stream, resp, false, false).await;
+}
+
+/// Serves one client connection until it closes, times out, or the worker drains.
+pub async fn serve_connection(
+    worker: Rc<Worker>,
+    hub: Rc<Hub>,
+    mut stream: TcpStream,
+    keep_alive_allowed: bool,
+) {
+    let mut buf: Vec<u8> = Vec::with_capacity(READ_CHUNK);
+    loop {
+        let head = match read_head(&worker, &mut stream, &mut buf).await {
+            Ok(head) => head,
+            Err(Stop::Quiet) => return,
+            Err(Stop::Reply(resp)) => {
+                let _ = send(&mut stream, resp, false, false).await;
+                return;
+            }
+        };
+        let endpoint = Endpoint::of(&head);
+        if endpoint.takes_connection() {
+            crate::edge::dispatch::take_over(endpoint, worker, hub, stream, buf, &head).await;
+            return;
+        }
+        let (body, consumed) = match read_body(&worker, &mut stream, &mut buf, &head).await {
+            Ok(b) => b,
+            Err(Stop::Quiet) => return,
+            Err(Stop::Reply(resp)) => {
+                let _ = send(&mut stream, resp, false, false).await;
+                return;
+            }
+        };
+        let body_bytes: &[u8] = match &body {
+            Some(decoded) => decoded,
+            None => &buf[head.head_len..consumed],
+        };
+        let resp = crate::edge::dispatch::answer(endpoint, &worker, &head, body_bytes).await;
+        buf.drain(..consumed);
+        if buf.is_empty() && buf.capacity() > 4 * READ_CHUNK {
+            // A large request grew the buffer: do not keep it while the connection idles.
+            buf = Vec::with_capacity(READ_CHUNK);
+        }
+        let keep_alive = head.keep_alive && keep_alive_allowed && !worker.winding_down();
+        if send(&mut stream, resp, keep_alive, head.method == Method::Head)
+            .await
+            .is_err()
+            || !keep_alive
+        {
+            return;
+        }
+    }
+}
+
+async fn read_head(
+    worker: &Worker,
+    stream: &mut TcpStream,
+    buf: &mut Vec<u8>,
+) -> Result<RequestHead, Stop> {
+    let settings = &worker.config.server;
+    let mut started = (!buf.is_empty()).then(Instant::now);
+    loop {
+        match parse_head(buf) {
+            Ok(Some(head)) => return Ok(head),
+            Ok(None) => {}
+            Err(HeadError::TooManyHeaders) => {
+                return Err(Stop::Reply(error_response(RpcError::HeadersTooLarge {
+                    limit: settings.max_header_bytes,
+                })));
+            }
+            Err(HeadError::Malformed(why)) => {
+                return Err(Stop::Reply(error_response(RpcError::InvalidRequest(
+                    format!("malformed HTTP request: {why}"),
+                ))));
+            }
+        }
+        if buf.len() >= settings.max_header_bytes {
+            return Err(Stop::Reply(error_response(RpcError::HeadersTooLarge {
+                limit: settings.max_header_bytes,
+            })));
+        }
+        let read = read_more(stream, std::mem::take(buf), 4096);
+        let (res, b) = match started {
+            None => {
+                // Idle between requests: bounded by the idle timeout, and cut short by draining. A retired worker
+                // (after a reload) keeps waiting: the client's next request is answered with `Connection: close`,
+                // so closing never races a request in flight.
+                if worker.draining.get() {
+                    return Err(Stop::Quiet);
+                }
+                let drained = worker.drain_started.notified();
+                monoio::select! {
+                    r = monoio::time::timeout(settings.idle_timeout, read) => r.map_err(|_| Stop::Quiet)?,
+                    _ = drained => return Err(Stop::Quiet),
+                }
+            }
+            Some(t) => {
+                let remaining = settings.header_timeout.saturating_sub(t.elapsed());
+                monoio::time::timeout(remaining.max(Duration::from_millis(1)), read)
+                    .await
+                    .map_err(|_| Stop::Quiet)?
+            }
+        };
+        *buf = b;
+        match res {
+            Ok(0) | Err(_) => return Err(Stop::Quiet),
+            Ok(_) => {
+                started.get_or_insert_with(Instant::now);
+            }
+        }
+    }
+}
+
+/// Reads the body. Returns a decoded copy for chunked bodies (`None` = the body is `buf[head_len..consumed]`) and the
+/// number of buffer bytes the whole request used.
+async fn read_body(
+    worker: &Worker,
+    stream: &mut TcpStream,
+    buf: &mut Vec<u8>,
+    head: &RequestHead,
+) -> Result<(Option<Vec<u8>>, usize), Stop> {
+    let settings = &worker.config.server;
+    let limit = settings.max_body_bytes;
+    let deadline = Instant::now() + settings.body_timeout;
+    let too_large = || Stop::Reply(error_response(RpcError::BodyTooLarge { limit }));
+    match head.framing {
+        BodyFraming::None => Ok((None, head.head_len)),
+        BodyFraming::Length(n) => {
+            if n > limit {
+                return Err(too_large());
+            }
+            if head.expect_continue && buf.len() < head.head_len + n {
+                continue_100(stream).await?;
+            }
+            while buf.len() < head.head_len + n {
+                let want = (head.head_len + n - buf.len()).clamp(4096, 1 << 20);
+                fill(stream, buf, want, deadline).await?;
+            }
+            Ok((None, head.head_len + n))
+        }
+        BodyFraming::Chunked => {
+            if head.expect_continue && buf.len() == head.head_len {
+                continue_100(stream).await?;
+            }
+            let mut decoder = ChunkedDecoder::new(limit);
+            let mut body = Vec::new();
+            let mut consumed = head.head_len;
+            loop {
+                consumed += decoder
+                    .decode(&buf[consumed..], &mut body)
+                    .map_err(|e| match e {
+                        ChunkedError::TooLarge => too_large(),
+                        ChunkedError::Malformed => Stop::Reply(error_response(
+                            RpcError::InvalidRequest("malformed chunked body".into()),
+                        )),
+                    })?;
+                if decoder.is_done() {
+                    return Ok((Some(body), consumed));
+                }
+                fill(stream, buf, READ_CHUNK, deadline).await?;
+            }
+        }
+    }
+}
+
+async fn continue_100(stream: &mut TcpStream) -> Result<(), Stop> {
+    let (res, _) = write_all(stream, b"HTTP/1.1 100 Continue\r\n\r\n".to_vec()).await;
+    res.map_err(|_| Stop::Quiet)
+}
+
+async fn fill(
+    stream: &mut TcpStream,
+    buf: &mut Vec<u8>,
+    want: usize,
+    deadline: Instant,
+) -> Result<(), Stop> {
+    let remaining = deadline.saturating_duration_since(Instant::now());
+    if remaining.is_zero() {
+        return Err(Stop::Quiet);
+    }
+    let (res, b) = monoio::time::timeout(remaining, read_more(stream, std::mem::take(buf), want))
+        .await
+        .map_err(|_| Stop::Quiet)?;
+    *buf = b;
+    match res {
+        Ok(0) | Err(_) => Err(Stop::Quiet),
+        Ok(_) => Ok(()),
+    }
+}
+
+async fn send(
+    stream: &mut TcpStream,
+    resp: Response,
+    keep_alive: bool,
+    head_only: bool,
+) -> std::io::Result<()> {
+    let mut out = Vec::with_capacity(256 + resp.body.len().min(COALESCE_LIMIT));
+    write_head(&mut out, &resp, keep_alive);
+    if head_only {
+        return write_all(stream, out).await.0;
+    }
+    if resp.body.len() <= COALESCE_LIMIT {
+        out.extend_from_slice(&resp.body);
+        write_all(stream, out).await.0
+    } else {
+        write_all(stream, out).await.0?;
+        write_all(stream, resp.body).await.0
+    }
+}

@@ -1,0 +1,105 @@
+//! `GET /api/events/:profile`: the server-sent event stream of one profile's routing decisions, on a connection
+//! handed over after its request head. A slow reader loses events (the bus is lossy), never memory.
+
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
+
+use futures_channel::oneshot;
+use futures_util::StreamExt;
+use monoio::io::Splitable;
+use monoio::net::TcpStream;
+
+use crate::error::{ResourceKind, RpcError};
+use crate::shard::state::Worker;
+use crate::telemetry::events;
+use crate::wire::http::io::{read_more, write_all};
+use crate::wire::http::request::RequestHead;
+use crate::wire::http::response::{Response, write_head};
+
+async fn reject(stream: &mut TcpStream, err: RpcError) {
+    let resp = Response::json(err.http_status(), err.to_response(b"null"));
+    let mut out = Vec::new();
+    write_head(&mut out, &resp, false);
+    out.extend_from_slice(&resp.body);
+    let _ = write_all(stream, out).await;
+}
+
+/// Serves `GET /api/events/:profile` on a connection handed over after its request head: an event stream until the
+/// client goes away or the worker drains.
+pub async fn serve(worker: Rc<Worker>, mut stream: TcpStream, head: &RequestHead) {
+    let name = head.path["/api/events/".len().min(head.path.len())..].trim_end_matches('/');
+    let Some((profile, _)) = worker.config.profile(name) else {
+        return reject(
+            &mut stream,
+            RpcError::NotFound {
+                kind: ResourceKind::Profile,
+                name: name.to_string(),
+            },
+        )
+        .await;
+    };
+    if worker.draining.get() {
+        return reject(&mut stream, RpcError::Overloaded("server is draining")).await;
+    }
+    let (registration, mut rx, queued) = events::register(&worker.config.profiles[profile].name);
+    let head_bytes = format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\n\
+         X-Accel-Buffering: no\r\nAccess-Control-Allow-Origin: *\r\nConnection: close\r\n\r\n\
+         : subscribed profile={name}\n\n"
+    );
+    let (mut rd, mut wr) = stream.into_split();
+    if write_all(&mut wr, head_bytes.into_bytes()).await.0.is_err() {
+        return;
+    }
+    // The client sends nothing more; a read returning tells that it went away. The reader stops (releasing its half
+    // of the socket) when this function returns and drops `_stop`.
+    let (closed_tx, mut closed_rx) = oneshot::channel::<()>();
+    let (_stop, mut stop_rx) = oneshot::channel::<()>();
+    monoio::spawn(async move {
+        let mut buf = Vec::with_capacity(512);
+        loop {
+            let read = read_more(&mut rd, std::mem::take(&mut buf), 512);
+            let (res, mut b) = monoio::select! {
+                r = read => r,
+                _ = &mut stop_rx => return,
+            };
+            match res {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {
+                    b.clear();
+                    buf = b;
+                }
+            }
+        }
+        let _ = closed_tx.send(());
+    });
+    loop {
+        if worker.draining.get() {
+            break;
+        }
+        let drained = worker.drain_started.notified();
+        let out = monoio::select! {
+            ev = rx.next() => match ev {
+                Some(json) => {
+                    let mut out = format!("data: {json}\n\n");
+                    queued.fetch_sub(1, Ordering::Relaxed);
+                    while let Ok(more) = rx.try_recv() {
+                        queued.fetch_sub(1, Ordering::Relaxed);
+                        out.push_str("data: ");
+                        out.push_str(&more);
+                        out.push_str("\n\n");
+                    }
+                    out
+                }
+                None => break,
+            },
+            _ = monoio::time::sleep(events::KEEPALIVE) => ": keep-alive\n\n".to_string(),
+            _ = &mut closed_rx => break,
+            _ = drained => break,
+        };
+        if write_all(&mut wr, out.into_bytes()).await.0.is_err() {
+            break;
+        }
+    }
+    drop(registration);
+}

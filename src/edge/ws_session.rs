@@ -1,0 +1,386 @@
+//! One client WebSocket connection: upgrade on `/ws/rpc/...` (unknown chain/profile/provider rejected with an HTTP
+//! error and a JSON body), then JSON-RPC messages served like HTTP ones (same routing, breakers and failover) plus
+//! `eth_subscribe`/`eth_unsubscribe`, with per-connection limits (in-flight requests, message size, subscriptions,
+//! queued bytes), server pings with a pong deadline, client pings answered, an idle timeout for connections without
+//! subscriptions, close frames with proper codes, and close 1001 when the server drains.
+
+use std::cell::Cell;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use futures_channel::mpsc;
+use futures_util::StreamExt;
+use futures_util::future::{Either, select};
+use monoio::io::{AsyncWriteRent, AsyncWriteRentExt, Splitable};
+use monoio::net::TcpStream;
+
+use crate::error::RpcError;
+use crate::rpc::meta::MetaMode;
+use crate::rpc::pipeline::Transport;
+use crate::rpc::target::Target;
+use crate::shard::state::Worker;
+use crate::subscriptions::hub::{ClientConn, Hub};
+use crate::wire::http::io::{read_more, write_all};
+use crate::wire::http::request::RequestHead;
+use crate::wire::http::response::{Response, write_head};
+use crate::wire::ws_frame::{self as frame, Assembler, Message, close};
+use crate::wire::ws_handshake as handshake;
+
+async fn reject(stream: &mut TcpStream, err: RpcError) {
+    let resp = Response::json(err.http_status(), err.to_response(b"null"));
+    let mut out = Vec::new();
+    write_head(&mut out, &resp, false);
+    out.extend_from_slice(&resp.body);
+    let _ = write_all(stream, out).await;
+}
+
+/// Answers an upgrade request whose head is `buf[..head.head_len]`; serves the WebSocket session on success.
+pub async fn upgrade(
+    worker: Rc<Worker>,
+    hub: Rc<Hub>,
+    mut stream: TcpStream,
+    mut buf: Vec<u8>,
+    head: &RequestHead,
+) {
+    let target = match crate::rpc::target::resolve(&worker.config, &head.path, "/ws/rpc") {
+        Ok(t) => t,
+        Err(e) => return reject(&mut stream, e).await,
+    };
+    let upgrade = match handshake::validate_request(&buf[..head.head_len]) {
+        Ok(u) => u,
+        Err(why) => {
+            return reject(
+                &mut stream,
+                RpcError::InvalidRequest(format!("WebSocket upgrade: {why}")),
+            )
+            .await;
+        }
+    };
+    if worker.draining.get() {
+        return reject(&mut stream, RpcError::Overloaded("server is draining")).await;
+    }
+    if write_all(&mut stream, handshake::accept_response(&upgrade))
+        .await
+        .0
+        .is_err()
+    {
+        return;
+    }
+    buf.drain(..head.head_len);
+    buf.shrink_to_fit();
+    serve(worker, hub, stream, buf, target).await;
+}
+
+fn close_frame(code: u16, reason: &str) -> Vec<u8> {
+    let mut out = Vec::new();
+    frame::encode(
+        &mut out,
+        frame::OP_CLOSE,
+        &frame::close_payload(code, reason),
+        None,
+    );
+    out
+}
+
+/// Reads once into a fresh buffer, owning the read half for the duration (so the read can outlive timer wake-ups).
+async fn read_chunk<R: monoio::io::AsyncReadRent>(
+    mut rd: R,
+) -> (R, std::io::Result<usize>, Vec<u8>) {
+    let (res, data) = read_more(&mut rd, Vec::with_capacity(4096), 4096).await;
+    (rd, res, data)
+}
+
+async fn writer<W: AsyncWriteRent>(
+    mut wr: W,
+    mut rx: mpsc::UnboundedReceiver<Vec<u8>>,
+    queued: Rc<Cell<usize>>,
+    progress: Rc<Cell<Instant>>,
+) {
+    while let Some(framed) = rx.next().await {
+        let len = framed.len();
+        let (res, _) = wr.write_all(framed).await;
+        queued.set(queued.get().saturating_sub(len));
+        progress.set(Instant::now());
+        if res.is_err() {
+            break;
+        }
+    }
+    let _ = wr.shutdown().await;
+}
+
+/// Serves WebSocket frames until the connection closes.
+async fn serve(
+    worker: Rc<Worker>,
+    hub: Rc<Hub>,
+    stream: TcpStream,
+    mut buf: Vec<u8>,
+    target: Target,
+) {
+    let settings = worker.config.websocket.clone();
+    let (rd, wr) = stream.into_split();
+    let mut rd = Some(rd);
+    let (tx, rx) = mpsc::unbounded();
+    let queued = Rc::new(Cell::new(0usize));
+    let conn_id = worker.next_connection_id();
+    let client = Rc::new(ClientConn::new(
+        conn_id,
+        tx,
+        queued.clone(),
+        settings.max_queued_bytes,
+    ));
+    let progress = Rc::new(Cell::new(Instant::now()));
+    let writer = monoio::spawn(writer(wr, rx, queued.clone(), progress.clone()));
+    worker.ws_clients.set(worker.ws_clients.get() + 1);
+    let in_flight = Rc::new(Cell::new(0usize));
+    let mut assembler = Assembler::new(settings.max_message_bytes);
+    let mut last_message = Instant::now();
+    let mut next_ping = Instant::now() + settings.ping_interval;
+    let mut pong_due: Option<Instant> = None;
+    let mut reading = None;
+    let close_with = |code: u16, reason: &str| {
+        client.send_frame(close_frame(code, reason));
+        client.close_output();
+    };
+    'session: loop {
+        // Handle every complete frame already buffered.
+        loop {
+            match frame::decode(&buf, settings.max_message_bytes, true) {
+                Ok(Some((f, used))) => {
+                    buf.drain(..used);
+                    match assembler.push(f) {
+                        Ok(Some(message)) => {
+                            last_message = Instant::now();
+                            match message {
+                                Message::Text(text) => {
+                                    on_text(
+                                        &worker,
+                                        &hub,
+                                        target,
+                                        &client,
+                                        &in_flight,
+                                        settings.max_in_flight,
+                                        text,
+                                    );
+                                }
+                                // web3.py (and other clients) send JSON-RPC in binary frames; geth and anvil
+                                // serve them like text, and so does Lasso (answers go out as text frames).
+                                Message::Binary(data) => {
+                                    if std::str::from_utf8(&data).is_err() {
+                                        close_with(
+                                            close::INVALID_PAYLOAD,
+                                            "binary message is not UTF-8 JSON",
+                                        );
+                                        break 'session;
+                                    }
+                                    on_text(
+                                        &worker,
+                                        &hub,
+                                        target,
+                                        &client,
+                                        &in_flight,
+                                        settings.max_in_flight,
+                                        data,
+                                    );
+                                }
+                                Message::Ping(payload) => {
+                                    let mut out = Vec::new();
+                                    frame::encode(&mut out, frame::OP_PONG, &payload, None);
+                                    client.send_frame(out);
+                                }
+                                Message::Pong(_) => pong_due = None,
+                                Message::Close(code, _) => {
+                                    let echo = match code {
+                                        Some(c)
+                                            if (1000..5000).contains(&c)
+                                                && c != 1005
+                                                && c != 1006 =>
+                                        {
+                                            c
+                                        }
+                                        _ => close::NORMAL,
+                                    };
+                                    close_with(echo, "");
+                                    break 'session;
+                                }
+                            }
+                        }
+                        Ok(None) => {}
+                        Err(e) => {
+                            close_with(e.code, &e.reason);
+                            break 'session;
+                        }
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    close_with(e.code, &e.reason);
+                    break 'session;
+                }
+            }
+        }
+        if client.overflowed.get() {
+            // Too slow to keep up: the queue was cut; say why if the socket still takes it.
+            break;
+        }
+        if worker.draining.get() {
+            close_with(close::GOING_AWAY, "server shutting down; reconnect");
+            break;
+        }
+        let now = Instant::now();
+        if pong_due.is_some_and(|due| now >= due) {
+            // A client still taking our queued data (the ping may be behind it) is slow, not gone.
+            let draining_queue =
+                queued.get() > 0 && progress.get().elapsed() < settings.pong_timeout;
+            if !draining_queue {
+                close_with(close::POLICY_VIOLATION, "no pong within the deadline");
+                break;
+            }
+            pong_due = Some(now + settings.pong_timeout);
+        }
+        if now >= next_ping {
+            let mut out = Vec::new();
+            frame::encode(&mut out, frame::OP_PING, b"lasso", None);
+            client.send_frame(out);
+            pong_due = Some(now + settings.pong_timeout);
+            next_ping = now + settings.ping_interval;
+        }
+        let idle_deadline = last_message + settings.idle_timeout;
+        if now >= idle_deadline && hub.subscription_count(conn_id) == 0 && in_flight.get() == 0 {
+            close_with(close::NORMAL, "idle timeout");
+            break;
+        }
+        let wake = [Some(next_ping), pong_due, Some(idle_deadline)]
+            .into_iter()
+            .flatten()
+            .min()
+            .unwrap_or(next_ping);
+        let wait = wake
+            .saturating_duration_since(now)
+            .max(Duration::from_millis(1));
+        let drained = worker.drain_started.notified();
+        let timer = Box::pin(async {
+            select(Box::pin(monoio::time::sleep(wait)), Box::pin(drained)).await;
+        });
+        // The pending read survives timer wake-ups (never cancelled), so no received byte is ever dropped.
+        if reading.is_none() {
+            let Some(half) = rd.take() else { break };
+            reading = Some(Box::pin(read_chunk(half)));
+        }
+        let pending = reading.as_mut().expect("a read is pending");
+        match select(pending, timer).await {
+            Either::Left(((half, res, data), _)) => {
+                reading = None;
+                rd = Some(half);
+                match res {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => buf.extend_from_slice(&data),
+                }
+            }
+            Either::Right(_) => continue,
+        }
+    }
+    drop(reading);
+    hub.drop_connection(conn_id);
+    worker.ws_clients.set(worker.ws_clients.get() - 1);
+    client.close_output();
+    let _ = monoio::time::timeout(Duration::from_secs(5), writer).await;
+}
+
+/// Serves one text message: subscriptions here, everything else through the proxy pipeline.
+fn on_text(
+    worker: &Rc<Worker>,
+    hub: &Rc<Hub>,
+    target: Target,
+    client: &Rc<ClientConn>,
+    in_flight: &Rc<Cell<usize>>,
+    max: usize,
+    text: Vec<u8>,
+) {
+    if in_flight.get() >= max {
+        let id = sonic_rs::get(text.as_slice(), ["id"])
+            .map(|v| v.as_raw_str().to_string())
+            .unwrap_or_else(|_| "null".into());
+        let err = RpcError::LimitExceeded(format!(
+            "more than {max} requests in flight on this connection"
+        ));
+        client.send_text(&err.to_response(id.as_bytes()));
+        return;
+    }
+    in_flight.set(in_flight.get() + 1);
+    let (worker, hub, client, in_flight) = (
+        worker.clone(),
+        hub.clone(),
+        client.clone(),
+        in_flight.clone(),
+    );
+    monoio::spawn(async move {
+        if let Some(reply) = subscription_call(&worker, &hub, target, &client, &text).await {
+            client.send_text(&reply);
+        } else {
+            let resp = crate::rpc::pipeline::handle(
+                &worker,
+                target,
+                &text,
+                MetaMode::Off,
+                Transport::WebSocket,
+            )
+            .await;
+            if !resp.body.is_empty() {
+                client.send_text(&resp.body);
+            }
+        }
+        in_flight.set(in_flight.get() - 1);
+    });
+}
+
+/// Handles a single `eth_subscribe`/`eth_unsubscribe` call; `None` for anything else.
+async fn subscription_call(
+    worker: &Rc<Worker>,
+    hub: &Rc<Hub>,
+    target: Target,
+    client: &Rc<ClientConn>,
+    text: &[u8],
+) -> Option<Vec<u8>> {
+    let Ok(crate::wire::jsonrpc::RequestBody::Single(call)) =
+        crate::wire::jsonrpc::parse_request(text)
+    else {
+        return None;
+    };
+    let id = call.id.clone().map_or(&b"null"[..], |r| &text[r]);
+    let params = call.params.clone().map_or(&b"[]"[..], |r| &text[r]);
+    match &*call.method {
+        "eth_subscribe" => {
+            let limit = worker.config.websocket.max_subscriptions;
+            if hub.subscription_count(client.id) >= limit {
+                let err = RpcError::LimitExceeded(format!(
+                    "more than {limit} subscriptions on this connection"
+                ));
+                return Some(err.to_response(id));
+            }
+            Some(match hub.subscribe(worker, target, client, params).await {
+                Ok(sub_id) => {
+                    crate::wire::jsonrpc::result_response(id, format!("\"{sub_id}\"").as_bytes())
+                }
+                Err(e) => e.to_response(id),
+            })
+        }
+        "eth_unsubscribe" => {
+            let sub = sonic_rs::get(params, [0])
+                .ok()
+                .and_then(|v| sonic_rs::JsonValueTrait::as_str(&v).map(str::to_owned));
+            Some(match sub {
+                Some(sub) => {
+                    let found = hub.unsubscribe(client.id, &sub);
+                    crate::wire::jsonrpc::result_response(
+                        id,
+                        if found { b"true" } else { b"false" },
+                    )
+                }
+                None => {
+                    RpcError::InvalidParams("expected [subscription id]".into()).to_response(id)
+                }
+            })
+        }
+        _ => None,
+    }
+}

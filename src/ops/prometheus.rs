@@ -1,0 +1,297 @@
+//! `GET /metrics` in the Prometheus text exposition format (version 0.0.4), assembled from every worker's counters
+//! (gathered over the control channels, never on the request path) and the merged routing table: client requests and
+//! errors by code, upstream attempts per provider, latency quantiles per provider x method, breaker states, lag and
+//! heads, hedges and failovers, WebSocket clients and subscriptions, connections, and per-worker load.
+
+use std::fmt::Write as _;
+use std::rc::Rc;
+
+use crate::routing::table::Scope;
+use crate::shard::state::Worker;
+use crate::wire::http::response::Response;
+
+fn label(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+struct Out(String);
+
+impl Out {
+    fn family(&mut self, name: &str, kind: &str, help: &str) {
+        let _ = writeln!(self.0, "# HELP {name} {help}\n# TYPE {name} {kind}");
+    }
+
+    fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: impl std::fmt::Display) {
+        self.0.push_str(name);
+        if !labels.is_empty() {
+            self.0.push('{');
+            for (i, (k, v)) in labels.iter().enumerate() {
+                if i > 0 {
+                    self.0.push(',');
+                }
+                let _ = write!(self.0, "{k}=\"{}\"", label(v));
+            }
+            self.0.push('}');
+        }
+        let _ = writeln!(self.0, " {value}");
+    }
+}
+
+/// Renders the metrics page.
+pub async fn render(worker: &Rc<Worker>) -> Response {
+    let (stats, per_worker) = crate::ops::snapshot::gather_per_worker(worker).await;
+    let config = &worker.config;
+    let table = worker.routing.borrow().table.clone();
+    let now = std::time::Instant::now();
+    let mut o = Out(String::with_capacity(16 * 1024));
+
+    o.family(
+        "lasso_requests_total",
+        "counter",
+        "Client JSON-RPC requests received over HTTP and WebSocket.",
+    );
+    o.sample("lasso_requests_total", &[], stats.client_requests);
+    o.family(
+        "lasso_worker_requests_total",
+        "counter",
+        "Client requests per worker (load spread).",
+    );
+    for (w, n) in &per_worker {
+        o.sample(
+            "lasso_worker_requests_total",
+            &[("worker", &w.to_string())],
+            n,
+        );
+    }
+    o.family(
+        "lasso_client_errors_total",
+        "counter",
+        "JSON-RPC errors returned to clients, by error code.",
+    );
+    for (code, n) in &stats.client_errors {
+        o.sample(
+            "lasso_client_errors_total",
+            &[("code", &code.to_string())],
+            n,
+        );
+    }
+    o.family(
+        "lasso_connections",
+        "gauge",
+        "Open client connections (HTTP and WebSocket).",
+    );
+    o.sample(
+        "lasso_connections",
+        &[],
+        worker
+            .shared
+            .connections
+            .load(std::sync::atomic::Ordering::Relaxed),
+    );
+
+    o.family(
+        "lasso_upstream_requests_total",
+        "counter",
+        "Attempts sent to providers, by outcome.",
+    );
+    for p in &config.providers {
+        let c = stats.providers.get(p.pid).cloned().unwrap_or_default();
+        let base = [
+            ("profile", p.profile.as_str()),
+            ("chain", p.chain.as_str()),
+            ("provider", p.id.as_str()),
+        ];
+        o.sample(
+            "lasso_upstream_requests_total",
+            &[base[0], base[1], base[2], ("outcome", "success")],
+            c.successes,
+        );
+        o.sample(
+            "lasso_upstream_requests_total",
+            &[base[0], base[1], base[2], ("outcome", "failure")],
+            c.failures,
+        );
+    }
+    o.family(
+        "lasso_upstream_latency_seconds",
+        "summary",
+        "Windowed upstream latency of answered attempts.",
+    );
+    let mut keys: Vec<_> = table.summaries.iter().collect();
+    keys.sort_by_key(|(k, _)| **k);
+    for (key, s) in keys {
+        let Some(p) = config.providers.get(key.pid as usize) else {
+            continue;
+        };
+        let method = match key.scope {
+            Scope::Method(m) => m.name(),
+            Scope::Class(c) => format!("class:{}", c.as_str()),
+            Scope::Provider => "*".to_string(),
+        };
+        for (q, v) in [("0.5", s.p50_us), ("0.9", s.p90_us), ("0.99", s.p99_us)] {
+            let labels = [
+                ("chain", p.chain.as_str()),
+                ("provider", p.id.as_str()),
+                ("method", method.as_str()),
+                ("quantile", q),
+            ];
+            o.sample("lasso_upstream_latency_seconds", &labels, v as f64 / 1e6);
+        }
+        let labels = [
+            ("chain", p.chain.as_str()),
+            ("provider", p.id.as_str()),
+            ("method", method.as_str()),
+        ];
+        o.sample("lasso_upstream_latency_seconds_count", &labels, s.samples);
+    }
+    o.family(
+        "lasso_breaker_open",
+        "gauge",
+        "1 when the provider's circuit breaker is open on some worker.",
+    );
+    o.family(
+        "lasso_provider_lag_blocks",
+        "gauge",
+        "Blocks behind the chain's consensus head.",
+    );
+    o.family(
+        "lasso_provider_disabled",
+        "gauge",
+        "1 when the provider is disabled (wrong chain id).",
+    );
+    {
+        let routing = worker.routing.borrow();
+        for p in &config.providers {
+            let state = table.provider(p.pid).cloned().unwrap_or_default();
+            let open = state.breaker_open_until.is_some_and(|u| u > now)
+                || routing.health.breakers[p.pid].state(now)
+                    == crate::routing::breaker::BreakerState::Open;
+            let labels = [("chain", p.chain.as_str()), ("provider", p.id.as_str())];
+            o.sample("lasso_breaker_open", &labels, u8::from(open));
+            if let Some(lag) = state.lag {
+                o.sample("lasso_provider_lag_blocks", &labels, lag);
+            }
+            o.sample(
+                "lasso_provider_disabled",
+                &labels,
+                u8::from(state.disabled.is_some()),
+            );
+        }
+    }
+    o.family(
+        "lasso_chain_head",
+        "gauge",
+        "Consensus head block per chain.",
+    );
+    for (profile, chain) in config.all_chains() {
+        if let Some(head) = table.chain_heads.get(chain.gid).copied().flatten() {
+            o.sample(
+                "lasso_chain_head",
+                &[("profile", &profile.name), ("chain", &chain.name)],
+                head,
+            );
+        }
+    }
+    o.family(
+        "lasso_hedges_total",
+        "counter",
+        "Second attempts started because the first was slow.",
+    );
+    o.sample("lasso_hedges_total", &[], table.hedges);
+    o.family(
+        "lasso_failovers_total",
+        "counter",
+        "Requests answered by another provider after a failed attempt.",
+    );
+    o.sample("lasso_failovers_total", &[], table.failovers);
+
+    let ws = &stats.ws;
+    o.family(
+        "lasso_ws_clients",
+        "gauge",
+        "Open client WebSocket connections.",
+    );
+    o.sample("lasso_ws_clients", &[], ws.clients);
+    o.family(
+        "lasso_ws_subscriptions",
+        "gauge",
+        "Client subscriptions by kind.",
+    );
+    o.sample(
+        "lasso_ws_subscriptions",
+        &[("kind", "newHeads")],
+        ws.subscriptions_new_heads,
+    );
+    o.sample(
+        "lasso_ws_subscriptions",
+        &[("kind", "logs")],
+        ws.subscriptions_logs,
+    );
+    o.sample(
+        "lasso_ws_subscriptions",
+        &[("kind", "newPendingTransactions")],
+        ws.subscriptions_pending_transactions,
+    );
+    o.family(
+        "lasso_ws_upstream_subscriptions",
+        "gauge",
+        "Subscriptions held open at providers.",
+    );
+    o.sample(
+        "lasso_ws_upstream_subscriptions",
+        &[],
+        ws.upstream_subscriptions,
+    );
+    o.family(
+        "lasso_ws_failovers_total",
+        "counter",
+        "Subscription feeds moved to another provider.",
+    );
+    o.sample("lasso_ws_failovers_total", &[], ws.failovers);
+    o.family(
+        "lasso_ws_backfilled_events_total",
+        "counter",
+        "Events fetched over HTTP to fill subscription gaps.",
+    );
+    o.sample(
+        "lasso_ws_backfilled_events_total",
+        &[],
+        ws.backfilled_events,
+    );
+    o.family(
+        "lasso_ws_delivered_events_total",
+        "counter",
+        "Subscription events delivered to clients.",
+    );
+    o.sample("lasso_ws_delivered_events_total", &[], ws.delivered_events);
+    let (joins, leaves) = crate::ops::cluster::counters();
+    o.family(
+        "lasso_cluster_joins_total",
+        "counter",
+        "Cluster nodes that joined (answered after not answering).",
+    );
+    o.sample("lasso_cluster_joins_total", &[], joins);
+    o.family(
+        "lasso_cluster_leaves_total",
+        "counter",
+        "Cluster nodes that left (stopped answering or were no longer discovered).",
+    );
+    o.sample("lasso_cluster_leaves_total", &[], leaves);
+    o.family(
+        "lasso_cluster_nodes",
+        "gauge",
+        "Cluster nodes connected, this one included.",
+    );
+    o.sample(
+        "lasso_cluster_nodes",
+        &[],
+        crate::ops::cluster::connected() + 1,
+    );
+
+    let mut resp = Response::json(200, o.0.into_bytes());
+    resp.content_type = "text/plain; version=0.0.4; charset=utf-8";
+    resp
+}

@@ -1,0 +1,551 @@
+//! Lazy JSON-RPC inspection and byte splicing. Requests and replies are looked at with sonic-rs's validating lazy
+//! iterators: only the members the proxy needs (`jsonrpc`, `method`, `id`, `params`, `result`/`error`) are located, as
+//! byte ranges into the original buffer. Ids are rewritten by splicing bytes, never by re-serialising a document.
+
+use std::borrow::Cow;
+use std::ops::Range;
+
+use sonic_rs::{JsonType, JsonValueTrait};
+
+use crate::error::RpcError;
+
+/// One JSON-RPC call as located inside a request body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallView<'a> {
+    /// The method name (unescaped).
+    pub method: Cow<'a, str>,
+    /// Byte range of the `id` value; `None` for a notification.
+    pub id: Option<Range<usize>>,
+    /// Byte range of the `params` value, when present.
+    pub params: Option<Range<usize>>,
+    /// Byte range of the whole call object.
+    pub span: Range<usize>,
+}
+
+impl CallView<'_> {
+    pub fn is_notification(&self) -> bool {
+        self.id.is_none()
+    }
+}
+
+/// A member of a batch that is not a valid call: its error, and its raw id when one could be read.
+#[derive(Debug, Clone)]
+pub struct InvalidCall {
+    pub error: RpcError,
+    pub id: Option<Range<usize>>,
+}
+
+/// A request body: one call, or a batch whose members are each valid or not.
+#[derive(Debug)]
+pub enum RequestBody<'a> {
+    Single(CallView<'a>),
+    Batch(Vec<Result<CallView<'a>, InvalidCall>>),
+}
+
+fn offset_of(base: &[u8], part: &str) -> Range<usize> {
+    let start = part.as_ptr() as usize - base.as_ptr() as usize;
+    start..start + part.len()
+}
+
+fn skip_ws(body: &[u8], mut pos: usize) -> usize {
+    while pos < body.len() && matches!(body[pos], b' ' | b'\t' | b'\r' | b'\n') {
+        pos += 1;
+    }
+    pos
+}
+
+fn parse_error(e: impl std::fmt::Display) -> RpcError {
+    RpcError::Parse(e.to_string())
+}
+
+/// Checks that after `end` only whitespace, `close` and whitespace remain up to `limit`.
+fn expect_close(body: &[u8], end: usize, close: u8, limit: usize) -> Result<(), RpcError> {
+    let body = &body[..limit];
+    let pos = skip_ws(body, end);
+    if pos >= limit || body[pos] != close {
+        return Err(RpcError::Parse(format!("unexpected data at byte {pos}")));
+    }
+    if skip_ws(body, pos + 1) != limit {
+        return Err(RpcError::Parse(format!("trailing data after byte {pos}")));
+    }
+    Ok(())
+}
+
+/// Deepest nesting accepted in a request (real calls need well under 16).
+pub const MAX_REQUEST_DEPTH: usize = 128;
+/// Deepest nesting accepted in a provider's reply (call traces nest twice per EVM call frame, up to 1024 frames).
+pub const MAX_REPLY_DEPTH: usize = 10_000;
+
+/// True when `body` nests arrays/objects deeper than `limit`. One pass, no recursion, strings skipped with memchr;
+/// it guards the recursive validator against stack exhaustion.
+pub fn nesting_exceeds(body: &[u8], limit: usize) -> bool {
+    let mut depth = 0usize;
+    let mut i = 0;
+    while i < body.len() {
+        match body[i] {
+            b'"' => {
+                // Skip the string: find the closing quote not preceded by an escaping backslash.
+                let mut j = i + 1;
+                loop {
+                    match memchr::memchr2(b'"', b'\\', &body[j..]) {
+                        Some(k) if body[j + k] == b'\\' => j += k + 2,
+                        Some(k) => {
+                            j += k;
+                            break;
+                        }
+                        None => return false,
+                    }
+                    if j >= body.len() {
+                        return false;
+                    }
+                }
+                i = j;
+            }
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > limit {
+                    return true;
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+        i += 1;
+    }
+    false
+}
+
+/// Parses a request body: validates it as JSON and locates each call's members.
+pub fn parse_request(body: &[u8]) -> Result<RequestBody<'_>, RpcError> {
+    if nesting_exceeds(body, MAX_REQUEST_DEPTH) {
+        return Err(RpcError::InvalidRequest(format!(
+            "JSON nested deeper than {MAX_REQUEST_DEPTH} levels"
+        )));
+    }
+    let start = skip_ws(body, 0);
+    match body.get(start) {
+        None => Err(RpcError::Parse("empty body".into())),
+        Some(b'{') => {
+            let end = trailing_end(body);
+            inspect_object(body, start..end)
+                .map(RequestBody::Single)
+                .map_err(|e| e.error)
+        }
+        Some(b'[') => {
+            let end = trailing_end(body);
+            let mut members = Vec::new();
+            let mut last_end = start + 1;
+            for item in sonic_rs::to_array_iter(&body[start..end]) {
+                let item = item.map_err(parse_error)?;
+                let raw = item.as_raw_str();
+                let span = offset_of(body, raw);
+                last_end = span.end;
+                members.push(if item.get_type() == JsonType::Object {
+                    inspect_object(body, span)
+                } else {
+                    Err(InvalidCall {
+                        error: RpcError::InvalidRequest("batch member is not an object".into()),
+                        id: None,
+                    })
+                });
+            }
+            if members.is_empty() {
+                expect_close(body, start + 1, b']', end)?;
+                return Err(RpcError::InvalidRequest("empty batch".into()));
+            }
+            expect_close(body, last_end, b']', end)?;
+            Ok(RequestBody::Batch(members))
+        }
+        Some(_) => {
+            // Valid JSON that is neither an object nor an array is an invalid request; anything else a parse error.
+            sonic_rs::from_slice::<sonic_rs::Value>(body).map_err(parse_error)?;
+            Err(RpcError::InvalidRequest(
+                "expected an object or an array".into(),
+            ))
+        }
+    }
+}
+
+/// The end of the body without trailing whitespace.
+fn trailing_end(body: &[u8]) -> usize {
+    let mut end = body.len();
+    while end > 0 && matches!(body[end - 1], b' ' | b'\t' | b'\r' | b'\n') {
+        end -= 1;
+    }
+    end
+}
+
+/// Inspects one call object occupying `span` of `body`.
+fn inspect_object(body: &[u8], span: Range<usize>) -> Result<CallView<'_>, InvalidCall> {
+    let invalid = |why: &str, id: Option<Range<usize>>| InvalidCall {
+        error: RpcError::InvalidRequest(why.to_string()),
+        id,
+    };
+    let mut version_ok = false;
+    let mut method: Option<Cow<'_, str>> = None;
+    let mut method_invalid = false;
+    let mut id = None;
+    let mut id_invalid = false;
+    let mut params = None;
+    let mut last_end = span.start + 1;
+    for member in sonic_rs::to_object_iter(&body[span.clone()]) {
+        let (key, value) = member.map_err(|e| InvalidCall {
+            error: parse_error(e),
+            id: None,
+        })?;
+        let range = offset_of(body, value.as_raw_str());
+        last_end = range.end;
+        match &*key {
+            "jsonrpc" => version_ok = value.as_str() == Some("2.0"),
+            "method" => match value.get_type() {
+                JsonType::String => method = Some(string_at(body, range)),
+                _ => method_invalid = true,
+            },
+            "id" => match value.get_type() {
+                JsonType::String | JsonType::Number | JsonType::Null => id = Some(range),
+                _ => id_invalid = true,
+            },
+            "params" => params = Some(range),
+            _ => {}
+        }
+    }
+    expect_close(body, last_end, b'}', span.end).map_err(|e| InvalidCall { error: e, id: None })?;
+    if id_invalid {
+        return Err(invalid("id must be a string, a number or null", None));
+    }
+    if !version_ok {
+        return Err(invalid("jsonrpc must be \"2.0\"", id));
+    }
+    let method = match method {
+        Some(m) if !method_invalid => m,
+        _ => return Err(invalid("method must be a string", id)),
+    };
+    if let Some(p) = &params {
+        if !matches!(body[p.start], b'[' | b'{') {
+            return Err(invalid("params must be an array or an object", id));
+        }
+    }
+    Ok(CallView {
+        method,
+        id,
+        params,
+        span,
+    })
+}
+
+/// The string value whose JSON text (quotes included) occupies `range`: borrowed unless it has escapes.
+fn string_at(body: &[u8], range: Range<usize>) -> Cow<'_, str> {
+    let raw = &body[range];
+    if raw.len() >= 2 && !raw.contains(&b'\\') {
+        if let Ok(s) = std::str::from_utf8(&raw[1..raw.len() - 1]) {
+            return Cow::Borrowed(s);
+        }
+    }
+    Cow::Owned(sonic_rs::from_slice::<String>(raw).unwrap_or_default())
+}
+
+/// Builds the upstream form of `call`: the same bytes with its id replaced by `upstream_id` (or inserted for a
+/// notification, so that the provider answers and the proxy can tell the outcome).
+pub fn with_upstream_id(body: &[u8], call: &CallView<'_>, upstream_id: u64, out: &mut Vec<u8>) {
+    let mut digits = itoa::Buffer::new();
+    let id = digits.format(upstream_id).as_bytes();
+    match &call.id {
+        Some(range) => {
+            out.extend_from_slice(&body[call.span.start..range.start]);
+            out.extend_from_slice(id);
+            out.extend_from_slice(&body[range.end..call.span.end]);
+        }
+        None => {
+            out.extend_from_slice(b"{\"id\":");
+            out.extend_from_slice(id);
+            let rest = &body[call.span.start + 1..call.span.end];
+            if body[skip_ws(body, call.span.start + 1)] != b'}' {
+                out.push(b',');
+            }
+            out.extend_from_slice(rest);
+        }
+    }
+}
+
+/// What a provider's reply to one call says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReplyKind {
+    Result,
+    Error { code: i64, message: String },
+}
+
+/// One reply object located in a provider's response body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplyView {
+    pub span: Range<usize>,
+    pub id: Range<usize>,
+    pub kind: ReplyKind,
+}
+
+/// Why a provider's body is not a usable JSON-RPC reply.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReplyError {
+    #[error("response is not valid JSON: {0}")]
+    NotJson(String),
+    #[error("response is not a JSON-RPC reply: {0}")]
+    NotJsonRpc(&'static str),
+}
+
+/// Inspects a single reply object.
+pub fn inspect_reply(body: &[u8]) -> Result<ReplyView, ReplyError> {
+    if nesting_exceeds(body, MAX_REPLY_DEPTH) {
+        return Err(ReplyError::NotJsonRpc("nested too deeply"));
+    }
+    let start = skip_ws(body, 0);
+    if body.get(start) != Some(&b'{') {
+        return Err(ReplyError::NotJsonRpc("expected an object"));
+    }
+    inspect_reply_object(body, start..trailing_end(body))
+}
+
+fn inspect_reply_object(body: &[u8], span: Range<usize>) -> Result<ReplyView, ReplyError> {
+    let mut id = None;
+    let mut kind = None;
+    let mut last_end = span.start + 1;
+    for member in sonic_rs::to_object_iter(&body[span.clone()]) {
+        let (key, value) = member.map_err(|e| ReplyError::NotJson(e.to_string()))?;
+        let range = offset_of(body, value.as_raw_str());
+        last_end = range.end;
+        match &*key {
+            "id" => id = Some(range),
+            "result" => kind = Some(ReplyKind::Result),
+            "error" => {
+                let code = value.get("code").and_then(|c| c.as_i64()).unwrap_or(0);
+                let message = value
+                    .get("message")
+                    .and_then(|m| m.as_str().map(str::to_owned))
+                    .unwrap_or_default();
+                kind = Some(ReplyKind::Error { code, message });
+            }
+            _ => {}
+        }
+    }
+    if skip_ws(body, last_end) >= span.end || body[skip_ws(body, last_end)] != b'}' {
+        return Err(ReplyError::NotJson("truncated object".into()));
+    }
+    match (id, kind) {
+        (Some(id), Some(kind)) => Ok(ReplyView { span, id, kind }),
+        (None, _) => Err(ReplyError::NotJsonRpc("no id")),
+        (_, None) => Err(ReplyError::NotJsonRpc("neither result nor error")),
+    }
+}
+
+/// Inspects a batch reply: each member object, in the order the provider sent them.
+pub fn inspect_batch_reply(body: &[u8]) -> Result<Vec<ReplyView>, ReplyError> {
+    if nesting_exceeds(body, MAX_REPLY_DEPTH) {
+        return Err(ReplyError::NotJsonRpc("nested too deeply"));
+    }
+    let start = skip_ws(body, 0);
+    if body.get(start) != Some(&b'[') {
+        // A provider may answer a whole batch with one error object.
+        return Err(ReplyError::NotJsonRpc("expected an array"));
+    }
+    let end = trailing_end(body);
+    let mut replies = Vec::new();
+    for item in sonic_rs::to_array_iter(&body[start..end]) {
+        let item = item.map_err(|e| ReplyError::NotJson(e.to_string()))?;
+        let span = offset_of(body, item.as_raw_str());
+        if item.get_type() != JsonType::Object {
+            return Err(ReplyError::NotJsonRpc("batch member is not an object"));
+        }
+        replies.push(inspect_reply_object(body, span)?);
+    }
+    Ok(replies)
+}
+
+/// Reads an upstream id (a number the proxy assigned) from its raw bytes.
+pub fn parse_upstream_id(raw: &[u8]) -> Option<u64> {
+    std::str::from_utf8(raw).ok()?.trim().parse().ok()
+}
+
+/// Appends `reply` (located in `body`) to `out` with its id replaced by `client_id` (raw JSON).
+pub fn restore_id(body: &[u8], reply: &ReplyView, client_id: &[u8], out: &mut Vec<u8>) {
+    out.extend_from_slice(&body[reply.span.start..reply.id.start]);
+    out.extend_from_slice(client_id);
+    out.extend_from_slice(&body[reply.id.end..reply.span.end]);
+}
+
+/// Builds `{"jsonrpc":"2.0","id":<id>,"result":<raw result>}`.
+pub fn result_response(raw_id: &[u8], raw_result: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(40 + raw_id.len() + raw_result.len());
+    out.extend_from_slice(b"{\"jsonrpc\":\"2.0\",\"id\":");
+    out.extend_from_slice(raw_id);
+    out.extend_from_slice(b",\"result\":");
+    out.extend_from_slice(raw_result);
+    out.push(b'}');
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn single(body: &str) -> CallView<'_> {
+        match parse_request(body.as_bytes()).unwrap() {
+            RequestBody::Single(c) => c,
+            other => panic!("expected single, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn locates_members_of_a_call() {
+        let body = r#" {"jsonrpc":"2.0","id":"a\"b","method":"eth_call","params":[{"to":"0x1"},"latest"]} "#;
+        let c = single(body);
+        assert_eq!(c.method, "eth_call");
+        assert_eq!(&body[c.id.clone().unwrap()], r#""a\"b""#);
+        assert_eq!(
+            &body[c.params.clone().unwrap()],
+            r#"[{"to":"0x1"},"latest"]"#
+        );
+    }
+
+    #[test]
+    fn rejects_invalid_requests_table() {
+        let rows: &[(&str, i32)] = &[
+            ("", -32700),
+            ("{", -32700),
+            ("{\"jsonrpc\":\"2.0\",\"method\":\"x\",\"id\":1,}", -32700),
+            ("{\"jsonrpc\":\"2.0\",\"method\":\"x\",\"id\":1} x", -32700),
+            ("[1,2", -32700),
+            ("[]", -32600),
+            (" [ ] ", -32600),
+            ("42", -32600),
+            ("\"x\"", -32600),
+            ("{\"method\":\"x\",\"id\":1}", -32600),
+            ("{\"jsonrpc\":\"1.0\",\"method\":\"x\",\"id\":1}", -32600),
+            ("{\"jsonrpc\":\"2.0\",\"method\":5,\"id\":1}", -32600),
+            ("{\"jsonrpc\":\"2.0\",\"id\":1}", -32600),
+            ("{\"jsonrpc\":\"2.0\",\"method\":\"x\",\"id\":{}}", -32600),
+            ("{\"jsonrpc\":\"2.0\",\"method\":\"x\",\"id\":true}", -32600),
+            (
+                "{\"jsonrpc\":\"2.0\",\"method\":\"x\",\"params\":1}",
+                -32600,
+            ),
+        ];
+        for (body, code) in rows {
+            let err = parse_request(body.as_bytes()).expect_err(body);
+            assert_eq!(err.code(), *code, "{body}: {err:?}");
+        }
+    }
+
+    #[test]
+    fn nesting_is_bounded_without_recursion() {
+        let deep = |n: usize| {
+            format!(
+                "{{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"m\",\"params\":[{}{}]}}",
+                "[".repeat(n),
+                "]".repeat(n)
+            )
+        };
+        assert!(parse_request(deep(10).as_bytes()).is_ok());
+        let err = parse_request(deep(100_000).as_bytes()).unwrap_err();
+        assert_eq!(err.code(), -32600);
+        assert!(
+            !nesting_exceeds(br#"{"a":"[[[[[[[[\"[[[["}"#, 2),
+            "brackets inside strings do not count"
+        );
+        assert!(nesting_exceeds(b"[[[", 2));
+        assert!(
+            inspect_reply(
+                format!(
+                    "{{\"id\":1,\"result\":{}{}}}",
+                    "[".repeat(20_000),
+                    "]".repeat(20_000)
+                )
+                .as_bytes()
+            )
+            .is_err()
+        );
+    }
+
+    #[test]
+    fn batch_members_are_judged_one_by_one() {
+        let body = br#"[{"jsonrpc":"2.0","id":1,"method":"a"}, 5, {"jsonrpc":"2.0","id":2}, {"jsonrpc":"2.0","method":"n"}]"#;
+        let RequestBody::Batch(items) = parse_request(body).unwrap() else {
+            panic!()
+        };
+        assert_eq!(items.len(), 4);
+        assert!(items[0].is_ok());
+        assert!(items[1].is_err());
+        let bad = items[2].as_ref().unwrap_err();
+        assert_eq!(&body[bad.id.clone().unwrap()], b"2");
+        assert!(items[3].as_ref().unwrap().is_notification());
+    }
+
+    #[test]
+    fn upstream_id_is_spliced_and_inserted() {
+        let body = br#"{"jsonrpc":"2.0","id":"client","method":"m","params":[]}"#;
+        let c = match parse_request(body).unwrap() {
+            RequestBody::Single(c) => c,
+            _ => panic!(),
+        };
+        let mut out = Vec::new();
+        with_upstream_id(body, &c, 42, &mut out);
+        assert_eq!(
+            out,
+            br#"{"jsonrpc":"2.0","id":42,"method":"m","params":[]}"#
+        );
+
+        let body = br#"{"jsonrpc":"2.0","method":"m"}"#;
+        let c = match parse_request(body).unwrap() {
+            RequestBody::Single(c) => c,
+            _ => panic!(),
+        };
+        let mut out = Vec::new();
+        with_upstream_id(body, &c, 7, &mut out);
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v["id"], 7);
+        assert_eq!(v["method"], "m");
+    }
+
+    #[test]
+    fn replies_are_inspected_and_ids_restored() {
+        let body = br#"{"jsonrpc":"2.0","id":42,"error":{"code":3,"message":"execution reverted","data":"0x"}}"#;
+        let r = inspect_reply(body).unwrap();
+        assert_eq!(
+            r.kind,
+            ReplyKind::Error {
+                code: 3,
+                message: "execution reverted".into()
+            }
+        );
+        assert_eq!(parse_upstream_id(&body[r.id.clone()]), Some(42));
+        let mut out = Vec::new();
+        restore_id(body, &r, br#"{"weird":[1]}"#, &mut out);
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v["id"]["weird"][0], 1);
+        assert_eq!(v["error"]["code"], 3);
+
+        let rows: &[&[u8]] = &[
+            b"<html>",
+            b"{\"id\":1}",
+            b"{\"result\":1}",
+            b"{\"id\":1,\"result\":",
+            b"",
+        ];
+        for body in rows {
+            assert!(
+                inspect_reply(body).is_err(),
+                "{}",
+                String::from_utf8_lossy(body)
+            );
+        }
+    }
+
+    #[test]
+    fn batch_replies_in_any_order() {
+        let body =
+            br#"[{"jsonrpc":"2.0","id":2,"result":"b"},{"jsonrpc":"2.0","id":1,"result":"a"}]"#;
+        let replies = inspect_batch_reply(body).unwrap();
+        let ids: Vec<_> = replies
+            .iter()
+            .map(|r| parse_upstream_id(&body[r.id.clone()]))
+            .collect();
+        assert_eq!(ids, vec![Some(2), Some(1)]);
+    }
+}

@@ -1,0 +1,8 @@
+//! Codecs with no policy: the HTTP/1.1 layer ([`http`]), JSON-RPC inspection and id splicing ([`jsonrpc`]), RFC 6455
+//! WebSocket frames ([`ws_frame`]) and the opening handshake ([`ws_handshake`]). Nothing here knows about providers,
+//! routing or workers; every parser has a size and a depth bound.
+
+pub mod http;
+pub mod jsonrpc;
+pub mod ws_frame;
+pub mod ws_handshake;
