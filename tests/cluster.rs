@@ -14,20 +14,6 @@ use support::*;
 const SECRET: &str = "correct horse battery staple";
 
 /// Polls `f` until it returns `Some` (bounded); panics with the last observation at the deadline.
-fn eventually<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Result<T, String>) -> T {
-    let deadline = Instant::now() + timeout;
-    loop {
-        match f() {
-            Ok(v) => return v,
-            Err(last) if Instant::now() >= deadline => {
-                panic!("{what}: not reached within {timeout:?}; last: {last}")
-            }
-            // Cluster membership is polled every CLUSTER_POLL_MS (200 ms here): re-check on that cadence.
-            Err(_) => std::thread::sleep(Duration::from_millis(100)),
-        }
-    }
-}
-
 fn health(addr: SocketAddr) -> Value {
     let r = get(addr, "/api/health");
     assert_eq!(r.status, 200, "{}", r.describe());

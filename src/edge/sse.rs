@@ -16,6 +16,9 @@ use crate::wire::http::io::{read_more, write_all};
 use crate::wire::http::request::RequestHead;
 use crate::wire::http::response::{Response, write_head};
 
+/// How long one write of the stream may wait for the client to take it.
+const SEND_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
 async fn reject(stream: &mut TcpStream, err: RpcError) {
     let resp = Response::json(err.http_status(), err.to_response(b"null"));
     let mut out = Vec::new();
@@ -41,10 +44,14 @@ pub async fn serve(worker: Rc<Worker>, mut stream: TcpStream, head: &RequestHead
     if worker.draining.get() {
         return reject(&mut stream, RpcError::Overloaded("server is draining")).await;
     }
-    let (registration, mut rx, queued) = events::register(&worker.config.profiles[profile].name);
+    let Some((registration, mut rx, queued)) =
+        events::register(&worker.config.profiles[profile].name)
+    else {
+        return reject(&mut stream, RpcError::Overloaded("too many event streams")).await;
+    };
     let head_bytes = format!(
         "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\n\
-         X-Accel-Buffering: no\r\nAccess-Control-Allow-Origin: *\r\nConnection: close\r\n\r\n\
+         X-Accel-Buffering: no\r\nConnection: close\r\n\r\n\
          : subscribed profile={name}\n\n"
     );
     let (mut rd, mut wr) = stream.into_split();
@@ -82,9 +89,9 @@ pub async fn serve(worker: Rc<Worker>, mut stream: TcpStream, head: &RequestHead
             ev = rx.next() => match ev {
                 Some(json) => {
                     let mut out = format!("data: {json}\n\n");
-                    queued.fetch_sub(1, Ordering::Relaxed);
+                    queued.fetch_sub(json.len(), Ordering::Relaxed);
                     while let Ok(more) = rx.try_recv() {
-                        queued.fetch_sub(1, Ordering::Relaxed);
+                        queued.fetch_sub(more.len(), Ordering::Relaxed);
                         out.push_str("data: ");
                         out.push_str(&more);
                         out.push_str("\n\n");
@@ -97,8 +104,10 @@ pub async fn serve(worker: Rc<Worker>, mut stream: TcpStream, head: &RequestHead
             _ = &mut closed_rx => break,
             _ = drained => break,
         };
-        if write_all(&mut wr, out.into_bytes()).await.0.is_err() {
-            break;
+        // A reader that takes nothing for SEND_TIMEOUT is gone (nginx's send_timeout).
+        match monoio::time::timeout(SEND_TIMEOUT, write_all(&mut wr, out.into_bytes())).await {
+            Ok((Ok(_), _)) => {}
+            _ => break,
         }
     }
     drop(registration);

@@ -1,5 +1,6 @@
 //! Routing-decision events: a process-wide bus of per-subscriber bounded queues, read by the Server-Sent Events
-//! endpoint `GET /api/events/:profile` (`edge::sse`). The proxy publishes one event per client request (profile, chain, method, provider
+//! endpoint `GET /api/events/:profile` (`edge::sse`), bounded in bytes per subscriber and in subscribers. The proxy
+//! publishes one event per client request (profile, chain, method, provider
 //! chosen, strategy, latency, retries, hedging, outcome, and this node's id and region) only while at least one
 //! subscriber exists: the check is one relaxed atomic load, and nothing is allocated when nobody listens. A
 //! subscriber names one profile and only ever receives that profile's events. Events are not forwarded between
@@ -13,8 +14,10 @@ use futures_channel::mpsc;
 
 use serde::Serialize;
 
-/// Events queued per subscriber before new ones are dropped (a slow reader loses events, never memory).
-pub const QUEUE_CAP: usize = 1024;
+/// Bytes of events queued per subscriber before new ones are dropped (a slow reader loses events, never memory).
+pub const QUEUE_BYTES: usize = 256 * 1024;
+/// Subscribers at once, process-wide; past it a new stream is refused (idle streams cannot lock the server).
+pub const MAX_SUBSCRIBERS: usize = 64;
 /// A comment line is sent this often so proxies and clients see the stream alive.
 pub const KEEPALIVE: Duration = Duration::from_secs(15);
 
@@ -58,17 +61,22 @@ impl Drop for Registration {
     }
 }
 
-pub fn register(
-    profile: &str,
-) -> (
+/// A subscriber's end: its registration, its queue, and the bytes queued in it.
+pub type Subscription = (
     Registration,
     mpsc::UnboundedReceiver<Arc<str>>,
     Arc<AtomicUsize>,
-) {
+);
+
+/// Registers a subscriber of `profile`; `None` when [`MAX_SUBSCRIBERS`] are registered already.
+pub fn register(profile: &str) -> Option<Subscription> {
     let (tx, rx) = mpsc::unbounded();
     let queued = Arc::new(AtomicUsize::new(0));
     let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
     let mut reg = REGISTRY.write().unwrap_or_else(|p| p.into_inner());
+    if reg.len() >= MAX_SUBSCRIBERS {
+        return None;
+    }
     reg.push(Subscriber {
         id,
         profile: profile.to_string(),
@@ -76,7 +84,7 @@ pub fn register(
         queued: queued.clone(),
     });
     SUBSCRIBERS.store(reg.len(), Ordering::Relaxed);
-    (Registration(id), rx, queued)
+    Some((Registration(id), rx, queued))
 }
 
 /// One routing decision as subscribers see it. Client-supplied text (the method) is cut to
@@ -137,13 +145,13 @@ pub fn publish(event: &RoutingEvent<'_>) {
     };
     let json: Arc<str> = json.into();
     for s in reg.iter().filter(|s| s.profile == event.profile) {
-        if s.queued.fetch_add(1, Ordering::Relaxed) >= QUEUE_CAP {
-            s.queued.fetch_sub(1, Ordering::Relaxed);
+        if s.queued.fetch_add(json.len(), Ordering::Relaxed) + json.len() > QUEUE_BYTES {
+            s.queued.fetch_sub(json.len(), Ordering::Relaxed);
             DROPPED.fetch_add(1, Ordering::Relaxed);
             continue;
         }
         if s.tx.unbounded_send(json.clone()).is_err() {
-            s.queued.fetch_sub(1, Ordering::Relaxed);
+            s.queued.fetch_sub(json.len(), Ordering::Relaxed);
         }
     }
 }
@@ -155,8 +163,8 @@ mod tests {
     #[test]
     fn registration_counts_and_unregisters() {
         let before = subscribers();
-        let (a, _rx_a, _) = register("alpha");
-        let (b, _rx_b, _) = register("beta");
+        let (a, _rx_a, _) = register("alpha").unwrap();
+        let (b, _rx_b, _) = register("beta").unwrap();
         assert!(active());
         assert!(subscribers() >= before + 2);
         let ids = [a.0, b.0];

@@ -4,6 +4,7 @@
 //! Not every test file uses every item.
 #![allow(dead_code, unused_imports)]
 
+pub mod eventually;
 pub mod fixtures;
 pub mod ganache;
 pub mod http;
@@ -13,6 +14,7 @@ pub mod ws;
 
 use std::time::Duration;
 
+pub use eventually::eventually;
 pub use fixtures::{Fixture, load_fixtures};
 pub use http::{
     Conn, Response, chunk_body, get, post, post_bytes, request, request_bytes, try_post,

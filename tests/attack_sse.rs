@@ -1,0 +1,119 @@
+//! The routing-event stream under attack (hardening issue, items 7 and 9): a subscriber that never reads costs a
+//! bounded number of bytes whatever clients send, client text is cut in events, and idle streams cannot take every
+//! connection slot.
+
+mod support;
+
+use std::time::Duration;
+
+use serde_json::json;
+use support::*;
+
+fn rss_bytes(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse::<u64>().ok())
+        .expect("VmRSS")
+        * 1024
+}
+
+/// Opens `GET /api/events/default` and returns the connection after the response head; the caller never reads.
+fn open_stream(lasso: &Lasso) -> (u16, Conn) {
+    let mut c = Conn::connect(lasso.addr());
+    c.send(b"GET /api/events/default HTTP/1.1\r\nHost: t\r\n\r\n");
+    let head = c.io.read_head(16 * 1024).unwrap().expect("a head");
+    let text = String::from_utf8_lossy(&head).to_string();
+    let status = text[9..12].parse().unwrap();
+    assert!(
+        status != 200
+            || !text
+                .to_ascii_lowercase()
+                .contains("access-control-allow-origin"),
+        "the event stream carries no CORS wildcard: {text}"
+    );
+    (status, c)
+}
+
+#[test]
+fn a_subscriber_that_never_reads_costs_bounded_memory_and_sees_cut_method_names() {
+    let mock = MockProvider::start("p1");
+    let cfg = single_chain(&[&mock]).server("max_body_bytes", "2097152");
+    let lasso = Lasso::builder(&cfg.yaml()).workers(1).start();
+    let (status, mut sleeper) = open_stream(&lasso);
+    assert_eq!(status, 200);
+    let before = rss_bytes(lasso.pid());
+    let long_method = format!("eth_{}", "x".repeat(1 << 20));
+    let body = rpc(json!(1), &long_method, json!([]));
+    for _ in 0..80 {
+        let r = post(lasso.addr(), "/rpc/ethereum", &body);
+        assert!(r.status < 600, "{}", r.describe());
+    }
+    let grown = rss_bytes(lasso.pid()).saturating_sub(before);
+    assert!(
+        grown < 24 << 20,
+        "80 requests with 1 MiB method names grew RSS by {grown} bytes while a subscriber did not read"
+    );
+    // The queued events name the method cut to 128 characters.
+    sleeper.set_read_timeout(Duration::from_secs(5));
+    let text = eventually(Duration::from_secs(5), "an event on the stream", || {
+        sleeper.io.fill().map_err(|e| e.to_string())?;
+        let text = String::from_utf8_lossy(sleeper.io.buffered()).to_string();
+        if text.contains("data: ") && text[text.find("data: ").unwrap()..].contains("\n\n") {
+            Ok(text)
+        } else {
+            Err(text)
+        }
+    });
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("data: "))
+        .unwrap_or_else(|| panic!("no event in {text:?}"));
+    let event: serde_json::Value = serde_json::from_str(&line[6..]).unwrap();
+    let method = event["method"].as_str().unwrap();
+    assert_eq!(method.chars().count(), 128, "{method}");
+    assert!(long_method.starts_with(method));
+    // Other clients are still served.
+    let r = post(
+        lasso.addr(),
+        "/rpc/ethereum",
+        &rpc(json!(7), "eth_blockNumber", json!([])),
+    );
+    assert_eq!(r.status, 200, "{}", r.describe());
+}
+
+#[test]
+fn idle_event_streams_are_capped_and_do_not_lock_other_clients_out() {
+    let mock = MockProvider::start("p1");
+    let lasso = Lasso::start(&single_chain(&[&mock]).yaml());
+    let mut held = Vec::new();
+    let mut refused = 0;
+    for _ in 0..80 {
+        let (status, c) = open_stream(&lasso);
+        match status {
+            200 => held.push(c),
+            503 => refused += 1,
+            other => panic!("event stream answered {other}"),
+        }
+    }
+    assert_eq!(held.len(), 64, "at most 64 streams at once");
+    assert_eq!(refused, 16);
+    let r = post(
+        lasso.addr(),
+        "/rpc/ethereum",
+        &rpc(json!(1), "eth_blockNumber", json!([])),
+    );
+    assert_eq!(r.status, 200, "{}", r.describe());
+    drop(held);
+    // Closed streams free their places.
+    eventually(
+        Duration::from_secs(10),
+        "a stream after others closed",
+        || match open_stream(&lasso) {
+            (200, _) => Ok(()),
+            (s, _) => Err(format!("status {s}")),
+        },
+    );
+}
