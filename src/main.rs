@@ -22,13 +22,13 @@ struct Cli {
     #[arg(long)]
     config: Option<PathBuf>,
     /// Worker threads, one event loop each (default: one per core).
-    #[arg(long, env = "LASSO_WORKERS")]
+    #[arg(long, env = lasso::config::env::WORKERS)]
     workers: Option<usize>,
     /// Port to listen on (default: 4000; 0 picks a free port).
-    #[arg(long, env = "PORT")]
+    #[arg(long, env = lasso::config::env::PORT)]
     port: Option<u16>,
     /// Address to bind (default: :: , dual-stack).
-    #[arg(long, env = "LASSO_BIND")]
+    #[arg(long, env = lasso::config::env::BIND)]
     bind: Option<String>,
 }
 

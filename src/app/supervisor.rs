@@ -32,7 +32,7 @@ pub fn config_path(explicit: Option<PathBuf>) -> PathBuf {
     if let Some(path) = explicit {
         return path;
     }
-    if let Some(path) = std::env::var_os("LASSO_CHAINS_PATH").map(PathBuf::from) {
+    if let Some(path) = config::env::process(config::env::CHAINS_PATH).map(PathBuf::from) {
         let candidates = [
             config::load::image_default_path(),
             PathBuf::from("config/chains.yml"),
@@ -54,12 +54,8 @@ pub fn config_path(explicit: Option<PathBuf>) -> PathBuf {
 }
 
 fn node_id() -> String {
-    for var in ["LASSO_NODE_ID", "FLY_MACHINE_ID", "HOSTNAME"] {
-        if let Ok(v) = std::env::var(var) {
-            if !v.is_empty() {
-                return v;
-            }
-        }
+    if let Some(id) = config::env::node_id(&config::env::process) {
+        return id;
     }
     let mut buf = [0u8; 256];
     // SAFETY: buf is valid for its length; gethostname NUL-terminates on success.
@@ -272,7 +268,7 @@ fn prepare(process: &Process, change: ConfigChange) -> Result<Config, String> {
             serde_norway::to_string(&doc).map_err(|e| e.to_string())?
         }
     };
-    let config = config::load_str(&text, path, &|name| std::env::var(name).ok())
+    let config = config::load_str(&text, path, &config::env::process)
         .map_err(|e| e.to_string())?;
     crate::config::store::persist(path, &text)?;
     Ok(config)
@@ -315,7 +311,7 @@ pub fn run(opts: RunOptions) -> Result<(), String> {
             .map_err(|e| format!("cannot start the signal thread: {e}"))?;
     }
     let uring =
-        monoio::utils::detect_uring() && std::env::var("LASSO_DRIVER").as_deref() != Ok("legacy");
+        monoio::utils::detect_uring() && !config::env::legacy_driver(&config::env::process);
     if uring {
         tracing::info!("io driver: io_uring");
     } else {
@@ -331,13 +327,8 @@ pub fn run(opts: RunOptions) -> Result<(), String> {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64),
         node_id: node_id(),
-        region: std::env::var("FLY_REGION")
-            .or_else(|_| std::env::var("CLUSTER_REGION"))
-            .ok(),
-        log_sample_rate: std::env::var("LOG_SAMPLE_RATE")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0.01),
+        region: config::env::region(&config::env::process),
+        log_sample_rate: config::env::log_sample_rate(&config::env::process),
         connections: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
         supervisor: commands_tx,
     };

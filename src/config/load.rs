@@ -10,6 +10,7 @@ use base64::Engine as _;
 use indexmap::IndexMap;
 use serde::Deserialize;
 
+use super::defaults::*;
 use super::redact::mask_url;
 use super::routing_policy::{BreakerSettings, Strategy};
 use super::schema::{
@@ -74,18 +75,18 @@ struct RawWs {
 impl Default for RawWs {
     fn default() -> Self {
         RawWs {
-            max_message_bytes: 8 * 1024 * 1024,
-            max_in_flight: 256,
-            max_subscriptions: 1024,
-            max_queued_bytes: 32 * 1024 * 1024,
-            ping_interval_ms: 30_000,
-            pong_timeout_ms: 10_000,
-            idle_timeout_ms: 300_000,
-            unsubscribe_grace_ms: 30_000,
+            max_message_bytes: DEFAULT_WS_MAX_MESSAGE_BYTES,
+            max_in_flight: DEFAULT_WS_MAX_IN_FLIGHT,
+            max_subscriptions: DEFAULT_WS_MAX_SUBSCRIPTIONS,
+            max_queued_bytes: DEFAULT_WS_MAX_QUEUED_BYTES,
+            ping_interval_ms: DEFAULT_WS_PING_INTERVAL_MS,
+            pong_timeout_ms: DEFAULT_WS_PONG_TIMEOUT_MS,
+            idle_timeout_ms: DEFAULT_WS_IDLE_TIMEOUT_MS,
+            unsubscribe_grace_ms: DEFAULT_WS_UNSUBSCRIBE_GRACE_MS,
             stall_timeout_ms: None,
-            backfill_limit_blocks: 128,
-            backfill_chunk_blocks: 32,
-            upstream_connect_timeout_ms: 5_000,
+            backfill_limit_blocks: DEFAULT_WS_BACKFILL_LIMIT_BLOCKS,
+            backfill_chunk_blocks: DEFAULT_WS_BACKFILL_CHUNK_BLOCKS,
+            upstream_connect_timeout_ms: DEFAULT_WS_UPSTREAM_CONNECT_TIMEOUT_MS,
         }
     }
 }
@@ -112,20 +113,20 @@ struct RawRouting {
 impl Default for RawRouting {
     fn default() -> Self {
         RawRouting {
-            merge_interval_ms: 1000,
-            window_intervals: 10,
-            fastest_quantile: 0.5,
-            min_samples: 5,
-            probe_share: 0.02,
-            latency_weight_beta: 3.0,
-            max_lag_blocks: 10,
-            archive_threshold_blocks: 128,
+            merge_interval_ms: DEFAULT_ROUTING_MERGE_INTERVAL_MS,
+            window_intervals: DEFAULT_ROUTING_WINDOW_INTERVALS,
+            fastest_quantile: DEFAULT_ROUTING_FASTEST_QUANTILE,
+            min_samples: DEFAULT_ROUTING_MIN_SAMPLES,
+            probe_share: DEFAULT_ROUTING_PROBE_SHARE,
+            latency_weight_beta: DEFAULT_ROUTING_LATENCY_WEIGHT_BETA,
+            max_lag_blocks: DEFAULT_ROUTING_MAX_LAG_BLOCKS,
+            archive_threshold_blocks: DEFAULT_ROUTING_ARCHIVE_THRESHOLD_BLOCKS,
             deadlines_ms: RawDeadlines::default(),
             breaker: RawBreaker::default(),
             hedge: RawHedge::default(),
             snapshots_dir: None,
-            snapshot_interval_ms: 60_000,
-            snapshot_retention: 5,
+            snapshot_interval_ms: DEFAULT_ROUTING_SNAPSHOT_INTERVAL_MS,
+            snapshot_retention: DEFAULT_ROUTING_SNAPSHOT_RETENTION,
         }
     }
 }
@@ -145,13 +146,13 @@ struct RawDeadlines {
 impl Default for RawDeadlines {
     fn default() -> Self {
         RawDeadlines {
-            light: 2_000,
-            call: 5_000,
-            logs: 5_000,
-            block: 3_000,
-            trace: 30_000,
-            write: 10_000,
-            other: 5_000,
+            light: DEFAULT_DEADLINE_LIGHT_MS,
+            call: DEFAULT_DEADLINE_CALL_MS,
+            logs: DEFAULT_DEADLINE_LOGS_MS,
+            block: DEFAULT_DEADLINE_BLOCK_MS,
+            trace: DEFAULT_DEADLINE_TRACE_MS,
+            write: DEFAULT_DEADLINE_WRITE_MS,
+            other: DEFAULT_DEADLINE_OTHER_MS,
         }
     }
 }
@@ -170,12 +171,12 @@ struct RawBreaker {
 impl Default for RawBreaker {
     fn default() -> Self {
         RawBreaker {
-            server_threshold: 5,
-            connect_threshold: 3,
-            timeout_threshold: 3,
-            recovery_ms: 5_000,
-            max_recovery_ms: 60_000,
-            half_open_successes: 2,
+            server_threshold: DEFAULT_BREAKER_SERVER_THRESHOLD,
+            connect_threshold: DEFAULT_BREAKER_CONNECT_THRESHOLD,
+            timeout_threshold: DEFAULT_BREAKER_TIMEOUT_THRESHOLD,
+            recovery_ms: DEFAULT_BREAKER_RECOVERY_MS,
+            max_recovery_ms: DEFAULT_BREAKER_MAX_RECOVERY_MS,
+            half_open_successes: DEFAULT_BREAKER_HALF_OPEN_SUCCESSES,
         }
     }
 }
@@ -192,10 +193,10 @@ struct RawHedge {
 impl Default for RawHedge {
     fn default() -> Self {
         RawHedge {
-            enabled: true,
-            quantile: 0.95,
-            min_delay_ms: 50,
-            max_delay_ms: 2_000,
+            enabled: DEFAULT_HEDGE_ENABLED,
+            quantile: DEFAULT_HEDGE_QUANTILE,
+            min_delay_ms: DEFAULT_HEDGE_MIN_DELAY_MS,
+            max_delay_ms: DEFAULT_HEDGE_MAX_DELAY_MS,
         }
     }
 }
@@ -234,18 +235,18 @@ struct RawServer {
 impl Default for RawServer {
     fn default() -> Self {
         RawServer {
-            port: 4000,
-            bind: "::".into(),
-            workers: 0,
-            max_body_bytes: 8 * 1024 * 1024,
-            max_header_bytes: 16 * 1024,
-            max_batch_size: 100,
-            header_timeout_ms: 10_000,
-            body_timeout_ms: 30_000,
-            idle_timeout_ms: 60_000,
-            soft_max_connections: 500,
-            hard_max_connections: 1000,
-            drain_timeout_ms: 30_000,
+            port: DEFAULT_SERVER_PORT,
+            bind: DEFAULT_SERVER_BIND.into(),
+            workers: DEFAULT_SERVER_WORKERS,
+            max_body_bytes: DEFAULT_SERVER_MAX_BODY_BYTES,
+            max_header_bytes: DEFAULT_SERVER_MAX_HEADER_BYTES,
+            max_batch_size: DEFAULT_SERVER_MAX_BATCH_SIZE,
+            header_timeout_ms: DEFAULT_SERVER_HEADER_TIMEOUT_MS,
+            body_timeout_ms: DEFAULT_SERVER_BODY_TIMEOUT_MS,
+            idle_timeout_ms: DEFAULT_SERVER_IDLE_TIMEOUT_MS,
+            soft_max_connections: DEFAULT_SERVER_SOFT_MAX_CONNECTIONS,
+            hard_max_connections: DEFAULT_SERVER_HARD_MAX_CONNECTIONS,
+            drain_timeout_ms: DEFAULT_SERVER_DRAIN_TIMEOUT_MS,
         }
     }
 }
@@ -267,15 +268,15 @@ struct RawUpstream {
 impl Default for RawUpstream {
     fn default() -> Self {
         RawUpstream {
-            connect_timeout_ms: 2_000,
-            request_timeout_ms: 10_000,
-            max_attempts: 3,
-            max_response_bytes: 256 * 1024 * 1024,
-            pool_max_idle_per_provider: 128,
-            pool_idle_timeout_ms: 30_000,
+            connect_timeout_ms: DEFAULT_UPSTREAM_CONNECT_TIMEOUT_MS,
+            request_timeout_ms: DEFAULT_UPSTREAM_REQUEST_TIMEOUT_MS,
+            max_attempts: DEFAULT_UPSTREAM_MAX_ATTEMPTS,
+            max_response_bytes: DEFAULT_UPSTREAM_MAX_RESPONSE_BYTES,
+            pool_max_idle_per_provider: DEFAULT_UPSTREAM_POOL_MAX_IDLE_PER_PROVIDER,
+            pool_idle_timeout_ms: DEFAULT_UPSTREAM_POOL_IDLE_TIMEOUT_MS,
             extra_ca_file: None,
-            coalesce: true,
-            max_coalesce: 32,
+            coalesce: DEFAULT_UPSTREAM_COALESCE,
+            max_coalesce: DEFAULT_UPSTREAM_MAX_COALESCE,
         }
     }
 }
@@ -352,7 +353,7 @@ fn yes() -> bool {
 
 /// Where the image keeps its default chains file, used to seed a missing `LASSO_CHAINS_PATH`.
 pub fn image_default_path() -> PathBuf {
-    std::env::var_os("LASSO_DEFAULT_CHAINS_PATH")
+    super::env::process(super::env::DEFAULT_CHAINS_PATH)
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("/app/config/chains.yml"))
 }
@@ -375,7 +376,7 @@ pub fn seed_if_missing(path: &Path, default: &Path) -> std::io::Result<bool> {
 pub fn load_file(path: &Path) -> Result<Config, ConfigError> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| ConfigError::new(path, "(file)", format!("cannot read: {e}")))?;
-    load_str(&text, path, &|name| std::env::var(name).ok())
+    load_str(&text, path, &super::env::process)
 }
 
 fn parse_yaml<T: for<'de> Deserialize<'de>>(text: &str, file: &Path) -> Result<T, ConfigError> {
@@ -614,7 +615,7 @@ impl Builder<'_> {
             .snapshots_dir
             .clone()
             .map(PathBuf::from)
-            .or_else(|| env("LASSO_SNAPSHOTS_DIR").map(PathBuf::from));
+            .or_else(|| env(super::env::SNAPSHOTS_DIR).map(PathBuf::from));
         Ok(RoutingSettings {
             merge_interval: Duration::from_millis(raw.merge_interval_ms),
             window_intervals: raw.window_intervals,

@@ -1,9 +1,12 @@
 //! The validated, immutable configuration every worker reads. The types live in [`schema`] (server limits, upstream
 //! client settings, and the profiles -> chains -> providers tree with lookup by name, alias or chain id); loading and
 //! validation in [`load`]; secret redaction in [`redact`]; provider URL parsing in [`url`]; the routing settings in
-//! [`routing_policy`]; TLS files in [`tls`]; the file on disk in [`store`]; change messages in [`change`].
+//! [`routing_policy`]; TLS files in [`tls`]; the file on disk in [`store`]; change messages in [`change`]; default
+//! values in [`defaults`]; every environment variable in [`env`].
 
 pub mod change;
+pub mod defaults;
+pub mod env;
 pub mod load;
 pub mod redact;
 pub mod routing_policy;

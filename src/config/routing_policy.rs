@@ -4,6 +4,8 @@
 use std::str::FromStr;
 use std::time::Duration;
 
+use super::defaults;
+
 /// How to order a chain's providers for a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Strategy {
@@ -60,12 +62,12 @@ pub struct BreakerSettings {
 impl Default for BreakerSettings {
     fn default() -> Self {
         BreakerSettings {
-            server_threshold: 5,
-            connect_threshold: 3,
-            timeout_threshold: 3,
-            recovery: Duration::from_secs(5),
-            max_recovery: Duration::from_secs(60),
-            half_open_successes: 2,
+            server_threshold: defaults::DEFAULT_BREAKER_SERVER_THRESHOLD,
+            connect_threshold: defaults::DEFAULT_BREAKER_CONNECT_THRESHOLD,
+            timeout_threshold: defaults::DEFAULT_BREAKER_TIMEOUT_THRESHOLD,
+            recovery: Duration::from_millis(defaults::DEFAULT_BREAKER_RECOVERY_MS),
+            max_recovery: Duration::from_millis(defaults::DEFAULT_BREAKER_MAX_RECOVERY_MS),
+            half_open_successes: defaults::DEFAULT_BREAKER_HALF_OPEN_SUCCESSES,
         }
     }
 }

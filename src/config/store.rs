@@ -10,7 +10,7 @@ const BACKUPS_KEPT: usize = 20;
 /// Writes `text` to `path` atomically (temp file in the same directory, fsync, rename, directory fsync), first
 /// copying the current file to `LASSO_BACKUP_DIR` (timestamped; the newest 20 kept) when that is set.
 pub fn persist(path: &Path, text: &str) -> Result<(), String> {
-    if let (Some(dir), true) = (std::env::var_os("LASSO_BACKUP_DIR"), path.exists()) {
+    if let (Some(dir), true) = (super::env::process(super::env::BACKUP_DIR), path.exists()) {
         let dir = Path::new(&dir);
         std::fs::create_dir_all(dir)
             .map_err(|e| format!("{}: cannot create: {e}", dir.display()))?;

@@ -40,10 +40,7 @@ pub fn secrets_equal(a: &[u8], b: &[u8]) -> bool {
 
 /// Answers `/api/admin/...`.
 pub async fn handle(worker: &Rc<Worker>, head: &RequestHead, body: &[u8]) -> Response {
-    let Some(token) = std::env::var("LASSO_ADMIN_TOKEN")
-        .ok()
-        .filter(|t| !t.is_empty())
-    else {
+    let Some(token) = crate::config::env::admin_token(&crate::config::env::process) else {
         return reply(
             404,
             false,

@@ -24,6 +24,7 @@ use std::time::{Duration, Instant};
 use futures_channel::oneshot;
 use serde::{Deserialize, Serialize};
 
+use crate::config::env;
 use crate::shard::state::{Shared, Worker};
 use crate::wire::http::io::write_all;
 use crate::wire::http::request::RequestHead;
@@ -59,30 +60,29 @@ pub struct Settings {
     pub expected: Option<usize>,
 }
 
-fn env(name: &str) -> Option<String> {
-    std::env::var(name)
-        .ok()
-        .map(|v| v.trim().to_string())
-        .filter(|v| !v.is_empty())
-}
-
 impl Settings {
-    pub fn from_env(own_port: u16) -> Settings {
+    /// Reads the cluster variables from `source` (values trimmed; empty = unset).
+    pub fn from_env(own_port: u16, source: env::Source) -> Settings {
+        let env = |name: &str| {
+            source(name)
+                .map(|v| v.trim().to_string())
+                .filter(|v| !v.is_empty())
+        };
         Settings {
-            secret: env("LASSO_CLUSTER_SECRET"),
-            dns_query: env("CLUSTER_DNS_QUERY"),
-            seeds: env("CLUSTER_SEEDS").map_or_else(Vec::new, |s| split_list(&s)),
-            seeds_file: env("CLUSTER_SEEDS_FILE").map(PathBuf::from),
-            port: env("CLUSTER_PORT")
+            secret: env(env::CLUSTER_SECRET),
+            dns_query: env(env::CLUSTER_DNS_QUERY),
+            seeds: env(env::CLUSTER_SEEDS).map_or_else(Vec::new, |s| split_list(&s)),
+            seeds_file: env(env::CLUSTER_SEEDS_FILE).map(PathBuf::from),
+            port: env(env::CLUSTER_PORT)
                 .and_then(|p| p.parse().ok())
                 .unwrap_or(own_port),
             poll: Duration::from_millis(
-                env("CLUSTER_POLL_MS")
+                env(env::CLUSTER_POLL_MS)
                     .and_then(|p| p.parse().ok())
                     .unwrap_or(5000u64)
                     .max(50),
             ),
-            expected: env("EXPECTED_NODE_COUNT")
+            expected: env(env::EXPECTED_NODE_COUNT)
                 .and_then(|n| n.parse().ok())
                 .filter(|n| *n > 0),
         }
@@ -273,7 +273,7 @@ pub fn connected() -> usize {
 
 /// Sets up clustering from the environment and, when enabled, starts the membership thread.
 pub fn start(shared: &Arc<Shared>, own_port: u16) {
-    let settings = Settings::from_env(own_port);
+    let settings = Settings::from_env(own_port, &env::process);
     if settings.discovery_configured() && settings.secret.is_none() {
         tracing::error!(
             "cluster discovery is configured but LASSO_CLUSTER_SECRET is not set: clustering disabled"

@@ -15,15 +15,9 @@ pub fn lasso_bin() -> &'static str {
     env!("CARGO_BIN_EXE_lasso")
 }
 
-/// Env vars that would change how Lasso starts; removed from every spawned process.
-const SCRUBBED_ENV: &[&str] = &[
-    "LASSO_CHAINS_PATH",
-    "LASSO_WORKERS",
-    "LASSO_BIND",
-    "PORT",
-    "LOG_FORMAT",
-    "RUST_LOG",
-];
+/// Every variable Lasso reads, removed from each spawned process so results never depend on the shell; tests set
+/// the ones they need explicitly.
+const SCRUBBED_ENV: &[&str] = lasso::config::env::ALL;
 
 #[derive(Default)]
 struct LogState {

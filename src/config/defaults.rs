@@ -1,0 +1,197 @@
+//! Every configuration default, as a named constant: `impl Default` for the raw config sections in [`super::load`]
+//! uses these, and [`table`] lists them by dotted key (`server.port`) so a test can hold docs/CONTRACT.md to
+//! them. WebSocket settings are not in the contract's config reference; their constants are listed all the same.
+
+// `server:`
+/// `server.port`
+pub const DEFAULT_SERVER_PORT: u16 = 4000;
+/// `server.bind`
+pub const DEFAULT_SERVER_BIND: &str = "::";
+/// `server.workers`
+pub const DEFAULT_SERVER_WORKERS: usize = 0;
+/// `server.max_body_bytes`
+pub const DEFAULT_SERVER_MAX_BODY_BYTES: usize = 8 * 1024 * 1024;
+/// `server.max_header_bytes`
+pub const DEFAULT_SERVER_MAX_HEADER_BYTES: usize = 16 * 1024;
+/// `server.max_batch_size`
+pub const DEFAULT_SERVER_MAX_BATCH_SIZE: usize = 100;
+/// `server.header_timeout_ms`
+pub const DEFAULT_SERVER_HEADER_TIMEOUT_MS: u64 = 10_000;
+/// `server.body_timeout_ms`
+pub const DEFAULT_SERVER_BODY_TIMEOUT_MS: u64 = 30_000;
+/// `server.idle_timeout_ms`
+pub const DEFAULT_SERVER_IDLE_TIMEOUT_MS: u64 = 60_000;
+/// `server.soft_max_connections`
+pub const DEFAULT_SERVER_SOFT_MAX_CONNECTIONS: usize = 500;
+/// `server.hard_max_connections`
+pub const DEFAULT_SERVER_HARD_MAX_CONNECTIONS: usize = 1000;
+/// `server.drain_timeout_ms`
+pub const DEFAULT_SERVER_DRAIN_TIMEOUT_MS: u64 = 30_000;
+
+// `upstream:`
+/// `upstream.connect_timeout_ms`
+pub const DEFAULT_UPSTREAM_CONNECT_TIMEOUT_MS: u64 = 2_000;
+/// `upstream.request_timeout_ms`
+pub const DEFAULT_UPSTREAM_REQUEST_TIMEOUT_MS: u64 = 10_000;
+/// `upstream.max_attempts`
+pub const DEFAULT_UPSTREAM_MAX_ATTEMPTS: usize = 3;
+/// `upstream.max_response_bytes`
+pub const DEFAULT_UPSTREAM_MAX_RESPONSE_BYTES: usize = 256 * 1024 * 1024;
+/// `upstream.pool_max_idle_per_provider`
+pub const DEFAULT_UPSTREAM_POOL_MAX_IDLE_PER_PROVIDER: usize = 128;
+/// `upstream.pool_idle_timeout_ms`
+pub const DEFAULT_UPSTREAM_POOL_IDLE_TIMEOUT_MS: u64 = 30_000;
+/// `upstream.coalesce`
+pub const DEFAULT_UPSTREAM_COALESCE: bool = true;
+/// `upstream.max_coalesce`
+pub const DEFAULT_UPSTREAM_MAX_COALESCE: usize = 32;
+
+// `routing:`
+/// `routing.merge_interval_ms`
+pub const DEFAULT_ROUTING_MERGE_INTERVAL_MS: u64 = 1000;
+/// `routing.window_intervals`
+pub const DEFAULT_ROUTING_WINDOW_INTERVALS: usize = 10;
+/// `routing.fastest_quantile`
+pub const DEFAULT_ROUTING_FASTEST_QUANTILE: f64 = 0.5;
+/// `routing.min_samples`
+pub const DEFAULT_ROUTING_MIN_SAMPLES: u64 = 5;
+/// `routing.probe_share`
+pub const DEFAULT_ROUTING_PROBE_SHARE: f64 = 0.02;
+/// `routing.latency_weight_beta`
+pub const DEFAULT_ROUTING_LATENCY_WEIGHT_BETA: f64 = 3.0;
+/// `routing.max_lag_blocks`
+pub const DEFAULT_ROUTING_MAX_LAG_BLOCKS: u64 = 10;
+/// `routing.archive_threshold_blocks`
+pub const DEFAULT_ROUTING_ARCHIVE_THRESHOLD_BLOCKS: u64 = 128;
+/// `routing.snapshot_interval_ms`
+pub const DEFAULT_ROUTING_SNAPSHOT_INTERVAL_MS: u64 = 60_000;
+/// `routing.snapshot_retention`
+pub const DEFAULT_ROUTING_SNAPSHOT_RETENTION: usize = 5;
+
+// `routing.deadlines_ms:`
+/// `routing.deadlines_ms.light`
+pub const DEFAULT_DEADLINE_LIGHT_MS: u64 = 2_000;
+/// `routing.deadlines_ms.call`
+pub const DEFAULT_DEADLINE_CALL_MS: u64 = 5_000;
+/// `routing.deadlines_ms.logs`
+pub const DEFAULT_DEADLINE_LOGS_MS: u64 = 5_000;
+/// `routing.deadlines_ms.block`
+pub const DEFAULT_DEADLINE_BLOCK_MS: u64 = 3_000;
+/// `routing.deadlines_ms.trace`
+pub const DEFAULT_DEADLINE_TRACE_MS: u64 = 30_000;
+/// `routing.deadlines_ms.write`
+pub const DEFAULT_DEADLINE_WRITE_MS: u64 = 10_000;
+/// `routing.deadlines_ms.other`
+pub const DEFAULT_DEADLINE_OTHER_MS: u64 = 5_000;
+
+// `routing.breaker:`
+/// `routing.breaker.server_threshold`
+pub const DEFAULT_BREAKER_SERVER_THRESHOLD: u32 = 5;
+/// `routing.breaker.connect_threshold`
+pub const DEFAULT_BREAKER_CONNECT_THRESHOLD: u32 = 3;
+/// `routing.breaker.timeout_threshold`
+pub const DEFAULT_BREAKER_TIMEOUT_THRESHOLD: u32 = 3;
+/// `routing.breaker.recovery_ms`
+pub const DEFAULT_BREAKER_RECOVERY_MS: u64 = 5_000;
+/// `routing.breaker.max_recovery_ms`
+pub const DEFAULT_BREAKER_MAX_RECOVERY_MS: u64 = 60_000;
+/// `routing.breaker.half_open_successes`
+pub const DEFAULT_BREAKER_HALF_OPEN_SUCCESSES: u32 = 2;
+
+// `routing.hedge:`
+/// `routing.hedge.enabled`
+pub const DEFAULT_HEDGE_ENABLED: bool = true;
+/// `routing.hedge.quantile`
+pub const DEFAULT_HEDGE_QUANTILE: f64 = 0.95;
+/// `routing.hedge.min_delay_ms`
+pub const DEFAULT_HEDGE_MIN_DELAY_MS: u64 = 50;
+/// `routing.hedge.max_delay_ms`
+pub const DEFAULT_HEDGE_MAX_DELAY_MS: u64 = 2_000;
+
+// `websocket:`
+/// `websocket.max_message_bytes`
+pub const DEFAULT_WS_MAX_MESSAGE_BYTES: usize = 8 * 1024 * 1024;
+/// `websocket.max_in_flight`
+pub const DEFAULT_WS_MAX_IN_FLIGHT: usize = 256;
+/// `websocket.max_subscriptions`
+pub const DEFAULT_WS_MAX_SUBSCRIPTIONS: usize = 1024;
+/// `websocket.max_queued_bytes`
+pub const DEFAULT_WS_MAX_QUEUED_BYTES: usize = 32 * 1024 * 1024;
+/// `websocket.ping_interval_ms`
+pub const DEFAULT_WS_PING_INTERVAL_MS: u64 = 30_000;
+/// `websocket.pong_timeout_ms`
+pub const DEFAULT_WS_PONG_TIMEOUT_MS: u64 = 10_000;
+/// `websocket.idle_timeout_ms`
+pub const DEFAULT_WS_IDLE_TIMEOUT_MS: u64 = 300_000;
+/// `websocket.unsubscribe_grace_ms`
+pub const DEFAULT_WS_UNSUBSCRIBE_GRACE_MS: u64 = 30_000;
+/// `websocket.backfill_limit_blocks`
+pub const DEFAULT_WS_BACKFILL_LIMIT_BLOCKS: u64 = 128;
+/// `websocket.backfill_chunk_blocks`
+pub const DEFAULT_WS_BACKFILL_CHUNK_BLOCKS: u64 = 32;
+/// `websocket.upstream_connect_timeout_ms`
+pub const DEFAULT_WS_UPSTREAM_CONNECT_TIMEOUT_MS: u64 = 5_000;
+
+/// Every default above as `(dotted config key, value as written in YAML)`.
+pub fn table() -> Vec<(&'static str, String)> {
+    vec![
+        ("server.port", DEFAULT_SERVER_PORT.to_string()),
+        ("server.bind", DEFAULT_SERVER_BIND.to_string()),
+        ("server.workers", DEFAULT_SERVER_WORKERS.to_string()),
+        ("server.max_body_bytes", DEFAULT_SERVER_MAX_BODY_BYTES.to_string()),
+        ("server.max_header_bytes", DEFAULT_SERVER_MAX_HEADER_BYTES.to_string()),
+        ("server.max_batch_size", DEFAULT_SERVER_MAX_BATCH_SIZE.to_string()),
+        ("server.header_timeout_ms", DEFAULT_SERVER_HEADER_TIMEOUT_MS.to_string()),
+        ("server.body_timeout_ms", DEFAULT_SERVER_BODY_TIMEOUT_MS.to_string()),
+        ("server.idle_timeout_ms", DEFAULT_SERVER_IDLE_TIMEOUT_MS.to_string()),
+        ("server.soft_max_connections", DEFAULT_SERVER_SOFT_MAX_CONNECTIONS.to_string()),
+        ("server.hard_max_connections", DEFAULT_SERVER_HARD_MAX_CONNECTIONS.to_string()),
+        ("server.drain_timeout_ms", DEFAULT_SERVER_DRAIN_TIMEOUT_MS.to_string()),
+        ("upstream.connect_timeout_ms", DEFAULT_UPSTREAM_CONNECT_TIMEOUT_MS.to_string()),
+        ("upstream.request_timeout_ms", DEFAULT_UPSTREAM_REQUEST_TIMEOUT_MS.to_string()),
+        ("upstream.max_attempts", DEFAULT_UPSTREAM_MAX_ATTEMPTS.to_string()),
+        ("upstream.max_response_bytes", DEFAULT_UPSTREAM_MAX_RESPONSE_BYTES.to_string()),
+        ("upstream.pool_max_idle_per_provider", DEFAULT_UPSTREAM_POOL_MAX_IDLE_PER_PROVIDER.to_string()),
+        ("upstream.pool_idle_timeout_ms", DEFAULT_UPSTREAM_POOL_IDLE_TIMEOUT_MS.to_string()),
+        ("upstream.coalesce", DEFAULT_UPSTREAM_COALESCE.to_string()),
+        ("upstream.max_coalesce", DEFAULT_UPSTREAM_MAX_COALESCE.to_string()),
+        ("routing.merge_interval_ms", DEFAULT_ROUTING_MERGE_INTERVAL_MS.to_string()),
+        ("routing.window_intervals", DEFAULT_ROUTING_WINDOW_INTERVALS.to_string()),
+        ("routing.fastest_quantile", DEFAULT_ROUTING_FASTEST_QUANTILE.to_string()),
+        ("routing.min_samples", DEFAULT_ROUTING_MIN_SAMPLES.to_string()),
+        ("routing.probe_share", DEFAULT_ROUTING_PROBE_SHARE.to_string()),
+        ("routing.latency_weight_beta", DEFAULT_ROUTING_LATENCY_WEIGHT_BETA.to_string()),
+        ("routing.max_lag_blocks", DEFAULT_ROUTING_MAX_LAG_BLOCKS.to_string()),
+        ("routing.archive_threshold_blocks", DEFAULT_ROUTING_ARCHIVE_THRESHOLD_BLOCKS.to_string()),
+        ("routing.snapshot_interval_ms", DEFAULT_ROUTING_SNAPSHOT_INTERVAL_MS.to_string()),
+        ("routing.snapshot_retention", DEFAULT_ROUTING_SNAPSHOT_RETENTION.to_string()),
+        ("routing.deadlines_ms.light", DEFAULT_DEADLINE_LIGHT_MS.to_string()),
+        ("routing.deadlines_ms.call", DEFAULT_DEADLINE_CALL_MS.to_string()),
+        ("routing.deadlines_ms.logs", DEFAULT_DEADLINE_LOGS_MS.to_string()),
+        ("routing.deadlines_ms.block", DEFAULT_DEADLINE_BLOCK_MS.to_string()),
+        ("routing.deadlines_ms.trace", DEFAULT_DEADLINE_TRACE_MS.to_string()),
+        ("routing.deadlines_ms.write", DEFAULT_DEADLINE_WRITE_MS.to_string()),
+        ("routing.deadlines_ms.other", DEFAULT_DEADLINE_OTHER_MS.to_string()),
+        ("routing.breaker.server_threshold", DEFAULT_BREAKER_SERVER_THRESHOLD.to_string()),
+        ("routing.breaker.connect_threshold", DEFAULT_BREAKER_CONNECT_THRESHOLD.to_string()),
+        ("routing.breaker.timeout_threshold", DEFAULT_BREAKER_TIMEOUT_THRESHOLD.to_string()),
+        ("routing.breaker.recovery_ms", DEFAULT_BREAKER_RECOVERY_MS.to_string()),
+        ("routing.breaker.max_recovery_ms", DEFAULT_BREAKER_MAX_RECOVERY_MS.to_string()),
+        ("routing.breaker.half_open_successes", DEFAULT_BREAKER_HALF_OPEN_SUCCESSES.to_string()),
+        ("routing.hedge.enabled", DEFAULT_HEDGE_ENABLED.to_string()),
+        ("routing.hedge.quantile", DEFAULT_HEDGE_QUANTILE.to_string()),
+        ("routing.hedge.min_delay_ms", DEFAULT_HEDGE_MIN_DELAY_MS.to_string()),
+        ("routing.hedge.max_delay_ms", DEFAULT_HEDGE_MAX_DELAY_MS.to_string()),
+        ("websocket.max_message_bytes", DEFAULT_WS_MAX_MESSAGE_BYTES.to_string()),
+        ("websocket.max_in_flight", DEFAULT_WS_MAX_IN_FLIGHT.to_string()),
+        ("websocket.max_subscriptions", DEFAULT_WS_MAX_SUBSCRIPTIONS.to_string()),
+        ("websocket.max_queued_bytes", DEFAULT_WS_MAX_QUEUED_BYTES.to_string()),
+        ("websocket.ping_interval_ms", DEFAULT_WS_PING_INTERVAL_MS.to_string()),
+        ("websocket.pong_timeout_ms", DEFAULT_WS_PONG_TIMEOUT_MS.to_string()),
+        ("websocket.idle_timeout_ms", DEFAULT_WS_IDLE_TIMEOUT_MS.to_string()),
+        ("websocket.unsubscribe_grace_ms", DEFAULT_WS_UNSUBSCRIBE_GRACE_MS.to_string()),
+        ("websocket.backfill_limit_blocks", DEFAULT_WS_BACKFILL_LIMIT_BLOCKS.to_string()),
+        ("websocket.backfill_chunk_blocks", DEFAULT_WS_BACKFILL_CHUNK_BLOCKS.to_string()),
+        ("websocket.upstream_connect_timeout_ms", DEFAULT_WS_UPSTREAM_CONNECT_TIMEOUT_MS.to_string()),
+    ]
+}
