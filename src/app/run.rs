@@ -24,7 +24,10 @@ pub async fn run(
     mut control: mpsc::UnboundedReceiver<Control>,
 ) {
     // The worker's subscriptions live beside its shard, not in it: the hub's feeds use the shard, never the reverse.
-    let hub = Rc::new(Hub::default());
+    let ws = &worker.config.websocket;
+    let hub = Rc::new(Hub::new(
+        (ws.max_total_queued_bytes / worker.shared.workers.max(1)).max(ws.max_queued_bytes),
+    ));
     {
         let worker = worker.clone();
         let hub = hub.clone();

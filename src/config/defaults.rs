@@ -117,6 +117,8 @@ pub const DEFAULT_WS_MAX_IN_FLIGHT: usize = 256;
 pub const DEFAULT_WS_MAX_SUBSCRIPTIONS: usize = 1024;
 /// `websocket.max_queued_bytes`
 pub const DEFAULT_WS_MAX_QUEUED_BYTES: usize = 32 * 1024 * 1024;
+/// `websocket.max_total_queued_bytes` (the whole process; each worker gets an equal share)
+pub const DEFAULT_WS_MAX_TOTAL_QUEUED_BYTES: usize = 512 * 1024 * 1024;
 /// `websocket.ping_interval_ms`
 pub const DEFAULT_WS_PING_INTERVAL_MS: u64 = 30_000;
 /// `websocket.pong_timeout_ms`
@@ -186,6 +188,7 @@ pub fn table() -> Vec<(&'static str, String)> {
         ("websocket.max_in_flight", DEFAULT_WS_MAX_IN_FLIGHT.to_string()),
         ("websocket.max_subscriptions", DEFAULT_WS_MAX_SUBSCRIPTIONS.to_string()),
         ("websocket.max_queued_bytes", DEFAULT_WS_MAX_QUEUED_BYTES.to_string()),
+        ("websocket.max_total_queued_bytes", DEFAULT_WS_MAX_TOTAL_QUEUED_BYTES.to_string()),
         ("websocket.ping_interval_ms", DEFAULT_WS_PING_INTERVAL_MS.to_string()),
         ("websocket.pong_timeout_ms", DEFAULT_WS_PONG_TIMEOUT_MS.to_string()),
         ("websocket.idle_timeout_ms", DEFAULT_WS_IDLE_TIMEOUT_MS.to_string()),

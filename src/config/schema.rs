@@ -93,6 +93,8 @@ pub struct WsSettings {
     pub max_subscriptions: usize,
     /// Bytes queued to a client before it is disconnected as too slow.
     pub max_queued_bytes: usize,
+    /// Bytes queued to all WebSocket clients of the process (split across workers); past it the slowest are cut.
+    pub max_total_queued_bytes: usize,
     pub ping_interval: Duration,
     pub pong_timeout: Duration,
     /// Closes a connection without subscriptions after this long without a message.

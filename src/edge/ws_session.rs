@@ -19,7 +19,8 @@ use crate::rpc::meta::MetaMode;
 use crate::rpc::pipeline::Transport;
 use crate::rpc::target::Target;
 use crate::shard::state::Worker;
-use crate::subscriptions::hub::{ClientConn, Hub};
+use crate::shard::sync::LocalNotify;
+use crate::subscriptions::hub::{ClientConn, Hub, WsBudget};
 use crate::wire::http::io::{read_more, write_all};
 use crate::wire::http::request::RequestHead;
 use crate::wire::http::response::{Response, write_head};
@@ -90,22 +91,35 @@ async fn read_chunk<R: monoio::io::AsyncReadRent>(
     (rd, res, data)
 }
 
+/// How long one write may wait for the client to take it (nginx's `send_timeout`).
+const SEND_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Writes queued frames until the queue closes; gives the write half back (the session may still owe a close frame).
+/// A write the client does not take within [`SEND_TIMEOUT`], or any write once `abort` fires, ends the writer.
 async fn writer<W: AsyncWriteRent>(
     mut wr: W,
     mut rx: mpsc::UnboundedReceiver<Vec<u8>>,
     queued: Rc<Cell<usize>>,
+    budget: Rc<WsBudget>,
     progress: Rc<Cell<Instant>>,
-) {
+    abort: Rc<LocalNotify>,
+) -> Option<W> {
     while let Some(framed) = rx.next().await {
         let len = framed.len();
-        let (res, _) = wr.write_all(framed).await;
+        let aborted = abort.notified();
+        let write = monoio::time::timeout(SEND_TIMEOUT, wr.write_all(framed));
+        let res = match select(Box::pin(write), Box::pin(aborted)).await {
+            Either::Left((Ok((res, _)), _)) => res,
+            _ => return None,
+        };
         queued.set(queued.get().saturating_sub(len));
+        budget.written(len);
         progress.set(Instant::now());
         if res.is_err() {
-            break;
+            return None;
         }
     }
-    let _ = wr.shutdown().await;
+    Some(wr)
 }
 
 /// Serves WebSocket frames until the connection closes.
@@ -122,14 +136,25 @@ async fn serve(
     let (tx, rx) = mpsc::unbounded();
     let queued = Rc::new(Cell::new(0usize));
     let conn_id = worker.next_connection_id();
+    let budget = hub.ws_budget.clone();
     let client = Rc::new(ClientConn::new(
         conn_id,
         tx,
         queued.clone(),
         settings.max_queued_bytes,
+        budget.clone(),
     ));
+    budget.client_opened();
     let progress = Rc::new(Cell::new(Instant::now()));
-    let writer = monoio::spawn(writer(wr, rx, queued.clone(), progress.clone()));
+    let abort_writer = Rc::new(LocalNotify::default());
+    let writer = monoio::spawn(writer(
+        wr,
+        rx,
+        queued.clone(),
+        budget.clone(),
+        progress.clone(),
+        abort_writer.clone(),
+    ));
     worker.ws_clients.set(worker.ws_clients.get() + 1);
     let in_flight = Rc::new(Cell::new(0usize));
     let mut assembler = Assembler::new(settings.max_message_bytes);
@@ -280,10 +305,37 @@ async fn serve(
         }
     }
     drop(reading);
+    // Requests still in flight on this connection stop with it (their slots and upstream calls are released).
+    client.closed.notify_all();
     hub.drop_connection(conn_id);
     worker.ws_clients.set(worker.ws_clients.get() - 1);
     client.close_output();
-    let _ = monoio::time::timeout(Duration::from_secs(5), writer).await;
+    if client.overflowed.get() {
+        // Cut as too slow: what it did not take is dropped, not flushed.
+        abort_writer.notify_all();
+    }
+    let written = monoio::time::timeout(Duration::from_secs(5), writer).await;
+    if written.is_err() {
+        abort_writer.notify_all();
+    }
+    budget.client_closed(queued.replace(0));
+    if let Ok(Some(mut wr)) = written {
+        if client.overflowed.get() {
+            // Cut as too slow: the queue was dropped, but the close frame still says why.
+            let mut out = Vec::new();
+            frame::encode(
+                &mut out,
+                frame::OP_CLOSE,
+                &frame::close_payload(
+                    close::POLICY_VIOLATION,
+                    "too slow: queued data over the limit",
+                ),
+                None,
+            );
+            let _ = monoio::time::timeout(Duration::from_secs(1), wr.write_all(out)).await;
+        }
+        let _ = wr.shutdown().await;
+    }
 }
 
 /// Serves one text message: subscriptions here, everything else through the proxy pipeline.
@@ -313,23 +365,34 @@ fn on_text(
         client.clone(),
         in_flight.clone(),
     );
+    let closed = client.closed.notified();
     monoio::spawn(async move {
-        if let Some(reply) = subscription_call(&worker, &hub, target, &client, &text).await {
-            client.send_text(&reply);
-        } else {
-            let resp = crate::rpc::pipeline::handle(
-                &worker,
-                target,
-                &text,
-                MetaMode::Off,
-                Transport::WebSocket,
-            )
-            .await;
-            if !resp.body.is_empty() {
-                client.send_text(&resp.body);
+        // The slot is given back however the task ends, cancelled with its session included.
+        struct Slot(Rc<Cell<usize>>);
+        impl Drop for Slot {
+            fn drop(&mut self) {
+                self.0.set(self.0.get() - 1);
             }
         }
-        in_flight.set(in_flight.get() - 1);
+        let _slot = Slot(in_flight);
+        let work = Box::pin(async {
+            if let Some(reply) = subscription_call(&worker, &hub, target, &client, &text).await {
+                client.send_text(&reply);
+            } else {
+                let resp = crate::rpc::pipeline::handle(
+                    &worker,
+                    target,
+                    &text,
+                    MetaMode::Off,
+                    Transport::WebSocket,
+                )
+                .await;
+                if !resp.body.is_empty() {
+                    client.send_text(&resp.body);
+                }
+            }
+        });
+        select(work, Box::pin(closed)).await;
     });
 }
 
