@@ -29,13 +29,9 @@ enum Stop {
     Reply(Response),
 }
 
-fn error_response(err: RpcError) -> Response {
-    Response::json(err.http_status(), err.to_response(b"null"))
-}
-
 /// Answers a connection over the hard limit with 503 and closes it.
 pub async fn refuse_overloaded(mut stream: TcpStream) {
-    let resp = error_response(RpcError::Overloaded("too many connections"));
+    let resp = Response::from(RpcError::Overloaded("too many connections"));
     let _ = send(&mut stream, resp, false, false).await;
 }
 
@@ -102,18 +98,18 @@ async fn read_head(
             Ok(Some(head)) => return Ok(head),
             Ok(None) => {}
             Err(HeadError::TooManyHeaders) => {
-                return Err(Stop::Reply(error_response(RpcError::HeadersTooLarge {
+                return Err(Stop::Reply(Response::from(RpcError::HeadersTooLarge {
                     limit: settings.max_header_bytes,
                 })));
             }
             Err(HeadError::Malformed(why)) => {
-                return Err(Stop::Reply(error_response(RpcError::InvalidRequest(
+                return Err(Stop::Reply(Response::from(RpcError::InvalidRequest(
                     format!("malformed HTTP request: {why}"),
                 ))));
             }
         }
         if buf.len() >= settings.max_header_bytes {
-            return Err(Stop::Reply(error_response(RpcError::HeadersTooLarge {
+            return Err(Stop::Reply(Response::from(RpcError::HeadersTooLarge {
                 limit: settings.max_header_bytes,
             })));
         }
@@ -160,7 +156,7 @@ async fn read_body(
     let settings = &worker.config.server;
     let limit = settings.max_body_bytes;
     let deadline = Instant::now() + settings.body_timeout;
-    let too_large = || Stop::Reply(error_response(RpcError::BodyTooLarge { limit }));
+    let too_large = || Stop::Reply(Response::from(RpcError::BodyTooLarge { limit }));
     match head.framing {
         BodyFraming::None => Ok((None, head.head_len)),
         BodyFraming::Length(n) => {
@@ -188,7 +184,7 @@ async fn read_body(
                     .decode(&buf[consumed..], &mut body)
                     .map_err(|e| match e {
                         ChunkedError::TooLarge => too_large(),
-                        ChunkedError::Malformed => Stop::Reply(error_response(
+                        ChunkedError::Malformed => Stop::Reply(Response::from(
                             RpcError::InvalidRequest("malformed chunked body".into()),
                         )),
                     })?;

@@ -12,10 +12,6 @@ use crate::subscriptions::hub::Hub;
 use crate::wire::http::request::{Method, RequestHead};
 use crate::wire::http::response::Response;
 
-fn error(err: RpcError) -> Response {
-    Response::json(err.http_status(), err.to_response(b"null"))
-}
-
 /// True when the query string sets `name=true` (or `1`).
 fn query_flag(query: &str, name: &str) -> bool {
     query
@@ -152,17 +148,18 @@ pub async fn answer(
                     crate::rpc::pipeline::Transport::Http,
                 )
                 .await
+                .into()
             }
-            Err(e) => error(e),
+            Err(e) => Response::from(e),
         },
         // Reached only without an upgrade: say how to connect.
         Endpoint::WsWithoutUpgrade => {
             match crate::rpc::target::resolve(&worker.config, path, "/ws/rpc") {
-                Ok(_) => error(RpcError::InvalidRequest(
+                Ok(_) => Response::from(RpcError::InvalidRequest(
                     "this endpoint speaks WebSocket: send an HTTP/1.1 upgrade".into(),
                 ))
                 .with_header("Upgrade", "websocket"),
-                Err(e) => error(e),
+                Err(e) => Response::from(e),
             }
         }
         Endpoint::Admin => crate::ops::admin::handle(worker, head, body).await,
@@ -176,12 +173,12 @@ pub async fn answer(
                 .await
         }
         Endpoint::MethodNotAllowed(allow) => {
-            error(RpcError::MethodNotAllowed).with_header("Allow", allow)
+            Response::from(RpcError::MethodNotAllowed).with_header("Allow", allow)
         }
-        Endpoint::NotFound => error(RpcError::UnknownPath),
+        Endpoint::NotFound => Response::from(RpcError::UnknownPath),
         Endpoint::WsUpgrade | Endpoint::Events | Endpoint::ClusterNode => {
             // Served by `take_over`; a head that gets here was routed wrongly.
-            error(RpcError::UnknownPath)
+            Response::from(RpcError::UnknownPath)
         }
     }
 }

@@ -20,7 +20,7 @@ use crate::wire::http::response::{Response, write_head};
 const SEND_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
 async fn reject(stream: &mut TcpStream, err: RpcError) {
-    let resp = Response::json(err.http_status(), err.to_response(b"null"));
+    let resp = Response::from(err);
     let mut out = Vec::new();
     write_head(&mut out, &resp, false);
     out.extend_from_slice(&resp.body);

@@ -28,7 +28,7 @@ use crate::wire::ws_frame::{self as frame, Assembler, Message, close};
 use crate::wire::ws_handshake as handshake;
 
 async fn reject(stream: &mut TcpStream, err: RpcError) {
-    let resp = Response::json(err.http_status(), err.to_response(b"null"));
+    let resp = Response::from(err);
     let mut out = Vec::new();
     write_head(&mut out, &resp, false);
     out.extend_from_slice(&resp.body);

@@ -141,7 +141,7 @@ pub async fn chain_metrics(worker: &Rc<Worker>, chain_key: &str, query: &str) ->
                     kind: ResourceKind::Profile,
                     name: name.to_string(),
                 };
-                return Response::json(e.http_status(), e.to_response(b"null"));
+                return e.into();
             }
         },
     };
@@ -150,7 +150,7 @@ pub async fn chain_metrics(worker: &Rc<Worker>, chain_key: &str, query: &str) ->
             kind: ResourceKind::Chain,
             name: chain_key.to_string(),
         };
-        return Response::json(e.http_status(), e.to_response(b"null"));
+        return e.into();
     };
     let stats = crate::ops::snapshot::gather(worker).await;
     let table = worker.routing.borrow().table.clone();

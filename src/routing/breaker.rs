@@ -1,12 +1,16 @@
 //! Circuit breakers per provider (per transport), owned by each worker: closed -> open after consecutive failures of
 //! one class (thresholds per class) -> half-open after a jittered recovery timeout that doubles on each re-open ->
-//! closed after enough successful probes, with one probe in flight at a time. Workers report open breakers to the
-//! merger, which excludes the provider on every worker within one merge interval.
+//! closed after enough successful probes, with up to [`HALF_OPEN_PROBES`] in flight at a time (so one slow client
+//! cannot hold the only probe). Failures of class `Reply` (caused by the request) never count. Workers report open
+//! breakers to the merger, which excludes the provider on every worker within one merge interval.
 
 use std::time::Instant;
 
 use crate::config::BreakerSettings;
 use crate::routing::classify::FailureClass;
+
+/// Probes a half-open breaker lets through at once.
+pub const HALF_OPEN_PROBES: u32 = 4;
 
 /// The state a client can see.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,7 +50,8 @@ enum State {
         until: Instant,
     },
     HalfOpen {
-        probe_in_flight: bool,
+        /// Probes sent and not yet judged (at most [`HALF_OPEN_PROBES`]).
+        probes_in_flight: u32,
         successes: u32,
     },
 }
@@ -57,6 +62,8 @@ pub struct Breaker {
     state: State,
     /// How many times it opened without fully closing in between (drives the back-off).
     reopens: u32,
+    /// What opened it last: a breaker opened by refused connections marks a provider known to be down.
+    opened_by: Option<FailureClass>,
     rng: u64,
 }
 
@@ -69,6 +76,7 @@ impl Breaker {
                 timeout: 0,
             },
             reopens: 0,
+            opened_by: None,
             rng: seed | 1,
         }
     }
@@ -96,7 +104,7 @@ impl Breaker {
             State::Open { until } => {
                 if now >= *until {
                     self.state = State::HalfOpen {
-                        probe_in_flight: true,
+                        probes_in_flight: 1,
                         successes: 0,
                     };
                     Admission::Probe
@@ -105,12 +113,12 @@ impl Breaker {
                 }
             }
             State::HalfOpen {
-                probe_in_flight, ..
+                probes_in_flight, ..
             } => {
-                if *probe_in_flight {
+                if *probes_in_flight >= HALF_OPEN_PROBES {
                     Admission::Rejected
                 } else {
-                    *probe_in_flight = true;
+                    *probes_in_flight += 1;
                     Admission::Probe
                 }
             }
@@ -129,11 +137,11 @@ impl Breaker {
                 *timeout = 0;
             }
             State::HalfOpen {
-                probe_in_flight,
+                probes_in_flight,
                 successes,
             } => {
                 *successes += 1;
-                *probe_in_flight = false;
+                *probes_in_flight = probes_in_flight.saturating_sub(1);
                 if *successes >= settings.half_open_successes {
                     self.state = State::Closed {
                         server: 0,
@@ -164,16 +172,23 @@ impl Breaker {
                     FailureClass::Server => (server, settings.server_threshold),
                     FailureClass::Connect => (connect, settings.connect_threshold),
                     FailureClass::Timeout => (timeout, settings.timeout_threshold),
+                    FailureClass::Reply => return false,
                 };
                 *count += 1;
                 if *count >= threshold.max(1) {
                     self.open(settings, now);
+                    self.opened_by = Some(class);
                     return true;
                 }
                 false
             }
+            State::HalfOpen { .. } if class == FailureClass::Reply => {
+                self.release_probe();
+                false
+            }
             State::HalfOpen { .. } => {
                 self.open(settings, now);
+                self.opened_by = Some(class);
                 true
             }
             State::Open { .. } => false,
@@ -183,10 +198,10 @@ impl Breaker {
     /// Releases a half-open probe whose outcome said nothing about health (rate limit, capability).
     pub fn release_probe(&mut self) {
         if let State::HalfOpen {
-            probe_in_flight, ..
+            probes_in_flight, ..
         } = &mut self.state
         {
-            *probe_in_flight = false;
+            *probes_in_flight = probes_in_flight.saturating_sub(1);
         }
     }
 
@@ -204,6 +219,11 @@ impl Breaker {
             until: now + backoff.mul_f64(jitter),
         };
         self.reopens = self.reopens.saturating_add(1);
+    }
+
+    /// Whether it was opened by refused connections (the provider is known to be down), not by slow or bad answers.
+    pub fn known_dead(&self, now: Instant) -> bool {
+        self.state(now) == BreakerState::Open && self.opened_by == Some(FailureClass::Connect)
     }
 
     /// Opens the breaker until `until` on another worker's word (no back-off change).
@@ -257,7 +277,7 @@ mod tests {
     }
 
     #[test]
-    fn half_open_allows_one_probe_and_closes_after_successes() {
+    fn half_open_allows_a_few_probes_and_closes_after_successes() {
         let s = settings();
         let now = Instant::now();
         let mut b = Breaker::new(3);
@@ -271,13 +291,38 @@ mod tests {
         );
         let later = until + Duration::from_millis(1);
         assert_eq!(b.state(later), BreakerState::HalfOpen);
-        assert_eq!(b.admit(later), Admission::Probe);
-        assert_eq!(b.admit(later), Admission::Rejected, "one probe in flight");
+        for _ in 0..HALF_OPEN_PROBES {
+            assert_eq!(b.admit(later), Admission::Probe);
+        }
+        assert_eq!(
+            b.admit(later),
+            Admission::Rejected,
+            "{HALF_OPEN_PROBES} probes in flight"
+        );
         b.on_success(&s);
         assert_eq!(b.admit(later), Admission::Probe);
         b.on_success(&s);
         assert_eq!(b.state(later), BreakerState::Closed);
         assert_eq!(b.admit(later), Admission::Allowed);
+    }
+
+    #[test]
+    fn failures_the_request_caused_never_open_it_and_only_refused_connections_mark_it_dead() {
+        let s = settings();
+        let now = Instant::now();
+        let mut b = Breaker::new(5);
+        for _ in 0..100 {
+            assert!(!b.on_failure(FailureClass::Reply, &s, now));
+        }
+        assert_eq!(b.state(now), BreakerState::Closed);
+        b.on_failure(FailureClass::Timeout, &s, now);
+        b.on_failure(FailureClass::Timeout, &s, now);
+        assert_eq!(b.state(now), BreakerState::Open);
+        assert!(!b.known_dead(now), "slow is not dead");
+        let mut dead = Breaker::new(6);
+        dead.on_failure(FailureClass::Connect, &s, now);
+        dead.on_failure(FailureClass::Connect, &s, now);
+        assert!(dead.known_dead(now));
     }
 
     #[test]

@@ -10,8 +10,11 @@ use crate::upstream::FailureKind;
 pub enum FailureClass {
     Connect,
     Timeout,
-    /// Reset, 5xx, malformed or mismatched body.
+    /// Reset, 5xx, malformed body.
     Server,
+    /// The reply cannot serve this request (ids that do not match it, an answer over the size limit): the request
+    /// goes elsewhere, but a client can provoke this at will, so it never counts against the provider's breaker.
+    Reply,
 }
 
 impl FailureClass {
@@ -19,9 +22,8 @@ impl FailureClass {
         match kind {
             FailureKind::Connect => FailureClass::Connect,
             FailureKind::Timeout => FailureClass::Timeout,
-            FailureKind::Reset | FailureKind::Protocol | FailureKind::TooLarge => {
-                FailureClass::Server
-            }
+            FailureKind::Reset | FailureKind::Protocol => FailureClass::Server,
+            FailureKind::TooLarge => FailureClass::Reply,
         }
     }
 }

@@ -8,9 +8,9 @@ use serde::Serialize;
 
 use crate::config::Strategy;
 use crate::routing::breaker::BreakerState;
+use crate::rpc::reply::Reply;
 use crate::rpc::target::Pick;
 use crate::shard::state::Worker;
-use crate::wire::http::response::Response;
 
 /// Whether and where the client asked for metadata.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -102,21 +102,25 @@ impl Meta {
         sonic_rs::to_vec(&json).unwrap_or_else(|_| b"{}".to_vec())
     }
 
-    /// Adds the metadata to `resp` as the client asked.
+    /// Adds the metadata to `reply` as the client asked.
     pub fn apply(
         self,
-        mut resp: Response,
+        mut reply: Reply,
         mode: MetaMode,
         total: Duration,
         worker: &Worker,
-    ) -> Response {
+    ) -> Reply {
         let json = self.to_json(total, worker.index);
-        resp = resp.with_header("x-lasso-request-id", self.request_id.clone());
-        if mode == MetaMode::Headers || resp.body.is_empty() {
-            return resp.with_header("x-lasso-meta", String::from_utf8_lossy(&json).into_owned());
+        reply
+            .meta_headers
+            .push(("x-lasso-request-id", self.request_id.clone()));
+        if mode == MetaMode::Headers || reply.body.is_empty() {
+            let json = String::from_utf8_lossy(&json).into_owned();
+            reply.meta_headers.push(("x-lasso-meta", json));
+            return reply;
         }
-        resp.body = add_member(&resp.body, &json);
-        resp
+        reply.body = add_member(&reply.body, &json);
+        reply
     }
 }
 

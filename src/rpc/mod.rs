@@ -1,7 +1,14 @@
-//! The JSON-RPC request lifecycle, transport-neutral: the URL grammar that names a target ([`target`]), the pipeline
-//! (parse, answer locally, plan, forward with failover and hedging, restore ids, reply: [`pipeline`]) and the routing
-//! metadata a client may ask for ([`meta`]).
+//! The JSON-RPC request lifecycle, transport-neutral, one phase per file: the URL grammar that names a target
+//! ([`target`]); the pipeline that runs the phases ([`pipeline`]): planning a call ([`plan`]), forwarding it with
+//! failover and hedging ([`forward`]) one attempt at a time ([`attempt`]), batches ([`batch`]), the answer
+//! ([`reply`]) and the observe step ([`observe`]); and the routing metadata a client may ask for ([`meta`]).
 
+pub(crate) mod attempt;
+pub(crate) mod batch;
+pub(crate) mod forward;
 pub mod meta;
+pub(crate) mod observe;
 pub mod pipeline;
+pub(crate) mod plan;
+pub mod reply;
 pub mod target;

@@ -36,6 +36,13 @@ impl Response {
     }
 }
 
+/// A whole-request error as its HTTP response: the error's status, a JSON-RPC error object with a null id.
+impl From<crate::error::RpcError> for Response {
+    fn from(err: crate::error::RpcError) -> Self {
+        Response::json(err.http_status(), err.to_response(b"null"))
+    }
+}
+
 pub fn reason(status: u16) -> &'static str {
     match status {
         100 => "Continue",

@@ -1,0 +1,264 @@
+//! One attempt against one provider: send the call (coalesced with identical reads when allowed), judge the answer
+//! (HTTP status, JSON-RPC shape, ids, error classification), and record the outcome in the worker's routing state
+//! (through `routing::health`), its statistics and its logs.
+
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use crate::routing::classify::{Category, FailureClass, classify_http_failure, classify_rpc_error};
+use crate::routing::health;
+use crate::routing::recorder::SampleKind;
+use crate::rpc::plan::CallPlan;
+use crate::shard::state::Worker;
+use crate::telemetry::stats::Outcome;
+use crate::upstream::error::UpstreamResponse;
+use crate::wire::jsonrpc::{self, ReplyKind, ReplyView};
+
+/// The result of one attempt against one provider.
+pub(crate) enum AttemptResult {
+    Usable {
+        body: Vec<u8>,
+        views: Vec<ReplyView>,
+    },
+    Failed {
+        category: Category,
+        error: String,
+        /// The request may have reached the provider (a write must then not be sent elsewhere).
+        reached: bool,
+        /// The provider's JSON-RPC error reply, returned when every provider declines.
+        reply: Option<(Vec<u8>, Vec<ReplyView>)>,
+    },
+}
+
+impl AttemptResult {
+    pub(crate) fn is_usable(&self) -> bool {
+        matches!(self, AttemptResult::Usable { .. })
+    }
+}
+
+/// How a provider's HTTP answer is judged.
+fn judge(
+    status: u16,
+    body: &[u8],
+    expected: &[u64],
+    batch: bool,
+    retry_after: Option<Duration>,
+) -> Result<Vec<ReplyView>, (Category, String)> {
+    let parsed = if batch {
+        jsonrpc::inspect_batch_reply(body)
+    } else {
+        jsonrpc::inspect_reply(body).map(|r| vec![r])
+    };
+    let replies = match parsed {
+        Ok(replies) => replies,
+        Err(e) => {
+            return Err(match status {
+                200..=299 => (
+                    Category::ProviderFailure(FailureClass::Server),
+                    e.to_string(),
+                ),
+                s => (classify_http_failure(s, retry_after), format!("HTTP {s}")),
+            });
+        }
+    };
+    let all_errors = replies
+        .iter()
+        .all(|r| matches!(r.kind, ReplyKind::Error { .. }));
+    match status {
+        200..=299 => {}
+        // Some providers answer errors with 4xx and a JSON-RPC error body: the body decides below.
+        400..=499 if status != 429 && all_errors => {}
+        s => return Err((classify_http_failure(s, retry_after), format!("HTTP {s}"))),
+    }
+    let ids_ok = replies.iter().all(|r| {
+        jsonrpc::parse_upstream_id(&body[r.id.clone()]).is_some_and(|id| expected.contains(&id))
+    });
+    if !ids_ok || (batch && replies.is_empty()) {
+        // A client can provoke this (ids the provider mangles): retried elsewhere, never a strike on the breaker.
+        return Err((
+            Category::ProviderFailure(FailureClass::Reply),
+            "reply ids do not match the request".into(),
+        ));
+    }
+    Ok(replies)
+}
+
+/// Sends one attempt to `pid`, classifies it, and records it (statistics, breaker, cool-down, capability).
+pub(crate) async fn attempt(
+    worker: &Rc<Worker>,
+    pid: usize,
+    plan: &CallPlan,
+    upstream_body: &[u8],
+    expected: &[u64],
+    timeout: Duration,
+) -> AttemptResult {
+    let config = &worker.config;
+    let provider = &config.providers[pid];
+    let batch = upstream_body.first() == Some(&b'[');
+    let started = Instant::now();
+    let coalesce =
+        !batch && !plan.write && config.upstream.coalesce && provider.batch && expected.len() == 1;
+    let result = if coalesce {
+        worker
+            .upstream
+            .post_coalesced(
+                pid,
+                plan.class,
+                upstream_body.to_vec(),
+                expected[0],
+                timeout,
+            )
+            .await
+    } else {
+        worker
+            .upstream
+            .post(provider, upstream_body, timeout, !plan.write)
+            .await
+    };
+    let latency = started.elapsed();
+    let outcome = match result {
+        Ok(resp) => assess(resp, expected, batch),
+        Err(e) => AttemptResult::Failed {
+            category: Category::ProviderFailure(FailureClass::from_transport(e.kind)),
+            error: e.message,
+            reached: e.may_have_reached,
+            reply: None,
+        },
+    };
+    record(worker, pid, plan, &outcome, latency);
+    outcome
+}
+
+/// What a provider's HTTP answer to an attempt is worth.
+fn assess(resp: UpstreamResponse, expected: &[u64], batch: bool) -> AttemptResult {
+    let views = match judge(resp.status, &resp.body, expected, batch, resp.retry_after) {
+        Ok(views) => views,
+        Err((category, error)) => {
+            return AttemptResult::Failed {
+                category,
+                error,
+                reached: true,
+                reply: None,
+            };
+        }
+    };
+    // A single call's JSON-RPC error may still mean "try elsewhere" (throttled, unsupported, internal).
+    let category = match (&views[..], batch) {
+        ([only], false) => match &only.kind {
+            ReplyKind::Result => Category::Success,
+            ReplyKind::Error { code, message } => match classify_rpc_error(*code, message) {
+                Category::RateLimited { .. } => Category::RateLimited {
+                    retry_after: resp.retry_after,
+                },
+                other => other,
+            },
+        },
+        _ => Category::Success,
+    };
+    if matches!(category, Category::Success | Category::Deterministic) {
+        return AttemptResult::Usable {
+            body: resp.body,
+            views,
+        };
+    }
+    let error = match &views[0].kind {
+        ReplyKind::Error { code, message } => format!("JSON-RPC error {code}: {message}"),
+        ReplyKind::Result => String::new(),
+    };
+    AttemptResult::Failed {
+        category,
+        error,
+        reached: true,
+        reply: Some((resp.body, views)),
+    }
+}
+
+/// Records one attempt: routing state (through `routing::health`), statistics and logs.
+fn record(
+    worker: &Worker,
+    pid: usize,
+    plan: &CallPlan,
+    outcome: &AttemptResult,
+    latency: Duration,
+) {
+    let config = &worker.config;
+    let (failure, error) = match outcome {
+        AttemptResult::Usable { .. } => (None, None),
+        AttemptResult::Failed {
+            category, error, ..
+        } => (Some(category), Some(config.redact(error))),
+    };
+    let recorded = health::record(
+        &mut worker.routing.borrow_mut(),
+        &config.routing.breaker,
+        pid,
+        plan.key,
+        failure,
+        latency,
+    );
+    let provider = &config.providers[pid];
+    if recorded.breaker_opened {
+        tracing::warn!(provider = %provider.id, chain = %provider.chain, worker = worker.index, "circuit breaker opened");
+    }
+    let outcome = if recorded.kind == SampleKind::Answered {
+        Outcome::Success
+    } else {
+        Outcome::Failure
+    };
+    if let Some(error) = &error {
+        tracing::warn!(provider = %provider.id, chain = %provider.chain, %error, "upstream attempt failed");
+    }
+    worker
+        .stats
+        .borrow_mut()
+        .record(pid, outcome, latency, error.as_deref());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn judging_replies_table() {
+        let ok = br#"{"jsonrpc":"2.0","id":5,"result":"0x1"}"#;
+        let err = br#"{"jsonrpc":"2.0","id":5,"error":{"code":-32602,"message":"invalid params"}}"#;
+        assert!(judge(200, ok, &[5], false, None).is_ok());
+        assert!(
+            judge(400, err, &[5], false, None).is_ok(),
+            "4xx with a JSON-RPC error body is an answer"
+        );
+        let rows: &[(u16, &[u8], Category)] = &[
+            (
+                200,
+                b"<html>",
+                Category::ProviderFailure(FailureClass::Server),
+            ),
+            (
+                200,
+                br#"{"jsonrpc":"2.0","id":6,"result":1}"#,
+                Category::ProviderFailure(FailureClass::Reply),
+            ),
+            (500, ok, Category::ProviderFailure(FailureClass::Server)),
+            (
+                502,
+                b"bad gateway",
+                Category::ProviderFailure(FailureClass::Server),
+            ),
+            (
+                429,
+                b"slow down",
+                Category::RateLimited { retry_after: None },
+            ),
+            (429, err, Category::RateLimited { retry_after: None }),
+        ];
+        for (status, body, expected) in rows {
+            let (category, _) = judge(*status, body, &[5], false, None).unwrap_err();
+            assert_eq!(
+                &category,
+                expected,
+                "{status} {}",
+                String::from_utf8_lossy(body)
+            );
+        }
+    }
+}

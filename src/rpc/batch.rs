@@ -1,0 +1,223 @@
+//! A JSON-RPC batch: members answered locally or invalid get their answer in place; the others are grouped by
+//! candidate list (and write-ness), each group sent as one sub-batch concurrently, and every answer is put back in
+//! request order under the client's own id. Notifications get no answer; a batch owing nothing answers nothing.
+
+use std::ops::Range;
+use std::rc::Rc;
+
+use futures_util::future::join_all;
+
+use crate::config::Chain;
+use crate::error::{Attempt, RpcError};
+use crate::evm::methods::{MethodClass, MethodKey};
+use crate::rpc::forward::{Forwarded, Upstream, forward};
+use crate::rpc::meta::Meta;
+use crate::rpc::plan::{CallPlan, Transport, local_answer, plan};
+use crate::rpc::reply::Reply;
+use crate::rpc::target::Target;
+use crate::shard::state::Worker;
+use crate::wire::jsonrpc::{self, CallView, InvalidCall};
+
+/// One member of a sub-batch on its way: where its answer goes, and its upstream id.
+struct Member {
+    index: usize,
+    uid: u64,
+}
+
+/// Members sharing one candidate list, sent together.
+struct Group {
+    plan: CallPlan,
+    members: Vec<usize>,
+}
+
+/// What one batch is made of: the client's body and its members.
+struct Batch<'b> {
+    body: &'b [u8],
+    calls: Vec<Option<&'b CallView<'b>>>,
+}
+
+impl Batch<'_> {
+    fn client_id(&self, range: &Option<Range<usize>>) -> &[u8] {
+        range.clone().map_or(&b"null"[..], |r| &self.body[r])
+    }
+}
+
+/// Answers a batch for `target`.
+pub(crate) async fn batch<'b>(
+    worker: &Rc<Worker>,
+    target: Target,
+    chain: &Chain,
+    body: &'b [u8],
+    items: &'b [Result<CallView<'b>, InvalidCall>],
+    mut meta: Option<&mut Meta>,
+    transport: Transport,
+) -> Reply {
+    let batch = Batch {
+        body,
+        calls: items.iter().map(|i| i.as_ref().ok()).collect(),
+    };
+    let mut slots: Vec<Option<Vec<u8>>> = vec![None; items.len()];
+    let groups = group(worker, target, chain, &batch, items, transport, &mut slots);
+    let sends = groups.iter().enumerate().map(|(g, group)| {
+        // Only the first group reports its routing in the request's metadata.
+        let group_meta = if g == 0 { meta.take() } else { None };
+        send_group(worker, chain, &batch, group, group_meta)
+    });
+    for (sent, result) in join_all(sends).await {
+        place(worker, &batch, &sent, result, &mut slots);
+    }
+    assemble(slots)
+}
+
+/// Answers invalid and local members in place, and groups the rest by candidate list.
+fn group(
+    worker: &Worker,
+    target: Target,
+    chain: &Chain,
+    batch: &Batch<'_>,
+    items: &[Result<CallView<'_>, InvalidCall>],
+    transport: Transport,
+    slots: &mut [Option<Vec<u8>>],
+) -> Vec<Group> {
+    let mut groups: Vec<Group> = Vec::new();
+    for (i, item) in items.iter().enumerate() {
+        let call = match item {
+            Err(invalid) => {
+                worker.count_error(invalid.error.code());
+                slots[i] = Some(invalid.error.to_response(batch.client_id(&invalid.id)));
+                continue;
+            }
+            Ok(call) => call,
+        };
+        let answer = match local_answer(chain, batch.body, call, transport) {
+            Some(answer) => answer,
+            None => match plan(worker, target, chain, batch.body, call) {
+                Ok(p) => {
+                    join_group(&mut groups, p, i);
+                    continue;
+                }
+                Err(e) => Err(e),
+            },
+        };
+        if !call.is_notification() {
+            slots[i] = Some(answer.unwrap_or_else(|e| e.to_response(batch.client_id(&call.id))));
+        }
+    }
+    groups
+}
+
+fn join_group(groups: &mut Vec<Group>, p: CallPlan, index: usize) {
+    let Some(g) = groups
+        .iter_mut()
+        .find(|g| g.plan.candidates == p.candidates && g.plan.write == p.write)
+    else {
+        groups.push(Group {
+            plan: p,
+            members: vec![index],
+        });
+        return;
+    };
+    if g.plan.key != p.key {
+        // Mixed methods: deadline and statistics follow the slowest class present.
+        g.plan.key = MethodKey::of("");
+        if g.plan.class != p.class {
+            g.plan.class = MethodClass::Other;
+        }
+    }
+    g.members.push(index);
+}
+
+/// Sends one group as a sub-batch (or a single call) with upstream ids.
+async fn send_group(
+    worker: &Rc<Worker>,
+    chain: &Chain,
+    batch: &Batch<'_>,
+    group: &Group,
+    meta: Option<&mut Meta>,
+) -> (Vec<Member>, Result<Forwarded, RpcError>) {
+    let members = &group.members;
+    let first_uid = worker.upstream_ids(members.len() as u64);
+    let mut upstream_body = Vec::new();
+    let mut sent = Vec::with_capacity(members.len());
+    let many = members.len() > 1;
+    if many {
+        upstream_body.push(b'[');
+    }
+    for (k, &index) in members.iter().enumerate() {
+        let call = batch.calls[index].expect("grouped members are valid calls");
+        if k > 0 {
+            upstream_body.push(b',');
+        }
+        let uid = first_uid + k as u64;
+        jsonrpc::with_upstream_id(batch.body, call, uid, &mut upstream_body);
+        sent.push(Member { index, uid });
+    }
+    if many {
+        upstream_body.push(b']');
+    }
+    let uids: Vec<u64> = sent.iter().map(|m| m.uid).collect();
+    let upstream = Upstream {
+        body: &upstream_body,
+        ids: &uids,
+    };
+    let result = forward(worker, chain, &group.plan, upstream, meta).await;
+    (sent, result)
+}
+
+/// Puts one group's answers (or its error) in the members' slots, under each client's own id.
+fn place(
+    worker: &Worker,
+    batch: &Batch<'_>,
+    sent: &[Member],
+    result: Result<Forwarded, RpcError>,
+    slots: &mut [Option<Vec<u8>>],
+) {
+    for member in sent {
+        let call = batch.calls[member.index].expect("sent members are valid calls");
+        if call.is_notification() {
+            continue;
+        }
+        let client_id = batch.client_id(&call.id);
+        let answer = match &result {
+            Ok(forwarded) => match forwarded.views.iter().find(|v| {
+                jsonrpc::parse_upstream_id(&forwarded.body[v.id.clone()]) == Some(member.uid)
+            }) {
+                Some(view) => {
+                    let mut out = Vec::with_capacity(view.span.len());
+                    jsonrpc::restore_id(&forwarded.body, view, client_id, &mut out);
+                    out
+                }
+                None => RpcError::AllProvidersFailed {
+                    attempts: vec![Attempt {
+                        provider: "(batch)".into(),
+                        error: "provider omitted the reply to this call".into(),
+                    }],
+                }
+                .to_response(client_id),
+            },
+            Err(e) => {
+                worker.count_error(e.code());
+                e.to_response(client_id)
+            }
+        };
+        slots[member.index] = Some(answer);
+    }
+}
+
+/// The batch reply in request order; nothing when only notifications were sent.
+fn assemble(slots: Vec<Option<Vec<u8>>>) -> Reply {
+    let answers: Vec<Vec<u8>> = slots.into_iter().flatten().collect();
+    if answers.is_empty() {
+        return Reply::nothing();
+    }
+    let mut out = Vec::with_capacity(answers.iter().map(|a| a.len() + 1).sum::<usize>() + 2);
+    out.push(b'[');
+    for (k, a) in answers.iter().enumerate() {
+        if k > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(a);
+    }
+    out.push(b']');
+    Reply::answer(out)
+}
