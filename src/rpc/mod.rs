@@ -12,3 +12,6 @@ pub mod pipeline;
 pub(crate) mod plan;
 pub mod reply;
 pub mod target;
+
+#[cfg(test)]
+mod tests;

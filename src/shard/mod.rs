@@ -6,3 +6,5 @@
 pub mod control;
 pub mod state;
 pub mod sync;
+#[cfg(test)]
+pub(crate) mod testing;
