@@ -8,7 +8,7 @@ mod support;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{Value, json};
 use support::*;
@@ -255,15 +255,14 @@ fn sighup_reloads_the_file_and_a_broken_file_keeps_the_running_config() {
     let path = lasso.config_path().to_path_buf();
     std::fs::write(&path, single_chain(&[&p, &p2]).yaml()).unwrap();
     lasso.send_signal(libc::SIGHUP);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while providers_of(&lasso) != 2 {
-        assert!(
-            Instant::now() < deadline,
-            "SIGHUP did not reload: {}",
-            lasso.logs()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    eventually(
+        Duration::from_secs(10),
+        "SIGHUP reloads",
+        || match providers_of(&lasso) {
+            2 => Ok(()),
+            n => Err(format!("{n} providers; logs: {}", lasso.logs())),
+        },
+    );
     std::fs::write(&path, "chains: {").unwrap();
     lasso.send_signal(libc::SIGHUP);
     assert!(

@@ -72,19 +72,14 @@ fn stream(
 
 /// Polls `/api/metrics/ethereum` until `ready` holds for it (bounded).
 fn wait_metrics(lasso: &Lasso, what: &str, ready: impl Fn(&Value) -> bool) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
+    eventually(Duration::from_secs(15), what, || {
         let v = get(lasso.addr(), "/api/metrics/ethereum").json();
         if ready(&v) {
-            return v;
+            Ok(v)
+        } else {
+            Err(format!("metrics: {v}"))
         }
-        assert!(
-            Instant::now() < deadline,
-            "timed out waiting for {what}; last metrics: {v}"
-        );
-        // The table is republished every merge interval; asking more often than that learns nothing.
-        std::thread::sleep(Duration::from_millis(MERGE_MS / 2));
-    }
+    })
 }
 
 fn provider<'a>(metrics: &'a Value, id: &str) -> &'a Value {
@@ -287,19 +282,20 @@ fn fault_matrix_excludes_and_restores_a_failing_provider() {
 
         // Healthy again: after the recovery timeout a probe succeeds and it serves again.
         mocks[0].set_fault(Fault::None);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let mut back = false;
         let mut i = 1_000;
-        while Instant::now() < deadline && !back {
-            let r = post(lasso.addr(), "/rpc/priority/ethereum", &receipt(i));
-            assert_eq!(r.status, 200, "{name}: {}", r.describe());
-            back = served_by(&r.json()).as_deref() == Some("fast");
-            i += 1;
-            if !back {
-                std::thread::sleep(Duration::from_millis(50));
-            }
-        }
-        assert!(back, "{name}: provider was not restored after it recovered");
+        eventually(
+            Duration::from_secs(10),
+            &format!("{name}: the recovered provider serves again"),
+            || {
+                let r = post(lasso.addr(), "/rpc/priority/ethereum", &receipt(i));
+                assert_eq!(r.status, 200, "{name}: {}", r.describe());
+                i += 1;
+                match served_by(&r.json()) {
+                    Some(p) if p == "fast" => Ok(()),
+                    other => Err(format!("served by {other:?}")),
+                }
+            },
+        );
     }
 }
 
@@ -378,15 +374,14 @@ fn lagging_provider_is_skipped_for_head_reads_but_serves_old_blocks() {
 }
 
 fn wait_status_lag(lasso: &Lasso, lag: u64) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
+    eventually(Duration::from_secs(10), &format!("lag {lag}"), || {
         let v = get(lasso.addr(), "/api/status").json();
         if v["chains"][0]["providers"][0]["routing"]["lag"] == lag {
-            return v;
+            Ok(v)
+        } else {
+            Err(format!("status: {v}"))
         }
-        assert!(Instant::now() < deadline, "lag never reached {lag}: {v}");
-        std::thread::sleep(Duration::from_millis(MERGE_MS / 2));
-    }
+    })
 }
 
 #[test]
@@ -500,15 +495,14 @@ fn hedged_read_returns_the_first_good_answer() {
 }
 
 fn wait_metrics_status(lasso: &Lasso) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
+    eventually(Duration::from_secs(10), "a hedge counted", || {
         let v = get(lasso.addr(), "/api/status").json();
         if v["hedges"].as_u64().unwrap_or(0) >= 1 {
-            return v;
+            Ok(v)
+        } else {
+            Err(format!("status: {v}"))
         }
-        assert!(Instant::now() < deadline, "hedge never counted: {v}");
-        std::thread::sleep(Duration::from_millis(MERGE_MS / 2));
-    }
+    })
 }
 
 #[test]

@@ -241,19 +241,17 @@ fn unsubscribe_and_upstream_teardown_after_grace() {
         false,
         "unknown id"
     );
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let status = get(lasso.addr(), "/api/status").json();
-        if status["websocket"]["upstream_subscriptions"] == 0 {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "upstream subscription not torn down: {}",
-            status["websocket"]
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    eventually(
+        Duration::from_secs(10),
+        "the upstream subscription is torn down",
+        || {
+            let status = get(lasso.addr(), "/api/status").json();
+            match &status["websocket"] {
+                ws if ws["upstream_subscriptions"] == 0 => Ok(()),
+                ws => Err(ws.to_string()),
+            }
+        },
+    );
     // Ordinary calls work over the same socket.
     let reply = c.call(5, "eth_chainId", json!([]), &mut notes);
     assert_eq!(reply["result"], "0x1");

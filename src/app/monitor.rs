@@ -13,7 +13,7 @@ use futures_util::future::join_all;
 
 use crate::config::{Config, Provider};
 use crate::evm::methods::MethodKey;
-use crate::routing::merger::{Harvest, Merger};
+use crate::routing::merger::{Harvest, Inheritance, Merger};
 use crate::routing::recorder::SampleKind;
 use crate::routing::table::RoutingTable;
 use crate::shard::control::Control;
@@ -26,6 +26,8 @@ pub enum MonitorCommand {
     Attach(Arc<Shared>),
     /// Write a final snapshot and stop.
     Stop(std::sync::mpsc::Sender<()>),
+    /// Hand what routing knows to the generation about to replace this one (the monitor keeps running).
+    Bequeath(std::sync::mpsc::Sender<Inheritance>),
 }
 
 struct Monitor {
@@ -190,6 +192,15 @@ impl MonitorHandle {
         let _ = self.commands.unbounded_send(MonitorCommand::Attach(shared));
     }
 
+    /// What routing knows now (merged first), for the next generation; `None` if the monitor does not answer in time.
+    pub fn bequeath(&self) -> Option<Inheritance> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        self.commands
+            .unbounded_send(MonitorCommand::Bequeath(tx))
+            .ok()?;
+        rx.recv_timeout(Duration::from_secs(5)).ok()
+    }
+
     /// Writes a last snapshot and stops the thread (bounded wait).
     pub fn stop(mut self) {
         let (tx, rx) = std::sync::mpsc::channel();
@@ -213,6 +224,7 @@ pub fn start(
     tls: monoio_rustls::TlsConnector,
     uring: bool,
     check_timeout: Duration,
+    inherited: Option<Inheritance>,
 ) -> Result<(MonitorHandle, Arc<RoutingTable>), String> {
     let (commands, mut receiver) = futures_channel::mpsc::unbounded::<MonitorCommand>();
     let (first_table_tx, first_table_rx) = std::sync::mpsc::channel::<Arc<RoutingTable>>();
@@ -233,6 +245,10 @@ pub fn start(
                         tracing::info!(path = %path.display(), entries = prior.len(), "loaded benchmark snapshot");
                         merger.set_prior(prior);
                     }
+                }
+                // A reload: what the previous generation measured of the providers that stay outranks any snapshot.
+                if let Some(inherited) = inherited {
+                    merger.inherit(inherited, &config);
                 }
                 let monitor = Rc::new(Monitor {
                     client: UpstreamClient::for_probes(&config, tls),
@@ -276,6 +292,10 @@ pub fn start(
                 while let Some(command) = receiver.next().await {
                     match command {
                         MonitorCommand::Attach(shared) => *monitor.shared.borrow_mut() = Some(shared),
+                        MonitorCommand::Bequeath(reply) => {
+                            monitor.merge().await;
+                            let _ = reply.send(monitor.merger.borrow().bequeath(&monitor.config));
+                        }
                         MonitorCommand::Stop(done) => {
                             monitor.merge().await;
                             monitor.snapshot();

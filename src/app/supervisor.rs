@@ -169,6 +169,7 @@ fn start_generation(
     process: &Process,
     config: Arc<Config>,
     generation: u64,
+    inherited: Option<crate::routing::merger::Inheritance>,
 ) -> Result<Generation, String> {
     let listeners = process
         .listeners
@@ -188,7 +189,7 @@ fn start_generation(
         .max(std::time::Duration::from_millis(500))
         .min(std::time::Duration::from_secs(3));
     let (monitor, initial_table) =
-        crate::app::monitor::start(config.clone(), tls.clone(), uring, check_timeout)?;
+        crate::app::monitor::start(config.clone(), tls.clone(), uring, check_timeout, inherited)?;
     let (controls, receivers): (Vec<_>, Vec<_>) =
         (0..workers).map(|_| mpsc::unbounded::<Control>()).unzip();
     let shared = Arc::new(Shared {
@@ -331,7 +332,7 @@ pub fn run(opts: RunOptions) -> Result<(), String> {
         supervisor: commands_tx,
     };
     let config = Arc::new(config);
-    let mut current = start_generation(&process, config.clone(), 1)?;
+    let mut current = start_generation(&process, config.clone(), 1, None)?;
     crate::ops::cluster::start(&current.shared, actual.port());
     tracing::info!(
         address = %actual,
@@ -369,7 +370,9 @@ pub fn run(opts: RunOptions) -> Result<(), String> {
         };
         let outcome = prepare(&process, change).and_then(|config| {
             let config = Arc::new(config);
-            let next = start_generation(&process, config.clone(), generation + 1)?;
+            // The new generation starts warm: measurements, breakers and cool-downs of the providers that stay.
+            let inherited = current.monitor.as_ref().and_then(|m| m.bequeath());
+            let next = start_generation(&process, config.clone(), generation + 1, inherited)?;
             Ok((next, config))
         });
         let answer = match outcome {
@@ -388,6 +391,11 @@ pub fn run(opts: RunOptions) -> Result<(), String> {
                         tracing::warn!("a retired worker did not confirm it stopped accepting");
                         break;
                     }
+                }
+                // The retired generation's monitor stops now: no more probes of providers (or URLs, or keys) that
+                // may have been removed; its workers finish their connections on the last table they got.
+                if let Some(monitor) = current.monitor.take() {
+                    monitor.stop();
                 }
                 retired.push(std::mem::replace(&mut current, next));
                 let summary = format!(

@@ -4,7 +4,7 @@
 use std::fmt;
 
 /// A parsed provider URL.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq, Hash)]
 pub struct ProviderUrl {
     pub tls: bool,
     pub websocket: bool,

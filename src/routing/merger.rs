@@ -6,6 +6,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
+use crate::config::{Config, Provider, ProviderUrl};
 use crate::evm::methods::MethodKey;
 use crate::routing::recorder::{IntervalStats, Recorder};
 use crate::routing::table::{ProviderState, RoutingTable, Scope, StatKey, Summary};
@@ -32,6 +33,36 @@ const LAST_KNOWN_TTL: Duration = Duration::from_secs(1800);
 
 /// How long a provider stays marked as unable to serve a method.
 const UNSUPPORTED_TTL: Duration = Duration::from_secs(600);
+
+/// A provider as a configuration generation sees it: the same identity in the next generation is the same provider
+/// (a changed URL is a different endpoint, measured afresh).
+/// (No `Debug`: the URL may carry an API key.)
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct ProviderIdentity {
+    profile: String,
+    chain: String,
+    id: String,
+    url: ProviderUrl,
+}
+
+impl ProviderIdentity {
+    fn of(p: &Provider) -> Self {
+        ProviderIdentity {
+            profile: p.profile.clone(),
+            chain: p.chain.clone(),
+            id: p.id.clone(),
+            url: p.url.clone(),
+        }
+    }
+}
+
+/// What a retiring generation's merger hands to the next one (indexed by the retiring generation's provider ids).
+pub struct Inheritance {
+    identities: Vec<ProviderIdentity>,
+    summaries: rustc_hash::FxHashMap<StatKey, Summary>,
+    providers: Vec<ProviderState>,
+    unsupported: Vec<((u32, MethodKey), Instant)>,
+}
 
 /// The merger's state.
 pub struct Merger {
@@ -235,6 +266,65 @@ impl Merger {
             }
         }
         out
+    }
+
+    /// What this generation's routing knows, for the generation that replaces it: every summary (live or last
+    /// known), breakers open and cool-downs still running, and methods providers said they cannot serve.
+    pub fn bequeath(&self, config: &Config) -> Inheritance {
+        let now = Instant::now();
+        Inheritance {
+            identities: config.providers.iter().map(ProviderIdentity::of).collect(),
+            summaries: self
+                .summaries()
+                .into_iter()
+                .filter(|(_, s)| !s.from_snapshot)
+                .collect(),
+            providers: self.providers.clone(),
+            unsupported: self
+                .unsupported
+                .iter()
+                .filter(|(_, until)| **until > now)
+                .map(|(k, u)| (*k, *u))
+                .collect(),
+        }
+    }
+
+    /// Takes over what the previous generation knew about the providers that stay (same profile, chain, id and
+    /// URL): their measurements count as last known, and their breakers, cool-downs and unsupported methods hold.
+    pub fn inherit(&mut self, from: Inheritance, config: &Config) {
+        let now = Instant::now();
+        let new_pid: HashMap<ProviderIdentity, usize> = config
+            .providers
+            .iter()
+            .map(|p| (ProviderIdentity::of(p), p.pid))
+            .collect();
+        let map: Vec<Option<u32>> = from
+            .identities
+            .iter()
+            .map(|id| new_pid.get(id).map(|&p| p as u32))
+            .collect();
+        let moved = |old: u32| map.get(old as usize).copied().flatten();
+        for (key, summary) in from.summaries {
+            if let Some(pid) = moved(key.pid) {
+                self.last_known
+                    .insert(StatKey { pid, ..key }, (summary, now));
+            }
+        }
+        for (old, state) in from.providers.into_iter().enumerate() {
+            let Some(p) = moved(old as u32).and_then(|pid| self.providers.get_mut(pid as usize))
+            else {
+                continue;
+            };
+            p.breaker_open_until = state.breaker_open_until.filter(|u| *u > now);
+            p.cooldown_until = state.cooldown_until.filter(|u| *u > now);
+            p.head = state.head;
+            p.lag = state.lag;
+        }
+        for ((old, method), until) in from.unsupported {
+            if let Some(pid) = moved(old) {
+                self.unsupported.insert((pid, method), until);
+            }
+        }
     }
 
     pub fn table(&self) -> RoutingTable {

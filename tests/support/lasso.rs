@@ -19,6 +19,14 @@ pub fn lasso_bin() -> &'static str {
 /// the ones they need explicitly.
 const SCRUBBED_ENV: &[&str] = lasso::config::env::ALL;
 
+/// Set by CI to run the suite on another event-loop driver (`legacy` = epoll): passed to every Lasso started here
+/// as `LASSO_DRIVER`. This is the one variable of the test shell that reaches the process under test.
+const TEST_DRIVER: &str = "LASSO_TEST_DRIVER";
+
+fn test_driver() -> Option<String> {
+    std::env::var(TEST_DRIVER).ok().filter(|v| !v.is_empty())
+}
+
 #[derive(Default)]
 struct LogState {
     text: String,
@@ -140,6 +148,9 @@ impl LassoBuilder {
             cmd.env_remove(k);
         }
         cmd.env("NO_COLOR", "1").env("RUST_LOG", &self.rust_log);
+        if let Some(driver) = test_driver() {
+            cmd.env(lasso::config::env::DRIVER, driver);
+        }
         for (k, v) in &self.env {
             cmd.env(k, v);
         }
@@ -162,7 +173,17 @@ impl LassoBuilder {
             _dir: dir,
         };
         match lasso.wait_listening(STARTUP_TIMEOUT) {
-            Ok(addr) => lasso.addr = Some(addr),
+            Ok(addr) => {
+                lasso.addr = Some(addr);
+                if test_driver().as_deref() == Some("legacy") {
+                    // The driver line comes before `listening`: a run meant for epoll must really be on epoll.
+                    let logs = lasso.logs();
+                    assert!(
+                        logs.contains("io driver: legacy"),
+                        "{TEST_DRIVER}=legacy but Lasso did not use the legacy driver:\n{logs}"
+                    );
+                }
+            }
             Err(why) => {
                 let status = lasso.kill_and_wait();
                 panic!(
