@@ -274,3 +274,36 @@ fn sighup_reloads_the_file_and_a_broken_file_keeps_the_running_config() {
     let v: Value = get(lasso.addr(), "/api/health").json();
     assert_eq!(v["status"], "ok");
 }
+
+#[test]
+fn other_methods_on_admin_endpoints_are_405_and_change_nothing() {
+    let p = MockProvider::start("p1");
+    let backups = tempfile::tempdir().unwrap();
+    let lasso = start(&p, backups.path());
+    let before = std::fs::read_to_string(lasso.config_path()).unwrap();
+    let replacement = "chains: {}\n";
+    for (method, path) in [
+        ("DELETE", "/api/admin/config"),
+        ("FROB", "/api/admin/config"),
+        ("PATCH", "/api/admin/config"),
+        ("GET", "/api/admin/reload"),
+        ("GET", "/api/admin/chains/ethereum"),
+        ("FROB", "/api/admin/chains/ethereum/providers/p1"),
+    ] {
+        let r = admin(&lasso, method, path, replacement);
+        assert_eq!(r.status, 405, "{method} {path}: {}", r.describe());
+        assert!(
+            r.header("allow").is_some(),
+            "{method} {path}: no Allow header"
+        );
+        let v = r.json();
+        assert_eq!(v["ok"], false, "{method} {path}: {v}");
+        assert!(v["error"].is_string(), "{method} {path}: {v}");
+    }
+    assert_eq!(
+        std::fs::read_to_string(lasso.config_path()).unwrap(),
+        before,
+        "the file is unchanged"
+    );
+    assert_eq!(providers_of(&lasso), 1);
+}

@@ -13,7 +13,7 @@ use futures_channel::mpsc;
 use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::app::thread::block_on;
-use crate::config::change::{ConfigChange, SupervisorCommand};
+use crate::config::change::{ChangeError, ConfigChange, SupervisorCommand};
 use crate::config::{self, Config};
 use crate::shard::control::Control;
 use crate::shard::state::{Shared, Worker};
@@ -253,25 +253,32 @@ fn start_generation(
     })
 }
 
-/// Validates a change, persists it (atomically, with a backup), and returns the new configuration. Nothing changes
-/// on error.
-fn prepare(process: &Process, change: ConfigChange) -> Result<Config, String> {
+/// Validates a change and returns the new configuration with the text to write (none for a reload of the file as
+/// it is). Nothing is written here: the file changes only once the new generation runs.
+fn prepare(
+    process: &Process,
+    change: ConfigChange,
+) -> Result<(Config, Option<String>), ChangeError> {
     let path = &process.path;
     let text = match change {
-        ConfigChange::ReloadFile => return config::load_file(path).map_err(|e| e.to_string()),
+        ConfigChange::ReloadFile => {
+            return config::load_file(path)
+                .map(|c| (c, None))
+                .map_err(|e| ChangeError::Invalid(e.to_string()));
+        }
         ConfigChange::Replace(text) => text,
         ConfigChange::Edit(edit) => {
             let current = std::fs::read_to_string(path)
-                .map_err(|e| format!("{}: cannot read: {e}", path.display()))?;
-            let mut doc: serde_norway::Value =
-                serde_norway::from_str(&current).map_err(|e| format!("{}: {e}", path.display()))?;
-            edit(&mut doc)?;
-            serde_norway::to_string(&doc).map_err(|e| e.to_string())?
+                .map_err(|e| ChangeError::Io(format!("{}: cannot read: {e}", path.display())))?;
+            let mut doc: serde_norway::Value = serde_norway::from_str(&current)
+                .map_err(|e| ChangeError::Invalid(format!("{}: {e}", path.display())))?;
+            edit(&mut doc).map_err(ChangeError::Edit)?;
+            serde_norway::to_string(&doc).map_err(|e| ChangeError::Invalid(e.to_string()))?
         }
     };
-    let config = config::load_str(&text, path, &config::env::process).map_err(|e| e.to_string())?;
-    crate::config::store::persist(path, &text)?;
-    Ok(config)
+    let config = config::load_str(&text, path, &config::env::process)
+        .map_err(|e| ChangeError::Invalid(e.to_string()))?;
+    Ok((config, Some(text)))
 }
 
 /// Runs the proxy until a shutdown signal has been handled. Errors are start-up failures.
@@ -368,11 +375,21 @@ pub fn run(opts: RunOptions) -> Result<(), String> {
             }
             SupervisorCommand::Change(change, reply) => (change, Some(reply)),
         };
-        let outcome = prepare(&process, change).and_then(|config| {
+        let outcome = prepare(&process, change).and_then(|(config, text)| {
             let config = Arc::new(config);
             // The new generation starts warm: measurements, breakers and cool-downs of the providers that stay.
             let inherited = current.monitor.as_ref().and_then(|m| m.bequeath());
-            let next = start_generation(&process, config.clone(), generation + 1, inherited)?;
+            let next = start_generation(&process, config.clone(), generation + 1, inherited)
+                .map_err(ChangeError::Start)?;
+            // Written only now that the new generation runs; if it cannot be written the change is undone.
+            if let Some(text) = text {
+                if let Err(e) = crate::config::store::persist(&process.path, &text) {
+                    let (ack_tx, _ack_rx) = std::sync::mpsc::channel();
+                    next.tell(|| Control::Retire(ack_tx.clone()));
+                    retired.push(next);
+                    return Err(ChangeError::Io(e));
+                }
+            }
             Ok((next, config))
         });
         let answer = match outcome {
@@ -413,7 +430,7 @@ pub fn run(opts: RunOptions) -> Result<(), String> {
             }
             Err(e) => {
                 tracing::error!(error = %e, "configuration change rejected; the running configuration stays");
-                Err(e)
+                Err(e.to_string())
             }
         };
         if let Some(reply) = reply {

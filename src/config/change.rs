@@ -22,3 +22,28 @@ pub enum SupervisorCommand {
         futures_channel::oneshot::Sender<Result<String, String>>,
     ),
 }
+
+/// Why a configuration change was not applied (the running configuration and the file stay as they were).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChangeError {
+    /// The new document does not parse or validate (the message names the file, the key and the reason).
+    Invalid(String),
+    /// The edit does not apply to the document (no such chain or provider, ...).
+    Edit(String),
+    /// The new generation could not start (listeners, TLS roots, monitor thread).
+    Start(String),
+    /// The file could not be read or written.
+    Io(String),
+}
+
+impl std::fmt::Display for ChangeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ChangeError::Invalid(why) | ChangeError::Edit(why) => f.write_str(why),
+            ChangeError::Start(why) => write!(f, "the new configuration could not start: {why}"),
+            ChangeError::Io(why) => write!(f, "the configuration file: {why}"),
+        }
+    }
+}
+
+impl std::error::Error for ChangeError {}

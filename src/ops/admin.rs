@@ -11,24 +11,10 @@ use std::time::Duration;
 use serde_norway::{Mapping, Value};
 
 use crate::config::change::{ConfigChange, SupervisorCommand};
+use crate::ops::error::{OpsError, ok};
 use crate::shard::state::Worker;
 use crate::wire::http::request::{Method, RequestHead};
 use crate::wire::http::response::Response;
-
-fn reply(status: u16, ok: bool, message: &str) -> Response {
-    let body = if ok {
-        format!(
-            "{{\"ok\":true,\"message\":{}}}",
-            crate::error::json_string(message)
-        )
-    } else {
-        format!(
-            "{{\"ok\":false,\"error\":{}}}",
-            crate::error::json_string(message)
-        )
-    };
-    Response::json(status, body.into_bytes())
-}
 
 /// Constant-time comparison of two secrets.
 pub fn secrets_equal(a: &[u8], b: &[u8]) -> bool {
@@ -41,11 +27,10 @@ pub fn secrets_equal(a: &[u8], b: &[u8]) -> bool {
 /// Answers `/api/admin/...`.
 pub async fn handle(worker: &Rc<Worker>, head: &RequestHead, body: &[u8]) -> Response {
     let Some(token) = crate::config::env::admin_token(&crate::config::env::process) else {
-        return reply(
-            404,
-            false,
+        return OpsError::not_found(
             "the admin API is disabled (set LASSO_ADMIN_TOKEN to enable it)",
-        );
+        )
+        .into();
     };
     let presented = head
         .authorization
@@ -53,8 +38,7 @@ pub async fn handle(worker: &Rc<Worker>, head: &RequestHead, body: &[u8]) -> Res
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or("");
     if !secrets_equal(presented.trim().as_bytes(), token.as_bytes()) {
-        return reply(401, false, "missing or wrong bearer token")
-            .with_header("WWW-Authenticate", "Bearer");
+        return OpsError::unauthorized("missing or wrong bearer token").into();
     }
     let path = head.path.trim_end_matches('/');
     let segments: Vec<&str> = path
@@ -77,19 +61,23 @@ pub async fn handle(worker: &Rc<Worker>, head: &RequestHead, body: &[u8]) -> Res
                     r.content_type = "application/yaml";
                     r
                 }
-                Err(e) => reply(500, false, &format!("cannot read the configuration: {e}")),
+                Err(e) => OpsError::internal(format!("cannot read the configuration: {e}")).into(),
             };
         }
         (Method::Post, ["reload"]) => ConfigChange::ReloadFile,
-        (Method::Other, ["config"]) if body.is_empty() => return reply(400, false, "empty body"),
-        (Method::Other, ["config"]) => match std::str::from_utf8(body) {
+        (_, ["config"]) if !is_put_or_post(head) => {
+            return OpsError::method_not_allowed("GET, PUT, POST").into();
+        }
+        (_, ["config"]) if body.is_empty() => return OpsError::bad_request("empty body").into(),
+        (_, ["config"]) => match std::str::from_utf8(body) {
             Ok(text) => ConfigChange::Replace(text.to_string()),
-            Err(_) => return reply(400, false, "the configuration must be UTF-8 YAML"),
+            Err(_) => return OpsError::bad_request("the configuration must be UTF-8 YAML").into(),
         },
+        (_, ["reload"]) => return OpsError::method_not_allowed("POST").into(),
         (Method::Other | Method::Post, ["chains", chain]) if is_put_or_post(head) => {
             let value = match parse_body(body) {
                 Ok(v) => v,
-                Err(e) => return reply(400, false, &e),
+                Err(e) => return OpsError::bad_request(e).into(),
             };
             let (profile, chain) = (profile.clone(), chain.to_string());
             ConfigChange::Edit(Box::new(move |doc| {
@@ -111,10 +99,10 @@ pub async fn handle(worker: &Rc<Worker>, head: &RequestHead, body: &[u8]) -> Res
         {
             let mut value = match parse_body(body) {
                 Ok(v) => v,
-                Err(e) => return reply(400, false, &e),
+                Err(e) => return OpsError::bad_request(e).into(),
             };
             let Some(map) = value.as_mapping_mut() else {
-                return reply(400, false, "a provider must be a mapping");
+                return OpsError::bad_request("a provider must be a mapping").into();
             };
             map.insert(Value::String("id".into()), Value::String(id.to_string()));
             let (profile, chain, id) = (profile.clone(), chain.to_string(), id.to_string());
@@ -142,7 +130,10 @@ pub async fn handle(worker: &Rc<Worker>, head: &RequestHead, body: &[u8]) -> Res
                 Ok(())
             }))
         }
-        _ => return reply(404, false, "unknown admin endpoint"),
+        (_, ["chains", _] | ["chains", _, "providers", _]) => {
+            return OpsError::method_not_allowed("PUT, POST, DELETE").into();
+        }
+        _ => return OpsError::not_found("unknown admin endpoint").into(),
     };
     apply(worker, change).await
 }
@@ -225,12 +216,12 @@ async fn apply(worker: &Rc<Worker>, change: ConfigChange) -> Response {
         .send(SupervisorCommand::Change(change, tx))
         .is_err()
     {
-        return reply(503, false, "the server is shutting down");
+        return OpsError::new(503, "the server is shutting down").into();
     }
     match monoio::time::timeout(Duration::from_secs(60), rx).await {
-        Ok(Ok(Ok(summary))) => reply(200, true, &summary),
-        Ok(Ok(Err(reason))) => reply(400, false, &worker.config.redact(&reason)),
-        _ => reply(503, false, "the change was not applied in time"),
+        Ok(Ok(Ok(summary))) => ok(&summary),
+        Ok(Ok(Err(reason))) => OpsError::bad_request(worker.config.redact(&reason)).into(),
+        _ => OpsError::new(503, "the change was not applied in time").into(),
     }
 }
 

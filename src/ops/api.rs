@@ -5,7 +5,8 @@ use std::rc::Rc;
 
 use serde::Serialize;
 
-use crate::error::{ResourceKind, RpcError};
+use crate::ops::error::OpsError;
+
 use crate::routing::table::{Scope, Summary};
 use crate::shard::state::Worker;
 use crate::wire::http::response::Response;
@@ -137,20 +138,12 @@ pub async fn chain_metrics(worker: &Rc<Worker>, chain_key: &str, query: &str) ->
         Some(name) => match config.profile(name) {
             Some((_, p)) => p,
             None => {
-                let e = RpcError::NotFound {
-                    kind: ResourceKind::Profile,
-                    name: name.to_string(),
-                };
-                return e.into();
+                return OpsError::not_found(format!("unknown profile '{name}'")).into();
             }
         },
     };
     let Some((_, chain)) = profile.chain(chain_key) else {
-        let e = RpcError::NotFound {
-            kind: ResourceKind::Chain,
-            name: chain_key.to_string(),
-        };
-        return e.into();
+        return OpsError::not_found(format!("unknown chain '{chain_key}'")).into();
     };
     let stats = crate::ops::snapshot::gather(worker).await;
     let table = worker.routing.borrow().table.clone();

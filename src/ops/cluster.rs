@@ -25,6 +25,7 @@ use futures_channel::oneshot;
 use serde::{Deserialize, Serialize};
 
 use crate::config::env;
+use crate::ops::error::OpsError;
 use crate::shard::state::{Shared, Worker};
 use crate::wire::http::io::write_all;
 use crate::wire::http::request::RequestHead;
@@ -684,7 +685,7 @@ pub async fn serve_node(
             404,
             "Not Found",
             "",
-            br#"{"error":"clustering is disabled on this node"}"#,
+            &OpsError::not_found("clustering is disabled on this node").body(),
         ),
         Some(secret) => {
             let given = bearer(&buf[..head.head_len.min(buf.len())]);
@@ -697,7 +698,7 @@ pub async fn serve_node(
                     401,
                     "Unauthorized",
                     "WWW-Authenticate: Bearer\r\n",
-                    br#"{"error":"missing or wrong cluster secret"}"#,
+                    &OpsError::unauthorized("missing or wrong cluster secret").body(),
                 )
             }
         }
