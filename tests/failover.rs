@@ -158,14 +158,15 @@ fn writes_are_not_retried_once_sent() {
         ),
         ("eth_sendRawTransaction", json!([RAW_TX]), Fault::Garbage),
         (
-            "eth_sendTransaction",
-            json!([{"from":"0x01","to":"0x02","value":"0x1"}]),
+            "eth_sendRawTransactionConditional",
+            json!([RAW_TX, {}]),
             Fault::Status(500),
         ),
+        ("mev_sendBundle", json!([{"txs": [RAW_TX]}]), Fault::Hang),
         (
-            "eth_sendTransaction",
-            json!([{"from":"0x01","to":"0x02","value":"0x1"}]),
-            Fault::Hang,
+            "eth_submitWork",
+            json!(["0x1", "0x2", "0x3"]),
+            Fault::Status(500),
         ),
     ];
     for (method, params, fault) in cases {

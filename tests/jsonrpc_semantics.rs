@@ -1207,3 +1207,55 @@ fn profile_from_a_file() {
     );
     assert_eq!(r.json(), json!({"jsonrpc":"2.0","id":1,"result":"0x64"}));
 }
+
+#[test]
+fn node_control_and_key_methods_are_refused_unless_a_provider_allows_them_by_name() {
+    let open = MockProvider::start("open");
+    let named = MockProvider::start("named");
+    open.set_chain_id("0x1");
+    named.set_chain_id("0x89");
+    let config = Config::new()
+        .chain(Chain::new("ethereum", 1).provider(Provider::new("open", &open.url()).allow(&["*"])))
+        .chain(
+            Chain::new("polygon", 137).provider(
+                Provider::new("named", &named.url()).allow(&["admin_peers", "personal_*"]),
+            ),
+        );
+    let lasso = Lasso::start(&config.yaml());
+    for method in [
+        "admin_addPeer",
+        "debug_setHead",
+        "personal_unlockAccount",
+        "miner_stop",
+        "engine_forkchoiceUpdatedV3",
+        "eth_sign",
+        "eth_accounts",
+        "eth_sendTransaction",
+    ] {
+        let r = post(
+            lasso.addr(),
+            "/rpc/ethereum",
+            &rpc(json!(1), method, json!([])),
+        );
+        assert_eq!(r.rpc_code(), Some(-32004), "{method}: {}", r.describe());
+        assert_eq!(open.count(method), 0, "{method} reached the node");
+    }
+    // An allow entry naming the method, or the very pattern that denies it, opens it; nothing else does.
+    for (method, forwarded) in [
+        ("admin_peers", true),
+        ("personal_listAccounts", true),
+        ("admin_addPeer", false),
+    ] {
+        let r = post(
+            lasso.addr(),
+            "/rpc/polygon",
+            &rpc(json!(1), method, json!([])),
+        );
+        assert_eq!(
+            named.count(method) == 1,
+            forwarded,
+            "{method}: {}",
+            r.describe()
+        );
+    }
+}

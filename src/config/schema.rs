@@ -125,6 +125,13 @@ impl MethodFilter {
 
     /// True when the provider may be sent `method`.
     pub fn permits(&self, method: &str) -> bool {
+        // Node-control and key-holding methods need an explicit allow entry: the name itself or the very pattern
+        // that denies it (a broad `eth_*` or `*` does not open `eth_sign`).
+        if let Some(rule) = crate::evm::methods::default_denied(method) {
+            if !self.allow.iter().any(|p| p == method || p == rule) {
+                return false;
+            }
+        }
         (self.allow.is_empty() || self.allow.iter().any(|p| Self::matches(p, method)))
             && !self.deny.iter().any(|p| Self::matches(p, method))
     }

@@ -231,10 +231,10 @@ pub fn class_of(method: &str) -> MethodClass {
     if let Some((_, class, _)) = KNOWN.iter().find(|(name, _, _)| *name == method) {
         return *class;
     }
-    if method.starts_with("debug_") || method.starts_with("trace_") {
-        MethodClass::Trace
-    } else if method.starts_with("eth_send") {
+    if is_listed_write(method) {
         MethodClass::Write
+    } else if method.starts_with("debug_") || method.starts_with("trace_") {
+        MethodClass::Trace
     } else {
         MethodClass::Other
     }
@@ -243,6 +243,76 @@ pub fn class_of(method: &str) -> MethodClass {
 /// True for methods that change state (sent to at most one provider once they may have reached it).
 pub fn is_write(method: &str) -> bool {
     class_of(method) == MethodClass::Write
+}
+
+/// Methods that send something to the network or the node: never retried once they may have arrived, never hedged,
+/// never coalesced. Names ending in `*` are prefixes.
+pub const WRITE_METHODS: &[&str] = &[
+    "eth_send*",
+    "eth_submitWork",
+    "eth_submitHashrate",
+    "eth_cancelPrivateTransaction",
+    "personal_sendTransaction",
+    "personal_signAndSendTransaction",
+    "mev_sendBundle",
+    "mev_*",
+    "flashbots_*",
+    "bor_sendRawTransactionConditional",
+];
+
+fn matches_pattern(pattern: &str, method: &str) -> bool {
+    match pattern.strip_suffix('*') {
+        Some(prefix) => method.starts_with(prefix),
+        None => pattern == method,
+    }
+}
+
+fn is_listed_write(method: &str) -> bool {
+    WRITE_METHODS.iter().any(|p| matches_pattern(p, method))
+}
+
+/// Node-control and key-holding methods refused unless a provider's `methods.allow` names them (the exact method,
+/// or the very pattern below that denies it): they let a caller steer or stop a self-hosted node, or use keys held
+/// by it.
+pub const DEFAULT_DENY: &[&str] = &[
+    "admin_*",
+    "personal_*",
+    "miner_*",
+    "engine_*",
+    "clique_*",
+    "debug_setHead",
+    "debug_setGCPercent",
+    "debug_setBlockProfileRate",
+    "debug_setMutexProfileFraction",
+    "debug_startCPUProfile",
+    "debug_stopCPUProfile",
+    "debug_startGoTrace",
+    "debug_stopGoTrace",
+    "debug_writeBlockProfile",
+    "debug_writeMemProfile",
+    "debug_writeMutexProfile",
+    "debug_cpuProfile",
+    "debug_goTrace",
+    "debug_blockProfile",
+    "debug_mutexProfile",
+    "debug_freeOSMemory",
+    "debug_verbosity",
+    "debug_vmodule",
+    "eth_sign*",
+    "eth_accounts",
+    "eth_sendTransaction",
+    "eth_coinbase",
+    "anvil_*",
+    "hardhat_*",
+    "evm_*",
+];
+
+/// The default-deny pattern that refuses `method`, if one does.
+pub fn default_denied(method: &str) -> Option<&'static str> {
+    DEFAULT_DENY
+        .iter()
+        .copied()
+        .find(|p| matches_pattern(p, method))
 }
 
 /// Which block a call reads.
@@ -333,6 +403,26 @@ mod tests {
         assert_eq!(other.class(), MethodClass::Trace);
         assert_eq!(other.name(), "class:trace");
         assert_eq!(MethodKey::from_name("class:trace"), Some(other));
+        for write in [
+            "eth_sendRawTransactionConditional",
+            "personal_sendTransaction",
+            "eth_submitWork",
+            "eth_sendBundle",
+            "mev_sendBundle",
+            "flashbots_getBundleStats",
+        ] {
+            assert!(is_write(write), "{write}");
+        }
+        for (method, rule) in [
+            ("admin_addPeer", Some("admin_*")),
+            ("debug_setHead", Some("debug_setHead")),
+            ("eth_signTypedData_v4", Some("eth_sign*")),
+            ("eth_accounts", Some("eth_accounts")),
+            ("debug_traceTransaction", None),
+            ("eth_sendRawTransaction", None),
+        ] {
+            assert_eq!(default_denied(method), rule, "{method}");
+        }
         assert!(is_write("eth_sendRawTransaction"));
         assert!(!is_write("eth_call"));
     }
