@@ -17,6 +17,8 @@ pub mod codes {
     pub const NO_PROVIDER_AVAILABLE: i32 = -32011;
     pub const DEADLINE_EXCEEDED: i32 = -32012;
     pub const OVERLOADED: i32 = -32013;
+    /// The node-level "filter not found" code geth uses (clients re-create the filter on it).
+    pub const FILTER_NOT_FOUND: i32 = -32000;
 }
 
 /// What kind of resource a route named that does not exist.
@@ -82,6 +84,8 @@ pub enum RpcError {
     Overloaded(&'static str),
     /// A per-connection limit (in-flight requests, subscriptions) was reached.
     LimitExceeded(String),
+    /// A filter id whose provider is no longer configured.
+    FilterNotFound,
 }
 
 impl RpcError {
@@ -104,6 +108,7 @@ impl RpcError {
             RpcError::NoProviderAvailable { .. } => NO_PROVIDER_AVAILABLE,
             RpcError::DeadlineExceeded { .. } => DEADLINE_EXCEEDED,
             RpcError::Overloaded(_) => OVERLOADED,
+            RpcError::FilterNotFound => FILTER_NOT_FOUND,
         }
     }
 
@@ -119,7 +124,9 @@ impl RpcError {
             RpcError::HeadersTooLarge { .. } => 431,
             RpcError::MethodNotAllowed => 405,
             RpcError::UnknownPath | RpcError::NotFound { .. } => 404,
-            RpcError::SubscriptionOverHttp { .. } | RpcError::MethodNotSupported { .. } => 200,
+            RpcError::SubscriptionOverHttp { .. }
+            | RpcError::MethodNotSupported { .. }
+            | RpcError::FilterNotFound => 200,
             RpcError::AllProvidersFailed { .. } => 502,
             RpcError::NoProviderAvailable { .. } | RpcError::Overloaded(_) => 503,
             RpcError::DeadlineExceeded { .. } => 504,
@@ -160,6 +167,11 @@ impl RpcError {
                 "Request timed out waiting for providers".to_string()
             }
             RpcError::Overloaded(why) => format!("Server unavailable: {why}"),
+            RpcError::FilterNotFound => {
+                "filter not found: the provider that created it is no longer \
+                available; create a new filter"
+                    .to_string()
+            }
         }
     }
 

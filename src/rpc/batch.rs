@@ -10,6 +10,7 @@ use futures_util::future::join_all;
 use crate::config::Chain;
 use crate::error::{Attempt, RpcError};
 use crate::evm::methods::{MethodClass, MethodKey};
+use crate::rpc::filters;
 use crate::rpc::forward::{Forwarded, Upstream, forward};
 use crate::rpc::meta::Meta;
 use crate::rpc::plan::{CallPlan, Transport, local_answer, plan};
@@ -149,7 +150,14 @@ async fn send_group(
             upstream_body.push(b',');
         }
         let uid = first_uid + k as u64;
-        jsonrpc::with_upstream_id(batch.body, call, uid, &mut upstream_body);
+        filters::write_upstream(
+            &worker.config,
+            chain,
+            batch.body,
+            call,
+            uid,
+            &mut upstream_body,
+        );
         sent.push(Member { index, uid });
     }
     if many {
@@ -185,6 +193,9 @@ fn place(
                 Some(view) => {
                     let mut out = Vec::with_capacity(view.span.len());
                     jsonrpc::restore_id(&forwarded.body, view, client_id, &mut out);
+                    if filters::creates_filter(&call.method) {
+                        out = filters::wrap_reply(&worker.config, forwarded.pid, out);
+                    }
                     out
                 }
                 None => RpcError::AllProvidersFailed {

@@ -27,6 +27,8 @@ const MIN_ATTEMPT: Duration = Duration::from_millis(1);
 pub(crate) struct Forwarded {
     pub body: Vec<u8>,
     pub views: Vec<ReplyView>,
+    /// The provider that answered.
+    pub pid: usize,
 }
 
 /// What to send next.
@@ -187,7 +189,7 @@ impl<'p> Attempts<'p> {
                         tracing::warn!(provider = %p.id, chain = %p.chain, worker = worker.index, "circuit breaker opened: timed out where another provider answered");
                     }
                 }
-                Settled::Answered(Forwarded { body, views })
+                Settled::Answered(Forwarded { body, views, pid })
             }
             AttemptResult::Failed {
                 category,
@@ -201,7 +203,7 @@ impl<'p> Attempts<'p> {
                     self.timed_out.push(pid);
                 }
                 if let Some((body, views)) = reply {
-                    self.fallback = Some(Forwarded { body, views });
+                    self.fallback = Some(Forwarded { body, views, pid });
                 }
                 self.failures.push(Attempt {
                     provider: config.providers[pid].id.clone(),

@@ -1,10 +1,11 @@
 //! The JSON-RPC request lifecycle, transport-neutral, one phase per file: the URL grammar that names a target
 //! ([`target`]); the pipeline that runs the phases ([`pipeline`]): planning a call ([`plan`]), forwarding it with
-//! failover and hedging ([`forward`]) one attempt at a time ([`attempt`]), batches ([`batch`]), the answer
+//! failover and hedging ([`forward`]) one attempt at a time ([`attempt`]), batches ([`batch`]), filters kept on the provider that made them ([`filters`]), the answer
 //! ([`reply`]) and the observe step ([`observe`]); and the routing metadata a client may ask for ([`meta`]).
 
 pub(crate) mod attempt;
 pub(crate) mod batch;
+pub(crate) mod filters;
 pub(crate) mod forward;
 pub mod meta;
 pub(crate) mod observe;

@@ -10,6 +10,7 @@ use std::time::Instant;
 use crate::config::Chain;
 use crate::error::RpcError;
 use crate::rpc::batch::batch;
+use crate::rpc::filters;
 use crate::rpc::forward::{Upstream, forward};
 use crate::rpc::meta::{Meta, MetaMode};
 use crate::rpc::observe::{Observed, Served, observe};
@@ -118,22 +119,26 @@ async fn call_one(
     let plan = plan(worker, target, chain, body, call)?;
     let uid = worker.upstream_ids(1);
     let mut upstream_body = Vec::with_capacity(call.span.len() + 16);
-    jsonrpc::with_upstream_id(body, call, uid, &mut upstream_body);
+    filters::write_upstream(&worker.config, chain, body, call, uid, &mut upstream_body);
     let upstream = Upstream {
         body: &upstream_body,
         ids: &[uid],
     };
     let forwarded = forward(worker, chain, &plan, upstream, meta).await?;
-    let mut reply_body = forwarded.body;
+    let (pid, mut reply_body) = (forwarded.pid, forwarded.body);
     let view = &forwarded.views[0];
     let client_id = call.id.clone().map_or(&b"null"[..], |r| &body[r]);
     // Splice the client's id in place of ours; the reply object is the whole body for a single call.
-    if view.span.start == 0 && view.span.end == reply_body.len() {
+    let reply = if view.span.start == 0 && view.span.end == reply_body.len() {
         reply_body.splice(view.id.clone(), client_id.iter().copied());
-        Ok(reply_body)
+        reply_body
     } else {
         let mut out = Vec::with_capacity(view.span.len() + client_id.len());
         jsonrpc::restore_id(&reply_body, view, client_id, &mut out);
-        Ok(out)
+        out
+    };
+    if filters::creates_filter(&call.method) {
+        return Ok(filters::wrap_reply(&worker.config, pid, reply));
     }
+    Ok(reply)
 }

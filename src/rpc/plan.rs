@@ -9,6 +9,7 @@ use crate::config::Strategy;
 use crate::error::RpcError;
 use crate::evm::methods::{self, MethodClass, MethodKey};
 use crate::routing::router::{Candidates, RouteInputs, RouteQuery};
+use crate::rpc::filters;
 use crate::rpc::target::{Pick, Target};
 use crate::shard::state::Worker;
 use crate::wire::jsonrpc::{self, CallView};
@@ -98,7 +99,26 @@ pub(crate) fn plan(
 ) -> Result<CallPlan, RpcError> {
     let config = &worker.config;
     let key = MethodKey::of(&call.method);
-    let write = methods::is_write(&call.method);
+    // A filter lives on the node that made it: created once (like a write), then used there only.
+    let write = methods::is_write(&call.method) || filters::creates_filter(&call.method);
+    if let Some(sticky) = filters::sticky(config, chain, body, call)? {
+        let mut candidates = Candidates::new();
+        if config.providers[sticky.pid].methods.permits(&call.method) {
+            candidates.push(sticky.pid);
+        }
+        if candidates.is_empty() {
+            return Err(RpcError::MethodNotSupported {
+                method: call.method.to_string(),
+            });
+        }
+        return Ok(CallPlan {
+            key,
+            class: key.class(),
+            write,
+            candidates,
+            strategy: None,
+        });
+    }
     let (candidates, strategy) = match target.pick {
         Pick::Strategy(strategy) => (
             route(worker, chain, strategy, body, call, key),

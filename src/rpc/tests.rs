@@ -18,8 +18,12 @@ const SLOW: Duration = Duration::from_secs(5);
 
 /// A one-chain config over `providers`, tried in priority order; `extra` holds more YAML (routing, upstream).
 fn config(providers: &[&Scripted], extra: &str) -> String {
+    config_with("priority", providers, extra)
+}
+
+fn config_with(strategy: &str, providers: &[&Scripted], extra: &str) -> String {
     let mut yaml = format!(
-        "{extra}\nchains:\n  ethereum:\n    chain_id: 1\n    default_strategy: priority\n    providers:\n"
+        "{extra}\nchains:\n  ethereum:\n    chain_id: 1\n    default_strategy: {strategy}\n    providers:\n"
     );
     for (i, p) in providers.iter().enumerate() {
         yaml.push_str(&format!(
@@ -276,6 +280,112 @@ fn single_reads_ready_together_travel_as_one_batch() {
         assert!(
             received.iter().any(|b| b.trim_start().starts_with('[')),
             "no batch: {received:?}"
+        );
+    });
+}
+
+fn filter_provider(id: &'static str) -> Scripted {
+    Scripted::start(
+        move |method| match method {
+            "eth_newFilter" | "eth_newBlockFilter" => Answer::Result(id),
+            "eth_getFilterChanges" => Answer::Result("[]"),
+            _ => Answer::Result("\"0x1\""),
+        },
+        false,
+    )
+}
+
+#[test]
+fn a_filter_stays_on_the_provider_that_made_it() {
+    on_both_drivers(|| async {
+        let (p1, p2) = (filter_provider("\"0xa1\""), filter_provider("\"0xb2\""));
+        let worker = shard(&config_with("round-robin", &[&p1, &p2], QUIET));
+        let (_, created) = call(
+            &worker,
+            r#"{"jsonrpc":"2.0","id":1,"method":"eth_newBlockFilter","params":[]}"#,
+        )
+        .await;
+        let filter = created["result"].as_str().expect("a filter id").to_string();
+        let (maker, other, own_id) = if p1.count("eth_newBlockFilter") == 1 {
+            (&p1, &p2, "0xa1")
+        } else {
+            (&p2, &p1, "0xb2")
+        };
+        assert_eq!(
+            other.count("eth_newBlockFilter"),
+            0,
+            "a filter is made once"
+        );
+        assert!(
+            filter.ends_with(&own_id[2..]) && filter != own_id,
+            "wrapped id {filter}"
+        );
+        for i in 0..6 {
+            let poll = format!(
+                r#"{{"jsonrpc":"2.0","id":{i},"method":"eth_getFilterChanges","params":["{filter}"]}}"#
+            );
+            let (_, reply) = call(&worker, &poll).await;
+            assert_eq!(reply["result"], serde_json::json!([]), "{reply}");
+        }
+        // Batched with other calls too.
+        let batch = format!(
+            r#"[{{"jsonrpc":"2.0","id":"x","method":"eth_getFilterChanges","params":["{filter}"]}},{{"jsonrpc":"2.0","id":"y","method":"eth_blockNumber"}}]"#
+        );
+        let (_, reply) = call(&worker, &batch).await;
+        assert_eq!(reply[0]["result"], serde_json::json!([]), "{reply}");
+        assert_eq!(maker.count("eth_getFilterChanges"), 7);
+        assert_eq!(
+            maker.count(&format!("[\"{own_id}\"]")),
+            7,
+            "the provider gets its own id back"
+        );
+        assert_eq!(other.count("eth_getFilterChanges"), 0);
+        // A configuration without that provider: the client is told to make a new filter.
+        let yaml = config_with("round-robin", &[other], QUIET).replace("id: p1", "id: p3");
+        let without = shard(&yaml);
+        let poll = format!(
+            r#"{{"jsonrpc":"2.0","id":9,"method":"eth_getFilterChanges","params":["{filter}"]}}"#
+        );
+        let (status, reply) = call(&without, &poll).await;
+        assert_eq!(
+            (status, &reply["error"]["code"]),
+            (200, &Value::from(-32000)),
+            "{reply}"
+        );
+        assert!(
+            reply["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("filter not found")
+        );
+    });
+}
+
+#[test]
+fn filter_creation_is_never_hedged() {
+    on_both_drivers(|| async {
+        let slow = Scripted::start(
+            |_| {
+                Answer::After(
+                    Duration::from_millis(300),
+                    Box::new(Answer::Result("\"0xa1\"")),
+                )
+            },
+            false,
+        );
+        let fast = filter_provider("\"0xb2\"");
+        let extra = "upstream: { coalesce: false }\nrouting: { probe_share: 0.0, hedge: { enabled: true, min_delay_ms: 10, max_delay_ms: 20 } }";
+        let worker = shard(&config(&[&slow, &fast], extra));
+        let (_, created) = call(
+            &worker,
+            r#"{"jsonrpc":"2.0","id":1,"method":"eth_newFilter","params":[{}]}"#,
+        )
+        .await;
+        assert!(created["result"].is_string(), "{created}");
+        assert_eq!(
+            fast.count("eth_newFilter"),
+            0,
+            "a hedged newFilter leaks a filter"
         );
     });
 }
