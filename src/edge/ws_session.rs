@@ -24,6 +24,7 @@ use crate::subscriptions::hub::{ClientConn, Hub, WsBudget};
 use crate::wire::http::io::{read_more, write_all};
 use crate::wire::http::request::RequestHead;
 use crate::wire::http::response::{Response, write_head};
+use crate::wire::jsonrpc;
 use crate::wire::ws_frame::{self as frame, Assembler, Message, close};
 use crate::wire::ws_handshake as handshake;
 
@@ -349,9 +350,13 @@ fn on_text(
     text: Vec<u8>,
 ) {
     if in_flight.get() >= max {
-        let id = sonic_rs::get(text.as_slice(), ["id"])
+        // Untrusted bytes never reach the lazy parser unbounded: too deep, and the id is simply null.
+        let too_deep = jsonrpc::nesting_exceeds(&text, jsonrpc::MAX_REQUEST_DEPTH);
+        let id = (!too_deep)
+            .then(|| sonic_rs::get(text.as_slice(), ["id"]).ok())
+            .flatten()
             .map(|v| v.as_raw_str().to_string())
-            .unwrap_or_else(|_| "null".into());
+            .unwrap_or_else(|| "null".into());
         let err = RpcError::LimitExceeded(format!(
             "more than {max} requests in flight on this connection"
         ));

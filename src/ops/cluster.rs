@@ -412,6 +412,13 @@ fn fetch_node(addr: SocketAddr, secret: &str) -> Result<NodeReport, CallError> {
     )
     .map_err(|e| CallError::Failed(e.to_string()))?;
     match status {
+        200 if crate::wire::jsonrpc::nesting_exceeds(
+            &body,
+            crate::wire::jsonrpc::MAX_REPLY_DEPTH,
+        ) =>
+        {
+            Err(CallError::Failed("node report nested too deep".into()))
+        }
         200 => sonic_rs::from_slice(&body)
             .map_err(|e| CallError::Failed(format!("bad node report: {e}"))),
         401 | 403 | 404 => Err(CallError::Refused(status)),

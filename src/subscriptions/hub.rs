@@ -596,6 +596,9 @@ async fn http_call(worker: &Worker, pid: usize, method: &str, params: &str) -> O
         )
         .await
         .ok()?;
+    if crate::wire::jsonrpc::nesting_exceeds(&resp.body, crate::wire::jsonrpc::MAX_REPLY_DEPTH) {
+        return None;
+    }
     let result = sonic_rs::get(resp.body.as_slice(), ["result"]).ok()?;
     if result.get_type() == sonic_rs::JsonType::Null {
         return None;

@@ -15,6 +15,7 @@ use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt, Split, Splita
 use crate::config::Provider;
 use crate::upstream::conn::{Conn, Stream};
 use crate::wire::http::io::read_more;
+use crate::wire::jsonrpc;
 use crate::wire::ws_frame::{self as frame, Assembler, Message};
 use crate::wire::ws_handshake as handshake;
 
@@ -238,6 +239,14 @@ impl UpstreamWs {
     }
 
     fn on_text(&self, text: Vec<u8>) {
+        // A provider's message is untrusted too: nothing nested past the reply bound is parsed.
+        if jsonrpc::nesting_exceeds(&text, jsonrpc::MAX_REPLY_DEPTH) {
+            tracing::warn!(
+                provider = self.pid,
+                "upstream WebSocket message nested too deep; dropped"
+            );
+            return;
+        }
         // Notifications: {"jsonrpc":"2.0","method":"eth_subscription","params":{"subscription":"0x..","result":{...}}}
         if let Ok(sub) = sonic_rs::get(text.as_slice(), ["params", "subscription"]) {
             let Some(id) = sonic_rs::JsonValueTrait::as_str(&sub) else {

@@ -71,6 +71,44 @@ fn expect_close(body: &[u8], end: usize, close: u8, limit: usize) -> Result<(), 
     Ok(())
 }
 
+/// The envelope members of a call: each at most once, in exactly this case (Go-based nodes take the last member
+/// that matches case-insensitively, so `"Method"` next to `"method"` would mean something else to them).
+const REQUEST_KEYS: &[&str] = &["jsonrpc", "id", "method", "params"];
+/// The envelope members of a reply.
+const REPLY_KEYS: &[&str] = &["jsonrpc", "id", "result", "error"];
+
+/// Which envelope members an object had so far.
+#[derive(Default)]
+struct Envelope {
+    seen: u8,
+    keys: &'static [&'static str],
+}
+
+impl Envelope {
+    /// Accepts `key` unless it repeats an envelope member or spells one in another case.
+    fn admit(&mut self, key: &str, keys: &'static [&'static str]) -> Result<(), String> {
+        self.keys = keys;
+        let Some(i) = keys.iter().position(|k| k.eq_ignore_ascii_case(key)) else {
+            return Ok(());
+        };
+        if keys[i] != key {
+            return Err(format!("member \"{}\" must be spelled exactly so", keys[i]));
+        }
+        if self.seen & (1 << i) != 0 {
+            return Err(format!("member \"{}\" appears twice", keys[i]));
+        }
+        self.seen |= 1 << i;
+        Ok(())
+    }
+
+    fn has(&self, key: &str) -> bool {
+        self.keys
+            .iter()
+            .position(|k| *k == key)
+            .is_some_and(|i| self.seen & (1 << i) != 0)
+    }
+}
+
 /// Deepest nesting accepted in a request (real calls need well under 16).
 pub const MAX_REQUEST_DEPTH: usize = 128;
 /// Deepest nesting accepted in a provider's reply (call traces nest twice per EVM call frame, up to 1024 frames).
@@ -188,6 +226,7 @@ fn inspect_object(body: &[u8], span: Range<usize>) -> Result<CallView<'_>, Inval
     let mut id_invalid = false;
     let mut params = None;
     let mut last_end = span.start + 1;
+    let mut envelope = Envelope::default();
     for member in sonic_rs::to_object_iter(&body[span.clone()]) {
         let (key, value) = member.map_err(|e| InvalidCall {
             error: parse_error(e),
@@ -195,6 +234,9 @@ fn inspect_object(body: &[u8], span: Range<usize>) -> Result<CallView<'_>, Inval
         })?;
         let range = offset_of(body, value.as_raw_str());
         last_end = range.end;
+        if let Err(why) = envelope.admit(&key, REQUEST_KEYS) {
+            return Err(invalid(&why, None));
+        }
         match &*key {
             "jsonrpc" => version_ok = value.as_str() == Some("2.0"),
             "method" => match value.get_type() {
@@ -306,12 +348,18 @@ pub fn inspect_reply(body: &[u8]) -> Result<ReplyView, ReplyError> {
 fn inspect_reply_object(body: &[u8], span: Range<usize>) -> Result<ReplyView, ReplyError> {
     let mut id = None;
     let mut kind = None;
+    let mut version_ok = false;
     let mut last_end = span.start + 1;
+    let mut envelope = Envelope::default();
     for member in sonic_rs::to_object_iter(&body[span.clone()]) {
         let (key, value) = member.map_err(|e| ReplyError::NotJson(e.to_string()))?;
         let range = offset_of(body, value.as_raw_str());
         last_end = range.end;
+        envelope
+            .admit(&key, REPLY_KEYS)
+            .map_err(|_| ReplyError::NotJsonRpc("duplicate or case-variant envelope key"))?;
         match &*key {
+            "jsonrpc" => version_ok = value.as_str() == Some("2.0"),
             "id" => id = Some(range),
             "result" => kind = Some(ReplyKind::Result),
             "error" => {
@@ -325,8 +373,19 @@ fn inspect_reply_object(body: &[u8], span: Range<usize>) -> Result<ReplyView, Re
             _ => {}
         }
     }
-    if skip_ws(body, last_end) >= span.end || body[skip_ws(body, last_end)] != b'}' {
+    let close = skip_ws(body, last_end);
+    if close >= span.end || body[close] != b'}' {
         return Err(ReplyError::NotJson("truncated object".into()));
+    }
+    // Nothing may follow the reply object: a provider appending a second object must not reach the client.
+    if skip_ws(body, close + 1) != span.end {
+        return Err(ReplyError::NotJsonRpc("data after the reply object"));
+    }
+    if !version_ok {
+        return Err(ReplyError::NotJsonRpc("jsonrpc is not \"2.0\""));
+    }
+    if envelope.has("result") && envelope.has("error") {
+        return Err(ReplyError::NotJsonRpc("both result and error"));
     }
     match (id, kind) {
         (Some(id), Some(kind)) => Ok(ReplyView { span, id, kind }),
@@ -346,15 +405,27 @@ pub fn inspect_batch_reply(body: &[u8]) -> Result<Vec<ReplyView>, ReplyError> {
         return Err(ReplyError::NotJsonRpc("expected an array"));
     }
     let end = trailing_end(body);
-    let mut replies = Vec::new();
+    let mut replies: Vec<ReplyView> = Vec::new();
+    let mut last_end = start + 1;
     for item in sonic_rs::to_array_iter(&body[start..end]) {
         let item = item.map_err(|e| ReplyError::NotJson(e.to_string()))?;
         let span = offset_of(body, item.as_raw_str());
+        last_end = span.end;
         if item.get_type() != JsonType::Object {
             return Err(ReplyError::NotJsonRpc("batch member is not an object"));
         }
-        replies.push(inspect_reply_object(body, span)?);
+        let reply = inspect_reply_object(body, span)?;
+        // Two answers to one id: which one is true is unknowable, so neither is.
+        if replies
+            .iter()
+            .any(|r| body[r.id.clone()] == body[reply.id.clone()])
+        {
+            return Err(ReplyError::NotJsonRpc("duplicate id in a batch reply"));
+        }
+        replies.push(reply);
     }
+    expect_close(body, last_end, b']', end)
+        .map_err(|_| ReplyError::NotJsonRpc("data after the batch reply"))?;
     Ok(replies)
 }
 
@@ -547,5 +618,56 @@ mod tests {
             .map(|r| parse_upstream_id(&body[r.id.clone()]))
             .collect();
         assert_eq!(ids, vec![Some(2), Some(1)]);
+    }
+
+    #[test]
+    fn envelopes_are_canonical_table() {
+        let refused = [
+            r#"{"jsonrpc":"2.0","id":1,"method":"eth_blockNumber","Method":"debug_setHead"}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"eth_blockNumber","method":"debug_setHead"}"#,
+            r#"{"jsonrpc":"2.0","id":1,"ID":2,"method":"eth_blockNumber"}"#,
+            r#"{"jsonrpc":"2.0","JSONRPC":"1.0","id":1,"method":"eth_blockNumber"}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"eth_call","params":[],"PARAMS":[{}]}"#,
+        ];
+        for body in refused {
+            let e = parse_request(body.as_bytes()).err().expect(body);
+            assert_eq!(e.code(), -32600, "{body}: {e}");
+        }
+        // Other members are the client's business.
+        assert!(
+            parse_request(br#"{"jsonrpc":"2.0","id":1,"method":"m","Extra":1,"extra":2}"#).is_ok()
+        );
+        let bad_replies: &[&[u8]] = &[
+            br#"{"jsonrpc":"2.0","id":1,"result":"0x1"}{"jsonrpc":"2.0","id":1,"result":"0xforged"}"#,
+            br#"{"jsonrpc":"2.0","id":1,"result":"0x1","ID":2}"#,
+            br#"{"jsonrpc":"2.0","id":1,"result":"0x1","result":"0x2"}"#,
+            br#"{"jsonrpc":"1.0","id":1,"result":"0x1"}"#,
+            br#"{"id":1,"result":"0x1"}"#,
+            br#"{"jsonrpc":"2.0","id":1,"result":"0x1","error":{"code":1,"message":"x"}}"#,
+        ];
+        for body in bad_replies {
+            assert!(
+                inspect_reply(body).is_err(),
+                "{}",
+                String::from_utf8_lossy(body)
+            );
+        }
+        let bad_batches: &[&[u8]] = &[
+            br#"[{"jsonrpc":"2.0","id":1,"result":1},{"jsonrpc":"2.0","id":1,"result":2}]"#,
+            br#"[{"jsonrpc":"2.0","id":1,"result":1}]{"jsonrpc":"2.0","id":2,"result":2}"#,
+        ];
+        for body in bad_batches {
+            assert!(
+                inspect_batch_reply(body).is_err(),
+                "{}",
+                String::from_utf8_lossy(body)
+            );
+        }
+        assert!(
+            inspect_batch_reply(
+                br#" [{"jsonrpc":"2.0","id":1,"result":1},{"jsonrpc":"2.0","id":2,"result":2}] "#
+            )
+            .is_ok()
+        );
     }
 }

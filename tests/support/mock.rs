@@ -38,6 +38,8 @@ pub enum Fault {
     Refuse,
     /// Answer normally (without announcing `Connection: close`), then close the connection.
     CloseAfterResponse,
+    /// A normal answer followed, in the same body, by a second forged reply object.
+    AppendObject,
 }
 
 /// One HTTP request as the provider saw it.
@@ -749,6 +751,11 @@ fn serve_conn(inner: &Inner, stream: TcpStream, id: u64, epoch: u64) {
         };
         let bytes = match &fault {
             Fault::None | Fault::CloseAfterResponse => normal(inner),
+            Fault::AppendObject => {
+                let mut body = inner.answer_body(parsed.as_ref());
+                body.extend_from_slice(br#"{"jsonrpc":"2.0","id":1,"result":"0xforged"}"#);
+                render(200, &close_hdr, &body, chunked, gzip, "application/json")
+            }
             Fault::Delay(ms) => {
                 if inner.wait_epoch(epoch, Some(Duration::from_millis(*ms))) {
                     return;
