@@ -630,7 +630,9 @@ mod tests {
             r#"{"jsonrpc":"2.0","id":1,"method":"eth_call","params":[],"PARAMS":[{}]}"#,
         ];
         for body in refused {
-            let e = parse_request(body.as_bytes()).err().expect(body);
+            let Err(e) = parse_request(body.as_bytes()) else {
+                panic!("accepted: {body}")
+            };
             assert_eq!(e.code(), -32600, "{body}: {e}");
         }
         // Other members are the client's business.
