@@ -20,7 +20,7 @@ use std::process::Command;
 use std::time::Duration;
 use support::Lasso;
 use support::anvil::*;
-use support::ganache::Proc;
+use support::ganache::{Proc, find_node};
 
 /// Init code of the Tick contract: stores 42 in slot 0 and returns the runtime
 /// `slot0 += 1; mstore(0, slot0); log1(0, 32, keccak256("Tick(uint256)"))` (hand-assembled, 52 bytes).
@@ -158,4 +158,36 @@ fn web3py_http_single_and_batch_calls() {
 fn web3py_websocket_subscriptions_unsubscribe_and_signed_transfer() {
     let m = Matrix::start();
     m.run_client("web3.py ws", &mut python("web3py_client.py", "ws"));
+}
+
+fn node_script(script: &str, arg: &str) -> Command {
+    let mut cmd = Command::new(find_node());
+    cmd.arg(installed(script)).arg(arg);
+    installed("node_modules/ethers");
+    installed("node_modules/viem");
+    cmd
+}
+
+#[test]
+fn ethers_http_batching_and_signer() {
+    let m = Matrix::start();
+    m.run_client("ethers http", &mut node_script("ethers_client.mjs", "http"));
+}
+
+#[test]
+fn ethers_websocket_block_and_contract_event_listeners() {
+    let m = Matrix::start();
+    m.run_client("ethers ws", &mut node_script("ethers_client.mjs", "ws"));
+}
+
+#[test]
+fn viem_http_batch() {
+    let m = Matrix::start();
+    m.run_client("viem http", &mut node_script("viem_client.mjs", "http"));
+}
+
+#[test]
+fn viem_websocket_watch_blocks_and_watch_event() {
+    let m = Matrix::start();
+    m.run_client("viem ws", &mut node_script("viem_client.mjs", "ws"));
 }
