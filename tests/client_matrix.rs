@@ -15,7 +15,7 @@
 
 mod support;
 
-use serde_json::json;
+use serde_json::{Value, json};
 use std::process::Command;
 use std::time::Duration;
 use support::Lasso;
@@ -26,10 +26,15 @@ use support::ganache::{Proc, find_node};
 /// `slot0 += 1; mstore(0, slot0); log1(0, 32, keccak256("Tick(uint256)"))` (hand-assembled, 52 bytes).
 const TICK_INIT_CODE: &str = "0x602a60005560348060106000396000f3600054600101806000556000527fb8c95b3cea6303a753d912e243\
                               354ef08add1085ed07d34191514ef1001ef9d860206000a100";
+/// `tick()` and the topic of `Tick(uint256)`.
+const TICK_SELECTOR: &str = "0x3eaf5d9f";
+const TICK_TOPIC: &str = "0xb8c95b3cea6303a753d912e243354ef08add1085ed07d34191514ef1001ef9d8";
 /// Calls each client makes to the Tick contract.
 const TICKS: u64 = 3;
 /// Whole run of one client script.
 const CLIENT_RUN: Duration = Duration::from_secs(60);
+/// One cast command.
+const CAST_RUN: Duration = Duration::from_secs(30);
 /// Stall detection of Lasso's feeds is 3 block times: the nodes only mine on a transaction, so a long block time
 /// keeps the feeds on p1 between transactions.
 const BLOCK_TIME_MS: u64 = 60_000;
@@ -190,4 +195,199 @@ fn viem_http_batch() {
 fn viem_websocket_watch_blocks_and_watch_event() {
     let m = Matrix::start();
     m.run_client("viem ws", &mut node_script("viem_client.mjs", "ws"));
+}
+
+/// Runs `cast <args> --rpc-url <url>` to the end; panics naming the subcommand and the transport.
+fn cast(m: &Matrix, transport: &str, url: &str, args: &[&str]) -> String {
+    let call = format!("cast {} over {transport}", args[0]);
+    let mut cmd = Command::new(cast_bin());
+    cmd.args(args)
+        .args(["--rpc-url", url])
+        .env_remove("ETH_RPC_URL")
+        .env("NO_COLOR", "1")
+        .current_dir(clients_dir());
+    let mut proc = Proc::spawn(&call, &mut cmd, None);
+    match proc.wait_for(CAST_RUN) {
+        Some(st) if st.success() => proc.stdout.text().trim().to_string(),
+        Some(st) => panic!("{call} failed ({st})\n{}", m.diagnostics(&proc)),
+        None => panic!(
+            "{call} did not finish within {CAST_RUN:?}\n{}",
+            m.diagnostics(&proc)
+        ),
+    }
+}
+
+fn cast_json(m: &Matrix, transport: &str, url: &str, args: &[&str]) -> Value {
+    let out = cast(m, transport, url, args);
+    serde_json::from_str(&out)
+        .unwrap_or_else(|e| panic!("cast {} over {transport}: not JSON ({e}): {out}", args[0]))
+}
+
+/// block-number, block, send, receipt and logs, each checked against what the node itself answers.
+fn cast_matrix(transport: &str, url_of: fn(&Matrix) -> String) {
+    let m = Matrix::start();
+    let url = url_of(&m);
+    let who = |call: &str| format!("cast {call} over {transport}");
+
+    let sent = cast_json(
+        &m,
+        transport,
+        &url,
+        &[
+            "send",
+            &m.contract,
+            "tick()",
+            "--from",
+            ACCOUNT0,
+            "--unlocked",
+            "--json",
+        ],
+    );
+    assert_eq!(sent["status"], "0x1", "{}: receipt {sent}", who("send"));
+    let tx = sent["transactionHash"].as_str().expect("transactionHash");
+
+    let head: u64 = cast(&m, transport, &url, &["block-number"])
+        .parse()
+        .unwrap_or_else(|e| panic!("{}: not a number: {e}", who("block-number")));
+    let node_head = quantity(&m.p1.rpc("eth_blockNumber", json!([])));
+    assert_eq!(
+        head,
+        node_head,
+        "{}: node says {node_head}",
+        who("block-number")
+    );
+
+    let block = cast_json(&m, transport, &url, &["block", &head.to_string(), "--json"]);
+    let node_block =
+        m.p1.rpc("eth_getBlockByNumber", json!([format!("{head:#x}"), false]));
+    assert_eq!(
+        block["hash"],
+        node_block["hash"],
+        "{}: {block}",
+        who("block")
+    );
+
+    let receipt = cast_json(&m, transport, &url, &["receipt", tx, "--json"]);
+    let node_receipt = m.p1.rpc("eth_getTransactionReceipt", json!([tx]));
+    for field in ["blockHash", "blockNumber", "status", "gasUsed"] {
+        assert_eq!(
+            receipt[field],
+            node_receipt[field],
+            "{}: {field} in {receipt}",
+            who("receipt")
+        );
+    }
+    assert_eq!(
+        receipt["logs"].as_array().map(Vec::len),
+        Some(1),
+        "{}: {receipt}",
+        who("receipt")
+    );
+
+    let logs = cast_json(
+        &m,
+        transport,
+        &url,
+        &[
+            "logs",
+            "--from-block",
+            "0",
+            "--to-block",
+            "latest",
+            "--address",
+            &m.contract,
+            "Tick(uint256)",
+            "--json",
+        ],
+    );
+    let node_logs = m.p1.rpc(
+        "eth_getLogs",
+        json!([{"fromBlock": "0x0", "toBlock": "latest", "address": m.contract, "topics": [TICK_TOPIC]}]),
+    );
+    let key = |v: &Value| -> Vec<(Value, Value, Value)> {
+        v.as_array()
+            .unwrap_or_else(|| panic!("{}: not a list: {v}", who("logs")))
+            .iter()
+            .map(|l| {
+                (
+                    l["blockHash"].clone(),
+                    l["logIndex"].clone(),
+                    l["data"].clone(),
+                )
+            })
+            .collect()
+    };
+    assert_eq!(key(&logs), key(&node_logs), "{}: {logs}", who("logs"));
+    assert_eq!(
+        key(&logs).len(),
+        1,
+        "{}: one tick, one log: {logs}",
+        who("logs")
+    );
+    m.assert_p2_untouched(&who("send"));
+}
+
+#[test]
+fn cast_over_http() {
+    cast_matrix("HTTP", Matrix::http_url);
+}
+
+#[test]
+fn cast_over_websocket() {
+    cast_matrix("WebSocket", Matrix::ws_url);
+}
+
+#[test]
+fn anvil_fork_through_lasso_reads_what_a_fork_of_the_node_reads() {
+    let m = Matrix::start();
+    m.p1.send_and_mine(json!({"from": ACCOUNT0, "to": m.contract, "data": TICK_SELECTOR}));
+    let through_lasso = Anvil::start("anvil --fork-url <lasso>", &["--fork-url", &m.http_url()]);
+    let straight = Anvil::start("anvil --fork-url <node>", &["--fork-url", &m.p1.http_url()]);
+    let reads = [
+        ("eth_chainId", json!([])),
+        ("eth_blockNumber", json!([])),
+        ("eth_getBlockByNumber", json!(["latest", false])),
+        ("eth_getCode", json!([m.contract, "latest"])),
+        ("eth_getStorageAt", json!([m.contract, "0x0", "latest"])),
+        ("eth_getBalance", json!([ACCOUNT0, "latest"])),
+        ("eth_getBalance", json!([ACCOUNT1, "latest"])),
+        ("eth_getTransactionCount", json!([ACCOUNT0, "latest"])),
+    ];
+    for (method, params) in reads {
+        let want = straight.rpc(method, params.clone());
+        let got = through_lasso.rpc(method, params.clone());
+        let got = if method == "eth_getBlockByNumber" {
+            (got["hash"].clone(), got["number"].clone())
+        } else {
+            (got, Value::Null)
+        };
+        let want = if method == "eth_getBlockByNumber" {
+            (want["hash"].clone(), want["number"].clone())
+        } else {
+            (want, Value::Null)
+        };
+        assert_eq!(
+            got,
+            want,
+            "anvil --fork-url <lasso> {method} {params}: differs from a fork of the node\n{}",
+            through_lasso.proc.diagnostics()
+        );
+    }
+    let slot0 = through_lasso.rpc("eth_getStorageAt", json!([m.contract, "0x0", "latest"]));
+    assert_eq!(
+        quantity(&slot0),
+        43,
+        "anvil --fork-url <lasso> eth_getStorageAt: slot 0 after one tick"
+    );
+    // The fork runs the contract code it read through Lasso; the node is left as it was.
+    through_lasso.send_and_mine(json!({"from": ACCOUNT0, "to": m.contract, "data": TICK_SELECTOR}));
+    let forked = through_lasso.rpc("eth_getStorageAt", json!([m.contract, "0x0", "latest"]));
+    let node =
+        m.p1.rpc("eth_getStorageAt", json!([m.contract, "0x0", "latest"]));
+    assert_eq!(
+        (quantity(&forked), quantity(&node)),
+        (44, 43),
+        "anvil --fork-url <lasso> tick(): (fork, node) slot 0"
+    );
+    m.assert_p2_untouched("anvil --fork-url <lasso>");
 }
