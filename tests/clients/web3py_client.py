@@ -26,6 +26,15 @@ contract = Web3.to_checksum_address(os.environ["LASSO_CONTRACT"])
 ticks = int(os.environ.get("LASSO_TICKS", "3"))
 
 
+# The call being made: an exception raised by web3.py is reported against it.
+current_call = "(start)"
+
+
+def at(call):
+    global current_call
+    current_call = call
+
+
 def fail(call, why):
     print(f"FAIL web3.py {transport} {call}: {why}", flush=True)
     sys.exit(1)
@@ -44,15 +53,22 @@ def hx(b):
 def run_http():
     w3 = Web3(HTTPProvider(os.environ["LASSO_HTTP_URL"], request_kwargs={"timeout": 10}))
     try:
+        at("eth_chainId")
         expect("eth_chainId", w3.eth.chain_id == chain_id, f"got {w3.eth.chain_id}")
+        at("eth_blockNumber")
         head = w3.eth.block_number
+        at("eth_getBlockByNumber")
         block = w3.eth.get_block(head)
         expect("eth_getBlockByNumber", block["number"] == head, f"asked {head}, got {block['number']}")
+        at("eth_getCode")
         expect("eth_getCode", len(w3.eth.get_code(contract)) > 0, "no code at the contract")
+        at("eth_getStorageAt")
         slot0 = int.from_bytes(w3.eth.get_storage_at(contract, 0), "big")
+        at("eth_getBalance")
         balance = w3.eth.get_balance(ACCOUNT0)
         expect("eth_getBalance", balance > 0, "dev account 0 has no balance")
 
+        at("batch_requests")
         with w3.batch_requests() as batch:
             batch.add(w3.eth.get_block(head))
             batch.add(w3.eth.get_balance(ACCOUNT0))
@@ -65,14 +81,16 @@ def run_http():
         expect("batch eth_getStorageAt", int.from_bytes(answers[2], "big") == slot0, f"{answers[2]!r}")
         expect("batch eth_getCode", answers[3] == w3.eth.get_code(contract), "another code than the single call")
 
+        at("eth_sendTransaction + eth_getTransactionReceipt")
         hashes = [w3.eth.send_transaction({"from": ACCOUNT0, "to": contract, "data": TICK_SELECTOR}) for _ in range(ticks)]
         receipts = [w3.eth.wait_for_transaction_receipt(h, timeout=20) for h in hashes]
         expect("eth_sendTransaction + eth_getTransactionReceipt", all(r["status"] == 1 for r in receipts), f"{receipts}")
+        at("eth_getLogs")
         logs = w3.eth.get_logs({"address": contract, "fromBlock": receipts[0]["blockNumber"], "toBlock": receipts[-1]["blockNumber"]})
         counts = [int.from_bytes(bytes(l["data"]), "big") for l in logs]
         expect("eth_getLogs", counts == list(range(slot0 + 1, slot0 + 1 + ticks)), f"counts {counts}, slot 0 was {slot0}")
     except Exception as e:  # noqa: BLE001 - any client error is a matrix failure
-        fail("(unexpected error)", repr(e))
+        fail(current_call, repr(e))
 
 
 async def next_notifications(w3, want, call):
@@ -91,19 +109,26 @@ async def next_notifications(w3, want, call):
 
 async def run_ws():
     try:
+        at("connect")
         async with AsyncWeb3(WebSocketProvider(os.environ["LASSO_WS_URL"])) as w3:
+            at("eth_chainId")
             expect("eth_chainId", await w3.eth.chain_id == chain_id, "wrong chain id")
+            at("eth_blockNumber")
             start = await w3.eth.block_number
+            at("eth_getStorageAt")
             slot0 = int.from_bytes(await w3.eth.get_storage_at(contract, 0), "big")
+            at("eth_subscribe")
             heads_id = await w3.eth.subscribe("newHeads")
             logs_id = await w3.eth.subscribe("logs", {"address": contract})
             expect("eth_subscribe newHeads + logs", heads_id != logs_id, "same id twice")
 
             # Ticks (one block and one log each), then a transfer signed here (one more block, no log).
+            at("eth_sendTransaction + eth_getTransactionReceipt")
             tick_receipts = []
             for _ in range(ticks):
                 h = await w3.eth.send_transaction({"from": ACCOUNT0, "to": contract, "data": TICK_SELECTOR})
                 tick_receipts.append(await w3.eth.wait_for_transaction_receipt(h, timeout=20))
+            at("eth_sendRawTransaction + eth_getTransactionReceipt")
             sender = Account.from_key(ACCOUNT1_KEY)
             tx = {
                 "to": ACCOUNT0,
@@ -131,6 +156,7 @@ async def run_ws():
             numbers = [h["number"] for h in heads]
             expect("newHeads: every block mined while subscribed, in order",
                    numbers == list(range(start + 1, last + 1)), f"blocks {numbers}, want {start + 1}..{last}")
+            at("eth_getBlockByNumber")
             for h in heads:
                 block = await w3.eth.get_block(h["number"])
                 if hx(block["hash"]) != hx(h["hash"]):
@@ -145,11 +171,13 @@ async def run_ws():
                    and all(hx(l["topics"][0]) == TICK_TOPIC for l in logs),
                    f"{logs}")
 
+            at("eth_unsubscribe")
             expect("eth_unsubscribe newHeads", await w3.eth.unsubscribe(heads_id) is True, "not true")
             expect("eth_unsubscribe logs", await w3.eth.unsubscribe(logs_id) is True, "not true")
             again = await w3.provider.make_request("eth_unsubscribe", [heads_id])
             expect("eth_unsubscribe of a closed subscription", again.get("result") is False, f"{again}")
             # A fresh subscription sees the next block; nothing arrives for the closed ones meanwhile.
+            at("eth_subscribe after eth_unsubscribe")
             fresh_id = await w3.eth.subscribe("newHeads")
             h = await w3.eth.send_transaction({"from": ACCOUNT0, "to": contract, "data": TICK_SELECTOR})
             tick = await w3.eth.wait_for_transaction_receipt(h, timeout=20)
@@ -159,7 +187,7 @@ async def run_ws():
     except SystemExit:
         raise
     except Exception as e:  # noqa: BLE001 - any client error is a matrix failure
-        fail("(unexpected error)", repr(e))
+        fail(current_call, repr(e))
 
 
 if transport == "http":
