@@ -4,6 +4,7 @@
 //! Not every test file uses every item.
 #![allow(dead_code, unused_imports)]
 
+pub mod anvil;
 pub mod eventually;
 pub mod fixtures;
 pub mod ganache;
