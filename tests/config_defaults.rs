@@ -69,8 +69,9 @@ fn same_value(documented: &str, constant: &str) -> bool {
 
 #[test]
 fn contract_defaults_match_the_constants() {
-    let contract = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/CONTRACT.md"))
-        .expect("read docs/CONTRACT.md");
+    let contract =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/CONTRACT.md"))
+            .expect("read docs/CONTRACT.md");
     let yaml = documented_sections(&contract);
     let value: serde_norway::Value = serde_norway::from_str(&yaml).expect("contract YAML parses");
     let mut documented = BTreeMap::new();
@@ -80,7 +81,9 @@ fn contract_defaults_match_the_constants() {
         .filter_map(|k| k.split('.').next())
         .collect();
     assert!(
-        sections.contains(&"server") && sections.contains(&"upstream") && sections.contains(&"routing"),
+        sections.contains(&"server")
+            && sections.contains(&"upstream")
+            && sections.contains(&"routing"),
         "the contract's config reference was not found: {documented:?}"
     );
 
@@ -89,13 +92,19 @@ fn contract_defaults_match_the_constants() {
         let section = key.split('.').next().unwrap();
         match documented.get(key) {
             Some(doc) if same_value(doc, &constant) => {}
-            Some(doc) => problems.push(format!("{key}: contract says {doc}, constant is {constant}")),
+            Some(doc) => problems.push(format!(
+                "{key}: contract says {doc}, constant is {constant}"
+            )),
             // A section the contract does not show (websocket) is not held to it; a shown one must list every key.
-            None if sections.contains(&section) => {
-                problems.push(format!("{key}: default {constant} missing from the contract"))
-            }
+            None if sections.contains(&section) => problems.push(format!(
+                "{key}: default {constant} missing from the contract"
+            )),
             None => {}
         }
     }
-    assert!(problems.is_empty(), "docs/CONTRACT.md drifted:\n{}", problems.join("\n"));
+    assert!(
+        problems.is_empty(),
+        "docs/CONTRACT.md drifted:\n{}",
+        problems.join("\n")
+    );
 }

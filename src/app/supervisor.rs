@@ -268,8 +268,7 @@ fn prepare(process: &Process, change: ConfigChange) -> Result<Config, String> {
             serde_norway::to_string(&doc).map_err(|e| e.to_string())?
         }
     };
-    let config = config::load_str(&text, path, &config::env::process)
-        .map_err(|e| e.to_string())?;
+    let config = config::load_str(&text, path, &config::env::process).map_err(|e| e.to_string())?;
     crate::config::store::persist(path, &text)?;
     Ok(config)
 }
@@ -310,8 +309,7 @@ pub fn run(opts: RunOptions) -> Result<(), String> {
             })
             .map_err(|e| format!("cannot start the signal thread: {e}"))?;
     }
-    let uring =
-        monoio::utils::detect_uring() && !config::env::legacy_driver(&config::env::process);
+    let uring = monoio::utils::detect_uring() && !config::env::legacy_driver(&config::env::process);
     if uring {
         tracing::info!("io driver: io_uring");
     } else {

@@ -140,61 +140,220 @@ pub fn table() -> Vec<(&'static str, String)> {
         ("server.port", DEFAULT_SERVER_PORT.to_string()),
         ("server.bind", DEFAULT_SERVER_BIND.to_string()),
         ("server.workers", DEFAULT_SERVER_WORKERS.to_string()),
-        ("server.max_body_bytes", DEFAULT_SERVER_MAX_BODY_BYTES.to_string()),
-        ("server.max_header_bytes", DEFAULT_SERVER_MAX_HEADER_BYTES.to_string()),
-        ("server.max_batch_size", DEFAULT_SERVER_MAX_BATCH_SIZE.to_string()),
-        ("server.header_timeout_ms", DEFAULT_SERVER_HEADER_TIMEOUT_MS.to_string()),
-        ("server.body_timeout_ms", DEFAULT_SERVER_BODY_TIMEOUT_MS.to_string()),
-        ("server.idle_timeout_ms", DEFAULT_SERVER_IDLE_TIMEOUT_MS.to_string()),
-        ("server.soft_max_connections", DEFAULT_SERVER_SOFT_MAX_CONNECTIONS.to_string()),
-        ("server.hard_max_connections", DEFAULT_SERVER_HARD_MAX_CONNECTIONS.to_string()),
-        ("server.drain_timeout_ms", DEFAULT_SERVER_DRAIN_TIMEOUT_MS.to_string()),
-        ("upstream.connect_timeout_ms", DEFAULT_UPSTREAM_CONNECT_TIMEOUT_MS.to_string()),
-        ("upstream.request_timeout_ms", DEFAULT_UPSTREAM_REQUEST_TIMEOUT_MS.to_string()),
-        ("upstream.max_attempts", DEFAULT_UPSTREAM_MAX_ATTEMPTS.to_string()),
-        ("upstream.max_response_bytes", DEFAULT_UPSTREAM_MAX_RESPONSE_BYTES.to_string()),
-        ("upstream.pool_max_idle_per_provider", DEFAULT_UPSTREAM_POOL_MAX_IDLE_PER_PROVIDER.to_string()),
-        ("upstream.pool_idle_timeout_ms", DEFAULT_UPSTREAM_POOL_IDLE_TIMEOUT_MS.to_string()),
+        (
+            "server.max_body_bytes",
+            DEFAULT_SERVER_MAX_BODY_BYTES.to_string(),
+        ),
+        (
+            "server.max_header_bytes",
+            DEFAULT_SERVER_MAX_HEADER_BYTES.to_string(),
+        ),
+        (
+            "server.max_batch_size",
+            DEFAULT_SERVER_MAX_BATCH_SIZE.to_string(),
+        ),
+        (
+            "server.header_timeout_ms",
+            DEFAULT_SERVER_HEADER_TIMEOUT_MS.to_string(),
+        ),
+        (
+            "server.body_timeout_ms",
+            DEFAULT_SERVER_BODY_TIMEOUT_MS.to_string(),
+        ),
+        (
+            "server.idle_timeout_ms",
+            DEFAULT_SERVER_IDLE_TIMEOUT_MS.to_string(),
+        ),
+        (
+            "server.soft_max_connections",
+            DEFAULT_SERVER_SOFT_MAX_CONNECTIONS.to_string(),
+        ),
+        (
+            "server.hard_max_connections",
+            DEFAULT_SERVER_HARD_MAX_CONNECTIONS.to_string(),
+        ),
+        (
+            "server.drain_timeout_ms",
+            DEFAULT_SERVER_DRAIN_TIMEOUT_MS.to_string(),
+        ),
+        (
+            "upstream.connect_timeout_ms",
+            DEFAULT_UPSTREAM_CONNECT_TIMEOUT_MS.to_string(),
+        ),
+        (
+            "upstream.request_timeout_ms",
+            DEFAULT_UPSTREAM_REQUEST_TIMEOUT_MS.to_string(),
+        ),
+        (
+            "upstream.max_attempts",
+            DEFAULT_UPSTREAM_MAX_ATTEMPTS.to_string(),
+        ),
+        (
+            "upstream.max_response_bytes",
+            DEFAULT_UPSTREAM_MAX_RESPONSE_BYTES.to_string(),
+        ),
+        (
+            "upstream.pool_max_idle_per_provider",
+            DEFAULT_UPSTREAM_POOL_MAX_IDLE_PER_PROVIDER.to_string(),
+        ),
+        (
+            "upstream.pool_idle_timeout_ms",
+            DEFAULT_UPSTREAM_POOL_IDLE_TIMEOUT_MS.to_string(),
+        ),
         ("upstream.coalesce", DEFAULT_UPSTREAM_COALESCE.to_string()),
-        ("upstream.max_coalesce", DEFAULT_UPSTREAM_MAX_COALESCE.to_string()),
-        ("routing.merge_interval_ms", DEFAULT_ROUTING_MERGE_INTERVAL_MS.to_string()),
-        ("routing.window_intervals", DEFAULT_ROUTING_WINDOW_INTERVALS.to_string()),
-        ("routing.fastest_quantile", DEFAULT_ROUTING_FASTEST_QUANTILE.to_string()),
-        ("routing.min_samples", DEFAULT_ROUTING_MIN_SAMPLES.to_string()),
-        ("routing.probe_share", DEFAULT_ROUTING_PROBE_SHARE.to_string()),
-        ("routing.latency_weight_beta", DEFAULT_ROUTING_LATENCY_WEIGHT_BETA.to_string()),
-        ("routing.max_lag_blocks", DEFAULT_ROUTING_MAX_LAG_BLOCKS.to_string()),
-        ("routing.archive_threshold_blocks", DEFAULT_ROUTING_ARCHIVE_THRESHOLD_BLOCKS.to_string()),
-        ("routing.snapshot_interval_ms", DEFAULT_ROUTING_SNAPSHOT_INTERVAL_MS.to_string()),
-        ("routing.snapshot_retention", DEFAULT_ROUTING_SNAPSHOT_RETENTION.to_string()),
-        ("routing.deadlines_ms.light", DEFAULT_DEADLINE_LIGHT_MS.to_string()),
-        ("routing.deadlines_ms.call", DEFAULT_DEADLINE_CALL_MS.to_string()),
-        ("routing.deadlines_ms.logs", DEFAULT_DEADLINE_LOGS_MS.to_string()),
-        ("routing.deadlines_ms.block", DEFAULT_DEADLINE_BLOCK_MS.to_string()),
-        ("routing.deadlines_ms.trace", DEFAULT_DEADLINE_TRACE_MS.to_string()),
-        ("routing.deadlines_ms.write", DEFAULT_DEADLINE_WRITE_MS.to_string()),
-        ("routing.deadlines_ms.other", DEFAULT_DEADLINE_OTHER_MS.to_string()),
-        ("routing.breaker.server_threshold", DEFAULT_BREAKER_SERVER_THRESHOLD.to_string()),
-        ("routing.breaker.connect_threshold", DEFAULT_BREAKER_CONNECT_THRESHOLD.to_string()),
-        ("routing.breaker.timeout_threshold", DEFAULT_BREAKER_TIMEOUT_THRESHOLD.to_string()),
-        ("routing.breaker.recovery_ms", DEFAULT_BREAKER_RECOVERY_MS.to_string()),
-        ("routing.breaker.max_recovery_ms", DEFAULT_BREAKER_MAX_RECOVERY_MS.to_string()),
-        ("routing.breaker.half_open_successes", DEFAULT_BREAKER_HALF_OPEN_SUCCESSES.to_string()),
+        (
+            "upstream.max_coalesce",
+            DEFAULT_UPSTREAM_MAX_COALESCE.to_string(),
+        ),
+        (
+            "routing.merge_interval_ms",
+            DEFAULT_ROUTING_MERGE_INTERVAL_MS.to_string(),
+        ),
+        (
+            "routing.window_intervals",
+            DEFAULT_ROUTING_WINDOW_INTERVALS.to_string(),
+        ),
+        (
+            "routing.fastest_quantile",
+            DEFAULT_ROUTING_FASTEST_QUANTILE.to_string(),
+        ),
+        (
+            "routing.min_samples",
+            DEFAULT_ROUTING_MIN_SAMPLES.to_string(),
+        ),
+        (
+            "routing.probe_share",
+            DEFAULT_ROUTING_PROBE_SHARE.to_string(),
+        ),
+        (
+            "routing.latency_weight_beta",
+            DEFAULT_ROUTING_LATENCY_WEIGHT_BETA.to_string(),
+        ),
+        (
+            "routing.max_lag_blocks",
+            DEFAULT_ROUTING_MAX_LAG_BLOCKS.to_string(),
+        ),
+        (
+            "routing.archive_threshold_blocks",
+            DEFAULT_ROUTING_ARCHIVE_THRESHOLD_BLOCKS.to_string(),
+        ),
+        (
+            "routing.snapshot_interval_ms",
+            DEFAULT_ROUTING_SNAPSHOT_INTERVAL_MS.to_string(),
+        ),
+        (
+            "routing.snapshot_retention",
+            DEFAULT_ROUTING_SNAPSHOT_RETENTION.to_string(),
+        ),
+        (
+            "routing.deadlines_ms.light",
+            DEFAULT_DEADLINE_LIGHT_MS.to_string(),
+        ),
+        (
+            "routing.deadlines_ms.call",
+            DEFAULT_DEADLINE_CALL_MS.to_string(),
+        ),
+        (
+            "routing.deadlines_ms.logs",
+            DEFAULT_DEADLINE_LOGS_MS.to_string(),
+        ),
+        (
+            "routing.deadlines_ms.block",
+            DEFAULT_DEADLINE_BLOCK_MS.to_string(),
+        ),
+        (
+            "routing.deadlines_ms.trace",
+            DEFAULT_DEADLINE_TRACE_MS.to_string(),
+        ),
+        (
+            "routing.deadlines_ms.write",
+            DEFAULT_DEADLINE_WRITE_MS.to_string(),
+        ),
+        (
+            "routing.deadlines_ms.other",
+            DEFAULT_DEADLINE_OTHER_MS.to_string(),
+        ),
+        (
+            "routing.breaker.server_threshold",
+            DEFAULT_BREAKER_SERVER_THRESHOLD.to_string(),
+        ),
+        (
+            "routing.breaker.connect_threshold",
+            DEFAULT_BREAKER_CONNECT_THRESHOLD.to_string(),
+        ),
+        (
+            "routing.breaker.timeout_threshold",
+            DEFAULT_BREAKER_TIMEOUT_THRESHOLD.to_string(),
+        ),
+        (
+            "routing.breaker.recovery_ms",
+            DEFAULT_BREAKER_RECOVERY_MS.to_string(),
+        ),
+        (
+            "routing.breaker.max_recovery_ms",
+            DEFAULT_BREAKER_MAX_RECOVERY_MS.to_string(),
+        ),
+        (
+            "routing.breaker.half_open_successes",
+            DEFAULT_BREAKER_HALF_OPEN_SUCCESSES.to_string(),
+        ),
         ("routing.hedge.enabled", DEFAULT_HEDGE_ENABLED.to_string()),
         ("routing.hedge.quantile", DEFAULT_HEDGE_QUANTILE.to_string()),
-        ("routing.hedge.min_delay_ms", DEFAULT_HEDGE_MIN_DELAY_MS.to_string()),
-        ("routing.hedge.max_delay_ms", DEFAULT_HEDGE_MAX_DELAY_MS.to_string()),
-        ("websocket.max_message_bytes", DEFAULT_WS_MAX_MESSAGE_BYTES.to_string()),
-        ("websocket.max_in_flight", DEFAULT_WS_MAX_IN_FLIGHT.to_string()),
-        ("websocket.max_subscriptions", DEFAULT_WS_MAX_SUBSCRIPTIONS.to_string()),
-        ("websocket.max_queued_bytes", DEFAULT_WS_MAX_QUEUED_BYTES.to_string()),
-        ("websocket.max_total_queued_bytes", DEFAULT_WS_MAX_TOTAL_QUEUED_BYTES.to_string()),
-        ("websocket.ping_interval_ms", DEFAULT_WS_PING_INTERVAL_MS.to_string()),
-        ("websocket.pong_timeout_ms", DEFAULT_WS_PONG_TIMEOUT_MS.to_string()),
-        ("websocket.idle_timeout_ms", DEFAULT_WS_IDLE_TIMEOUT_MS.to_string()),
-        ("websocket.unsubscribe_grace_ms", DEFAULT_WS_UNSUBSCRIBE_GRACE_MS.to_string()),
-        ("websocket.backfill_limit_blocks", DEFAULT_WS_BACKFILL_LIMIT_BLOCKS.to_string()),
-        ("websocket.backfill_chunk_blocks", DEFAULT_WS_BACKFILL_CHUNK_BLOCKS.to_string()),
-        ("websocket.upstream_connect_timeout_ms", DEFAULT_WS_UPSTREAM_CONNECT_TIMEOUT_MS.to_string()),
+        (
+            "routing.hedge.min_delay_ms",
+            DEFAULT_HEDGE_MIN_DELAY_MS.to_string(),
+        ),
+        (
+            "routing.hedge.max_delay_ms",
+            DEFAULT_HEDGE_MAX_DELAY_MS.to_string(),
+        ),
+        (
+            "websocket.max_message_bytes",
+            DEFAULT_WS_MAX_MESSAGE_BYTES.to_string(),
+        ),
+        (
+            "websocket.max_in_flight",
+            DEFAULT_WS_MAX_IN_FLIGHT.to_string(),
+        ),
+        (
+            "websocket.max_subscriptions",
+            DEFAULT_WS_MAX_SUBSCRIPTIONS.to_string(),
+        ),
+        (
+            "websocket.max_queued_bytes",
+            DEFAULT_WS_MAX_QUEUED_BYTES.to_string(),
+        ),
+        (
+            "websocket.max_total_queued_bytes",
+            DEFAULT_WS_MAX_TOTAL_QUEUED_BYTES.to_string(),
+        ),
+        (
+            "websocket.ping_interval_ms",
+            DEFAULT_WS_PING_INTERVAL_MS.to_string(),
+        ),
+        (
+            "websocket.pong_timeout_ms",
+            DEFAULT_WS_PONG_TIMEOUT_MS.to_string(),
+        ),
+        (
+            "websocket.idle_timeout_ms",
+            DEFAULT_WS_IDLE_TIMEOUT_MS.to_string(),
+        ),
+        (
+            "websocket.unsubscribe_grace_ms",
+            DEFAULT_WS_UNSUBSCRIBE_GRACE_MS.to_string(),
+        ),
+        (
+            "websocket.backfill_limit_blocks",
+            DEFAULT_WS_BACKFILL_LIMIT_BLOCKS.to_string(),
+        ),
+        (
+            "websocket.backfill_chunk_blocks",
+            DEFAULT_WS_BACKFILL_CHUNK_BLOCKS.to_string(),
+        ),
+        (
+            "websocket.upstream_connect_timeout_ms",
+            DEFAULT_WS_UPSTREAM_CONNECT_TIMEOUT_MS.to_string(),
+        ),
     ]
 }

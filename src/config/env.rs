@@ -156,7 +156,11 @@ mod tests {
 
     #[test]
     fn parsed_values_fall_back_to_defaults() {
-        let env = map(&[(LOG_SAMPLE_RATE, "nope"), (LOG_FORMAT, "JSON"), (DRIVER, "uring")]);
+        let env = map(&[
+            (LOG_SAMPLE_RATE, "nope"),
+            (LOG_FORMAT, "JSON"),
+            (DRIVER, "uring"),
+        ]);
         assert_eq!(log_sample_rate(&env), DEFAULT_LOG_SAMPLE_RATE);
         assert!(json_logs(&env));
         assert!(!legacy_driver(&env));
