@@ -57,6 +57,14 @@ pub async fn serve_connection(
             crate::edge::dispatch::take_over(endpoint, worker, hub, stream, buf, &head).await;
             return;
         }
+        if head.expect_continue
+            && matches!(endpoint, Endpoint::NotFound | Endpoint::MethodNotAllowed(_))
+        {
+            // Refused at the head: answer without `100 Continue` and close (the unread body is never parsed).
+            let resp = crate::edge::dispatch::answer(endpoint, &worker, &head, &[]).await;
+            let _ = send(&mut stream, resp, false, head.method == Method::Head).await;
+            return;
+        }
         let (body, consumed) = match read_body(&worker, &mut stream, &mut buf, &head).await {
             Ok(b) => b,
             Err(Stop::Quiet) => return,
@@ -163,7 +171,7 @@ async fn read_body(
             if n > limit {
                 return Err(too_large());
             }
-            if head.expect_continue && buf.len() < head.head_len + n {
+            if wants_continue(head) && buf.len() < head.head_len + n {
                 continue_100(stream).await?;
             }
             while buf.len() < head.head_len + n {
@@ -173,7 +181,7 @@ async fn read_body(
             Ok((None, head.head_len + n))
         }
         BodyFraming::Chunked => {
-            if head.expect_continue && buf.len() == head.head_len {
+            if wants_continue(head) && buf.len() == head.head_len {
                 continue_100(stream).await?;
             }
             let mut decoder = ChunkedDecoder::new(limit);
@@ -195,6 +203,11 @@ async fn read_body(
             }
         }
     }
+}
+
+/// `100 Continue` goes only to HTTP/1.1 clients that asked for it (HTTP/1.0 has no interim responses).
+fn wants_continue(head: &RequestHead) -> bool {
+    head.expect_continue && head.version == 1
 }
 
 async fn continue_100(stream: &mut TcpStream) -> Result<(), Stop> {

@@ -85,9 +85,8 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<RequestHead>, HeadError> {
     for h in req.headers.iter() {
         let value = std::str::from_utf8(h.value).unwrap_or("").trim();
         if h.name.eq_ignore_ascii_case("content-length") {
-            let n: usize = value
-                .parse()
-                .map_err(|_| HeadError::Malformed("invalid Content-Length".into()))?;
+            let n = parse_content_length(value)
+                .ok_or_else(|| HeadError::Malformed("invalid Content-Length".into()))?;
             if content_length.is_some_and(|m| m != n) {
                 return Err(HeadError::Malformed(
                     "conflicting Content-Length headers".into(),
@@ -95,8 +94,9 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<RequestHead>, HeadError> {
             }
             content_length = Some(n);
         } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
-            let last = value.rsplit(',').next().unwrap_or("").trim();
-            if !last.eq_ignore_ascii_case("chunked") {
+            // Only a single `chunked` is decoded; a coding list (`gzip, chunked`) or a repeated header is refused
+            // rather than half-understood.
+            if chunked || !value.eq_ignore_ascii_case("chunked") {
                 return Err(HeadError::Malformed("unsupported Transfer-Encoding".into()));
             }
             chunked = true;
@@ -147,6 +147,20 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<RequestHead>, HeadError> {
         authorization,
         head_len,
     }))
+}
+
+/// Digits of a Content-Length: 1 to 19 ASCII digits, nothing else (no sign, no list, no spaces inside).
+const MAX_CONTENT_LENGTH_DIGITS: usize = 19;
+
+fn parse_content_length(value: &str) -> Option<usize> {
+    let bytes = value.as_bytes();
+    if bytes.is_empty()
+        || bytes.len() > MAX_CONTENT_LENGTH_DIGITS
+        || !bytes.iter().all(u8::is_ascii_digit)
+    {
+        return None;
+    }
+    value.parse().ok()
 }
 
 #[cfg(test)]
@@ -232,6 +246,16 @@ mod tests {
             b"POST / HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n",
             b"POST / HTTP/1.1\r\nContent-Length: -1\r\n\r\n",
             b"POST / HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n",
+            b"POST / HTTP/1.1\r\nContent-Length: +5\r\n\r\n",
+            b"POST / HTTP/1.1\r\nContent-Length: 0x5\r\n\r\n",
+            b"POST / HTTP/1.1\r\nContent-Length: 5 5\r\n\r\n",
+            b"POST / HTTP/1.1\r\nContent-Length: 5,5\r\n\r\n",
+            b"POST / HTTP/1.1\r\nContent-Length: \r\n\r\n",
+            b"POST / HTTP/1.1\r\nContent-Length: 99999999999999999999\r\n\r\n",
+            b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n",
+            b"POST / HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+            b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n",
+            b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n",
             b"\x00\x01 garbage\r\n\r\n",
         ];
         for raw in bad {
@@ -241,5 +265,8 @@ mod tests {
                 String::from_utf8_lossy(raw)
             );
         }
+        // The same Content-Length twice is one length.
+        let same = parse_head(b"POST / HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\n");
+        assert_eq!(same.unwrap().unwrap().framing, BodyFraming::Length(5));
     }
 }
