@@ -6,18 +6,6 @@ mod support;
 
 use support::*;
 
-/// Resident set size of a process, in bytes (from /proc).
-fn rss_bytes(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let kb: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .expect("VmRSS in /proc/<pid>/status");
-    kb * 1024
-}
-
 /// Opens a connection, asks `/api/health` and closes it.
 fn one_connection(lasso: &Lasso) {
     let mut c = Conn::connect(lasso.addr());

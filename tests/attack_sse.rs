@@ -9,17 +9,6 @@ use std::time::Duration;
 use serde_json::json;
 use support::*;
 
-fn rss_bytes(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse::<u64>().ok())
-        .expect("VmRSS")
-        * 1024
-}
-
 /// Opens `GET /api/events/default` and returns the connection after the response head; the caller never reads.
 fn open_stream(lasso: &Lasso) -> (u16, Conn) {
     let mut c = Conn::connect(lasso.addr());

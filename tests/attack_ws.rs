@@ -10,17 +10,6 @@ use serde_json::json;
 use support::ws::{WsClient, WsMessage};
 use support::*;
 
-fn rss_bytes(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse::<u64>().ok())
-        .expect("VmRSS")
-        * 1024
-}
-
 /// `bytes` worth of masked pings with 125-byte payloads, in one buffer.
 fn pings(bytes: usize) -> Vec<u8> {
     let payload = [b'p'; 125];

@@ -116,13 +116,6 @@ pub struct MethodFilter {
 }
 
 impl MethodFilter {
-    fn matches(pattern: &str, method: &str) -> bool {
-        match pattern.strip_suffix('*') {
-            Some(prefix) => method.starts_with(prefix),
-            None => pattern == method,
-        }
-    }
-
     /// True when the provider may be sent `method`.
     pub fn permits(&self, method: &str) -> bool {
         // Node-control and key-holding methods need an explicit allow entry: the name itself or the very pattern
@@ -132,8 +125,15 @@ impl MethodFilter {
                 return false;
             }
         }
-        (self.allow.is_empty() || self.allow.iter().any(|p| Self::matches(p, method)))
-            && !self.deny.iter().any(|p| Self::matches(p, method))
+        (self.allow.is_empty()
+            || self
+                .allow
+                .iter()
+                .any(|p| crate::evm::methods::matches_pattern(p, method)))
+            && !self
+                .deny
+                .iter()
+                .any(|p| crate::evm::methods::matches_pattern(p, method))
     }
 }
 

@@ -254,13 +254,13 @@ pub const WRITE_METHODS: &[&str] = &[
     "eth_cancelPrivateTransaction",
     "personal_sendTransaction",
     "personal_signAndSendTransaction",
-    "mev_sendBundle",
     "mev_*",
     "flashbots_*",
     "bor_sendRawTransactionConditional",
 ];
 
-fn matches_pattern(pattern: &str, method: &str) -> bool {
+/// Whether `method` matches `pattern`: an exact name, or a prefix ending in `*`.
+pub fn matches_pattern(pattern: &str, method: &str) -> bool {
     match pattern.strip_suffix('*') {
         Some(prefix) => method.starts_with(prefix),
         None => pattern == method,

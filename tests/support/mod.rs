@@ -61,3 +61,15 @@ pub fn single_chain(providers: &[&MockProvider]) -> Config {
 }
 
 pub const SEC: Duration = Duration::from_secs(1);
+
+/// Resident memory of process `pid` in bytes (`VmRSS` from `/proc`), for the memory-bound attack tests.
+pub fn rss_bytes(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse::<u64>().ok())
+        .expect("VmRSS")
+        * 1024
+}
