@@ -39,6 +39,11 @@ const CAST_RUN: Duration = Duration::from_secs(30);
 /// keeps the feeds on p1 between transactions.
 const BLOCK_TIME_MS: u64 = 60_000;
 
+/// The anvil nodes hold unlocked keys: the clients' `eth_accounts` / `eth_sendTransaction` (ethers `getSigner`,
+/// viem `sendTransaction` from an address, `cast send --unlocked`) are refused by Lasso's default deny list unless the
+/// operator opens them by name for these providers, as an operator of a dev node would.
+const DEV_NODE_METHODS: &str = "{ allow: [\"*\", eth_accounts, eth_sendTransaction] }";
+
 /// Two anvil nodes, a Tick contract on p1, and Lasso in front.
 struct Matrix {
     lasso: Lasso,
@@ -60,8 +65,8 @@ impl Matrix {
         let config = format!(
             "chains:\n  devnet:\n    chain_id: {ANVIL_CHAIN_ID}\n    block_time_ms: {BLOCK_TIME_MS}\n    \
              default_strategy: priority\n    hedge: false\n    providers:\n      \
-             - id: p1\n        url: {}\n        ws_url: {}\n        priority: 1\n      \
-             - id: p2\n        url: {}\n        ws_url: {}\n        priority: 2\n",
+             - id: p1\n        url: {}\n        ws_url: {}\n        priority: 1\n        methods: {DEV_NODE_METHODS}\n      \
+             - id: p2\n        url: {}\n        ws_url: {}\n        priority: 2\n        methods: {DEV_NODE_METHODS}\n",
             p1.http_url(),
             p1.ws_url(),
             p2.http_url(),
