@@ -23,7 +23,7 @@ use crate::rpc::target::Target;
 use crate::shard::state::Worker;
 use crate::shard::sync::LocalNotify;
 use crate::subscriptions::hub::{ClientConn, Hub, WsBudget};
-use crate::wire::http::io::{read_more, write_all};
+use crate::wire::http::io::{read_more, write_all, write_all_progress};
 use crate::wire::http::request::RequestHead;
 use crate::wire::http::response::{Response, write_head};
 use crate::wire::jsonrpc;
@@ -120,10 +120,11 @@ async fn writer<W: AsyncWriteRent>(
     while let Some(framed) = rx.next().await {
         let len = framed.len();
         let aborted = abort.notified();
-        let write = monoio::time::timeout(send_timeout, wr.write_all(framed));
+        // A large frame taken slowly but steadily is written; one write taking nothing for the timeout ends it.
+        let write = write_all_progress(&mut wr, framed, send_timeout);
         let res = match select(Box::pin(write), Box::pin(aborted)).await {
-            Either::Left((Ok((res, _)), _)) => res,
-            _ => return None,
+            Either::Left(((res, _), _)) => res,
+            Either::Right(_) => return None,
         };
         queued.set(queued.get().saturating_sub(len));
         budget.written(len);
