@@ -153,6 +153,48 @@ fn one_address_at_its_connection_cap_is_refused_and_does_not_lock_out_others() {
     });
 }
 
+/// Upgrades `c` to a WebSocket on `/ws/rpc/ethereum`; returns the status of the answer.
+fn ws_upgrade_status(c: &mut Conn) -> Result<u16, String> {
+    let hs =
+        loadtest::ws::client_handshake("127.0.0.1", "/ws/rpc/ethereum", "dGhlIHNhbXBsZSBub25jZQ==");
+    c.try_send(hs.as_bytes())
+        .map_err(|e| format!("send: {e}"))?;
+    let head =
+        c.io.read_head(16 * 1024)
+            .map_err(|e| format!("read: {e}"))?
+            .ok_or("closed before a head")?;
+    String::from_utf8_lossy(&head)[9..12]
+        .parse()
+        .map_err(|e| format!("status: {e}"))
+}
+
+#[test]
+fn idle_websocket_sessions_from_one_address_stop_at_the_default_cap() {
+    let mock = MockProvider::start("p1");
+    mock.set_result("eth_blockNumber", json!("0x10"));
+    let lasso = Lasso::builder(&single_chain(&[&mock]).yaml())
+        .workers(2)
+        .start();
+    let addr = lasso.addr();
+    let (mut held, mut refused) = (Vec::new(), 0);
+    for _ in 0..160 {
+        let mut c = connect_from("127.0.0.2", addr);
+        match ws_upgrade_status(&mut c) {
+            Ok(101) => held.push(c),
+            Ok(503) | Err(_) => refused += 1,
+            Ok(other) => panic!("upgrade answered {other}"),
+        }
+    }
+    assert_eq!(held.len(), 128, "the default cap of one address");
+    assert_eq!(refused, 32);
+    // Another address: served over HTTP and WebSocket while 127.0.0.2 holds its 128 idle sessions.
+    let mut c = connect_from("127.0.0.3", addr);
+    let r = status_of(&mut c).expect("served");
+    assert_eq!(r.status, 200, "{}", r.describe());
+    let mut c = connect_from("127.0.0.3", addr);
+    assert_eq!(ws_upgrade_status(&mut c), Ok(101));
+}
+
 /// Opens `GET /api/events/default`; returns the status and the connection after the head.
 fn open_stream(lasso: &Lasso) -> (u16, Conn) {
     let mut c = Conn::connect(lasso.addr());

@@ -12,7 +12,7 @@
 //! makes rare, and the per-process random key makes unpredictable. The table is touched at accept and close only,
 //! never on the request path.
 
-use std::hash::{BuildHasher, Hash, Hasher};
+use std::hash::BuildHasher;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -49,11 +49,7 @@ fn client_key(ip: IpAddr) -> u128 {
 impl PeerCounts {
     fn slots_of(&self, ip: IpAddr) -> [usize; 2] {
         let key = client_key(ip);
-        [0u8, 1].map(|i| {
-            let mut h = self.key.build_hasher();
-            (i, key).hash(&mut h);
-            (h.finish() as usize) & (SLOTS - 1)
-        })
+        [0u8, 1].map(|i| (self.key.hash_one((i, key)) as usize) & (SLOTS - 1))
     }
 
     /// Counts a connection from `ip`; `None` when the address already holds `cap` connections (`cap` 0 = no cap).
