@@ -1,6 +1,6 @@
 //! The routing-event stream under attack (hardening issue, items 7, 9 and 14): a subscriber that never reads costs a
 //! bounded number of bytes whatever clients send, client text is cut in events, and idle streams cannot take every
-//! connection slot.
+//! connection slot; a reload that inserts a profile never sends another profile's events to an open stream.
 
 mod support;
 
