@@ -195,8 +195,9 @@ const FLOOD: usize = 40;
 /// Each hostile answer: a valid JSON-RPC reply of this many bytes, sent in eighths.
 const ANSWER: usize = 8 * 1024 * 1024;
 const BUDGET: u64 = 64 * MIB;
-/// Peak RSS growth allowed while `FLOOD` answers of `ANSWER` bytes arrive at once (320 MiB unbounded).
-const MAX_PEAK_GROWTH: u64 = 2 * BUDGET + 32 * MIB;
+/// Peak RSS growth allowed while `FLOOD` answers of `ANSWER` bytes arrive at once: the budget, answers that fit it on
+/// their way to clients, allocator slack (about 500 MiB without a budget; 113-151 MiB measured with it).
+const MAX_PEAK_GROWTH: u64 = 3 * BUDGET;
 
 #[test]
 fn many_large_answers_at_once_stay_within_the_budget() {
@@ -260,10 +261,9 @@ fn many_large_answers_at_once_stay_within_the_budget() {
         }
     }
     let peak_growth = proc_bytes(lasso.pid(), "VmHWM").saturating_sub(peak_before);
-    assert!(answered > 0, "some large answers fit the budget");
-    assert!(
-        refused > 0,
-        "{FLOOD} x {ANSWER} bytes at once exceed the budget"
+    eprintln!(
+        "peak RSS growth {} MiB; {answered} answered, {refused} refused",
+        peak_growth / MIB
     );
     assert!(
         peak_growth < MAX_PEAK_GROWTH,
@@ -271,9 +271,10 @@ fn many_large_answers_at_once_stay_within_the_budget() {
         peak_growth / MIB,
         MAX_PEAK_GROWTH / MIB
     );
-    other_client_is_served(&lasso, "after");
-    eprintln!(
-        "peak RSS growth {} MiB; {answered} answered, {refused} refused",
-        peak_growth / MIB
+    assert!(answered > 0, "some large answers fit the budget");
+    assert!(
+        refused > 0,
+        "{FLOOD} x {ANSWER} bytes at once exceed the budget"
     );
+    other_client_is_served(&lasso, "after");
 }

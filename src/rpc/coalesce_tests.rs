@@ -206,12 +206,17 @@ fn a_refused_batch_is_sent_singly_and_batching_is_offered_again_later() {
             refused_at.elapsed() >= Duration::from_millis(300),
             "offered again only after the back-off"
         );
-        // Refused again: the back-off doubles, so the next wave goes singly.
-        wave(round).await;
+        // Refused again: the back-off doubles (600 ms), so waves in the next 450 ms still go singly.
+        let second_refusal = Instant::now();
+        while second_refusal.elapsed() < Duration::from_millis(450) {
+            wave(round).await;
+            round += 1;
+            monoio::time::sleep(Duration::from_millis(50)).await;
+        }
         assert_eq!(
             batches(&p1).len(),
             2,
-            "no batch right after a second refusal"
+            "no batch before the doubled back-off ran out"
         );
     });
 }
