@@ -167,6 +167,11 @@ fn an_announced_content_length_is_not_an_allocation() {
     );
     let rss_growth = proc_bytes(lasso.pid(), "VmRSS").saturating_sub(rss);
     let size_growth = proc_bytes(lasso.pid(), "VmSize").saturating_sub(size);
+    eprintln!(
+        "{LIARS} answers announcing {ANNOUNCED} bytes: RSS +{} KiB, virtual size +{} KiB",
+        rss_growth / 1024,
+        size_growth / 1024
+    );
     other_client_is_served(&lasso, "during");
     release.store(true, Ordering::SeqCst);
     for c in clients {
