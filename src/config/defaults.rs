@@ -37,6 +37,9 @@ pub const DEFAULT_UPSTREAM_REQUEST_TIMEOUT_MS: u64 = 10_000;
 pub const DEFAULT_UPSTREAM_MAX_ATTEMPTS: usize = 3;
 /// `upstream.max_response_bytes`
 pub const DEFAULT_UPSTREAM_MAX_RESPONSE_BYTES: usize = 256 * 1024 * 1024;
+/// `upstream.max_buffered_response_bytes` (answer bytes being received, whole process; each worker gets an equal
+/// share)
+pub const DEFAULT_UPSTREAM_MAX_BUFFERED_RESPONSE_BYTES: usize = 1024 * 1024 * 1024;
 /// `upstream.pool_max_idle_per_provider`
 pub const DEFAULT_UPSTREAM_POOL_MAX_IDLE_PER_PROVIDER: usize = 128;
 /// `upstream.pool_idle_timeout_ms`
@@ -45,6 +48,9 @@ pub const DEFAULT_UPSTREAM_POOL_IDLE_TIMEOUT_MS: u64 = 30_000;
 pub const DEFAULT_UPSTREAM_COALESCE: bool = true;
 /// `upstream.max_coalesce`
 pub const DEFAULT_UPSTREAM_MAX_COALESCE: usize = 32;
+/// `upstream.coalesce_retry_ms` (back-off before batching a provider that refused a batch again; doubles while it
+/// keeps refusing, up to 16 times this)
+pub const DEFAULT_UPSTREAM_COALESCE_RETRY_MS: u64 = 30_000;
 
 // `routing:`
 /// `routing.merge_interval_ms`
@@ -193,6 +199,10 @@ pub fn table() -> Vec<(&'static str, String)> {
             DEFAULT_UPSTREAM_MAX_RESPONSE_BYTES.to_string(),
         ),
         (
+            "upstream.max_buffered_response_bytes",
+            DEFAULT_UPSTREAM_MAX_BUFFERED_RESPONSE_BYTES.to_string(),
+        ),
+        (
             "upstream.pool_max_idle_per_provider",
             DEFAULT_UPSTREAM_POOL_MAX_IDLE_PER_PROVIDER.to_string(),
         ),
@@ -204,6 +214,10 @@ pub fn table() -> Vec<(&'static str, String)> {
         (
             "upstream.max_coalesce",
             DEFAULT_UPSTREAM_MAX_COALESCE.to_string(),
+        ),
+        (
+            "upstream.coalesce_retry_ms",
+            DEFAULT_UPSTREAM_COALESCE_RETRY_MS.to_string(),
         ),
         (
             "routing.merge_interval_ms",

@@ -260,11 +260,13 @@ struct RawUpstream {
     request_timeout_ms: u64,
     max_attempts: usize,
     max_response_bytes: usize,
+    max_buffered_response_bytes: usize,
     pool_max_idle_per_provider: usize,
     pool_idle_timeout_ms: u64,
     extra_ca_file: Option<String>,
     coalesce: bool,
     max_coalesce: usize,
+    coalesce_retry_ms: u64,
 }
 
 impl Default for RawUpstream {
@@ -274,11 +276,13 @@ impl Default for RawUpstream {
             request_timeout_ms: DEFAULT_UPSTREAM_REQUEST_TIMEOUT_MS,
             max_attempts: DEFAULT_UPSTREAM_MAX_ATTEMPTS,
             max_response_bytes: DEFAULT_UPSTREAM_MAX_RESPONSE_BYTES,
+            max_buffered_response_bytes: DEFAULT_UPSTREAM_MAX_BUFFERED_RESPONSE_BYTES,
             pool_max_idle_per_provider: DEFAULT_UPSTREAM_POOL_MAX_IDLE_PER_PROVIDER,
             pool_idle_timeout_ms: DEFAULT_UPSTREAM_POOL_IDLE_TIMEOUT_MS,
             extra_ca_file: None,
             coalesce: DEFAULT_UPSTREAM_COALESCE,
             max_coalesce: DEFAULT_UPSTREAM_MAX_COALESCE,
+            coalesce_retry_ms: DEFAULT_UPSTREAM_COALESCE_RETRY_MS,
         }
     }
 }
@@ -548,6 +552,10 @@ impl Builder<'_> {
             ("request_timeout_ms", raw.request_timeout_ms),
             ("max_attempts", raw.max_attempts as u64),
             ("max_response_bytes", raw.max_response_bytes as u64),
+            (
+                "max_buffered_response_bytes",
+                raw.max_buffered_response_bytes as u64,
+            ),
         ] {
             if v == 0 {
                 return Err(self.err(format!("upstream.{key}"), "must be greater than 0"));
@@ -566,10 +574,12 @@ impl Builder<'_> {
             extra_ca_file,
             coalesce: raw.coalesce,
             max_coalesce: raw.max_coalesce.max(1),
+            coalesce_retry: Duration::from_millis(raw.coalesce_retry_ms),
             connect_timeout: Duration::from_millis(raw.connect_timeout_ms),
             request_timeout: Duration::from_millis(raw.request_timeout_ms),
             max_attempts: raw.max_attempts,
             max_response_bytes: raw.max_response_bytes,
+            max_buffered_response_bytes: raw.max_buffered_response_bytes,
             pool_max_idle_per_provider: raw.pool_max_idle_per_provider,
             pool_idle_timeout: Duration::from_millis(raw.pool_idle_timeout_ms),
         })

@@ -34,11 +34,15 @@ pub struct UpstreamSettings {
     pub request_timeout: Duration,
     pub max_attempts: usize,
     pub max_response_bytes: usize,
+    /// Answer bytes being received from providers, whole process (each worker gets an equal share).
+    pub max_buffered_response_bytes: usize,
     pub pool_max_idle_per_provider: usize,
     pub pool_idle_timeout: Duration,
     /// Send single read calls that are ready together to one provider as one JSON-RPC batch.
     pub coalesce: bool,
     pub max_coalesce: usize,
+    /// After a provider refuses a batch, its calls go alone for this long (doubling while it keeps refusing).
+    pub coalesce_retry: Duration,
     /// Extra PEM certificates trusted for HTTPS/WSS providers, besides the webpki roots (private CAs).
     pub extra_ca_file: Option<PathBuf>,
 }
