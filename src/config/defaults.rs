@@ -42,8 +42,9 @@ pub const CLUSTER_SIGNATURE_VALIDITY_SECS: u64 = 30;
 pub const CLUSTER_SEEN_SIGNATURES: usize = 65_536;
 /// Largest profile file read (a profile file is YAML holding a `chains:` map).
 pub const MAX_PROFILE_FILE_BYTES: u64 = 16 * 1024 * 1024;
-/// `LASSO_EXPAND_ALLOW` when unset: the variables `${VAR}` may expand (a trailing `*` matches a prefix).
-pub const DEFAULT_EXPAND_ALLOW: &str = "RPC_*";
+/// `LASSO_EXPAND_ALLOW` when unset: the variables `${VAR}` may expand (`RPC_*` a prefix, `*_API_KEY` a suffix; the
+/// deployment provisions every `*_API_KEY` as an app secret).
+pub const DEFAULT_EXPAND_ALLOW: &str = "RPC_*,*_API_KEY";
 
 // `upstream:`
 /// `upstream.connect_timeout_ms`

@@ -61,8 +61,9 @@ pub const CLUSTER_POLL_MS: &str = "CLUSTER_POLL_MS";
 /// Expected number of nodes (default: the number discovered).
 pub const EXPECTED_NODE_COUNT: &str = "EXPECTED_NODE_COUNT";
 
-/// Which variables `${VAR}` in the config file may expand: comma-separated names, a trailing `*` matching a prefix
-/// (default `RPC_*`, `crate::config::defaults::DEFAULT_EXPAND_ALLOW`). Lasso's own `LASSO_*` variables never are.
+/// Which variables `${VAR}` in the config file may expand: comma-separated names, `PREFIX*` or `*SUFFIX` patterns
+/// (default `RPC_*,*_API_KEY`, `crate::config::defaults::DEFAULT_EXPAND_ALLOW`). Lasso's own `LASSO_*` variables
+/// never are.
 pub const EXPAND_ALLOW: &str = "LASSO_EXPAND_ALLOW";
 
 /// Every variable above: what the test harness removes from each process it starts.
@@ -94,7 +95,8 @@ pub const ALL: &[&str] = &[
     EXPAND_ALLOW,
 ];
 
-/// True when `${name}` may be expanded from the environment: `name` matches `LASSO_EXPAND_ALLOW` (default `RPC_*`) and
+/// True when `${name}` may be expanded from the environment: `name` matches `LASSO_EXPAND_ALLOW` (default
+/// `RPC_*,*_API_KEY`) and
 /// is none of Lasso's own variables (anything in [`ALL`], anything starting `LASSO_`), so whoever can write the config
 /// (the admin API) cannot copy the cluster secret, the admin token or another process secret into a provider URL.
 pub fn may_expand(env: Source, name: &str) -> bool {
@@ -107,9 +109,10 @@ pub fn may_expand(env: Source, name: &str) -> bool {
         .split(',')
         .map(str::trim)
         .filter(|p| !p.is_empty())
-        .any(|p| match p.strip_suffix('*') {
-            Some(prefix) => name.starts_with(prefix),
-            None => name == p,
+        .any(|p| match (p.strip_suffix('*'), p.strip_prefix('*')) {
+            (Some(prefix), _) => name.starts_with(prefix),
+            (None, Some(suffix)) => name.ends_with(suffix),
+            (None, None) => name == p,
         })
 }
 
@@ -183,8 +186,13 @@ mod tests {
     fn expansion_admits_only_allowed_names_and_never_lassos_own() {
         let none = map(&[]);
         assert!(may_expand(&none, "RPC_ALCHEMY_KEY"));
+        assert!(may_expand(&none, "ALCHEMY_API_KEY"));
         assert!(!may_expand(&none, "ALCHEMY_KEY"));
         assert!(!may_expand(&none, "AWS_SECRET_ACCESS_KEY"));
+        assert!(!may_expand(&none, "LASSO_API_KEY"));
+        let only = map(&[(EXPAND_ALLOW, "ALCHEMY_KEY")]);
+        assert!(may_expand(&only, "ALCHEMY_KEY"));
+        assert!(!may_expand(&only, "RPC_X"));
         let env = map(&[(EXPAND_ALLOW, "ALCHEMY_KEY, INFURA_*, *")]);
         assert!(may_expand(&env, "ALCHEMY_KEY"));
         assert!(may_expand(&env, "INFURA_PROJECT"));

@@ -801,8 +801,8 @@ impl Builder<'_> {
                 return Err(self.err(
                     key,
                     format!(
-                        "${{{name}}} may not be expanded: only variables matching {} (default {}) are, and never \
-                         Lasso's own LASSO_* variables",
+                        "${{{name}}} may not be expanded: only variables matching {} (default {}) are, and \
+                         never Lasso's own LASSO_* variables",
                         super::env::EXPAND_ALLOW,
                         DEFAULT_EXPAND_ALLOW
                     ),
