@@ -20,7 +20,10 @@ fn admin_put(lasso: &Lasso, body: &str) -> Response {
         lasso.addr(),
         "PUT",
         "/api/admin/config",
-        &[("Authorization", &auth), ("Content-Type", "application/yaml")],
+        &[
+            ("Authorization", &auth),
+            ("Content-Type", "application/yaml"),
+        ],
         body.as_bytes(),
     )
 }
@@ -58,7 +61,10 @@ fn a_profile_path_reads_nothing_outside_the_config_directory_and_no_error_quotes
         ("/etc/passwd", "inside the config file's directory"),
         ("../secret.txt", "'..'"),
         ("profiles/../../secret.txt", "'..'"),
-        (secret.to_str().unwrap(), "inside the config file's directory"),
+        (
+            secret.to_str().unwrap(),
+            "inside the config file's directory",
+        ),
         ("profiles/link.yml", "inside the config file's directory"),
         ("notes.txt", "invalid type"),
         ("/proc/self/environ", "inside the config file's directory"),
@@ -77,7 +83,10 @@ fn a_profile_path_reads_nothing_outside_the_config_directory_and_no_error_quotes
         }
     }
     // Nothing changed: the file, and what is served.
-    assert_eq!(std::fs::read_to_string(lasso.config_path()).unwrap(), on_disk);
+    assert_eq!(
+        std::fs::read_to_string(lasso.config_path()).unwrap(),
+        on_disk
+    );
     assert_eq!(
         balance(&lasso, "/rpc/profile/other/other-eth").status,
         404,
@@ -111,7 +120,11 @@ fn the_admin_token_cannot_copy_lassos_secrets_into_a_provider_url() {
         )
     };
     let url = catcher.url();
-    for var in ["LASSO_CLUSTER_SECRET", "LASSO_ADMIN_TOKEN", "AWS_SECRET_ACCESS_KEY"] {
+    for var in [
+        "LASSO_CLUSTER_SECRET",
+        "LASSO_ADMIN_TOKEN",
+        "AWS_SECRET_ACCESS_KEY",
+    ] {
         for provider in [
             format!("{{ id: c, url: \"{url}/${{{var}}}\" }}"),
             format!("{{ id: c, url: \"{url}/{{api_key}}\", api_key: \"${{{var}}}\" }}"),
@@ -127,16 +140,28 @@ fn the_admin_token_cannot_copy_lassos_secrets_into_a_provider_url() {
     }
     // Nothing carrying a secret ever reached the catcher (not even a start-up chain-id probe).
     for rec in catcher.recorded() {
-        let seen = format!("{} {:?} {}", rec.path, rec.headers, String::from_utf8_lossy(&rec.raw));
+        let seen = format!(
+            "{} {:?} {}",
+            rec.path,
+            rec.headers,
+            String::from_utf8_lossy(&rec.raw)
+        );
         assert!(!seen.contains("SENTINEL"), "{seen}");
     }
     // An allowed name still expands (the control: the refusals above are about the names).
-    let r = admin_put(&lasso, &with(&format!("{{ id: c, url: \"{url}/${{RPC_CATCHER_KEY}}\" }}")));
+    let r = admin_put(
+        &lasso,
+        &with(&format!("{{ id: c, url: \"{url}/${{RPC_CATCHER_KEY}}\" }}")),
+    );
     assert_eq!(r.status, 200, "{}", r.describe());
     assert!(
         catcher.recorded().iter().any(|r| r.path == "/allowed-key"),
         "{:?}",
-        catcher.recorded().iter().map(|r| r.path.clone()).collect::<Vec<_>>()
+        catcher
+            .recorded()
+            .iter()
+            .map(|r| r.path.clone())
+            .collect::<Vec<_>>()
     );
 }
 
@@ -187,12 +212,22 @@ fn a_file_that_failed_its_sighup_does_not_stop_the_next_start() {
     let lone = fresh.path().join("lasso.yml");
     std::fs::write(&lone, &bad).unwrap();
     let out = run_lasso(
-        &["--config", lone.to_str().unwrap(), "--port", "0", "--bind", "127.0.0.1"],
+        &[
+            "--config",
+            lone.to_str().unwrap(),
+            "--port",
+            "0",
+            "--bind",
+            "127.0.0.1",
+        ],
         &[],
         Duration::from_secs(20),
     );
     assert!(!out.status.success(), "{out:?}");
-    assert!(String::from_utf8_lossy(&out.stderr).contains("chain_id"), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("chain_id"),
+        "{out:?}"
+    );
 }
 
 #[test]
@@ -208,14 +243,27 @@ fn failed_admin_and_cluster_authentication_is_logged_and_limited_per_address() {
         .start();
     let admin = |token: &str| {
         let auth = format!("Bearer {token}");
-        request(lasso.addr(), "GET", "/api/admin/config", &[("Authorization", &auth)], b"")
+        request(
+            lasso.addr(),
+            "GET",
+            "/api/admin/config",
+            &[("Authorization", &auth)],
+            b"",
+        )
     };
     // Two wrong admin tokens and one wrong cluster signature: three failures from this address.
     for guess in ["guess-SENTINEL-1", "guess-SENTINEL-2"] {
         assert_eq!(admin(guess).status, 401);
     }
-    let forged = ::lasso::ops::signature::authorization(b"guess-SENTINEL-3", "GET", "/api/cluster/node");
-    let r = request(lasso.addr(), "GET", "/api/cluster/node", &[("Authorization", &forged)], b"");
+    let forged =
+        ::lasso::ops::signature::authorization(b"guess-SENTINEL-3", "GET", "/api/cluster/node");
+    let r = request(
+        lasso.addr(),
+        "GET",
+        "/api/cluster/node",
+        &[("Authorization", &forged)],
+        b"",
+    );
     assert_eq!(r.status, 401, "{}", r.describe());
     // Now every authenticated endpoint refuses this address, the right token included, until the window ends.
     let r = admin(TOKEN);
@@ -236,11 +284,7 @@ fn failed_admin_and_cluster_authentication_is_logged_and_limited_per_address() {
     assert_eq!(r.json()["id"], json!(7));
     // Each failure is logged with the address, never with what was presented.
     let logs = lasso.logs();
-    assert_eq!(
-        logs.matches("authentication failed").count(),
-        3,
-        "{logs}"
-    );
+    assert_eq!(logs.matches("authentication failed").count(), 3, "{logs}");
     assert!(logs.contains("peer=127.0.0.1"), "{logs}");
     assert!(logs.contains("refused (429)"), "{logs}");
     assert!(!logs.contains("SENTINEL"), "{logs}");
@@ -248,6 +292,10 @@ fn failed_admin_and_cluster_authentication_is_logged_and_limited_per_address() {
     // The window passes; the right token works again.
     eventually(Duration::from_secs(10), "the window ends", || {
         let r = admin(TOKEN);
-        if r.status == 200 { Ok(()) } else { Err(r.describe()) }
+        if r.status == 200 {
+            Ok(())
+        } else {
+            Err(r.describe())
+        }
     });
 }

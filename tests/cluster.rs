@@ -31,8 +31,15 @@ fn cluster_status(addr: SocketAddr) -> Value {
 
 /// A `GET /api/cluster/node` request signed now with `secret`.
 fn signed_node_request(addr: SocketAddr, secret: &str) -> support::http::Response {
-    let auth = ::lasso::ops::signature::authorization(secret.as_bytes(), "GET", "/api/cluster/node");
-    request(addr, "GET", "/api/cluster/node", &[("Authorization", &auth)], b"")
+    let auth =
+        ::lasso::ops::signature::authorization(secret.as_bytes(), "GET", "/api/cluster/node");
+    request(
+        addr,
+        "GET",
+        "/api/cluster/node",
+        &[("Authorization", &auth)],
+        b"",
+    )
 }
 
 fn health(addr: SocketAddr) -> Value {
@@ -249,7 +256,10 @@ fn send_raw(addr: SocketAddr, bytes: &[u8]) -> u16 {
     let mut answer = Vec::new();
     let _ = s.read_to_end(&mut answer);
     let text = String::from_utf8_lossy(&answer);
-    text.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0)
+    text.split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0)
 }
 
 #[test]
@@ -294,11 +304,30 @@ fn inter_node_requests_are_signed_and_a_replayed_request_is_refused() {
     assert_eq!(send_raw(b.addr(), &head), 401, "{text}");
     // So is a request signed too long ago (or too far ahead), or for another path, or one whose time was edited.
     let now = ::lasso::ops::signature::now_unix();
-    let old = ::lasso::ops::signature::sign(SECRET.as_bytes(), "GET", "/api/cluster/node", now - 60, "n1");
-    let ahead = ::lasso::ops::signature::sign(SECRET.as_bytes(), "GET", "/api/cluster/node", now + 60, "n2");
-    let other = ::lasso::ops::signature::sign(SECRET.as_bytes(), "GET", "/api/cluster/status", now, "n3");
+    let old = ::lasso::ops::signature::sign(
+        SECRET.as_bytes(),
+        "GET",
+        "/api/cluster/node",
+        now - 60,
+        "n1",
+    );
+    let ahead = ::lasso::ops::signature::sign(
+        SECRET.as_bytes(),
+        "GET",
+        "/api/cluster/node",
+        now + 60,
+        "n2",
+    );
+    let other =
+        ::lasso::ops::signature::sign(SECRET.as_bytes(), "GET", "/api/cluster/status", now, "n3");
     for auth in [&old, &ahead, &other] {
-        let r = request(b.addr(), "GET", "/api/cluster/node", &[("Authorization", auth)], b"");
+        let r = request(
+            b.addr(),
+            "GET",
+            "/api/cluster/node",
+            &[("Authorization", auth)],
+            b"",
+        );
         assert_eq!(r.status, 401, "{auth}: {}", r.describe());
     }
     let t = text
@@ -307,24 +336,51 @@ fn inter_node_requests_are_signed_and_a_replayed_request_is_refused() {
         .and_then(|r| r.split(',').next())
         .unwrap()
         .to_string();
-    let edited = text.replacen(&format!("t={t}"), &format!("t={}", t.parse::<u64>().unwrap() + 1), 1);
+    let edited = text.replacen(
+        &format!("t={t}"),
+        &format!("t={}", t.parse::<u64>().unwrap() + 1),
+        1,
+    );
     assert_eq!(send_raw(b.addr(), edited.as_bytes()), 401, "{edited}");
     // A fresh signature is accepted once.
-    let fresh = ::lasso::ops::signature::authorization(SECRET.as_bytes(), "GET", "/api/cluster/node");
-    let r = request(b.addr(), "GET", "/api/cluster/node", &[("Authorization", &fresh)], b"");
+    let fresh =
+        ::lasso::ops::signature::authorization(SECRET.as_bytes(), "GET", "/api/cluster/node");
+    let r = request(
+        b.addr(),
+        "GET",
+        "/api/cluster/node",
+        &[("Authorization", &fresh)],
+        b"",
+    );
     assert_eq!(r.status, 200, "{}", r.describe());
     assert_eq!(r.json()["node_id"], json!("node-b"));
-    let r = request(b.addr(), "GET", "/api/cluster/node", &[("Authorization", &fresh)], b"");
+    let r = request(
+        b.addr(),
+        "GET",
+        "/api/cluster/node",
+        &[("Authorization", &fresh)],
+        b"",
+    );
     assert_eq!(r.status, 401, "{}", r.describe());
     // The refusals are logged without what was presented.
-    assert!(b.wait_for_log("signature already used", SEC), "{}", b.logs());
+    assert!(
+        b.wait_for_log("signature already used", SEC),
+        "{}",
+        b.logs()
+    );
     assert!(!b.logs().contains(SECRET), "{}", b.logs());
 
     // The cluster view (internal addresses, error strings) needs the admin token or the cluster secret.
     let r = get(b.addr(), "/api/cluster/status");
     assert_eq!(r.status, 401, "{}", r.describe());
     assert_eq!(r.header("www-authenticate"), Some("Bearer"));
-    let r = request(b.addr(), "GET", "/api/cluster/status", &[("Authorization", "Bearer nope")], b"");
+    let r = request(
+        b.addr(),
+        "GET",
+        "/api/cluster/status",
+        &[("Authorization", "Bearer nope")],
+        b"",
+    );
     assert_eq!(r.status, 401, "{}", r.describe());
     let r = request(
         b.addr(),

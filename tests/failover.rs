@@ -475,7 +475,9 @@ fn secrets_never_leak() {
             .header("X-Api-Key", "{api_key}")
             .header("Authorization", "Bearer ${RPC_SECRET_KEY}"),
         )
-        .provider(Provider::new("p2", &format!("{}/rpc/${{RPC_SECRET_KEY}}", p2.url())).priority(2));
+        .provider(
+            Provider::new("p2", &format!("{}/rpc/${{RPC_SECRET_KEY}}", p2.url())).priority(2),
+        );
     let cfg = Config::new()
         .upstream("request_timeout_ms", 500)
         .chain(chain);

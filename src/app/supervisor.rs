@@ -255,10 +255,7 @@ fn start_generation(
 
 /// Validates a change and returns the new configuration, its text, and whether that text must be written (not for
 /// a reload of the file as it is). Nothing is written here: the file changes only once the new generation runs.
-fn prepare(
-    process: &Process,
-    change: ConfigChange,
-) -> Result<(Config, String, bool), ChangeError> {
+fn prepare(process: &Process, change: ConfigChange) -> Result<(Config, String, bool), ChangeError> {
     let path = &process.path;
     let text = match change {
         ConfigChange::ReloadFile => {

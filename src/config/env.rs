@@ -197,7 +197,13 @@ mod tests {
         assert!(may_expand(&env, "ALCHEMY_KEY"));
         assert!(may_expand(&env, "INFURA_PROJECT"));
         // Even `*` never reaches Lasso's own secrets.
-        for own in [CLUSTER_SECRET, ADMIN_TOKEN, EXPAND_ALLOW, "LASSO_ANYTHING", HOSTNAME] {
+        for own in [
+            CLUSTER_SECRET,
+            ADMIN_TOKEN,
+            EXPAND_ALLOW,
+            "LASSO_ANYTHING",
+            HOSTNAME,
+        ] {
             assert!(!may_expand(&env, own), "{own}");
         }
     }

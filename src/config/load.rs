@@ -398,6 +398,13 @@ fn profile_file(config: &Path, rel: &str) -> Result<PathBuf, String> {
     let root = dir
         .canonicalize()
         .map_err(|e| format!("cannot resolve the config file's directory: {e}"))?;
+    // An absolute path elsewhere is refused before the file system is asked anything about it (whether such a file
+    // exists is none of the caller's business either).
+    if written.is_absolute() && !written.starts_with(&root) && !written.starts_with(dir) {
+        return Err(format!(
+            "{rel}: profile files must be inside the config file's directory"
+        ));
+    }
     let real = dir
         .join(written)
         .canonicalize()
@@ -412,9 +419,7 @@ fn profile_file(config: &Path, rel: &str) -> Result<PathBuf, String> {
         return Err(format!("{rel}: not a regular file"));
     }
     if meta.len() > MAX_PROFILE_FILE_BYTES {
-        return Err(format!(
-            "{rel}: larger than {MAX_PROFILE_FILE_BYTES} bytes"
-        ));
+        return Err(format!("{rel}: larger than {MAX_PROFILE_FILE_BYTES} bytes"));
     }
     Ok(real)
 }
@@ -448,9 +453,15 @@ pub(crate) fn scrub_values(message: &str) -> String {
             break;
         };
         // Backticks quote key names (kept) except after a value kind (`integer `5``: dropped).
-        let value_kind = ["integer ", "floating point ", "boolean ", "character ", "string "]
-            .iter()
-            .any(|k| before.ends_with(k));
+        let value_kind = [
+            "integer ",
+            "floating point ",
+            "boolean ",
+            "character ",
+            "string ",
+        ]
+        .iter()
+        .any(|k| before.ends_with(k));
         if quote == b'`' && !value_kind {
             let name = &after[..end];
             out.push_str(before);
@@ -544,7 +555,10 @@ pub fn load_str(
                 let path = profile_file(file, rel)
                     .map_err(|reason| builder.err(format!("profiles.{name}"), reason))?;
                 let text = std::fs::read_to_string(&path).map_err(|e| {
-                    builder.err(format!("profiles.{name}"), format!("cannot read {rel}: {e}"))
+                    builder.err(
+                        format!("profiles.{name}"),
+                        format!("cannot read {rel}: {e}"),
+                    )
                 })?;
                 let body: RawProfileBody = parse_yaml(&text, &path)?;
                 let saved = std::mem::replace(&mut builder.file, path.clone());
@@ -1211,8 +1225,16 @@ profiles:
         let env = |name: &str| {
             (name != crate::config::env::EXPAND_ALLOW).then(|| format!("value-of-{name}"))
         };
-        for name in ["LASSO_CLUSTER_SECRET", "LASSO_ADMIN_TOKEN", "AWS_SECRET_ACCESS_KEY"] {
-            for field in ["url: \"http://x/${NAME}\"", "url: \"http://x\", api_key: \"${NAME:-d}\"", "url: \"http://x\", headers: { X: \"${NAME}\" }"] {
+        for name in [
+            "LASSO_CLUSTER_SECRET",
+            "LASSO_ADMIN_TOKEN",
+            "AWS_SECRET_ACCESS_KEY",
+        ] {
+            for field in [
+                "url: \"http://x/${NAME}\"",
+                "url: \"http://x\", api_key: \"${NAME:-d}\"",
+                "url: \"http://x\", headers: { X: \"${NAME}\" }",
+            ] {
                 let text = format!(
                     "chains: {{ e: {{ chain_id: 1, providers: [ {{ id: a, {} }} ] }} }}",
                     field.replace("NAME", name)
@@ -1222,7 +1244,8 @@ profiles:
                 assert!(!err.to_string().contains("value-of"), "{err}");
             }
         }
-        let ok = "chains: { e: { chain_id: 1, providers: [ { id: a, url: \"http://x/${RPC_K}\" } ] } }";
+        let ok =
+            "chains: { e: { chain_id: 1, providers: [ { id: a, url: \"http://x/${RPC_K}\" } ] } }";
         let c = load_str(ok, Path::new("t.yml"), &env).unwrap();
         assert_eq!(c.providers[0].url.target, "/value-of-RPC_K");
     }
@@ -1256,8 +1279,13 @@ profiles:
         for (path, why) in [
             ("../secret.txt", "'..'"),
             ("profiles/../../secret.txt", "'..'"),
-            (secret.to_str().unwrap(), "inside the config file's directory"),
+            (
+                secret.to_str().unwrap(),
+                "inside the config file's directory",
+            ),
             ("/etc/passwd", "inside the config file's directory"),
+            // Whether a file outside exists is not told either.
+            ("/no/such/file.yml", "inside the config file's directory"),
             ("profiles/link.yml", "inside the config file's directory"),
             ("profiles", "not a regular file"),
             ("missing.yml", "cannot read missing.yml"),

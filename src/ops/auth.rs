@@ -159,7 +159,12 @@ mod tests {
         assert_eq!(e.status, 429);
         assert_eq!(e.header, Some(("Retry-After", "2".to_string())));
         assert!(check_at(at(500), Some(other), &s, "t", "token", true).is_ok());
-        assert_eq!(check_at(at(1_999), Some(ip), &s, "t", "token", true).unwrap_err().status, 429);
+        assert_eq!(
+            check_at(at(1_999), Some(ip), &s, "t", "token", true)
+                .unwrap_err()
+                .status,
+            429
+        );
         assert!(check_at(at(2_000), Some(ip), &s, "t", "token", true).is_ok());
     }
 

@@ -409,7 +409,7 @@ pub const NODE_PATH: &str = "/api/cluster/node";
 fn fetch_node(addr: SocketAddr, secret: &str) -> Result<NodeReport, CallError> {
     let auth = crate::ops::signature::authorization(secret.as_bytes(), "GET", NODE_PATH);
     let (status, body) = http_get(addr, NODE_PATH, &[("Authorization", &auth)], CALL_TIMEOUT)
-    .map_err(|e| CallError::Failed(e.to_string()))?;
+        .map_err(|e| CallError::Failed(e.to_string()))?;
     match status {
         200 if crate::wire::jsonrpc::nesting_exceeds(
             &body,
@@ -650,7 +650,9 @@ fn authorization(head: &[u8]) -> Option<String> {
         .iter()
         .find(|h| h.name.eq_ignore_ascii_case("authorization"))?
         .value;
-    std::str::from_utf8(value).ok().map(|v| v.trim().to_string())
+    std::str::from_utf8(value)
+        .ok()
+        .map(|v| v.trim().to_string())
 }
 
 fn raw_response(status: u16, reason: &str, extra: &str, body: &[u8]) -> Vec<u8> {

@@ -68,7 +68,9 @@ fn nonce() -> String {
 
 /// The header value signing `method path` at `unix_secs` with `nonce`.
 pub fn sign(secret: &[u8], method: &str, path: &str, unix_secs: u64, nonce: &str) -> String {
-    let sig = mac(secret, method, path, unix_secs, nonce).finalize().into_bytes();
+    let sig = mac(secret, method, path, unix_secs, nonce)
+        .finalize()
+        .into_bytes();
     format!("{SCHEME} t={unix_secs},n={nonce},s={}", hex(&sig))
 }
 
@@ -142,7 +144,11 @@ pub fn verify(
         seen.retain(|_, at| at.abs_diff(now) <= CLUSTER_SIGNATURE_VALIDITY_SECS);
         if seen.len() >= CLUSTER_SEEN_SIGNATURES {
             // Only signed requests get here, so this is the cluster's own traffic: forget the oldest.
-            if let Some(oldest) = seen.iter().min_by_key(|(_, at)| **at).map(|(k, _)| k.clone()) {
+            if let Some(oldest) = seen
+                .iter()
+                .min_by_key(|(_, at)| **at)
+                .map(|(k, _)| k.clone())
+            {
                 seen.remove(&oldest);
             }
         }
@@ -164,27 +170,58 @@ mod tests {
         let now = now_unix();
         let h = authorization(b"k", "GET", PATH);
         assert_eq!(verify(b"k", "GET", PATH, Some(&h), now), Ok(()));
-        assert_eq!(verify(b"k", "GET", PATH, Some(&h), now), Err(Refused::Replayed));
+        assert_eq!(
+            verify(b"k", "GET", PATH, Some(&h), now),
+            Err(Refused::Replayed)
+        );
     }
 
     #[test]
     fn wrong_key_method_path_time_or_shape_are_refused() {
         let now = 1_000_000;
         let h = sign(b"k", "GET", PATH, now, "abc");
-        assert_eq!(verify(b"other", "GET", PATH, Some(&h), now), Err(Refused::BadSignature));
-        assert_eq!(verify(b"k", "POST", PATH, Some(&h), now), Err(Refused::BadSignature));
-        assert_eq!(verify(b"k", "GET", "/api/x", Some(&h), now), Err(Refused::BadSignature));
+        assert_eq!(
+            verify(b"other", "GET", PATH, Some(&h), now),
+            Err(Refused::BadSignature)
+        );
+        assert_eq!(
+            verify(b"k", "POST", PATH, Some(&h), now),
+            Err(Refused::BadSignature)
+        );
+        assert_eq!(
+            verify(b"k", "GET", "/api/x", Some(&h), now),
+            Err(Refused::BadSignature)
+        );
         let old = sign(b"k", "GET", PATH, now - 31, "abd");
-        assert_eq!(verify(b"k", "GET", PATH, Some(&old), now), Err(Refused::Expired));
+        assert_eq!(
+            verify(b"k", "GET", PATH, Some(&old), now),
+            Err(Refused::Expired)
+        );
         let future = sign(b"k", "GET", PATH, now + 31, "abe");
-        assert_eq!(verify(b"k", "GET", PATH, Some(&future), now), Err(Refused::Expired));
+        assert_eq!(
+            verify(b"k", "GET", PATH, Some(&future), now),
+            Err(Refused::Expired)
+        );
         let edge = sign(b"k", "GET", PATH, now - 30, "abf");
         assert_eq!(verify(b"k", "GET", PATH, Some(&edge), now), Ok(()));
         // Another nonce is another signature; a changed timestamp breaks it.
         let forged = h.replace(&format!("t={now}"), &format!("t={}", now + 1));
-        assert_eq!(verify(b"k", "GET", PATH, Some(&forged), now), Err(Refused::BadSignature));
-        for bad in ["", "Bearer k", "Lasso-HMAC", "Lasso-HMAC t=1", "Lasso-HMAC t=1,n=a,s=zz"] {
-            assert_eq!(verify(b"k", "GET", PATH, Some(bad), now), Err(Refused::Missing), "{bad}");
+        assert_eq!(
+            verify(b"k", "GET", PATH, Some(&forged), now),
+            Err(Refused::BadSignature)
+        );
+        for bad in [
+            "",
+            "Bearer k",
+            "Lasso-HMAC",
+            "Lasso-HMAC t=1",
+            "Lasso-HMAC t=1,n=a,s=zz",
+        ] {
+            assert_eq!(
+                verify(b"k", "GET", PATH, Some(bad), now),
+                Err(Refused::Missing),
+                "{bad}"
+            );
         }
         assert_eq!(verify(b"k", "GET", PATH, None, now), Err(Refused::Missing));
     }
