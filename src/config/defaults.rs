@@ -27,6 +27,24 @@ pub const DEFAULT_SERVER_SOFT_MAX_CONNECTIONS: usize = 500;
 pub const DEFAULT_SERVER_HARD_MAX_CONNECTIONS: usize = 1000;
 /// `server.drain_timeout_ms`
 pub const DEFAULT_SERVER_DRAIN_TIMEOUT_MS: u64 = 30_000;
+/// `server.auth_max_failures`: failed admin-token or cluster-secret attempts per client address (IPv6: per /64) in
+/// one window; past it every authenticated endpoint answers that address 429 until the window ends.
+pub const DEFAULT_SERVER_AUTH_MAX_FAILURES: u32 = 10;
+/// `server.auth_failure_window_ms`
+pub const DEFAULT_SERVER_AUTH_FAILURE_WINDOW_MS: u64 = 60_000;
+
+// Not config keys: fixed bounds of the operator plane.
+/// Client addresses whose failed authentication attempts are remembered at once (oldest forgotten first).
+pub const AUTH_FAILURE_TRACKED_ADDRESSES: usize = 4096;
+/// Validity of a signed inter-node request: its timestamp may differ from this node's clock by at most this much.
+pub const CLUSTER_SIGNATURE_VALIDITY_SECS: u64 = 30;
+/// Signed inter-node requests remembered (to refuse a replay within the validity window).
+pub const CLUSTER_SEEN_SIGNATURES: usize = 65_536;
+/// Largest profile file read (a profile file is YAML holding a `chains:` map).
+pub const MAX_PROFILE_FILE_BYTES: u64 = 16 * 1024 * 1024;
+/// `LASSO_EXPAND_ALLOW` when unset: the variables `${VAR}` may expand (`RPC_*` a prefix, `*_API_KEY` a suffix; the
+/// deployment provisions every `*_API_KEY` as an app secret).
+pub const DEFAULT_EXPAND_ALLOW: &str = "RPC_*,*_API_KEY";
 
 // `upstream:`
 /// `upstream.connect_timeout_ms`
@@ -181,6 +199,14 @@ pub fn table() -> Vec<(&'static str, String)> {
         (
             "server.drain_timeout_ms",
             DEFAULT_SERVER_DRAIN_TIMEOUT_MS.to_string(),
+        ),
+        (
+            "server.auth_max_failures",
+            DEFAULT_SERVER_AUTH_MAX_FAILURES.to_string(),
+        ),
+        (
+            "server.auth_failure_window_ms",
+            DEFAULT_SERVER_AUTH_FAILURE_WINDOW_MS.to_string(),
         ),
         (
             "upstream.connect_timeout_ms",

@@ -25,6 +25,9 @@ pub struct ServerSettings {
     pub soft_max_connections: usize,
     pub hard_max_connections: usize,
     pub drain_timeout: Duration,
+    /// Failed authentication attempts per client address and window before 429 (admin token, cluster secret).
+    pub auth_max_failures: u32,
+    pub auth_failure_window: Duration,
 }
 
 /// Settings of the upstream (provider-facing) client.

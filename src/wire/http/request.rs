@@ -39,6 +39,9 @@ pub struct RequestHead {
     pub authorization: Option<String>,
     /// Length of the head in bytes (the body starts there).
     pub head_len: usize,
+    /// The client's address, filled in by the edge for endpoints that authenticate (failed attempts are counted per
+    /// address); `None` elsewhere.
+    pub peer: Option<std::net::IpAddr>,
 }
 
 /// Why a request head is rejected.
@@ -146,6 +149,7 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<RequestHead>, HeadError> {
         include_meta,
         authorization,
         head_len,
+        peer: None,
     }))
 }
 
