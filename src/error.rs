@@ -88,6 +88,9 @@ pub enum RpcError {
     FilterNotFound,
     /// A WebSocket upgrade sent from a browser origin outside `server.cors_origins`.
     OriginNotAllowed,
+    /// The provider's answer could not be buffered: answers being received on this worker already hold its share of
+    /// `upstream.max_buffered_response_bytes`.
+    ResponseBudget,
 }
 
 impl RpcError {
@@ -97,7 +100,7 @@ impl RpcError {
         match self {
             RpcError::Parse(_) => PARSE_ERROR,
             RpcError::InvalidParams(_) => INVALID_PARAMS,
-            RpcError::LimitExceeded(_) => LIMIT_EXCEEDED,
+            RpcError::LimitExceeded(_) | RpcError::ResponseBudget => LIMIT_EXCEEDED,
             RpcError::InvalidRequest(_)
             | RpcError::BodyTooLarge { .. }
             | RpcError::HeadersTooLarge { .. }
@@ -132,7 +135,9 @@ impl RpcError {
             | RpcError::MethodNotSupported { .. }
             | RpcError::FilterNotFound => 200,
             RpcError::AllProvidersFailed { .. } => 502,
-            RpcError::NoProviderAvailable { .. } | RpcError::Overloaded(_) => 503,
+            RpcError::NoProviderAvailable { .. }
+            | RpcError::Overloaded(_)
+            | RpcError::ResponseBudget => 503,
             RpcError::DeadlineExceeded { .. } => 504,
         }
     }
@@ -174,6 +179,11 @@ impl RpcError {
                 "Request timed out waiting for providers".to_string()
             }
             RpcError::Overloaded(why) => format!("Server unavailable: {why}"),
+            RpcError::ResponseBudget => {
+                "Limit exceeded: provider answers being received exceed the \
+                buffer budget; retry later"
+                    .to_string()
+            }
             RpcError::FilterNotFound => {
                 "filter not found: the provider that created it is no longer \
                 available; create a new filter"
@@ -278,6 +288,7 @@ mod tests {
             ),
             (RpcError::DeadlineExceeded { attempts: vec![] }, -32012, 504),
             (RpcError::Overloaded("draining"), -32013, 503),
+            (RpcError::ResponseBudget, -32005, 503),
         ];
         for (err, code, status) in rows {
             assert_eq!(err.code(), code, "{err:?}");

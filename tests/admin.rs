@@ -161,8 +161,17 @@ fn concurrent_updates_under_load_lose_no_request_and_no_update() {
     assert_eq!(providers_of(&lasso), 7, "no update was lost");
     let on_disk = ::lasso::config::load_file(&path).unwrap();
     assert_eq!(on_disk.providers.len(), 7);
-    let backups_written = std::fs::read_dir(backups.path()).unwrap().count();
+    let backups_written = std::fs::read_dir(backups.path())
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .is_ok_and(|e| e.file_name().to_string_lossy().starts_with("chains-"))
+        })
+        .count();
     assert_eq!(backups_written, 6, "one timestamped backup per change");
+    // Beside them, the last good configuration: the one running now.
+    let last_good = std::fs::read_to_string(backups.path().join("last-good.yml")).unwrap();
+    assert_eq!(last_good, std::fs::read_to_string(&path).unwrap());
 
     // The new providers serve: the provider override reaches one of them.
     let r = post(

@@ -1,6 +1,6 @@
-//! The routing-event stream under attack (hardening issue, items 7 and 9): a subscriber that never reads costs a
+//! The routing-event stream under attack (hardening issue, items 7, 9 and 14): a subscriber that never reads costs a
 //! bounded number of bytes whatever clients send, client text is cut in events, and idle streams cannot take every
-//! connection slot.
+//! connection slot; a reload that inserts a profile never sends another profile's events to an open stream.
 
 mod support;
 
@@ -105,4 +105,98 @@ fn idle_event_streams_are_capped_and_do_not_lock_other_clients_out() {
             (s, _) => Err(format!("status {s}")),
         },
     );
+}
+
+/// Reads the stream until an event with `method` arrives; returns every event read up to it.
+fn events_until(conn: &mut Conn, method: &str) -> Vec<serde_json::Value> {
+    conn.set_read_timeout(Duration::from_secs(5));
+    eventually(
+        Duration::from_secs(10),
+        &format!("a {method} event"),
+        || {
+            conn.io.fill().map_err(|e| e.to_string())?;
+            let text = String::from_utf8_lossy(conn.io.buffered()).to_string();
+            let events: Vec<serde_json::Value> = text
+                .lines()
+                .filter_map(|l| l.strip_prefix("data: "))
+                .filter_map(|d| serde_json::from_str(d).ok())
+                .collect();
+            if events.iter().any(|e| e["method"] == method) {
+                Ok(events)
+            } else {
+                Err(format!("{} events so far", events.len()))
+            }
+        },
+    )
+}
+
+#[test]
+fn a_reload_that_inserts_a_profile_never_redirects_a_stream() {
+    let (p1, p2, p3) = (
+        MockProvider::start("p1"),
+        MockProvider::start("p2"),
+        MockProvider::start("p3"),
+    );
+    let chain = |p: &MockProvider| {
+        p.set_chain_id("0x1");
+        Chain::new("ethereum", 1).provider(Provider::new(p.name(), &p.url()))
+    };
+    let before = Config::new()
+        .chain(chain(&p1))
+        .profile("beta", vec![chain(&p2)]);
+    let lasso = Lasso::builder(&before.yaml()).workers(1).start();
+
+    let mut beta = Conn::connect(lasso.addr());
+    beta.send(b"GET /api/events/beta HTTP/1.1\r\nHost: t\r\n\r\n");
+    let head = beta.io.read_head(16 * 1024).unwrap().expect("a head");
+    assert!(
+        head.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&head)
+    );
+
+    // A new profile `alpha` lands before `beta` (the index `beta` had before now names `alpha`).
+    let after = Config::new()
+        .chain(chain(&p1))
+        .profile("alpha", vec![chain(&p3)])
+        .profile("beta", vec![chain(&p2)]);
+    std::fs::write(lasso.config_path(), after.yaml()).unwrap();
+    lasso.send_signal(libc::SIGHUP);
+    eventually(Duration::from_secs(20), "profile alpha served", || {
+        let r = post(
+            lasso.addr(),
+            "/rpc/profile/alpha/ethereum",
+            &rpc(json!(1), "eth_gasPrice", json!([])),
+        );
+        if r.status == 200 {
+            Ok(())
+        } else {
+            Err(r.describe())
+        }
+    });
+
+    for _ in 0..5 {
+        for path in ["/rpc/profile/alpha/ethereum", "/rpc/ethereum"] {
+            let r = post(
+                lasso.addr(),
+                path,
+                &rpc(json!(2), "eth_gasPrice", json!([])),
+            );
+            assert_eq!(r.status, 200, "{path}: {}", r.describe());
+        }
+    }
+    let r = post(
+        lasso.addr(),
+        "/rpc/profile/beta/ethereum",
+        &rpc(json!(3), "eth_getBalance", json!(["0x01", "latest"])),
+    );
+    assert_eq!(r.status, 200, "{}", r.describe());
+    let events = events_until(&mut beta, "eth_getBalance");
+    for e in &events {
+        assert_eq!(
+            e["profile"], "beta",
+            "beta's stream carried another profile's event: {e}"
+        );
+        assert_eq!(e["provider"], "p2", "{e}");
+    }
 }

@@ -1,5 +1,6 @@
 //! Cluster view: discovery through a seed list (the same code path as DNS answers), the `cluster` block of
-//! `/api/health`, the aggregated `/api/cluster/status`, the shared-secret inter-node endpoint, node join/leave, and the
+//! `/api/health`, the aggregated `/api/cluster/status` (admin token or cluster secret required), the signed
+//! inter-node endpoint (HMAC over method, path, time and nonce; a replay is refused), node join/leave, and the
 //! per-profile routing-event stream (`GET /api/events/:profile`, Server-Sent Events).
 
 mod support;
@@ -14,6 +15,33 @@ use support::*;
 const SECRET: &str = "correct horse battery staple";
 
 /// Polls `f` until it returns `Some` (bounded); panics with the last observation at the deadline.
+/// `GET /api/cluster/status` with the cluster secret.
+fn cluster_status(addr: SocketAddr) -> Value {
+    let auth = format!("Bearer {SECRET}");
+    let r = request(
+        addr,
+        "GET",
+        "/api/cluster/status",
+        &[("Authorization", &auth)],
+        b"",
+    );
+    assert_eq!(r.status, 200, "{}", r.describe());
+    r.json()
+}
+
+/// A `GET /api/cluster/node` request signed now with `secret`.
+fn signed_node_request(addr: SocketAddr, secret: &str) -> support::http::Response {
+    let auth =
+        ::lasso::ops::signature::authorization(secret.as_bytes(), "GET", "/api/cluster/node");
+    request(
+        addr,
+        "GET",
+        "/api/cluster/node",
+        &[("Authorization", &auth)],
+        b"",
+    )
+}
+
 fn health(addr: SocketAddr) -> Value {
     let r = get(addr, "/api/health");
     assert_eq!(r.status, 200, "{}", r.describe());
@@ -34,7 +62,10 @@ fn node(yaml: &str, id: &str, region: &str, secret: &str, seeds: &std::path::Pat
 #[test]
 fn three_nodes_discover_each_other_refuse_a_wrong_secret_and_degrade_when_one_dies() {
     let p1 = MockProvider::start("p1");
-    let yaml = single_chain(&[&p1]).yaml();
+    // Every node calls from 127.0.0.1, the intruder too: its refused polls must not lock the others out.
+    let yaml = single_chain(&[&p1])
+        .server("auth_max_failures", 1_000_000)
+        .yaml();
     let dir = tempfile::tempdir().unwrap();
     let seeds = dir.path().join("seeds");
     std::fs::write(&seeds, "").unwrap();
@@ -70,16 +101,8 @@ fn three_nodes_discover_each_other_refuse_a_wrong_secret_and_degrade_when_one_di
     assert_eq!(h["cluster"]["nodes_connected"], json!(0), "{h}");
     assert_eq!(h["cluster"]["nodes_total"], json!(1), "{h}");
 
-    // The inter-node endpoint wants the secret.
+    // The inter-node endpoint wants a request signed with the secret; the secret itself as a bearer is refused.
     let r = get(a.addr(), "/api/cluster/node");
-    assert_eq!(r.status, 401, "{}", r.describe());
-    let r = request(
-        a.addr(),
-        "GET",
-        "/api/cluster/node",
-        &[("Authorization", "Bearer not the secret")],
-        b"",
-    );
     assert_eq!(r.status, 401, "{}", r.describe());
     let auth = format!("Bearer {SECRET}");
     let r = request(
@@ -89,6 +112,10 @@ fn three_nodes_discover_each_other_refuse_a_wrong_secret_and_degrade_when_one_di
         &[("Authorization", &auth)],
         b"",
     );
+    assert_eq!(r.status, 401, "{}", r.describe());
+    let r = signed_node_request(a.addr(), "not the secret");
+    assert_eq!(r.status, 401, "{}", r.describe());
+    let r = signed_node_request(a.addr(), SECRET);
     assert_eq!(r.status, 200, "{}", r.describe());
     let report = r.json();
     assert_eq!(report["node_id"], json!("node-a"), "{report}");
@@ -108,7 +135,7 @@ fn three_nodes_discover_each_other_refuse_a_wrong_secret_and_degrade_when_one_di
         assert_eq!(r.status, 200, "{}", r.describe());
     }
     let status = eventually(Duration::from_secs(10), "aggregated status", || {
-        let s = get(a.addr(), "/api/cluster/status").json();
+        let s = cluster_status(a.addr());
         let b_requests = s["nodes"]
             .as_array()
             .and_then(|ns| ns.iter().find(|n| n["node_id"] == json!("node-b")))
@@ -148,7 +175,7 @@ fn three_nodes_discover_each_other_refuse_a_wrong_secret_and_degrade_when_one_di
     });
     assert_eq!(h["cluster"]["nodes_total"], json!(2), "{h}");
     assert_eq!(h["cluster"]["nodes_expected"], json!(3), "{h}");
-    let status = get(a.addr(), "/api/cluster/status").json();
+    let status = cluster_status(a.addr());
     assert_eq!(
         status["coverage"],
         json!({"responding": 2, "total": 3}),
@@ -167,6 +194,206 @@ fn three_nodes_discover_each_other_refuse_a_wrong_secret_and_degrade_when_one_di
         metrics.contains("lasso_cluster_leaves_total 1"),
         "{metrics}"
     );
+}
+
+/// A TCP relay in front of `target` that keeps the head of every request it forwarded (once answered): a wire-tap
+/// on the link between two nodes.
+struct Tap {
+    addr: SocketAddr,
+    heads: std::sync::Arc<std::sync::Mutex<Vec<Vec<u8>>>>,
+}
+
+impl Tap {
+    fn start(target: SocketAddr) -> Tap {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let heads = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let kept = heads.clone();
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(mut client) = client else { return };
+                let kept = kept.clone();
+                std::thread::spawn(move || {
+                    let _ = client.set_read_timeout(Some(Duration::from_secs(5)));
+                    let mut head = Vec::new();
+                    let mut byte = [0u8; 1];
+                    while !head.ends_with(b"\r\n\r\n") && head.len() < 16384 {
+                        match client.read(&mut byte) {
+                            Ok(1) => head.push(byte[0]),
+                            _ => return,
+                        }
+                    }
+                    let Ok(mut upstream) = std::net::TcpStream::connect(target) else {
+                        return;
+                    };
+                    let _ = upstream.set_read_timeout(Some(Duration::from_secs(5)));
+                    if upstream.write_all(&head).is_err() {
+                        return;
+                    }
+                    let mut answer = Vec::new();
+                    let _ = upstream.read_to_end(&mut answer);
+                    // Kept once the target has answered it: a replay of it can only come after.
+                    kept.lock().unwrap().push(head);
+                    let _ = client.write_all(&answer);
+                });
+            }
+        });
+        Tap { addr, heads }
+    }
+
+    fn last_head(&self) -> Option<Vec<u8>> {
+        self.heads.lock().unwrap().last().cloned()
+    }
+}
+
+/// Sends raw request bytes and returns the status code of the answer.
+fn send_raw(addr: SocketAddr, bytes: &[u8]) -> u16 {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(bytes).unwrap();
+    let mut answer = Vec::new();
+    let _ = s.read_to_end(&mut answer);
+    let text = String::from_utf8_lossy(&answer);
+    text.split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn inter_node_requests_are_signed_and_a_replayed_request_is_refused() {
+    let p1 = MockProvider::start("p1");
+    let yaml = single_chain(&[&p1]).yaml();
+    let dir = tempfile::tempdir().unwrap();
+    let (seeds_a, seeds_b) = (dir.path().join("a"), dir.path().join("b"));
+    std::fs::write(&seeds_a, "").unwrap();
+    std::fs::write(&seeds_b, "").unwrap();
+    let a = node(&yaml, "node-a", "iad", SECRET, &seeds_a);
+    let b = Lasso::builder(&yaml)
+        .workers(1)
+        .env("LASSO_NODE_ID", "node-b")
+        .env("CLUSTER_REGION", "sjc")
+        .env("LASSO_CLUSTER_SECRET", SECRET)
+        .env("LASSO_ADMIN_TOKEN", "admin-token-b")
+        .env("CLUSTER_SEEDS_FILE", seeds_b.to_str().unwrap())
+        .env("CLUSTER_POLL_MS", "200")
+        .start();
+    // a reaches b only through the tap; b reaches a directly.
+    let tap = Tap::start(b.addr());
+    std::fs::write(&seeds_a, tap.addr.to_string()).unwrap();
+    std::fs::write(&seeds_b, a.addr().to_string()).unwrap();
+    for n in [&a, &b] {
+        eventually(Duration::from_secs(20), "two nodes joined", || {
+            let h = health(n.addr());
+            if h["cluster"]["nodes_total"] == json!(2) {
+                Ok(())
+            } else {
+                Err(h.to_string())
+            }
+        });
+    }
+    // What a sent over the wire carries a signature, never the secret.
+    let head = tap.last_head().expect("a request from a to b");
+    let text = String::from_utf8_lossy(&head).to_string();
+    assert!(text.contains("Authorization: Lasso-HMAC t="), "{text}");
+    assert!(!text.contains(SECRET), "{text}");
+
+    // Replaying the captured request, byte for byte, is refused: b has seen that signature.
+    assert_eq!(send_raw(b.addr(), &head), 401, "{text}");
+    // So is a request signed too long ago (or too far ahead), or for another path, or one whose time was edited.
+    let now = ::lasso::ops::signature::now_unix();
+    let old = ::lasso::ops::signature::sign(
+        SECRET.as_bytes(),
+        "GET",
+        "/api/cluster/node",
+        now - 60,
+        "n1",
+    );
+    let ahead = ::lasso::ops::signature::sign(
+        SECRET.as_bytes(),
+        "GET",
+        "/api/cluster/node",
+        now + 60,
+        "n2",
+    );
+    let other =
+        ::lasso::ops::signature::sign(SECRET.as_bytes(), "GET", "/api/cluster/status", now, "n3");
+    for auth in [&old, &ahead, &other] {
+        let r = request(
+            b.addr(),
+            "GET",
+            "/api/cluster/node",
+            &[("Authorization", auth)],
+            b"",
+        );
+        assert_eq!(r.status, 401, "{auth}: {}", r.describe());
+    }
+    let t = text
+        .split("t=")
+        .nth(1)
+        .and_then(|r| r.split(',').next())
+        .unwrap()
+        .to_string();
+    let edited = text.replacen(
+        &format!("t={t}"),
+        &format!("t={}", t.parse::<u64>().unwrap() + 1),
+        1,
+    );
+    assert_eq!(send_raw(b.addr(), edited.as_bytes()), 401, "{edited}");
+    // A fresh signature is accepted once.
+    let fresh =
+        ::lasso::ops::signature::authorization(SECRET.as_bytes(), "GET", "/api/cluster/node");
+    let r = request(
+        b.addr(),
+        "GET",
+        "/api/cluster/node",
+        &[("Authorization", &fresh)],
+        b"",
+    );
+    assert_eq!(r.status, 200, "{}", r.describe());
+    assert_eq!(r.json()["node_id"], json!("node-b"));
+    let r = request(
+        b.addr(),
+        "GET",
+        "/api/cluster/node",
+        &[("Authorization", &fresh)],
+        b"",
+    );
+    assert_eq!(r.status, 401, "{}", r.describe());
+    // The refusals are logged without what was presented.
+    assert!(
+        b.wait_for_log("signature already used", SEC),
+        "{}",
+        b.logs()
+    );
+    assert!(!b.logs().contains(SECRET), "{}", b.logs());
+
+    // The cluster view (internal addresses, error strings) needs the admin token or the cluster secret.
+    let r = get(b.addr(), "/api/cluster/status");
+    assert_eq!(r.status, 401, "{}", r.describe());
+    assert_eq!(r.header("www-authenticate"), Some("Bearer"));
+    let r = request(
+        b.addr(),
+        "GET",
+        "/api/cluster/status",
+        &[("Authorization", "Bearer nope")],
+        b"",
+    );
+    assert_eq!(r.status, 401, "{}", r.describe());
+    let r = request(
+        b.addr(),
+        "GET",
+        "/api/cluster/status",
+        &[("Authorization", "Bearer admin-token-b")],
+        b"",
+    );
+    assert_eq!(r.status, 200, "{}", r.describe());
+    let s = cluster_status(b.addr());
+    assert_eq!(s["coverage"], json!({"responding": 2, "total": 2}), "{s}");
+    // The nodes kept talking through all of this.
+    assert_eq!(health(a.addr())["cluster"]["nodes_total"], json!(2));
 }
 
 #[test]
@@ -195,9 +422,9 @@ fn without_a_secret_clustering_is_off_and_the_node_endpoint_is_404() {
         b"",
     );
     assert_eq!(r.status, 404, "{}", r.describe());
-    let s = get(lasso.addr(), "/api/cluster/status").json();
-    assert_eq!(s["enabled"], json!(false), "{s}");
-    assert_eq!(s["coverage"], json!({"responding": 1, "total": 1}), "{s}");
+    // Without a cluster secret or an admin token, nobody can see the cluster view.
+    let r = get(lasso.addr(), "/api/cluster/status");
+    assert_eq!(r.status, 404, "{}", r.describe());
 }
 
 /// An open SSE stream.

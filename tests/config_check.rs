@@ -53,7 +53,7 @@ chains:
       - id: p1
         url: http://127.0.0.1:1/a
       - id: p2
-        url: "http://127.0.0.1:2/${LASSO_TEST_SET_VAR}"
+        url: "http://127.0.0.1:2/${RPC_TEST_SET_VAR}"
         headers: { X-Api-Key: "{api_key}" }
         api_key: "k"
   base:
@@ -68,7 +68,7 @@ fn valid_config_summary() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("good.yml");
     std::fs::write(&path, GOOD).unwrap();
-    let out = check_config(&path, &[("LASSO_TEST_SET_VAR", "v")]);
+    let out = check_config(&path, &[("RPC_TEST_SET_VAR", "v")]);
     assert_eq!(out.status.code(), Some(0), "{}", show(&out));
     assert!(
         String::from_utf8_lossy(&out.stdout).contains("ok: 2 chains, 3 providers"),
@@ -131,12 +131,12 @@ chains:
     chain_id: 1
     providers:
       - id: p1
-        url: "http://127.0.0.1:1/${LASSO_TEST_DEFINITELY_UNSET_VAR}"
+        url: "http://127.0.0.1:1/${RPC_TEST_DEFINITELY_UNSET_VAR}"
 "#,
         &[
             "chains.ethereum.providers",
             "url",
-            "LASSO_TEST_DEFINITELY_UNSET_VAR",
+            "RPC_TEST_DEFINITELY_UNSET_VAR",
         ],
     ),
     (
@@ -148,12 +148,12 @@ chains:
     providers:
       - id: p1
         url: "http://127.0.0.1:1/"
-        headers: { X-Key: "${LASSO_TEST_DEFINITELY_UNSET_VAR2}" }
+        headers: { X-Key: "${RPC_TEST_DEFINITELY_UNSET_VAR2}" }
 "#,
         &[
             "chains.ethereum.providers",
             "headers",
-            "LASSO_TEST_DEFINITELY_UNSET_VAR2",
+            "RPC_TEST_DEFINITELY_UNSET_VAR2",
         ],
     ),
     (

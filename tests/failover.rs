@@ -468,19 +468,21 @@ fn secrets_never_leak() {
         .provider(
             Provider::new(
                 "p1",
-                &format!("{}/v3/${{SECRET_KEY}}?token={{api_key}}", p1.url()),
+                &format!("{}/v3/${{RPC_SECRET_KEY}}?token={{api_key}}", p1.url()),
             )
             .priority(1)
             .api_key(&api_key)
             .header("X-Api-Key", "{api_key}")
-            .header("Authorization", "Bearer ${SECRET_KEY}"),
+            .header("Authorization", "Bearer ${RPC_SECRET_KEY}"),
         )
-        .provider(Provider::new("p2", &format!("{}/rpc/${{SECRET_KEY}}", p2.url())).priority(2));
+        .provider(
+            Provider::new("p2", &format!("{}/rpc/${{RPC_SECRET_KEY}}", p2.url())).priority(2),
+        );
     let cfg = Config::new()
         .upstream("request_timeout_ms", 500)
         .chain(chain);
     let lasso = Lasso::builder(&cfg.yaml())
-        .env("SECRET_KEY", &secret)
+        .env("RPC_SECRET_KEY", &secret)
         .rust_log("debug")
         .start();
     let addr = lasso.addr();

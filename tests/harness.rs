@@ -207,7 +207,7 @@ fn config_yaml_shape() {
                 .alias("eth")
                 .strategy("priority")
                 .provider(
-                    Provider::new("p1", "http://127.0.0.1:1/${K}")
+                    Provider::new("p1", "http://127.0.0.1:1/${RPC_K}")
                         .api_key("k")
                         .header("X-Api-Key", "{api_key}")
                         .deny(&["debug_*"]),

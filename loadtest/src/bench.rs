@@ -28,14 +28,17 @@ use crate::sys;
 pub enum TargetKind {
     Mock,
     Lasso,
+    /// The floor forwarder ([`crate::floor`]): the runtime's own limit for a proxy on Lasso's stack.
+    Floor,
     Nginx,
     Blutgang,
 }
 
 impl TargetKind {
-    pub const ALL: [TargetKind; 4] = [
+    pub const ALL: [TargetKind; 5] = [
         TargetKind::Mock,
         TargetKind::Lasso,
+        TargetKind::Floor,
         TargetKind::Nginx,
         TargetKind::Blutgang,
     ];
@@ -44,6 +47,7 @@ impl TargetKind {
         match self {
             TargetKind::Mock => "mock",
             TargetKind::Lasso => "lasso",
+            TargetKind::Floor => "floor",
             TargetKind::Nginx => "nginx",
             TargetKind::Blutgang => "blutgang",
         }
@@ -54,7 +58,7 @@ impl TargetKind {
             .iter()
             .copied()
             .find(|t| t.name() == s)
-            .ok_or_else(|| format!("unknown target {s:?} (mock, lasso, nginx, blutgang)"))
+            .ok_or_else(|| format!("unknown target {s:?} (mock, lasso, floor, nginx, blutgang)"))
     }
 }
 
@@ -465,11 +469,16 @@ fn start_mock(
 }
 
 /// Lasso's config for a scenario.
-pub fn lasso_config(ups: &[Upstream], block_time_ms: u64, workers: usize) -> String {
+pub fn lasso_config(
+    ups: &[Upstream],
+    block_time_ms: u64,
+    workers: usize,
+    coalesce: bool,
+) -> String {
     let mut s = format!(
         "# Written by lasso-bench.\nserver:\n  bind: \"127.0.0.1\"\n  port: 0\n  workers: {workers}\n  soft_max_connections: 30000\n  \
          hard_max_connections: 40000\n  max_connections_per_ip: 0\n  idle_timeout_ms: 300000\n  max_batch_size: 100\n  max_body_bytes: 16777216\n\
-         upstream:\n  request_timeout_ms: 2000\n  connect_timeout_ms: 1000\n  max_attempts: 3\n  pool_max_idle_per_provider: 1024\n\
+         upstream:\n  request_timeout_ms: 2000\n  connect_timeout_ms: 1000\n  max_attempts: 3\n  pool_max_idle_per_provider: 1024\n  coalesce: {coalesce}\n\
          chains:\n  bench:\n    chain_id: 1\n    block_time_ms: {block_time_ms}\n    default_strategy: priority\n    providers:\n"
     );
     for (i, u) in ups.iter().enumerate() {
@@ -566,8 +575,11 @@ fn start_target(
         }
         TargetKind::Lasso => {
             let conf = dir.join("lasso.yml");
-            std::fs::write(&conf, lasso_config(ups, sc.mock.block_time_ms, workers))
-                .map_err(|e| e.to_string())?;
+            std::fs::write(
+                &conf,
+                lasso_config(ups, sc.mock.block_time_ms, workers, sc.lasso_coalesce),
+            )
+            .map_err(|e| e.to_string())?;
             let mut cmd = Command::new(&cfg.lasso_bin);
             cmd.arg("--config")
                 .arg(&conf)
@@ -598,6 +610,37 @@ fn start_target(
                 kind,
                 http_url: url,
                 ws_url: Some(format!("ws://{addr}/ws/rpc/bench")),
+                control_url: None,
+                proc,
+            })
+        }
+        TargetKind::Floor => {
+            // Forwards to the first upstream only, as nginx's config does (the others are its backups).
+            let first = ups.first().ok_or("floor: no upstream")?;
+            let mut cmd = Command::new(&cfg.self_exe);
+            cmd.arg("floor")
+                .arg("--upstream")
+                .arg(format!("http://{}/", first.addr))
+                .arg("--workers")
+                .arg(workers.to_string());
+            let (mut proc, line) = spawn(
+                "floor",
+                &mut cmd,
+                cpus,
+                &dir.join("floor.log"),
+                Some("address="),
+                Duration::from_secs(10),
+            )?;
+            let addr = line
+                .as_deref()
+                .and_then(parse_address)
+                .ok_or("floor: no address= in its listening line")?;
+            let url = format!("http://{addr}/");
+            wait_ready(&url, &mut proc, Duration::from_secs(10))?;
+            Ok(RunningTarget {
+                kind,
+                http_url: url,
+                ws_url: None,
                 control_url: None,
                 proc,
             })
@@ -1111,7 +1154,10 @@ pub fn run(cfg: &BenchConfig) -> Result<BenchReport, String> {
         std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
         eprintln!(
             "== scenario {} ({} worker(s) on CPUs {:?}): {}",
-            sc.name, workers, tcpus, sc.description
+            sc.name,
+            workers,
+            tcpus,
+            sc.labelled_description()
         );
         let mut ups = Vec::new();
         for i in 0..sc.providers.max(1) {
@@ -1183,7 +1229,7 @@ pub fn run(cfg: &BenchConfig) -> Result<BenchReport, String> {
         }
         report.scenarios.push(ScenarioInfo {
             name: sc.name.clone(),
-            description: sc.description.clone(),
+            description: sc.labelled_description(),
             workers,
             providers: sc.providers.max(1),
             wall_s: s0.elapsed().as_secs_f64(),

@@ -6,11 +6,13 @@
 //! - [`http`], [`ws`]: the HTTP/1.1 and RFC 6455 wire formats both sides speak;
 //! - [`chain`], [`mock`]: the simulated chain and the mock provider server (HTTP + WS + control endpoint);
 //! - [`client`], [`mix`], [`loadgen`]: client connections, method mixes and the open/closed-loop load engine;
-//! - [`scenario`], [`bench`], [`report`], [`sys`]: scenario files, the side-by-side runner and its reports.
+//! - [`scenario`], [`bench`], [`report`], [`sys`]: scenario files, the side-by-side runner and its reports;
+//! - [`floor`]: the minimal forwarder on Lasso's stack that the runner measures as the runtime's limit.
 
 pub mod bench;
 pub mod chain;
 pub mod client;
+pub mod floor;
 pub mod hist;
 pub mod http;
 pub mod loadgen;

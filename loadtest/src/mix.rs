@@ -1,5 +1,5 @@
 //! Method mixes: weighted lists of JSON-RPC calls with parameter templates (YAML files; built-ins `default`,
-//! `small`, `block-number`, `get-logs` live in `loadtest/mixes/`), the live-head information templates are filled
+//! `small`, `reads`, `block-number`, `get-logs` live in `loadtest/mixes/`), the live-head information templates are filled
 //! from (discovered from the target with `eth_blockNumber` + `eth_getBlockByNumber(head, true)`, or synthetic), and a
 //! pre-rendered pool of request bodies so that building a request on the hot path is two `memcpy`s.
 
@@ -41,6 +41,7 @@ fn empty_params() -> Value {
 const BUILTIN: &[(&str, &str)] = &[
     ("default", include_str!("../mixes/default.yml")),
     ("small", include_str!("../mixes/small.yml")),
+    ("reads", include_str!("../mixes/reads.yml")),
     ("block-number", include_str!("../mixes/block-number.yml")),
     ("get-logs", include_str!("../mixes/get-logs.yml")),
 ];
@@ -304,6 +305,7 @@ mod tests {
             Mix::load(n).unwrap();
         }
         assert_eq!(Mix::load("default").unwrap().methods.len(), 16);
+        assert_eq!(Mix::load("reads").unwrap().methods.len(), 8);
         assert!(Mix::load("/nonexistent.yml").is_err());
         assert_eq!(
             Mix::load("method:eth_chainId").unwrap().methods[0].method,

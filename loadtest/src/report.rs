@@ -92,7 +92,7 @@ fn note(r: &Row) -> String {
     parts.join("; ")
 }
 
-const HEADERS: [&str; 16] = [
+const HEADERS: [&str; 17] = [
     "step",
     "target",
     "req/s",
@@ -108,6 +108,7 @@ const HEADERS: [&str; 16] = [
     "rps/nginx",
     "p50/nginx",
     "p99/nginx",
+    "rps/floor",
     "notes",
 ];
 
@@ -123,6 +124,7 @@ fn cells(rows: &[Row], r: &Row) -> Vec<String> {
         Some(x) => {
             let m = ratios(rows, r, "mock");
             let n = ratios(rows, r, "nginx");
+            let [floor_rps, _, _] = ratios(rows, r, "floor");
             let mut v = vec![
                 step,
                 r.target.clone(),
@@ -141,6 +143,7 @@ fn cells(rows: &[Row], r: &Row) -> Vec<String> {
             ];
             v.extend(m);
             v.extend(n);
+            v.push(floor_rps);
             v.push(note(r));
             v
         }
@@ -249,7 +252,8 @@ pub fn markdown(rep: &BenchReport) -> String {
         "req/s = answered without error per second; latencies from the intended send time (open loop: coordinated omission \
          corrected); cpu % = CPU time of the target process(es) over the run's wall time; req/cpu-s = req/s divided by \
          that (throughput per fully used core, less sensitive to noise from other processes); ratios are to the mock provider \
-         (the limit) and to nginx in the same step (rps > 1 = more throughput; p50/p99 < 1 = faster).\n"
+         (the limit), to nginx and to the floor forwarder (the runtime's limit for a proxy) in the same step (rps > 1 = more \
+         throughput; p50/p99 < 1 = faster).\n"
     );
     let _ = writeln!(s, "| {} |", HEADERS.join(" | "));
     let _ = writeln!(
@@ -331,6 +335,7 @@ fn color(target: &str) -> &'static str {
         "mock" => "#7f7f7f",
         "lasso" => "#d62728",
         "nginx" => "#1f77b4",
+        "floor" => "#ff7f0e",
         "blutgang" => "#2ca02c",
         _ => "#9467bd",
     }
@@ -623,7 +628,7 @@ pub fn html(rep: &BenchReport) -> String {
         let mut targets: Vec<String> = rows.iter().map(|r| r.target.clone()).collect();
         targets.dedup();
         targets.sort_by_key(|t| {
-            ["mock", "lasso", "nginx", "blutgang"]
+            ["mock", "lasso", "floor", "nginx", "blutgang"]
                 .iter()
                 .position(|x| x == t)
                 .unwrap_or(9)

@@ -33,7 +33,25 @@ pub struct Scenario {
     /// machine noise only ever lowers throughput and raises latency.
     #[serde(default = "one_usize")]
     pub rounds: usize,
+    /// Lasso folds concurrent single reads into upstream JSON-RPC batches (`upstream.coalesce`). Off unless a scenario
+    /// says so: it changes what the provider sees, so the report labels every scenario that turns it on.
+    #[serde(default)]
+    pub lasso_coalesce: bool,
     pub steps: Vec<Step>,
+}
+
+impl Scenario {
+    /// The description as reports print it, with upstream batching labelled where it is on.
+    pub fn labelled_description(&self) -> String {
+        if self.lasso_coalesce {
+            format!(
+                "{} [Lasso: upstream batching ON, changes semantics]",
+                self.description
+            )
+        } else {
+            self.description.clone()
+        }
+    }
 }
 
 /// Simulated chain and initial faults of the upstream mocks (and of the mock target).

@@ -593,3 +593,63 @@ fn ws_fanout_via_loadgen() {
     assert_eq!(n.out_of_order, 0, "{}", r.human());
     assert!(r.latency.p50_us < 50_000, "{}", r.human());
 }
+
+// ---------------------------------------------------------------------------------------------------------------
+// The floor forwarder
+// ---------------------------------------------------------------------------------------------------------------
+
+#[test]
+fn floor_forwards_single_calls_and_batches_on_kept_alive_connections() {
+    let srv = start_mock(60_000);
+    let upstream = loadtest::floor::Upstream::parse(&srv.url()).unwrap();
+    let addr = loadtest::floor::start("127.0.0.1:0".parse().unwrap(), upstream, 1).unwrap();
+    let head: Value = {
+        let (_, _, body) = call(&srv, "eth_blockNumber", json!([]));
+        serde_json::from_slice(&body).unwrap()
+    };
+    // Several requests on one connection, each answered with its own id by the mock behind the floor.
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    for id in 1..=5u64 {
+        let body = json!({"jsonrpc": "2.0", "id": id, "method": "eth_blockNumber", "params": []})
+            .to_string();
+        write!(
+            s,
+            "POST / HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .unwrap();
+        let mut got = Vec::new();
+        let answer = loop {
+            let mut chunk = [0u8; 4096];
+            let n = s.read(&mut chunk).unwrap();
+            assert!(n > 0, "floor closed the connection after {id} requests");
+            got.extend_from_slice(&chunk[..n]);
+            if let Ok(Some(h)) = loadtest::http::parse_response_head(&got) {
+                let len = h.content_length.expect("content-length");
+                if got.len() >= h.head_len + len {
+                    assert_eq!(h.status, 200);
+                    break serde_json::from_slice::<Value>(&got[h.head_len..h.head_len + len])
+                        .unwrap();
+                }
+            }
+        };
+        assert_eq!(answer["id"], id, "{answer}");
+        assert_eq!(answer["result"], head["result"], "{answer}");
+    }
+    // A batch passes through as it is.
+    let batch = json!([
+        {"jsonrpc": "2.0", "id": 7, "method": "eth_chainId", "params": []},
+        {"jsonrpc": "2.0", "id": 8, "method": "eth_blockNumber", "params": []}
+    ]);
+    let (status, v) =
+        post_json(&format!("http://{addr}/"), &batch, Duration::from_secs(5)).unwrap();
+    assert_eq!(status, 200, "{v}");
+    let ids: Vec<u64> = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_u64().unwrap())
+        .collect();
+    assert_eq!(ids, [7, 8], "{v}");
+}

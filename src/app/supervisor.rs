@@ -255,17 +255,16 @@ fn start_generation(
     })
 }
 
-/// Validates a change and returns the new configuration with the text to write (none for a reload of the file as
-/// it is). Nothing is written here: the file changes only once the new generation runs.
-fn prepare(
-    process: &Process,
-    change: ConfigChange,
-) -> Result<(Config, Option<String>), ChangeError> {
+/// Validates a change and returns the new configuration, its text, and whether that text must be written (not for
+/// a reload of the file as it is). Nothing is written here: the file changes only once the new generation runs.
+fn prepare(process: &Process, change: ConfigChange) -> Result<(Config, String, bool), ChangeError> {
     let path = &process.path;
     let text = match change {
         ConfigChange::ReloadFile => {
-            return config::load_file(path)
-                .map(|c| (c, None))
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| ChangeError::Io(format!("{}: cannot read: {e}", path.display())))?;
+            return config::load_str(&text, path, &config::env::process)
+                .map(|c| (c, text, false))
                 .map_err(|e| ChangeError::Invalid(e.to_string()));
         }
         ConfigChange::Replace(text) => text,
@@ -280,13 +279,57 @@ fn prepare(
     };
     let config = config::load_str(&text, path, &config::env::process)
         .map_err(|e| ChangeError::Invalid(e.to_string()))?;
-    Ok((config, Some(text)))
+    Ok((config, text, true))
+}
+
+/// Loads the configuration a start runs. When the file does not validate (a hand edit that failed its SIGHUP, say),
+/// the start falls back, loudly, to the last configuration that validated and ran, then to the backups (newest
+/// first); only when none validates does the start fail, with the file's own error. Relative profile paths resolve
+/// from the file's directory either way.
+fn load_at_start(path: &std::path::Path) -> Result<Config, String> {
+    let loaded = std::fs::read_to_string(path)
+        .map_err(|e| format!("{}: (file): cannot read: {e}", path.display()))
+        .and_then(|text| {
+            config::load_str(&text, path, &config::env::process)
+                .map(|c| (c, text))
+                .map_err(|e| e.to_string())
+        });
+    let error = match loaded {
+        Ok((config, text)) => {
+            remember(path, &text);
+            return Ok(config);
+        }
+        Err(error) => error,
+    };
+    for fallback in config::store::fallbacks(path) {
+        let Ok(text) = std::fs::read_to_string(&fallback) else {
+            continue;
+        };
+        if let Ok(config) = config::load_str(&text, path, &config::env::process) {
+            tracing::error!(
+                file = %path.display(),
+                fallback = %fallback.display(),
+                %error,
+                "the configuration file does not validate: running the last good configuration instead; fix the \
+                 file (the admin API and SIGHUP still read and write it)"
+            );
+            return Ok(config);
+        }
+    }
+    Err(error)
+}
+
+/// Keeps `text` as the last good configuration (a failure is logged: it only costs the fallback).
+fn remember(path: &std::path::Path, text: &str) {
+    if let Err(e) = config::store::remember_good(path, text) {
+        tracing::warn!(error = %e, "cannot keep a copy of the last good configuration");
+    }
 }
 
 /// Runs the proxy until a shutdown signal has been handled. Errors are start-up failures.
 pub fn run(opts: RunOptions) -> Result<(), String> {
     let path = config_path(opts.config.clone());
-    let config = config::load_file(&path).map_err(|e| e.to_string())?;
+    let config = load_at_start(&path)?;
     let workers = opts
         .workers
         .or((config.server.workers > 0).then_some(config.server.workers))
@@ -378,14 +421,14 @@ pub fn run(opts: RunOptions) -> Result<(), String> {
             }
             SupervisorCommand::Change(change, reply) => (change, Some(reply)),
         };
-        let outcome = prepare(&process, change).and_then(|(config, text)| {
+        let outcome = prepare(&process, change).and_then(|(config, text, write)| {
             let config = Arc::new(config);
             // The new generation starts warm: measurements, breakers and cool-downs of the providers that stay.
             let inherited = current.monitor.as_ref().and_then(|m| m.bequeath());
             let next = start_generation(&process, config.clone(), generation + 1, inherited)
                 .map_err(ChangeError::Start)?;
             // Written only now that the new generation runs; if it cannot be written the change is undone.
-            if let Some(text) = text {
+            if write {
                 if let Err(e) = crate::config::store::persist(&process.path, &text) {
                     let (ack_tx, _ack_rx) = std::sync::mpsc::channel();
                     next.tell(|| Control::Retire(ack_tx.clone()));
@@ -393,6 +436,7 @@ pub fn run(opts: RunOptions) -> Result<(), String> {
                     return Err(ChangeError::Io(e));
                 }
             }
+            remember(&process.path, &text);
             Ok((next, config))
         });
         let answer = match outcome {

@@ -35,6 +35,24 @@ pub const DEFAULT_SERVER_MAX_CONNECTIONS_PER_IP: usize = 128;
 pub const DEFAULT_SERVER_EVENT_STREAM_LIFETIME_MS: u64 = 3_600_000;
 /// `server.cors_origins`: origins answered with `Access-Control-Allow-Origin` on `/rpc` and `/ws/rpc`.
 pub const DEFAULT_SERVER_CORS_ORIGINS: &str = "*";
+/// `server.auth_max_failures`: failed admin-token or cluster-secret attempts per client address (IPv6: per /64) in
+/// one window; past it every authenticated endpoint answers that address 429 until the window ends.
+pub const DEFAULT_SERVER_AUTH_MAX_FAILURES: u32 = 10;
+/// `server.auth_failure_window_ms`
+pub const DEFAULT_SERVER_AUTH_FAILURE_WINDOW_MS: u64 = 60_000;
+
+// Not config keys: fixed bounds of the operator plane.
+/// Client addresses whose failed authentication attempts are remembered at once (oldest forgotten first).
+pub const AUTH_FAILURE_TRACKED_ADDRESSES: usize = 4096;
+/// Validity of a signed inter-node request: its timestamp may differ from this node's clock by at most this much.
+pub const CLUSTER_SIGNATURE_VALIDITY_SECS: u64 = 30;
+/// Signed inter-node requests remembered (to refuse a replay within the validity window).
+pub const CLUSTER_SEEN_SIGNATURES: usize = 65_536;
+/// Largest profile file read (a profile file is YAML holding a `chains:` map).
+pub const MAX_PROFILE_FILE_BYTES: u64 = 16 * 1024 * 1024;
+/// `LASSO_EXPAND_ALLOW` when unset: the variables `${VAR}` may expand (`RPC_*` a prefix, `*_API_KEY` a suffix; the
+/// deployment provisions every `*_API_KEY` as an app secret).
+pub const DEFAULT_EXPAND_ALLOW: &str = "RPC_*,*_API_KEY";
 
 // `upstream:`
 /// `upstream.connect_timeout_ms`
@@ -45,6 +63,9 @@ pub const DEFAULT_UPSTREAM_REQUEST_TIMEOUT_MS: u64 = 10_000;
 pub const DEFAULT_UPSTREAM_MAX_ATTEMPTS: usize = 3;
 /// `upstream.max_response_bytes`
 pub const DEFAULT_UPSTREAM_MAX_RESPONSE_BYTES: usize = 256 * 1024 * 1024;
+/// `upstream.max_buffered_response_bytes` (answer bytes being received, whole process; each worker gets an equal
+/// share)
+pub const DEFAULT_UPSTREAM_MAX_BUFFERED_RESPONSE_BYTES: usize = 1024 * 1024 * 1024;
 /// `upstream.pool_max_idle_per_provider`
 pub const DEFAULT_UPSTREAM_POOL_MAX_IDLE_PER_PROVIDER: usize = 128;
 /// `upstream.pool_idle_timeout_ms`
@@ -53,6 +74,9 @@ pub const DEFAULT_UPSTREAM_POOL_IDLE_TIMEOUT_MS: u64 = 30_000;
 pub const DEFAULT_UPSTREAM_COALESCE: bool = true;
 /// `upstream.max_coalesce`
 pub const DEFAULT_UPSTREAM_MAX_COALESCE: usize = 32;
+/// `upstream.coalesce_retry_ms` (back-off before batching a provider that refused a batch again; doubles while it
+/// keeps refusing, up to 16 times this)
+pub const DEFAULT_UPSTREAM_COALESCE_RETRY_MS: u64 = 30_000;
 
 // `routing:`
 /// `routing.merge_interval_ms`
@@ -203,6 +227,14 @@ pub fn table() -> Vec<(&'static str, String)> {
             DEFAULT_SERVER_CORS_ORIGINS.to_string(),
         ),
         (
+            "server.auth_max_failures",
+            DEFAULT_SERVER_AUTH_MAX_FAILURES.to_string(),
+        ),
+        (
+            "server.auth_failure_window_ms",
+            DEFAULT_SERVER_AUTH_FAILURE_WINDOW_MS.to_string(),
+        ),
+        (
             "upstream.connect_timeout_ms",
             DEFAULT_UPSTREAM_CONNECT_TIMEOUT_MS.to_string(),
         ),
@@ -219,6 +251,10 @@ pub fn table() -> Vec<(&'static str, String)> {
             DEFAULT_UPSTREAM_MAX_RESPONSE_BYTES.to_string(),
         ),
         (
+            "upstream.max_buffered_response_bytes",
+            DEFAULT_UPSTREAM_MAX_BUFFERED_RESPONSE_BYTES.to_string(),
+        ),
+        (
             "upstream.pool_max_idle_per_provider",
             DEFAULT_UPSTREAM_POOL_MAX_IDLE_PER_PROVIDER.to_string(),
         ),
@@ -230,6 +266,10 @@ pub fn table() -> Vec<(&'static str, String)> {
         (
             "upstream.max_coalesce",
             DEFAULT_UPSTREAM_MAX_COALESCE.to_string(),
+        ),
+        (
+            "upstream.coalesce_retry_ms",
+            DEFAULT_UPSTREAM_COALESCE_RETRY_MS.to_string(),
         ),
         (
             "routing.merge_interval_ms",

@@ -1,7 +1,8 @@
 //! Every environment variable Lasso reads, in one place. Each variable is a named constant; [`ALL`] lists them so the
 //! test harness can scrub exactly this set. Values are read through a [`Source`] (the process environment by
 //! default, [`process`]; a map in tests), so the parsing here can be tested without touching the real environment.
-//! `${VAR}` references inside the config file are resolved through the same source.
+//! `${VAR}` references inside the config file are resolved through the same source, limited to the names
+//! `LASSO_EXPAND_ALLOW` admits and never Lasso's own variables ([`may_expand`]).
 
 /// Resolves one variable name to its value; `None` when unset.
 pub type Source<'a> = &'a dyn Fn(&str) -> Option<String>;
@@ -60,6 +61,11 @@ pub const CLUSTER_POLL_MS: &str = "CLUSTER_POLL_MS";
 /// Expected number of nodes (default: the number discovered).
 pub const EXPECTED_NODE_COUNT: &str = "EXPECTED_NODE_COUNT";
 
+/// Which variables `${VAR}` in the config file may expand: comma-separated names, `PREFIX*` or `*SUFFIX` patterns
+/// (default `RPC_*,*_API_KEY`, `crate::config::defaults::DEFAULT_EXPAND_ALLOW`). Lasso's own `LASSO_*` variables
+/// never are.
+pub const EXPAND_ALLOW: &str = "LASSO_EXPAND_ALLOW";
+
 /// Every variable above: what the test harness removes from each process it starts.
 pub const ALL: &[&str] = &[
     CHAINS_PATH,
@@ -86,7 +92,29 @@ pub const ALL: &[&str] = &[
     CLUSTER_PORT,
     CLUSTER_POLL_MS,
     EXPECTED_NODE_COUNT,
+    EXPAND_ALLOW,
 ];
+
+/// True when `${name}` may be expanded from the environment: `name` matches `LASSO_EXPAND_ALLOW` (default
+/// `RPC_*,*_API_KEY`) and
+/// is none of Lasso's own variables (anything in [`ALL`], anything starting `LASSO_`), so whoever can write the config
+/// (the admin API) cannot copy the cluster secret, the admin token or another process secret into a provider URL.
+pub fn may_expand(env: Source, name: &str) -> bool {
+    if name.starts_with("LASSO_") || ALL.contains(&name) {
+        return false;
+    }
+    let allow = env(EXPAND_ALLOW)
+        .unwrap_or_else(|| crate::config::defaults::DEFAULT_EXPAND_ALLOW.to_string());
+    allow
+        .split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .any(|p| match (p.strip_suffix('*'), p.strip_prefix('*')) {
+            (Some(prefix), _) => name.starts_with(prefix),
+            (None, Some(suffix)) => name.ends_with(suffix),
+            (None, None) => name == p,
+        })
+}
 
 /// The log sample rate (`LOG_SAMPLE_RATE`), default 0.01 when unset or unparsable.
 pub fn log_sample_rate(env: Source) -> f64 {
@@ -152,6 +180,32 @@ mod tests {
         let env = map(&[(NODE_ID, ""), (FLY_MACHINE_ID, "m1"), (HOSTNAME, "h")]);
         assert_eq!(node_id(&env).as_deref(), Some("m1"));
         assert_eq!(node_id(&map(&[])), None);
+    }
+
+    #[test]
+    fn expansion_admits_only_allowed_names_and_never_lassos_own() {
+        let none = map(&[]);
+        assert!(may_expand(&none, "RPC_ALCHEMY_KEY"));
+        assert!(may_expand(&none, "ALCHEMY_API_KEY"));
+        assert!(!may_expand(&none, "ALCHEMY_KEY"));
+        assert!(!may_expand(&none, "AWS_SECRET_ACCESS_KEY"));
+        assert!(!may_expand(&none, "LASSO_API_KEY"));
+        let only = map(&[(EXPAND_ALLOW, "ALCHEMY_KEY")]);
+        assert!(may_expand(&only, "ALCHEMY_KEY"));
+        assert!(!may_expand(&only, "RPC_X"));
+        let env = map(&[(EXPAND_ALLOW, "ALCHEMY_KEY, INFURA_*, *")]);
+        assert!(may_expand(&env, "ALCHEMY_KEY"));
+        assert!(may_expand(&env, "INFURA_PROJECT"));
+        // Even `*` never reaches Lasso's own secrets.
+        for own in [
+            CLUSTER_SECRET,
+            ADMIN_TOKEN,
+            EXPAND_ALLOW,
+            "LASSO_ANYTHING",
+            HOSTNAME,
+        ] {
+            assert!(!may_expand(&env, own), "{own}");
+        }
     }
 
     #[test]

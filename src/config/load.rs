@@ -238,6 +238,8 @@ struct RawServer {
     max_connections_per_ip: usize,
     event_stream_lifetime_ms: u64,
     cors_origins: RawOrigins,
+    auth_max_failures: u32,
+    auth_failure_window_ms: u64,
 }
 
 /// `server.cors_origins`: `"*"`, one origin, or a list of origins.
@@ -267,6 +269,8 @@ impl Default for RawServer {
             max_connections_per_ip: DEFAULT_SERVER_MAX_CONNECTIONS_PER_IP,
             event_stream_lifetime_ms: DEFAULT_SERVER_EVENT_STREAM_LIFETIME_MS,
             cors_origins: RawOrigins::One(DEFAULT_SERVER_CORS_ORIGINS.into()),
+            auth_max_failures: DEFAULT_SERVER_AUTH_MAX_FAILURES,
+            auth_failure_window_ms: DEFAULT_SERVER_AUTH_FAILURE_WINDOW_MS,
         }
     }
 }
@@ -278,11 +282,13 @@ struct RawUpstream {
     request_timeout_ms: u64,
     max_attempts: usize,
     max_response_bytes: usize,
+    max_buffered_response_bytes: usize,
     pool_max_idle_per_provider: usize,
     pool_idle_timeout_ms: u64,
     extra_ca_file: Option<String>,
     coalesce: bool,
     max_coalesce: usize,
+    coalesce_retry_ms: u64,
 }
 
 impl Default for RawUpstream {
@@ -292,11 +298,13 @@ impl Default for RawUpstream {
             request_timeout_ms: DEFAULT_UPSTREAM_REQUEST_TIMEOUT_MS,
             max_attempts: DEFAULT_UPSTREAM_MAX_ATTEMPTS,
             max_response_bytes: DEFAULT_UPSTREAM_MAX_RESPONSE_BYTES,
+            max_buffered_response_bytes: DEFAULT_UPSTREAM_MAX_BUFFERED_RESPONSE_BYTES,
             pool_max_idle_per_provider: DEFAULT_UPSTREAM_POOL_MAX_IDLE_PER_PROVIDER,
             pool_idle_timeout_ms: DEFAULT_UPSTREAM_POOL_IDLE_TIMEOUT_MS,
             extra_ca_file: None,
             coalesce: DEFAULT_UPSTREAM_COALESCE,
             max_coalesce: DEFAULT_UPSTREAM_MAX_COALESCE,
+            coalesce_retry_ms: DEFAULT_UPSTREAM_COALESCE_RETRY_MS,
         }
     }
 }
@@ -392,6 +400,105 @@ pub fn seed_if_missing(path: &Path, default: &Path) -> std::io::Result<bool> {
     Ok(true)
 }
 
+/// The profile file `rel` names, confined to the directory of the config file `config`: no `..`, no path (absolute,
+/// or through a symbolic link) that resolves outside that directory, a regular file of at most
+/// `MAX_PROFILE_FILE_BYTES`. Errors name the path as written and why, never anything read from it.
+fn profile_file(config: &Path, rel: &str) -> Result<PathBuf, String> {
+    let written = Path::new(rel);
+    if written
+        .components()
+        .any(|c| matches!(c, std::path::Component::ParentDir))
+    {
+        return Err(format!(
+            "{rel}: profile files must be inside the config file's directory ('..' is not allowed)"
+        ));
+    }
+    let dir = config
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let root = dir
+        .canonicalize()
+        .map_err(|e| format!("cannot resolve the config file's directory: {e}"))?;
+    // An absolute path elsewhere is refused before the file system is asked anything about it (whether such a file
+    // exists is none of the caller's business either).
+    if written.is_absolute() && !written.starts_with(&root) && !written.starts_with(dir) {
+        return Err(format!(
+            "{rel}: profile files must be inside the config file's directory"
+        ));
+    }
+    let real = dir
+        .join(written)
+        .canonicalize()
+        .map_err(|e| format!("cannot read {rel}: {e}"))?;
+    if !real.starts_with(&root) {
+        return Err(format!(
+            "{rel}: profile files must be inside the config file's directory"
+        ));
+    }
+    let meta = std::fs::metadata(&real).map_err(|e| format!("cannot read {rel}: {e}"))?;
+    if !meta.is_file() {
+        return Err(format!("{rel}: not a regular file"));
+    }
+    if meta.len() > MAX_PROFILE_FILE_BYTES {
+        return Err(format!("{rel}: larger than {MAX_PROFILE_FILE_BYTES} bytes"));
+    }
+    Ok(real)
+}
+
+/// A YAML error's message without the values it quotes from the document: serde names an unexpected value
+/// (`invalid type: string "root:x:0:0:..."`, `integer `5``), and a file that is not Lasso's (a profile path naming
+/// some other file) must never come back in an error. Key names (`unknown field `x``) and positions stay.
+pub(crate) fn scrub_values(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    let mut rest = message;
+    while let Some(i) = rest.find(['"', '`']) {
+        let quote = rest.as_bytes()[i];
+        let before = &rest[..i];
+        let after = &rest[i + 1..];
+        // The literal's end: the next unescaped quote of the same kind.
+        let mut end = None;
+        let mut escaped = false;
+        for (j, b) in after.bytes().enumerate() {
+            match b {
+                b'\\' if quote == b'"' && !escaped => escaped = true,
+                b if b == quote && !escaped => {
+                    end = Some(j);
+                    break;
+                }
+                _ => escaped = false,
+            }
+        }
+        let Some(end) = end else {
+            out.push_str(before);
+            rest = "";
+            break;
+        };
+        // Backticks quote key names (kept) except after a value kind (`integer `5``: dropped).
+        let value_kind = [
+            "integer ",
+            "floating point ",
+            "boolean ",
+            "character ",
+            "string ",
+        ]
+        .iter()
+        .any(|k| before.ends_with(k));
+        if quote == b'`' && !value_kind {
+            let name = &after[..end];
+            out.push_str(before);
+            out.push('`');
+            out.extend(name.chars().take(64));
+            out.push('`');
+        } else {
+            out.push_str(before.strip_suffix(' ').unwrap_or(before));
+        }
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    out
+}
+
 /// Loads and validates a configuration file, reading environment variables for `${VAR}` expansion.
 pub fn load_file(path: &Path) -> Result<Config, ConfigError> {
     let text = std::fs::read_to_string(path)
@@ -415,7 +522,7 @@ fn parse_yaml<T: for<'de> Deserialize<'de>>(text: &str, file: &Path) -> Result<T
         } else {
             key
         };
-        ConfigError::new(file, key, inner.to_string())
+        ConfigError::new(file, key, scrub_values(&inner.to_string()))
     })
 }
 
@@ -467,11 +574,12 @@ pub fn load_str(
                 builder.profile(name, &body.chains, &format!("profiles.{name}.chains"), file)?
             }
             RawProfile::File(rel) => {
-                let path = file.parent().unwrap_or(Path::new(".")).join(rel);
+                let path = profile_file(file, rel)
+                    .map_err(|reason| builder.err(format!("profiles.{name}"), reason))?;
                 let text = std::fs::read_to_string(&path).map_err(|e| {
                     builder.err(
                         format!("profiles.{name}"),
-                        format!("cannot read {}: {e}", path.display()),
+                        format!("cannot read {rel}: {e}"),
                     )
                 })?;
                 let body: RawProfileBody = parse_yaml(&text, &path)?;
@@ -554,6 +662,8 @@ impl Builder<'_> {
             }
             CorsOrigins::List(origins)
         };
+        positive("auth_max_failures", u64::from(raw.auth_max_failures))?;
+        positive("auth_failure_window_ms", raw.auth_failure_window_ms)?;
         if raw.soft_max_connections > raw.hard_max_connections {
             return Err(self.err(
                 "server.soft_max_connections",
@@ -580,6 +690,8 @@ impl Builder<'_> {
             max_connections_per_ip: raw.max_connections_per_ip,
             event_stream_lifetime: Duration::from_millis(raw.event_stream_lifetime_ms),
             cors,
+            auth_max_failures: raw.auth_max_failures,
+            auth_failure_window: Duration::from_millis(raw.auth_failure_window_ms),
         })
     }
 
@@ -589,6 +701,10 @@ impl Builder<'_> {
             ("request_timeout_ms", raw.request_timeout_ms),
             ("max_attempts", raw.max_attempts as u64),
             ("max_response_bytes", raw.max_response_bytes as u64),
+            (
+                "max_buffered_response_bytes",
+                raw.max_buffered_response_bytes as u64,
+            ),
         ] {
             if v == 0 {
                 return Err(self.err(format!("upstream.{key}"), "must be greater than 0"));
@@ -607,10 +723,12 @@ impl Builder<'_> {
             extra_ca_file,
             coalesce: raw.coalesce,
             max_coalesce: raw.max_coalesce.max(1),
+            coalesce_retry: Duration::from_millis(raw.coalesce_retry_ms),
             connect_timeout: Duration::from_millis(raw.connect_timeout_ms),
             request_timeout: Duration::from_millis(raw.request_timeout_ms),
             max_attempts: raw.max_attempts,
             max_response_bytes: raw.max_response_bytes,
+            max_buffered_response_bytes: raw.max_buffered_response_bytes,
             pool_max_idle_per_provider: raw.pool_max_idle_per_provider,
             pool_idle_timeout: Duration::from_millis(raw.pool_idle_timeout_ms),
         })
@@ -745,6 +863,17 @@ impl Builder<'_> {
             };
             if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
                 return Err(self.err(key, format!("invalid variable name '{name}'")));
+            }
+            if !super::env::may_expand(self.env, name) {
+                return Err(self.err(
+                    key,
+                    format!(
+                        "${{{name}}} may not be expanded: only variables matching {} (default {}) are, and \
+                         never Lasso's own LASSO_* variables",
+                        super::env::EXPAND_ALLOW,
+                        DEFAULT_EXPAND_ALLOW
+                    ),
+                ));
             }
             let resolved = match ((self.env)(name), default) {
                 (Some(v), _) => v,
@@ -1021,7 +1150,7 @@ mod tests {
 
     fn load(text: &str) -> Result<Config, ConfigError> {
         let env = |name: &str| match name {
-            "KEY" => Some("k3y-from-env".to_string()),
+            "RPC_KEY" => Some("k3y-from-env".to_string()),
             _ => None,
         };
         load_str(text, Path::new("test.yml"), &env)
@@ -1034,7 +1163,7 @@ chains:
     aliases: [eth]
     providers:
       - id: a
-        url: https://a.example/v1/${KEY}
+        url: https://a.example/v1/${RPC_KEY}
         headers: { X-Key: "{api_key}" }
         api_key: "abc123secret"
       - id: b
@@ -1102,9 +1231,9 @@ profiles:
                 "quickest",
             ),
             (
-                "chains: { e: { chain_id: 1, providers: [ { id: a, url: \"http://x/${NOPE}\" } ] } }",
+                "chains: { e: { chain_id: 1, providers: [ { id: a, url: \"http://x/${RPC_NOPE}\" } ] } }",
                 "chains.e.providers[0].url",
-                "NOPE is not set",
+                "RPC_NOPE is not set",
             ),
             (
                 "chains: { e: { chain_id: 1, providers: [ { id: a, url: \"http://x\" }, { id: a, url: \"http://y\" } ] } }",
@@ -1142,6 +1271,104 @@ profiles:
                 err.reason
             );
         }
+    }
+
+    #[test]
+    fn lassos_own_and_unlisted_variables_are_never_expanded() {
+        let env = |name: &str| {
+            (name != crate::config::env::EXPAND_ALLOW).then(|| format!("value-of-{name}"))
+        };
+        for name in [
+            "LASSO_CLUSTER_SECRET",
+            "LASSO_ADMIN_TOKEN",
+            "AWS_SECRET_ACCESS_KEY",
+        ] {
+            for field in [
+                "url: \"http://x/${NAME}\"",
+                "url: \"http://x\", api_key: \"${NAME:-d}\"",
+                "url: \"http://x\", headers: { X: \"${NAME}\" }",
+            ] {
+                let text = format!(
+                    "chains: {{ e: {{ chain_id: 1, providers: [ {{ id: a, {} }} ] }} }}",
+                    field.replace("NAME", name)
+                );
+                let err = load_str(&text, Path::new("t.yml"), &env).expect_err(&text);
+                assert!(err.reason.contains("may not be expanded"), "{err}");
+                assert!(!err.to_string().contains("value-of"), "{err}");
+            }
+        }
+        let ok =
+            "chains: { e: { chain_id: 1, providers: [ { id: a, url: \"http://x/${RPC_K}\" } ] } }";
+        let c = load_str(ok, Path::new("t.yml"), &env).unwrap();
+        assert_eq!(c.providers[0].url.target, "/value-of-RPC_K");
+    }
+
+    #[test]
+    fn profile_files_stay_in_the_config_directory_and_never_echo_content() {
+        let outer = tempfile::tempdir().unwrap();
+        let dir = outer.path().join("conf");
+        std::fs::create_dir_all(dir.join("profiles")).unwrap();
+        let secret = outer.path().join("secret.txt");
+        std::fs::write(&secret, "root:x:0:0:root:/root:/bin/bash\n").unwrap();
+        std::fs::write(dir.join("notyaml.txt"), "hunter2-password-line\n").unwrap();
+        std::fs::write(dir.join("number.yml"), "123456789\n").unwrap();
+        std::os::unix::fs::symlink(&secret, dir.join("profiles/link.yml")).unwrap();
+        std::fs::write(
+            dir.join("profiles/other.yml"),
+            "chains: { e: { chain_id: 1, providers: [ { id: a, url: \"http://x\" } ] } }\n",
+        )
+        .unwrap();
+        let config = dir.join("chains.yml");
+        let load_with = |profile: &str| {
+            let text = format!(
+                "chains: {{ e: {{ chain_id: 1, providers: [ {{ id: a, url: \"http://x\" }} ] }} }}\nprofiles: {{ other: \"{profile}\" }}\n"
+            );
+            load_str(&text, &config, &|_| None)
+        };
+        let c = load_with("profiles/other.yml").unwrap();
+        assert_eq!(c.profiles.len(), 2);
+        let inside_absolute = dir.join("profiles/other.yml");
+        assert!(load_with(inside_absolute.to_str().unwrap()).is_ok());
+        for (path, why) in [
+            ("../secret.txt", "'..'"),
+            ("profiles/../../secret.txt", "'..'"),
+            (
+                secret.to_str().unwrap(),
+                "inside the config file's directory",
+            ),
+            ("/etc/passwd", "inside the config file's directory"),
+            // Whether a file outside exists is not told either.
+            ("/no/such/file.yml", "inside the config file's directory"),
+            ("profiles/link.yml", "inside the config file's directory"),
+            ("profiles", "not a regular file"),
+            ("missing.yml", "cannot read missing.yml"),
+            ("notyaml.txt", "invalid type"),
+            ("number.yml", "invalid type"),
+        ] {
+            let err = load_with(path).expect_err(path);
+            assert!(err.reason.contains(why), "{path}: {err}");
+            let text = err.to_string();
+            for content in ["root:x", "hunter2", "123456789"] {
+                assert!(!text.contains(content), "{path}: {text}");
+            }
+        }
+    }
+
+    #[test]
+    fn parse_errors_keep_key_names_and_drop_values() {
+        assert_eq!(
+            scrub_values("invalid type: string \"root:x:\\\"0\", expected struct X at line 1"),
+            "invalid type: string, expected struct X at line 1"
+        );
+        assert_eq!(
+            scrub_values("invalid type: integer `5`, expected a string"),
+            "invalid type: integer, expected a string"
+        );
+        assert_eq!(
+            scrub_values("unknown field `typo`, expected one of `chains`"),
+            "unknown field `typo`, expected one of `chains`"
+        );
+        assert_eq!(scrub_values("unterminated \"abc"), "unterminated ");
     }
 
     #[test]

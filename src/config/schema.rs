@@ -33,6 +33,9 @@ pub struct ServerSettings {
     pub event_stream_lifetime: Duration,
     /// Who may read `/rpc` and `/ws/rpc` answers from a browser.
     pub cors: CorsOrigins,
+    /// Failed authentication attempts per client address and window before 429 (admin token, cluster secret).
+    pub auth_max_failures: u32,
+    pub auth_failure_window: Duration,
 }
 
 /// `server.cors_origins`: the origins browsers may call `/rpc` and `/ws/rpc` from.
@@ -66,11 +69,15 @@ pub struct UpstreamSettings {
     pub request_timeout: Duration,
     pub max_attempts: usize,
     pub max_response_bytes: usize,
+    /// Answer bytes being received from providers, whole process (each worker gets an equal share).
+    pub max_buffered_response_bytes: usize,
     pub pool_max_idle_per_provider: usize,
     pub pool_idle_timeout: Duration,
     /// Send single read calls that are ready together to one provider as one JSON-RPC batch.
     pub coalesce: bool,
     pub max_coalesce: usize,
+    /// After a provider refuses a batch, its calls go alone for this long (doubling while it keeps refusing).
+    pub coalesce_retry: Duration,
     /// Extra PEM certificates trusted for HTTPS/WSS providers, besides the webpki roots (private CAs).
     pub extra_ca_file: Option<PathBuf>,
 }

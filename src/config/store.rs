@@ -1,11 +1,81 @@
 //! The configuration file on disk: atomic replacement (temp file, fsync, rename, directory fsync) that keeps the
-//! file's mode, with timestamped backups in `LASSO_BACKUP_DIR` (mode 0700).
+//! file's mode, with timestamped backups in `LASSO_BACKUP_DIR` (mode 0700), and the copy of the last configuration
+//! that validated and ran ([`remember_good`]), which a start falls back to when the file does not validate
+//! ([`fallbacks`]).
 
 use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 const BACKUPS_KEPT: usize = 20;
+/// Name of the last good copy inside `LASSO_BACKUP_DIR` (not a `chains-*` backup: never pruned).
+const LAST_GOOD_NAME: &str = "last-good.yml";
+
+/// Where the copy of the last configuration that validated and ran is kept: `LASSO_BACKUP_DIR/last-good.yml`, or
+/// `.<file name>.last-good` beside the file when no backup directory is set.
+pub fn last_good_path(path: &Path) -> PathBuf {
+    match super::env::process(super::env::BACKUP_DIR).filter(|d| !d.is_empty()) {
+        Some(dir) => Path::new(&dir).join(LAST_GOOD_NAME),
+        None => parent_of(path).join(format!(
+            ".{}.last-good",
+            path.file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or("chains.yml")
+        )),
+    }
+}
+
+/// Records `text` as the last configuration that validated and ran (mode 0600; nothing written when unchanged).
+pub fn remember_good(path: &Path, text: &str) -> Result<(), String> {
+    let target = last_good_path(path);
+    if std::fs::read(&target).is_ok_and(|old| old == text.as_bytes()) {
+        return Ok(());
+    }
+    if let Some(dir) = target.parent() {
+        if !dir.exists() {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| format!("{}: cannot create: {e}", dir.display()))?;
+            let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
+        }
+    }
+    write_atomic(&target, text, 0o600)
+}
+
+/// What a start may fall back to when the file does not validate, best first: the last good copy, then the
+/// timestamped backups, newest first.
+pub fn fallbacks(path: &Path) -> Vec<PathBuf> {
+    let mut out = vec![last_good_path(path)];
+    if let Some(dir) = super::env::process(super::env::BACKUP_DIR).filter(|d| !d.is_empty()) {
+        let mut backups = list_backups(Path::new(&dir));
+        backups.reverse();
+        out.extend(backups);
+    }
+    out.retain(|p| p.is_file());
+    out
+}
+
+fn list_backups(dir: &Path) -> Vec<PathBuf> {
+    let mut backups: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.filter_map(Result::ok)
+                .map(|e| e.path())
+                .filter(|p| {
+                    p.file_name()
+                        .and_then(|n| n.to_str())
+                        .is_some_and(|n| n.starts_with("chains-"))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    backups.sort();
+    backups
+}
+
+fn parent_of(path: &Path) -> &Path {
+    path.parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+}
 
 /// Writes `text` to `path` atomically (temp file in the same directory, fsync, rename, directory fsync), first
 /// copying the current file to `LASSO_BACKUP_DIR` (timestamped; the newest 20 kept) when that is set.
@@ -22,27 +92,22 @@ pub fn persist(path: &Path, text: &str) -> Result<(), String> {
         let backup = dir.join(format!("chains-{stamp:020}.yml"));
         std::fs::copy(path, &backup)
             .map_err(|e| format!("{}: cannot back up: {e}", backup.display()))?;
-        let mut backups: Vec<_> = std::fs::read_dir(dir)
-            .map(|rd| {
-                rd.filter_map(Result::ok)
-                    .map(|e| e.path())
-                    .filter(|p| {
-                        p.file_name()
-                            .and_then(|n| n.to_str())
-                            .is_some_and(|n| n.starts_with("chains-"))
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
-        backups.sort();
+        let mut backups = list_backups(dir);
         while backups.len() > BACKUPS_KEPT {
             let _ = std::fs::remove_file(backups.remove(0));
         }
     }
-    let dir = path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
+    // The new file keeps the old one's mode (a 0600 file with secrets must not become 0644).
+    let mode = std::fs::metadata(path)
+        .map(|m| m.permissions().mode() & 0o7777)
+        .unwrap_or(0o600);
+    write_atomic(path, text, mode)
+}
+
+/// Replaces `path` with `text` atomically (temp file in the same directory, fsync, rename, directory fsync), with
+/// file mode `mode`.
+fn write_atomic(path: &Path, text: &str, mode: u32) -> Result<(), String> {
+    let dir = parent_of(path);
     let tmp = dir.join(format!(
         ".{}.tmp-{}",
         path.file_name()
@@ -50,20 +115,14 @@ pub fn persist(path: &Path, text: &str) -> Result<(), String> {
             .unwrap_or("chains.yml"),
         std::process::id()
     ));
-    // The new file keeps the old one's mode (a 0600 file with secrets must not become 0644).
-    let mode = std::fs::metadata(path)
-        .map(|m| m.permissions().mode() & 0o7777)
-        .ok();
     let write = || -> std::io::Result<()> {
         let mut f = std::fs::OpenOptions::new()
             .write(true)
             .create(true)
             .truncate(true)
-            .mode(mode.unwrap_or(0o600))
+            .mode(mode)
             .open(&tmp)?;
-        if let Some(mode) = mode {
-            f.set_permissions(std::fs::Permissions::from_mode(mode))?;
-        }
+        f.set_permissions(std::fs::Permissions::from_mode(mode))?;
         f.write_all(text.as_bytes())?;
         f.sync_all()?;
         std::fs::rename(&tmp, path)?;

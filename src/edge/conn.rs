@@ -45,7 +45,7 @@ pub async fn serve_connection(
 ) {
     let mut buf: Vec<u8> = Vec::with_capacity(READ_CHUNK);
     loop {
-        let head = match read_head(&worker, &mut stream, &mut buf).await {
+        let mut head = match read_head(&worker, &mut stream, &mut buf).await {
             Ok(head) => head,
             Err(Stop::Quiet) => return,
             Err(Stop::Reply(resp)) => {
@@ -54,6 +54,9 @@ pub async fn serve_connection(
             }
         };
         let endpoint = Endpoint::of(&head);
+        if endpoint.authenticates() {
+            head.peer = stream.peer_addr().ok().map(|a| a.ip());
+        }
         if endpoint.takes_connection() {
             crate::edge::dispatch::take_over(endpoint, worker, hub, stream, buf, &head).await;
             return;

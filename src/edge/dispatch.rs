@@ -98,6 +98,15 @@ impl Endpoint {
         }
     }
 
+    /// True for endpoints that check a secret (admin token or cluster secret): their failed attempts are counted
+    /// per client address, so the edge fills in `RequestHead::peer`.
+    pub fn authenticates(self) -> bool {
+        matches!(
+            self,
+            Endpoint::Admin | Endpoint::ClusterStatus | Endpoint::ClusterNode
+        )
+    }
+
     /// True for endpoints that take the connection over after the head (no body is read, no response returned).
     pub fn takes_connection(self) -> bool {
         matches!(
@@ -190,7 +199,7 @@ pub async fn answer(
         Endpoint::Admin => crate::ops::admin::handle(worker, head, body).await,
         Endpoint::Health => crate::ops::api::health(worker),
         Endpoint::Status => crate::ops::api::status(worker).await,
-        Endpoint::ClusterStatus => crate::ops::cluster::status(worker).await,
+        Endpoint::ClusterStatus => crate::ops::cluster::status(worker, head).await,
         Endpoint::Chains => crate::ops::api::chains(worker),
         Endpoint::Metrics => crate::ops::prometheus::render(worker).await,
         Endpoint::ChainMetrics => {

@@ -24,6 +24,15 @@ pub fn secrets_equal(a: &[u8], b: &[u8]) -> bool {
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+/// The bearer token of a request (`Authorization: Bearer <token>`, scheme in any case), trimmed.
+pub fn bearer(head: &RequestHead) -> Option<&str> {
+    let value = head.authorization.as_deref()?.trim();
+    let scheme = value.get(..7)?;
+    scheme
+        .eq_ignore_ascii_case("bearer ")
+        .then(|| value[7..].trim())
+}
+
 /// Answers `/api/admin/...`.
 pub async fn handle(worker: &Rc<Worker>, head: &RequestHead, body: &[u8]) -> Response {
     let Some(token) = crate::config::env::admin_token(&crate::config::env::process) else {
@@ -32,13 +41,15 @@ pub async fn handle(worker: &Rc<Worker>, head: &RequestHead, body: &[u8]) -> Res
         )
         .into();
     };
-    let presented = head
-        .authorization
-        .as_deref()
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or("");
-    if !secrets_equal(presented.trim().as_bytes(), token.as_bytes()) {
-        return OpsError::unauthorized("missing or wrong bearer token").into();
+    let presented = bearer(head).unwrap_or("");
+    if let Err(refusal) = crate::ops::auth::check(
+        head.peer,
+        &worker.config.server,
+        "admin",
+        "admin token",
+        secrets_equal(presented.as_bytes(), token.as_bytes()),
+    ) {
+        return refusal.into();
     }
     let path = head.path.trim_end_matches('/');
     let segments: Vec<&str> = path

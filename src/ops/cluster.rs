@@ -1,8 +1,9 @@
 //! Cluster view (routing stays node-local): membership by polling DNS (`CLUSTER_DNS_QUERY`, A and AAAA answers via
 //! `ToSocketAddrs`) and/or a static seed list (`CLUSTER_SEEDS`, `CLUSTER_SEEDS_FILE`, the same code path after
-//! resolution), inter-node calls (`GET /api/cluster/node`, HTTP/1.1 with `Authorization: Bearer
-//! <LASSO_CLUSTER_SECRET>`, 5 s timeout), and the views built on them: the `cluster` block of `/api/health` and the
-//! aggregated `/api/cluster/status` (coverage, unreachable nodes, 15 s cache). Node joins and leaves are logged and
+//! resolution), inter-node calls (`GET /api/cluster/node`, HTTP/1.1 signed with an HMAC of
+//! `LASSO_CLUSTER_SECRET` over method, path, time and a nonce (`crate::ops::signature`), 5 s timeout), and the
+//! views built on them: the `cluster` block of `/api/health` and the aggregated `/api/cluster/status` (admin token
+//! or cluster secret required; coverage, unreachable nodes, 15 s cache). Node joins and leaves are logged and
 //! counted.
 //!
 //! Everything here runs on its own small thread with blocking std sockets (one short-lived scoped thread per peer
@@ -10,7 +11,7 @@
 //! inter-node endpoint from their own counters. Peers are identified by the node id they report (`LASSO_NODE_ID`,
 //! `FLY_MACHINE_ID` or the host name), so an address answering with this node's id is this node, and a node
 //! reachable at several addresses (A and AAAA) counts once. Without a secret, clustering is off and the inter-node
-//! endpoint answers 404; with a wrong or missing bearer it answers 401.
+//! endpoint answers 404; with a missing, wrong, stale or replayed signature it answers 401.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::io::{Read, Write};
@@ -402,15 +403,13 @@ fn split_answer(buf: &[u8]) -> Option<(u16, Option<Vec<u8>>)> {
     Some((status, body))
 }
 
+/// The inter-node endpoint's path (signed with the method, so a signature is good for this call only).
+pub const NODE_PATH: &str = "/api/cluster/node";
+
 fn fetch_node(addr: SocketAddr, secret: &str) -> Result<NodeReport, CallError> {
-    let auth = format!("Bearer {secret}");
-    let (status, body) = http_get(
-        addr,
-        "/api/cluster/node",
-        &[("Authorization", &auth)],
-        CALL_TIMEOUT,
-    )
-    .map_err(|e| CallError::Failed(e.to_string()))?;
+    let auth = crate::ops::signature::authorization(secret.as_bytes(), "GET", NODE_PATH);
+    let (status, body) = http_get(addr, NODE_PATH, &[("Authorization", &auth)], CALL_TIMEOUT)
+        .map_err(|e| CallError::Failed(e.to_string()))?;
     match status {
         200 if crate::wire::jsonrpc::nesting_exceeds(
             &body,
@@ -641,19 +640,8 @@ pub fn health(own_region: Option<&str>) -> HealthBlock {
     }
 }
 
-/// Compares secrets without an early exit on the first differing byte.
-pub fn secret_matches(given: &[u8], expected: &[u8]) -> bool {
-    let mut diff = given.len() ^ expected.len();
-    for i in 0..given.len().max(expected.len()) {
-        let a = given.get(i).copied().unwrap_or(0);
-        let b = expected.get(i).copied().unwrap_or(0xff);
-        diff |= usize::from(a ^ b);
-    }
-    std::hint::black_box(diff) == 0
-}
-
-/// The bearer token of a raw request head, if any.
-fn bearer(head: &[u8]) -> Option<Vec<u8>> {
+/// The `Authorization` value of a raw request head, if any.
+fn authorization(head: &[u8]) -> Option<String> {
     let mut headers = [httparse::EMPTY_HEADER; 96];
     let mut req = httparse::Request::new(&mut headers);
     req.parse(head).ok()?;
@@ -662,9 +650,9 @@ fn bearer(head: &[u8]) -> Option<Vec<u8>> {
         .iter()
         .find(|h| h.name.eq_ignore_ascii_case("authorization"))?
         .value;
-    let value = value.trim_ascii();
-    (value.len() > 7 && value[..7].eq_ignore_ascii_case(b"bearer "))
-        .then(|| value[7..].trim_ascii().to_vec())
+    std::str::from_utf8(value)
+        .ok()
+        .map(|v| v.trim().to_string())
 }
 
 fn raw_response(status: u16, reason: &str, extra: &str, body: &[u8]) -> Vec<u8> {
@@ -679,7 +667,9 @@ fn raw_response(status: u16, reason: &str, extra: &str, body: &[u8]) -> Vec<u8> 
 }
 
 /// Serves `GET /api/cluster/node` (the connection is handed over after its head `buf[..head.head_len]`): this node's
-/// report for callers presenting the cluster secret; 401 otherwise, 404 when clustering has no secret.
+/// report for a request signed with the cluster secret (`crate::ops::signature`: fresh, never seen before); 401
+/// otherwise (the static secret as a bearer is refused too), 429 once the caller's address failed too often, 404
+/// when clustering has no secret.
 pub async fn serve_node(
     worker: Rc<Worker>,
     mut stream: monoio::net::TcpStream,
@@ -695,22 +685,86 @@ pub async fn serve_node(
             &OpsError::not_found("clustering is disabled on this node").body(),
         ),
         Some(secret) => {
-            let given = bearer(&buf[..head.head_len.min(buf.len())]);
-            if given.is_some_and(|g| secret_matches(&g, secret.as_bytes())) {
-                let report = node_report(&worker).await;
-                let body = sonic_rs::to_vec(&report).unwrap_or_else(|_| b"{}".to_vec());
-                raw_response(200, "OK", "", &body)
-            } else {
-                raw_response(
-                    401,
-                    "Unauthorized",
-                    "WWW-Authenticate: Bearer\r\n",
-                    &OpsError::unauthorized("missing or wrong cluster secret").body(),
-                )
+            let given = authorization(&buf[..head.head_len.min(buf.len())]);
+            let verdict = crate::ops::signature::verify(
+                secret.as_bytes(),
+                "GET",
+                NODE_PATH,
+                given.as_deref(),
+                crate::ops::signature::now_unix(),
+            );
+            let what = match verdict {
+                Ok(()) => "cluster signature",
+                Err(refused) => refused.describe(),
+            };
+            let checked = crate::ops::auth::check(
+                head.peer,
+                &worker.config.server,
+                "cluster node",
+                what,
+                verdict.is_ok(),
+            );
+            match checked {
+                Ok(()) => {
+                    let report = node_report(&worker).await;
+                    let body = sonic_rs::to_vec(&report).unwrap_or_else(|_| b"{}".to_vec());
+                    raw_response(200, "OK", "", &body)
+                }
+                Err(refusal) => {
+                    let extra = match &refusal.header {
+                        Some((name, value)) => format!("{name}: {value}\r\n"),
+                        None => String::new(),
+                    };
+                    raw_response(
+                        refusal.status,
+                        crate::wire::http::response::reason(refusal.status),
+                        &extra,
+                        &refusal.body(),
+                    )
+                }
             }
         }
     };
     let _ = write_all(&mut stream, out).await;
+}
+
+/// Checks a request for a cluster view: `Authorization: Bearer` with the admin token or the cluster secret (an
+/// operator's view of internal addresses and errors), counted by `crate::ops::auth` like every secret. 404 when
+/// this node has neither.
+fn authorize_view(worker: &Worker, head: &RequestHead) -> Result<(), OpsError> {
+    let admin = env::admin_token(&env::process);
+    let secret = CLUSTER.get().and_then(|c| c.settings.secret.clone());
+    if admin.is_none() && secret.is_none() {
+        return Err(OpsError::not_found(
+            "the cluster view needs LASSO_ADMIN_TOKEN or LASSO_CLUSTER_SECRET",
+        ));
+    }
+    let presented = crate::ops::admin::bearer(head).unwrap_or("").as_bytes();
+    // Both compared, whichever matches, so the time taken does not say which one is set.
+    let as_admin = admin
+        .as_deref()
+        .is_some_and(|t| secret_matches(presented, t.as_bytes()));
+    let as_cluster = secret
+        .as_deref()
+        .is_some_and(|t| secret_matches(presented, t.as_bytes()));
+    crate::ops::auth::check(
+        head.peer,
+        &worker.config.server,
+        "cluster status",
+        "admin token or cluster secret",
+        as_admin | as_cluster,
+    )
+}
+
+/// Compares secrets without an early exit on the first differing byte.
+pub fn secret_matches(given: &[u8], expected: &[u8]) -> bool {
+    let mut diff = given.len() ^ expected.len();
+    for i in 0..given.len().max(expected.len()) {
+        let a = given.get(i).copied().unwrap_or(0);
+        let b = expected.get(i).copied().unwrap_or(0xff);
+        diff |= usize::from(a ^ b);
+    }
+    std::hint::black_box(diff) == 0
 }
 
 #[derive(Serialize)]
@@ -765,9 +819,12 @@ struct ClusterStatus {
     nodes: Vec<NodeEntry>,
 }
 
-/// `GET /api/cluster/status`: every node's metrics (this one fresh, peers from the last poll, refreshed when older
-/// than 15 s) with coverage and the nodes that did not answer.
-pub async fn status(worker: &Rc<Worker>) -> Response {
+/// `GET /api/cluster/status` (admin token or cluster secret required): every node's metrics (this one fresh, peers
+/// from the last poll, refreshed when older than 15 s) with coverage and the nodes that did not answer.
+pub async fn status(worker: &Rc<Worker>, head: &RequestHead) -> Response {
+    if let Err(refusal) = authorize_view(worker, head) {
+        return refusal.into();
+    }
     let cluster = CLUSTER.get().filter(|c| c.settings.enabled()).cloned();
     if let Some(cluster) = &cluster {
         let stale = lock(&cluster.view)
@@ -876,12 +933,12 @@ mod tests {
     }
 
     #[test]
-    fn bearer_is_read_from_the_head() {
+    fn authorization_is_read_from_the_head() {
         let head =
-            b"GET /api/cluster/node HTTP/1.1\r\nHost: x\r\nauthorization:  bearer abc \r\n\r\n";
-        assert_eq!(bearer(head).as_deref(), Some(&b"abc"[..]));
+            b"GET /api/cluster/node HTTP/1.1\r\nHost: x\r\nauthorization:  Lasso-HMAC t=1 \r\n\r\n";
+        assert_eq!(authorization(head).as_deref(), Some("Lasso-HMAC t=1"));
         let none = b"GET /api/cluster/node HTTP/1.1\r\nHost: x\r\n\r\n";
-        assert_eq!(bearer(none), None);
+        assert_eq!(authorization(none), None);
     }
 
     #[test]

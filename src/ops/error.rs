@@ -11,7 +11,7 @@ pub struct OpsError {
     pub status: u16,
     pub message: String,
     /// Extra response header (`WWW-Authenticate` for 401, `Allow` for 405).
-    pub header: Option<(&'static str, &'static str)>,
+    pub header: Option<(&'static str, String)>,
 }
 
 impl OpsError {
@@ -34,7 +34,7 @@ impl OpsError {
     /// 401 with a bearer challenge.
     pub fn unauthorized(message: impl Into<String>) -> Self {
         OpsError {
-            header: Some(("WWW-Authenticate", "Bearer")),
+            header: Some(("WWW-Authenticate", "Bearer".to_string())),
             ..OpsError::new(401, message)
         }
     }
@@ -42,8 +42,21 @@ impl OpsError {
     /// 405 naming the methods the endpoint takes.
     pub fn method_not_allowed(allow: &'static str) -> Self {
         OpsError {
-            header: Some(("Allow", allow)),
+            header: Some(("Allow", allow.to_string())),
             ..OpsError::new(405, format!("method not allowed here (allowed: {allow})"))
+        }
+    }
+
+    /// 429 after too many failed authentication attempts, with `Retry-After` in seconds.
+    pub fn too_many_attempts(retry_after_secs: u64) -> Self {
+        OpsError {
+            header: Some(("Retry-After", retry_after_secs.to_string())),
+            ..OpsError::new(
+                429,
+                format!(
+                    "too many failed authentication attempts from this address; retry in {retry_after_secs} s"
+                ),
+            )
         }
     }
 

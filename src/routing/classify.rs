@@ -23,7 +23,7 @@ impl FailureClass {
             FailureKind::Connect => FailureClass::Connect,
             FailureKind::Timeout => FailureClass::Timeout,
             FailureKind::Reset | FailureKind::Protocol => FailureClass::Server,
-            FailureKind::TooLarge => FailureClass::Reply,
+            FailureKind::TooLarge | FailureKind::Budget => FailureClass::Reply,
         }
     }
 }

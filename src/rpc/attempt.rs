@@ -12,7 +12,7 @@ use crate::rpc::plan::CallPlan;
 use crate::shard::state::Worker;
 use crate::telemetry::log_limit::Warning;
 use crate::telemetry::stats::Outcome;
-use crate::upstream::error::UpstreamResponse;
+use crate::upstream::error::{FailureKind, UpstreamResponse};
 use crate::wire::jsonrpc::{self, ReplyKind, ReplyView};
 
 /// The result of one attempt against one provider.
@@ -29,6 +29,9 @@ pub(crate) enum AttemptResult {
         /// The provider's JSON-RPC error reply, returned when every provider declines.
         reply: Option<(Vec<u8>, Vec<ReplyView>)>,
     },
+    /// The worker's budget of buffered answer bytes could not take this answer: the request ends with
+    /// [`crate::error::RpcError::ResponseBudget`] (not the provider's fault: nothing is recorded against it).
+    OverBudget,
 }
 
 impl AttemptResult {
@@ -119,6 +122,10 @@ pub(crate) async fn attempt(
     let latency = started.elapsed();
     let outcome = match result {
         Ok(resp) => assess(resp, expected, batch),
+        Err(e) if e.kind == FailureKind::Budget => {
+            tracing::debug!(provider = %provider.id, error = %e.message, "upstream answer over the buffer budget");
+            return AttemptResult::OverBudget;
+        }
         Err(e) => AttemptResult::Failed {
             category: Category::ProviderFailure(FailureClass::from_transport(e.kind)),
             error: e.message,
@@ -184,7 +191,7 @@ fn record(
 ) {
     let config = &worker.config;
     let (failure, error) = match outcome {
-        AttemptResult::Usable { .. } => (None, None),
+        AttemptResult::Usable { .. } | AttemptResult::OverBudget => (None, None),
         AttemptResult::Failed {
             category, error, ..
         } => (Some(category), Some(config.redact(error))),

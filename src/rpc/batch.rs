@@ -1,6 +1,8 @@
 //! A JSON-RPC batch: members answered locally or invalid get their answer in place; the others are grouped by
 //! candidate list (and write-ness), each group sent as one sub-batch concurrently, and every answer is put back in
 //! request order under the client's own id. Notifications get no answer; a batch owing nothing answers nothing.
+//! Provider replies are copied once: from the sub-batch bodies straight into the client's answer, ids restored on
+//! the way (only a filter-creating call's reply, which is rewritten, is built apart).
 
 use std::ops::Range;
 use std::rc::Rc;
@@ -31,6 +33,19 @@ struct Group {
     members: Vec<usize>,
 }
 
+/// Where one member's answer is while the batch is put back together.
+enum Slot {
+    /// Nothing owed (a notification).
+    Empty,
+    /// Built here: an error, a local answer, a rewritten reply.
+    Owned(Vec<u8>),
+    /// Reply `view` of sub-batch `group`'s answer, copied (with the client's id) only when the batch is assembled.
+    Upstream { group: usize, view: usize },
+}
+
+/// One sub-batch's members and what came back.
+type Sent = (Vec<Member>, Result<Forwarded, RpcError>);
+
 /// What one batch is made of: the client's body and its members.
 struct Batch<'b> {
     body: &'b [u8],
@@ -57,17 +72,18 @@ pub(crate) async fn batch<'b>(
         body,
         calls: items.iter().map(|i| i.as_ref().ok()).collect(),
     };
-    let mut slots: Vec<Option<Vec<u8>>> = vec![None; items.len()];
+    let mut slots: Vec<Slot> = (0..items.len()).map(|_| Slot::Empty).collect();
     let groups = group(worker, target, chain, &batch, items, transport, &mut slots);
     let sends = groups.iter().enumerate().map(|(g, group)| {
         // Only the first group reports its routing in the request's metadata.
         let group_meta = if g == 0 { meta.take() } else { None };
         send_group(worker, chain, &batch, group, group_meta)
     });
-    for (sent, result) in join_all(sends).await {
-        place(worker, &batch, &sent, result, &mut slots);
+    let sent: Vec<Sent> = join_all(sends).await;
+    for (g, (members, result)) in sent.iter().enumerate() {
+        place(worker, &batch, g, members, result, &mut slots);
     }
-    assemble(slots)
+    assemble(&batch, &slots, &sent)
 }
 
 /// Answers invalid and local members in place, and groups the rest by candidate list.
@@ -78,14 +94,14 @@ fn group(
     batch: &Batch<'_>,
     items: &[Result<CallView<'_>, InvalidCall>],
     transport: Transport,
-    slots: &mut [Option<Vec<u8>>],
+    slots: &mut [Slot],
 ) -> Vec<Group> {
     let mut groups: Vec<Group> = Vec::new();
     for (i, item) in items.iter().enumerate() {
         let call = match item {
             Err(invalid) => {
                 worker.count_error(invalid.error.code());
-                slots[i] = Some(invalid.error.to_response(batch.client_id(&invalid.id)));
+                slots[i] = Slot::Owned(invalid.error.to_response(batch.client_id(&invalid.id)));
                 continue;
             }
             Ok(call) => call,
@@ -101,7 +117,8 @@ fn group(
             },
         };
         if !call.is_notification() {
-            slots[i] = Some(answer.unwrap_or_else(|e| e.to_response(batch.client_id(&call.id))));
+            slots[i] =
+                Slot::Owned(answer.unwrap_or_else(|e| e.to_response(batch.client_id(&call.id))));
         }
     }
     groups
@@ -135,7 +152,7 @@ async fn send_group(
     batch: &Batch<'_>,
     group: &Group,
     meta: Option<&mut Meta>,
-) -> (Vec<Member>, Result<Forwarded, RpcError>) {
+) -> Sent {
     let members = &group.members;
     let first_uid = worker.upstream_ids(members.len() as u64);
     let mut upstream_body = Vec::new();
@@ -172,13 +189,14 @@ async fn send_group(
     (sent, result)
 }
 
-/// Puts one group's answers (or its error) in the members' slots, under each client's own id.
+/// Points each member of group `g` at its answer (or builds its error), under each client's own id.
 fn place(
     worker: &Worker,
     batch: &Batch<'_>,
+    g: usize,
     sent: &[Member],
-    result: Result<Forwarded, RpcError>,
-    slots: &mut [Option<Vec<u8>>],
+    result: &Result<Forwarded, RpcError>,
+    slots: &mut [Slot],
 ) {
     for member in sent {
         let call = batch.calls[member.index].expect("sent members are valid calls");
@@ -186,49 +204,71 @@ fn place(
             continue;
         }
         let client_id = batch.client_id(&call.id);
-        let answer = match &result {
-            Ok(forwarded) => match forwarded.views.iter().find(|v| {
+        slots[member.index] = match result {
+            Ok(forwarded) => match forwarded.views.iter().position(|v| {
                 jsonrpc::parse_upstream_id(&forwarded.body[v.id.clone()]) == Some(member.uid)
             }) {
-                Some(view) => {
+                Some(view) if filters::creates_filter(&call.method) => {
+                    let view = &forwarded.views[view];
                     let mut out = Vec::with_capacity(view.span.len());
                     jsonrpc::restore_id(&forwarded.body, view, client_id, &mut out);
-                    if filters::creates_filter(&call.method) {
-                        out = filters::wrap_reply(&worker.config, forwarded.pid, out);
+                    Slot::Owned(filters::wrap_reply(&worker.config, forwarded.pid, out))
+                }
+                Some(view) => Slot::Upstream { group: g, view },
+                None => Slot::Owned(
+                    RpcError::AllProvidersFailed {
+                        attempts: vec![Attempt {
+                            provider: "(batch)".into(),
+                            error: "provider omitted the reply to this call".into(),
+                        }],
                     }
-                    out
-                }
-                None => RpcError::AllProvidersFailed {
-                    attempts: vec![Attempt {
-                        provider: "(batch)".into(),
-                        error: "provider omitted the reply to this call".into(),
-                    }],
-                }
-                .to_response(client_id),
+                    .to_response(client_id),
+                ),
             },
             Err(e) => {
                 worker.count_error(e.code());
-                e.to_response(client_id)
+                Slot::Owned(e.to_response(client_id))
             }
         };
-        slots[member.index] = Some(answer);
     }
 }
 
-/// The batch reply in request order; nothing when only notifications were sent.
-fn assemble(slots: Vec<Option<Vec<u8>>>) -> Reply {
-    let answers: Vec<Vec<u8>> = slots.into_iter().flatten().collect();
-    if answers.is_empty() {
+/// The batch reply in request order, written in one pass; nothing when only notifications were sent.
+fn assemble(batch: &Batch<'_>, slots: &[Slot], sent: &[Sent]) -> Reply {
+    let upstream = |i: usize, group: usize, view: usize| {
+        let forwarded = sent[group].1.as_ref().expect("placed from an answer");
+        let call = batch.calls[i].expect("placed members are valid calls");
+        (forwarded, &forwarded.views[view], batch.client_id(&call.id))
+    };
+    let mut len = 0;
+    let mut any = false;
+    for (i, slot) in slots.iter().enumerate() {
+        len += match slot {
+            Slot::Empty => continue,
+            Slot::Owned(answer) => answer.len(),
+            &Slot::Upstream { group, view } => {
+                let (_, view, client_id) = upstream(i, group, view);
+                view.span.len() - view.id.len() + client_id.len()
+            }
+        } + 1;
+        any = true;
+    }
+    if !any {
         return Reply::nothing();
     }
-    let mut out = Vec::with_capacity(answers.iter().map(|a| a.len() + 1).sum::<usize>() + 2);
+    let mut out = Vec::with_capacity(len + 1);
     out.push(b'[');
-    for (k, a) in answers.iter().enumerate() {
-        if k > 0 {
-            out.push(b',');
+    for (i, slot) in slots.iter().enumerate() {
+        match slot {
+            Slot::Empty => continue,
+            Slot::Owned(answer) => out.extend_from_slice(answer),
+            &Slot::Upstream { group, view } => {
+                let (forwarded, view, client_id) = upstream(i, group, view);
+                jsonrpc::restore_id(&forwarded.body, view, client_id, &mut out);
+            }
         }
-        out.extend_from_slice(a);
+        out.push(b',');
     }
-    out.push(b']');
+    *out.last_mut().expect("at least one answer") = b']';
     Reply::answer(out)
 }

@@ -47,6 +47,8 @@ enum Settled {
     Continue,
     /// A write may have reached a provider: nothing more is sent.
     Stop,
+    /// The worker's budget of buffered answer bytes refused the answer: the request ends.
+    OverBudget,
 }
 
 /// The progress of forwarding one call.
@@ -215,6 +217,7 @@ impl<'p> Attempts<'p> {
                     Settled::Continue
                 }
             }
+            AttemptResult::OverBudget => Settled::OverBudget,
         }
     }
 
@@ -265,6 +268,7 @@ pub(crate) async fn forward(
     }
     while let Some(step) = state.next_step(worker) {
         let results = run_step(worker, &mut state, &step, &call, meta.as_deref_mut()).await;
+        let mut over_budget = false;
         for (pid, result) in results {
             match state.settle(worker, pid, result) {
                 Settled::Answered(forwarded) => {
@@ -278,7 +282,14 @@ pub(crate) async fn forward(
                 }
                 Settled::Continue => {}
                 Settled::Stop => return finish(state, meta),
+                Settled::OverBudget => over_budget = true,
             }
+        }
+        if over_budget {
+            if let Some(m) = meta {
+                m.upstream = state.started.elapsed();
+            }
+            return Err(RpcError::ResponseBudget);
         }
     }
     finish(state, meta)

@@ -15,4 +15,6 @@ pub mod reply;
 pub mod target;
 
 #[cfg(test)]
+mod coalesce_tests;
+#[cfg(test)]
 mod tests;

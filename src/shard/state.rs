@@ -81,7 +81,11 @@ impl Worker {
         let config = shared.config.clone();
         Worker {
             index,
-            upstream: Rc::new(UpstreamClient::new(&config, shared.tls.clone())),
+            upstream: Rc::new(UpstreamClient::new(
+                &config,
+                shared.tls.clone(),
+                config.upstream.max_buffered_response_bytes / shared.workers.max(1),
+            )),
             router: RefCell::new(Router::new(0x9E37_79B9_7F4A_7C15 ^ (index as u64 + 1))),
             routing: RefCell::new(crate::routing::state::RoutingState {
                 table: shared.initial_table.clone(),

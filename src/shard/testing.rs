@@ -78,6 +78,17 @@ pub(crate) enum Answer {
 
 type Script = dyn Fn(&str) -> Answer;
 
+/// How a scripted provider answers a batch.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Batches {
+    /// One reply per call, in request order.
+    InOrder,
+    /// One reply per call, in reverse order.
+    Reversed,
+    /// Refused: one JSON-RPC error object (HTTP 200), as providers without batch support answer.
+    Refused,
+}
+
 /// A scripted JSON-RPC provider.
 pub(crate) struct Scripted {
     pub url: String,
@@ -89,6 +100,16 @@ impl Scripted {
     /// Starts a provider answering each call by `script(method)`; batch replies come in reverse order when
     /// `reverse_batches`.
     pub(crate) fn start(script: impl Fn(&str) -> Answer + 'static, reverse_batches: bool) -> Self {
+        let batches = if reverse_batches {
+            Batches::Reversed
+        } else {
+            Batches::InOrder
+        };
+        Self::start_with(script, batches)
+    }
+
+    /// Starts a provider answering each call by `script(method)` and batches as `batches` says.
+    pub(crate) fn start_with(script: impl Fn(&str) -> Answer + 'static, batches: Batches) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind a scripted provider");
         let url = format!("http://{}", listener.local_addr().unwrap());
         let received = Rc::new(RefCell::new(Vec::new()));
@@ -96,7 +117,7 @@ impl Scripted {
         let log = received.clone();
         monoio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
-                monoio::spawn(serve(stream, script.clone(), log.clone(), reverse_batches));
+                monoio::spawn(serve(stream, script.clone(), log.clone(), batches));
             }
         });
         Scripted { url, received }
@@ -116,7 +137,7 @@ async fn serve(
     mut stream: TcpStream,
     script: Rc<Script>,
     log: Rc<RefCell<Vec<String>>>,
-    reverse: bool,
+    batches: Batches,
 ) {
     let mut buf = Vec::with_capacity(4096);
     loop {
@@ -140,7 +161,7 @@ async fn serve(
         let body = String::from_utf8_lossy(&buf[head_end..head_end + length]).into_owned();
         buf.drain(..head_end + length);
         log.borrow_mut().push(body.clone());
-        let (status, reply) = answer(&body, &*script, reverse).await;
+        let (status, reply) = answer(&body, &*script, batches).await;
         let head = format!(
             "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
             reply.len()
@@ -173,8 +194,12 @@ fn request_frame(buf: &[u8]) -> Option<(usize, usize)> {
 }
 
 /// The HTTP status and body answering `body` (one call or a batch).
-async fn answer(body: &str, script: &Script, reverse: bool) -> (u16, String) {
+async fn answer(body: &str, script: &Script, batches: Batches) -> (u16, String) {
     let value: serde_json::Value = serde_json::from_str(body).expect("Lasso sends JSON");
+    if value.is_array() && batches == Batches::Refused {
+        let refusal = r#"{"jsonrpc":"2.0","id":null,"error":{"code":-32600,"message":"batch requests are not supported"}}"#;
+        return (200, refusal.to_string());
+    }
     let calls = match &value {
         serde_json::Value::Array(items) => items.clone(),
         one => vec![one.clone()],
@@ -197,7 +222,7 @@ async fn answer(body: &str, script: &Script, reverse: bool) -> (u16, String) {
             Answer::After(..) => unreachable!("delays are awaited above"),
         });
     }
-    if reverse {
+    if batches == Batches::Reversed {
         replies.reverse();
     }
     match value {

@@ -1,12 +1,13 @@
 //! One request/response exchange with a provider over a pooled connection: request head prebuilt per provider,
-//! response read with bounded memory (Content-Length, chunked or until close), gzip decoded, connection returned to the
-//! pool when reusable. A pooled connection that turns out dead before any response byte is replaced transparently.
+//! response read (Content-Length, chunked or until close) into buffers that grow from what arrived and are charged to
+//! the worker's [`Budget`], gzip decoded the same way, connection returned to the pool when reusable. A pooled connection that turns out dead before any response byte is replaced transparently.
 
 use std::cell::{Cell, RefCell};
 use std::io::Read;
 use std::rc::Rc;
 use std::time::Duration;
 
+use super::budget::{Budget, Charge, OverBudget, reserve};
 use super::conn::Conn;
 use super::dns::{DnsCache, resolve};
 use super::error::{FailureKind, UpstreamError, UpstreamResponse};
@@ -29,23 +30,33 @@ pub struct UpstreamClient {
     tls: monoio_rustls::TlsConnector,
     pool: RefCell<Pool>,
     dns: RefCell<DnsCache>,
+    /// This worker's share of `upstream.max_buffered_response_bytes`.
+    budget: Rc<Budget>,
 }
 
 impl UpstreamClient {
-    pub fn new(config: &std::sync::Arc<Config>, tls: monoio_rustls::TlsConnector) -> Self {
-        Self::build(config, tls, None)
+    /// A worker's client; `budget` is its share of the buffered-answer budget (`upstream.max_buffered_response_bytes`
+    /// divided by the number of workers).
+    pub fn new(
+        config: &std::sync::Arc<Config>,
+        tls: monoio_rustls::TlsConnector,
+        budget: usize,
+    ) -> Self {
+        Self::build(config, tls, None, budget)
     }
 
     /// A client for the monitor's health probes: its requests carry `X-Lasso-Probe: health`, so providers (and tests)
     /// can tell them from client traffic.
     pub fn for_probes(config: &std::sync::Arc<Config>, tls: monoio_rustls::TlsConnector) -> Self {
-        Self::build(config, tls, Some(("X-Lasso-Probe", "health")))
+        let budget = config.upstream.max_response_bytes;
+        Self::build(config, tls, Some(("X-Lasso-Probe", "health")), budget)
     }
 
     fn build(
         config: &std::sync::Arc<Config>,
         tls: monoio_rustls::TlsConnector,
         extra: Option<(&str, &str)>,
+        budget: usize,
     ) -> Self {
         let heads = config
             .providers
@@ -70,6 +81,7 @@ impl UpstreamClient {
                 config.upstream.pool_idle_timeout,
             )),
             dns: RefCell::new(DnsCache::default()),
+            budget: Budget::new(budget),
         }
     }
 
@@ -84,6 +96,11 @@ impl UpstreamClient {
     /// Drops expired idle connections.
     pub fn maintain(&self) {
         self.pool.borrow_mut().evict_expired();
+    }
+
+    /// This worker's budget of buffered answer bytes.
+    pub fn budget(&self) -> &Budget {
+        &self.budget
     }
 
     pub fn idle_connections(&self, pid: usize) -> usize {
@@ -196,9 +213,18 @@ impl UpstreamClient {
         mut conn: Conn,
     ) -> Result<UpstreamResponse, ExchangeError> {
         let max = self.settings.max_response_bytes;
-        let mut buf = Vec::with_capacity(READ_CHUNK);
+        let mut charge = self.budget.charge();
+        let mut buf = Vec::new();
         let head = loop {
-            let (res, b) = conn.stream.read_more(buf, READ_CHUNK).await;
+            reserve(
+                &mut buf,
+                READ_CHUNK,
+                MAX_RESPONSE_HEAD + READ_CHUNK,
+                &mut charge,
+                0,
+            )
+            .map_err(over_budget)?;
+            let (res, b) = conn.stream.read_more(buf, 0).await;
             buf = b;
             match res {
                 Ok(0) if buf.is_empty() => {
@@ -253,16 +279,18 @@ impl UpstreamClient {
                         &format!("response of {n} bytes exceeds the limit"),
                     ));
                 }
-                let already = buf.len() - head.head_len;
-                if already > n {
+                // The body grows in the head's buffer as bytes arrive: the announced length is a ceiling, never an
+                // allocation.
+                let mut body = buf;
+                body.drain(..head.head_len);
+                if body.len() > n {
+                    body.truncate(n);
                     reusable = false;
                 }
-                let mut body = Vec::with_capacity(n);
-                body.extend_from_slice(&buf[head.head_len..head.head_len + already.min(n)]);
-                drop(buf);
                 while body.len() < n {
-                    let want = (n - body.len()).min(1 << 20);
-                    let (res, b) = conn.stream.read_more(body, want).await;
+                    let want = (n - body.len()).min(READ_CHUNK);
+                    reserve(&mut body, want, n, &mut charge, 0).map_err(over_budget)?;
+                    let (res, b) = conn.stream.read_more(body, 0).await;
                     body = b;
                     body_progress(res)?;
                 }
@@ -277,6 +305,10 @@ impl UpstreamClient {
                 let mut body = Vec::new();
                 let mut consumed = head.head_len;
                 loop {
+                    // Decoding never yields more bytes than it consumes: room for the raw bytes is enough.
+                    let raw = buf.len() - consumed;
+                    reserve(&mut body, raw.max(1), max, &mut charge, buf.capacity())
+                        .map_err(over_budget)?;
                     consumed += decoder.decode(&buf[consumed..], &mut body).map_err(|e| {
                         ExchangeError::during(
                             if body.len() >= max {
@@ -295,10 +327,19 @@ impl UpstreamClient {
                     }
                     buf.drain(..consumed);
                     consumed = 0;
-                    let (res, b) = conn.stream.read_more(buf, READ_CHUNK).await;
+                    reserve(
+                        &mut buf,
+                        READ_CHUNK,
+                        usize::MAX,
+                        &mut charge,
+                        body.capacity(),
+                    )
+                    .map_err(over_budget)?;
+                    let (res, b) = conn.stream.read_more(buf, 0).await;
                     buf = b;
                     body_progress(res)?;
                 }
+                drop(buf);
                 body
             }
             ResponseFraming::UntilClose => {
@@ -311,7 +352,8 @@ impl UpstreamClient {
                             "response exceeds the limit",
                         ));
                     }
-                    let (res, b) = conn.stream.read_more(buf, READ_CHUNK).await;
+                    reserve(&mut buf, READ_CHUNK, max + 1, &mut charge, 0).map_err(over_budget)?;
+                    let (res, b) = conn.stream.read_more(buf, 0).await;
                     buf = b;
                     match res {
                         Ok(0) => break,
@@ -331,7 +373,14 @@ impl UpstreamClient {
             self.pool.borrow_mut().put(p.pid, conn);
         }
         let body = if head.gzip {
-            gunzip(&body, max).map_err(|e| ExchangeError::during(FailureKind::Protocol, &e))?
+            gunzip(&body, max, &mut charge).map_err(|e| match e {
+                Gunzip::Invalid(e) => ExchangeError::during(FailureKind::Protocol, &e),
+                Gunzip::TooLarge => ExchangeError::during(
+                    FailureKind::TooLarge,
+                    "decompressed response exceeds the limit",
+                ),
+                Gunzip::OverBudget(o) => over_budget(o),
+            })?
         } else {
             body
         };
@@ -341,6 +390,17 @@ impl UpstreamClient {
             retry_after: head.retry_after,
         })
     }
+}
+
+/// The exchange error for a growth the worker's budget refused.
+fn over_budget(o: OverBudget) -> ExchangeError {
+    ExchangeError::during(
+        FailureKind::Budget,
+        &format!(
+            "answers being received from providers exceed this worker's buffer budget ({} bytes)",
+            o.limit
+        ),
+    )
 }
 
 /// Turns a read inside a response body into an error when the connection ended or failed.
@@ -380,16 +440,32 @@ impl ExchangeError {
     }
 }
 
-fn gunzip(data: &[u8], max: usize) -> Result<Vec<u8>, String> {
-    let mut out = Vec::with_capacity(data.len() * 4);
-    let mut decoder = flate2::read::GzDecoder::new(data).take(max as u64 + 1);
-    decoder
-        .read_to_end(&mut out)
-        .map_err(|e| format!("invalid gzip body: {e}"))?;
-    if out.len() > max {
-        return Err("decompressed response exceeds the limit".into());
+/// Why a gzip body could not be decoded.
+enum Gunzip {
+    Invalid(String),
+    TooLarge,
+    OverBudget(OverBudget),
+}
+
+/// Decodes a gzip body into a buffer grown from what decodes (never a multiple of the compressed size reserved up
+/// front), charged to the exchange beside the compressed bytes.
+fn gunzip(data: &[u8], max: usize, charge: &mut Charge) -> Result<Vec<u8>, Gunzip> {
+    let mut out = Vec::new();
+    let mut decoder = flate2::read::GzDecoder::new(data);
+    let mut chunk = [0u8; 8192];
+    loop {
+        let n = decoder
+            .read(&mut chunk)
+            .map_err(|e| Gunzip::Invalid(format!("invalid gzip body: {e}")))?;
+        if n == 0 {
+            return Ok(out);
+        }
+        if out.len() + n > max {
+            return Err(Gunzip::TooLarge);
+        }
+        reserve(&mut out, n, max, charge, data.len()).map_err(Gunzip::OverBudget)?;
+        out.extend_from_slice(&chunk[..n]);
     }
-    Ok(out)
 }
 
 fn request_head_prefix(p: &Provider, extra: Option<(&str, &str)>) -> Vec<u8> {

@@ -16,6 +16,9 @@ pub enum FailureKind {
     Protocol,
     /// The response exceeded `max_response_bytes`.
     TooLarge,
+    /// Answers being received on this worker already hold its share of `max_buffered_response_bytes`: this exchange
+    /// was given up (the provider is not at fault; the request ends with a "limit exceeded" error).
+    Budget,
 }
 
 /// An upstream failure, with whether the request may have reached the provider.

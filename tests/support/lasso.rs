@@ -100,9 +100,17 @@ pub struct LassoBuilder {
     workers: usize,
     env: Vec<(String, String)>,
     rust_log: String,
+    dir: Option<PathBuf>,
 }
 
 impl LassoBuilder {
+    /// Runs in `dir` (config `dir/lasso.yml`, written from the builder's text) instead of a fresh temporary
+    /// directory, so a later process can start on what an earlier one left there.
+    pub fn in_dir(mut self, dir: &Path) -> Self {
+        self.dir = Some(dir.to_path_buf());
+        self
+    }
+
     pub fn workers(mut self, n: usize) -> Self {
         self.workers = n;
         self
@@ -127,11 +135,19 @@ impl LassoBuilder {
 
     /// Spawns Lasso and waits for its `listening` line. Panics (with the logs) on failure.
     pub fn start(self) -> Lasso {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let config_path = dir.path().join("lasso.yml");
+        let temp = match &self.dir {
+            Some(_) => None,
+            None => Some(tempfile::tempdir().expect("tempdir")),
+        };
+        let dir_path = match (&self.dir, &temp) {
+            (Some(d), _) => d.clone(),
+            (None, Some(t)) => t.path().to_path_buf(),
+            (None, None) => unreachable!(),
+        };
+        let config_path = dir_path.join("lasso.yml");
         std::fs::write(&config_path, &self.config).unwrap();
         for (rel, content) in &self.files {
-            let p = dir.path().join(rel);
+            let p = dir_path.join(rel);
             std::fs::create_dir_all(p.parent().unwrap()).unwrap();
             std::fs::write(p, content).unwrap();
         }
@@ -140,7 +156,7 @@ impl LassoBuilder {
             .arg(&config_path)
             .args(["--port", "0", "--bind", "127.0.0.1", "--workers"])
             .arg(self.workers.to_string())
-            .current_dir(dir.path())
+            .current_dir(&dir_path)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
@@ -170,7 +186,7 @@ impl LassoBuilder {
             readers,
             config_path,
             config: self.config,
-            _dir: dir,
+            _dir: temp,
         };
         match lasso.wait_listening(STARTUP_TIMEOUT) {
             Ok(addr) => {
@@ -205,7 +221,7 @@ pub struct Lasso {
     readers: Vec<JoinHandle<()>>,
     config_path: PathBuf,
     config: String,
-    _dir: tempfile::TempDir,
+    _dir: Option<tempfile::TempDir>,
 }
 
 /// The last `lines` lines of `s`.
@@ -233,6 +249,7 @@ impl Lasso {
             workers: 2,
             env: Vec::new(),
             rust_log: "info".to_string(),
+            dir: None,
         }
     }
 

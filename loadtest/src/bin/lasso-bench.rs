@@ -33,7 +33,7 @@ struct Cli {
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "mock,lasso,nginx,blutgang"
+        default_value = "mock,lasso,floor,nginx,blutgang"
     )]
     targets: Vec<String>,
     /// Lasso binary (default: target/release/lasso of this workspace, built with cargo when missing).
@@ -75,6 +75,18 @@ struct Cli {
 enum Cmd {
     /// Run a mock provider (same options as lasso-mockprovider).
     Mock(Box<loadtest::mock::cli::MockArgs>),
+    /// Run the floor forwarder (the `floor` target): forwards every request body to one upstream, no JSON handling.
+    Floor {
+        /// Upstream URL (http://IP:PORT/path).
+        #[arg(long)]
+        upstream: String,
+        /// Event loops (one thread each).
+        #[arg(long, default_value_t = 1)]
+        workers: usize,
+        /// Listen address.
+        #[arg(long, default_value = "127.0.0.1:0")]
+        listen: std::net::SocketAddr,
+    },
     /// List the scenarios with their estimated run time.
     List,
 }
@@ -86,6 +98,19 @@ fn main() -> ExitCode {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("lasso-bench mock: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        Some(Cmd::Floor {
+            upstream,
+            workers,
+            listen,
+        }) => match loadtest::floor::Upstream::parse(&upstream)
+            .and_then(|u| loadtest::floor::run(listen, u, workers))
+        {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("lasso-bench floor: {e}");
                 ExitCode::FAILURE
             }
         },

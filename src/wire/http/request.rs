@@ -41,6 +41,9 @@ pub struct RequestHead {
     pub origin: Option<String>,
     /// Length of the head in bytes (the body starts there).
     pub head_len: usize,
+    /// The client's address, filled in by the edge for endpoints that authenticate (failed attempts are counted per
+    /// address); `None` elsewhere.
+    pub peer: Option<std::net::IpAddr>,
 }
 
 /// Why a request head is rejected.
@@ -152,6 +155,7 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<RequestHead>, HeadError> {
         authorization,
         origin,
         head_len,
+        peer: None,
     }))
 }
 
