@@ -106,6 +106,56 @@ fn a_client_that_never_reads_a_20_mb_answer_is_closed_after_the_send_timeout() {
     assert_eq!(r.json()["result"].as_str().map(str::len), Some(SIZE));
 }
 
+#[test]
+fn a_slow_reader_that_keeps_taking_bytes_gets_its_whole_answer() {
+    const SIZE: usize = 24 << 20;
+    let mock = MockProvider::start("p1").with_big_result(SIZE);
+    let cfg = single_chain(&[&mock])
+        .server("send_timeout_ms", 5000)
+        .upstream("request_timeout_ms", 30000)
+        .routing("deadlines_ms", "{ light: 30000 }");
+    let lasso = Lasso::builder(&cfg.yaml()).workers(1).start();
+    let mut slow = Conn::connect(lasso.addr());
+    let body = rpc(json!(1), "eth_getBalance", json!(["0x01", "latest"]));
+    slow.send(&support::http::request_bytes(
+        "POST",
+        "/rpc/ethereum",
+        &[
+            ("Content-Type", "application/json"),
+            ("Connection", "close"),
+        ],
+        body.as_bytes(),
+    ));
+    // At most 256 KiB every 100 ms: the whole answer takes longer than the send timeout, but no write waits that
+    // long (the kernel wakes a blocked sender once half its queue is taken, about every 2 MB here).
+    let started = Instant::now();
+    let mut got = Vec::new();
+    let mut chunk = vec![0u8; 256 * 1024];
+    loop {
+        let n = std::io::Read::read(&mut slow.io.stream, &mut chunk).expect("read");
+        if n == 0 {
+            break;
+        }
+        got.extend_from_slice(&chunk[..n]);
+        std::thread::sleep(std::time::Duration::from_millis(100)); // pacing the reader, not synchronisation
+    }
+    assert!(
+        got.starts_with(b"HTTP/1.1 200"),
+        "{:?}",
+        String::from_utf8_lossy(&got[..got.len().min(200)])
+    );
+    assert!(
+        got.len() > SIZE,
+        "the whole answer arrived: {} bytes",
+        got.len()
+    );
+    eprintln!(
+        "slow reader took {:?} for {} bytes",
+        started.elapsed(),
+        got.len()
+    );
+}
+
 fn truncate_describe(r: &Response) -> String {
     support::http::truncate(&r.describe(), 400)
 }
