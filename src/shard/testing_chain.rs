@@ -107,6 +107,8 @@ struct NodeState {
     next: Cell<u64>,
     /// `(transport, method)` of every call received, in arrival order.
     calls: RefCell<Vec<(&'static str, String)>>,
+    /// Announce the head block right behind each `eth_subscribe` reply, in the same write.
+    eager: Cell<bool>,
 }
 
 /// A scripted chain node (HTTP and WebSocket on one port).
@@ -126,6 +128,7 @@ impl Node {
             sessions: RefCell::new(HashMap::new()),
             next: Cell::new(0),
             calls: RefCell::new(Vec::new()),
+            eager: Cell::new(false),
         });
         let serving = state.clone();
         monoio::spawn(async move {
@@ -138,6 +141,12 @@ impl Node {
             ws_url: format!("ws://{addr}"),
             state,
         }
+    }
+
+    /// From now on, every `eth_subscribe` reply is followed, in the same write, by the head block (or its logs) under
+    /// the new subscription, as when a block lands while the provider answers.
+    pub(crate) fn announce_on_subscribe(&self) {
+        self.state.eager.set(true);
     }
 
     /// Upstream subscriptions open on this node now.
@@ -162,24 +171,9 @@ impl Node {
 
     /// Announces block `n` (its logs flagged `removed` when asked).
     pub(crate) fn announce_block(&self, n: u64, removed: bool) {
-        let chain = &self.state.chain;
-        let Some(block) = chain.block(n) else {
-            return;
-        };
         for sub in self.state.subs.borrow().iter() {
-            let events = if sub.logs {
-                chain.logs(n, removed)
-            } else {
-                vec![block.clone()]
-            };
-            for event in events {
-                let note = json!({
-                    "jsonrpc": "2.0",
-                    "method": "eth_subscription",
-                    "params": {"subscription": sub.id, "result": event},
-                });
-                self.state.send(sub.session, &note);
-            }
+            let notes = self.state.notify(sub, n, removed);
+            self.state.send(sub.session, &notes);
         }
     }
 
@@ -193,17 +187,51 @@ impl Node {
 }
 
 impl NodeState {
-    fn send(&self, session: u64, message: &Value) {
+    /// Sends `messages` to a session in one write.
+    fn send(&self, session: u64, messages: &[Value]) {
         if let Some(out) = self.sessions.borrow().get(&session) {
             let mut framed = Vec::new();
-            frame::encode(
-                &mut framed,
-                frame::OP_TEXT,
-                message.to_string().as_bytes(),
-                None,
-            );
+            for message in messages {
+                frame::encode(
+                    &mut framed,
+                    frame::OP_TEXT,
+                    message.to_string().as_bytes(),
+                    None,
+                );
+            }
             let _ = out.unbounded_send(framed);
         }
+    }
+
+    /// The notifications announcing block `n` (logs flagged `removed` when asked) to subscription `sub`.
+    fn notify(&self, sub: &Sub, n: u64, removed: bool) -> Vec<Value> {
+        let Some(block) = self.chain.block(n) else {
+            return Vec::new();
+        };
+        let events = if sub.logs {
+            self.chain.logs(n, removed)
+        } else {
+            vec![block]
+        };
+        events
+            .into_iter()
+            .map(|event| {
+                json!({
+                    "jsonrpc": "2.0",
+                    "method": "eth_subscription",
+                    "params": {"subscription": sub.id, "result": event},
+                })
+            })
+            .collect()
+    }
+
+    /// The notifications announcing block `n` to the subscription whose id is `id`.
+    fn notifications(&self, id: &Value, n: u64) -> Vec<Value> {
+        let subs = self.subs.borrow();
+        subs.iter()
+            .find(|s| Some(s.id.as_str()) == id.as_str())
+            .map(|s| self.notify(s, n, false))
+            .unwrap_or_default()
     }
 
     /// The result of one call (`None` = JSON `null`), or an error message.
@@ -348,7 +376,11 @@ async fn session(stream: TcpStream, mut buf: Vec<u8>, state: Rc<NodeState>) {
                         continue;
                     };
                     let reply = state.answer("ws", Some(id), &call);
-                    state.send(id, &reply);
+                    let mut out = vec![reply.clone()];
+                    if call["method"] == "eth_subscribe" && state.eager.get() {
+                        out.extend(state.notifications(&reply["result"], state.chain.head()));
+                    }
+                    state.send(id, &out);
                 }
                 frame::OP_PING => {
                     if let Some(out) = state.sessions.borrow().get(&id) {

@@ -345,13 +345,16 @@ fn stall_timeout(worker: &Worker, target: Target) -> Duration {
     })
 }
 
+/// Runs one feed until its last client has been gone for the grace period or the worker drains. `ready` tells the
+/// first subscriber whether the upstream subscription started; on success it carries the sender the subscriber fires
+/// once its client is attached (and answered), and nothing is delivered before that.
 pub(crate) async fn run_feed(
     worker: Rc<Worker>,
     registry: Rc<Registry>,
     target: Target,
     feed: Rc<Feed>,
     mut inbox: mpsc::UnboundedReceiver<UpstreamEvent>,
-    ready: oneshot::Sender<Result<(), RpcError>>,
+    ready: oneshot::Sender<Result<oneshot::Sender<()>, RpcError>>,
 ) {
     let chain_name = chain_of(&worker, target).name.clone();
     let mut avoid: HashMap<usize, Instant> = HashMap::new();
@@ -378,7 +381,14 @@ pub(crate) async fn run_feed(
             .and_then(|raw| sonic_rs::from_slice::<String>(&raw).ok())
             .and_then(|s| u64::from_str_radix(s.trim_start_matches("0x"), 16).ok());
     }
-    let _ = ready.send(Ok(()));
+    // Events that came with the upstream subscription wait until the first client is attached and has its
+    // subscription id: they reach it, after the reply.
+    let (attached_tx, attached_rx) = oneshot::channel();
+    let _ = ready.send(Ok(attached_tx));
+    if attached_rx.await.is_err() && feed.clients.borrow().is_empty() {
+        // The subscriber went away while the feed started: the feed ends after the grace period like any empty one.
+        feed.empty_since.set(Some(Instant::now()));
+    }
     let stall = stall_timeout(&worker, target);
     let tick = (stall / 4).clamp(Duration::from_millis(50), Duration::from_secs(1));
     let grace = worker.config.websocket.unsubscribe_grace;

@@ -119,6 +119,7 @@ impl Hub {
         };
         let id = hub.new_id(worker);
         let existing = hub.registry.feeds.borrow().get(&key).cloned();
+        let mut attached = None;
         let feed = match existing {
             Some(feed) => feed,
             None => {
@@ -144,7 +145,10 @@ impl Hub {
                     ready_tx,
                 ));
                 match ready_rx.await {
-                    Ok(Ok(())) => feed,
+                    Ok(Ok(started)) => {
+                        attached = Some(started);
+                        feed
+                    }
                     Ok(Err(e)) => {
                         hub.registry.feeds.borrow_mut().remove(&key);
                         return Err(e);
@@ -169,6 +173,10 @@ impl Hub {
             .by_id
             .borrow_mut()
             .insert(id.clone(), (feed, client.id));
+        // A new feed delivers from now on; this task queues the reply before the feed runs again.
+        if let Some(attached) = attached {
+            let _ = attached.send(());
+        }
         Ok(id)
     }
 

@@ -65,16 +65,24 @@ impl Client {
         }
     }
 
-    async fn subscribe(&self, worker: &Rc<Worker>, hub: &Rc<Hub>, params: &str) -> String {
+    /// Subscribes as the WebSocket session does: the reply is queued as soon as the hub answers, and must be the
+    /// first message the client gets about this subscription.
+    async fn subscribe(&mut self, worker: &Rc<Worker>, hub: &Rc<Hub>, params: &str) -> String {
         let target =
             crate::rpc::target::resolve(&worker.config, "/ws/rpc/ethereum", "/ws/rpc").unwrap();
-        hub.subscribe(worker, target, &self.conn, params.as_bytes())
+        let id = hub
+            .subscribe(worker, target, &self.conn, params.as_bytes())
             .await
-            .unwrap_or_else(|e| panic!("subscribe {params}: {e:?}"))
+            .unwrap_or_else(|e| panic!("subscribe {params}: {e:?}"));
+        let reply = format!(r#"{{"jsonrpc":"2.0","id":1,"result":"{id}"}}"#);
+        self.conn.send_text(reply.as_bytes());
+        let first = self.message(PATIENCE).await.expect("the subscribe reply");
+        assert_eq!(first["result"], id.as_str(), "the reply comes first");
+        id
     }
 
-    /// The next notification: `(subscription id, result)`; `None` when none comes within `within`.
-    async fn next(&mut self, within: Duration) -> Option<(String, Value)> {
+    /// The next message queued to the client.
+    async fn message(&mut self, within: Duration) -> Option<Value> {
         let framed = monoio::time::timeout(within, self.frames.next())
             .await
             .ok()??;
@@ -82,7 +90,12 @@ impl Client {
             .expect("a valid frame")
             .expect("a whole frame");
         assert_eq!((f.opcode, used), (frame::OP_TEXT, framed.len()));
-        let msg: Value = serde_json::from_slice(&f.payload).expect("JSON");
+        Some(serde_json::from_slice(&f.payload).expect("JSON"))
+    }
+
+    /// The next notification: `(subscription id, result)`; `None` when none comes within `within`.
+    async fn next(&mut self, within: Duration) -> Option<(String, Value)> {
+        let msg = self.message(within).await?;
         assert_eq!(msg["method"], "eth_subscription", "{msg}");
         let sub = msg["params"]["subscription"].as_str().unwrap().to_string();
         Some((sub, msg["params"]["result"].clone()))
@@ -341,5 +354,57 @@ fn removed_logs_of_a_reorg_are_delivered_again() {
         }
         assert_eq!(removed, logs(&chain, 101, 101));
         a.nothing_more().await;
+    });
+}
+
+#[test]
+fn an_event_in_the_same_read_as_the_subscribe_reply_is_delivered() {
+    on_both_drivers(|| async {
+        let chain = Chain::new(100);
+        let p1 = Node::start(&chain);
+        p1.announce_on_subscribe();
+        let worker = shard(&config(&[&p1], "", ""));
+        let hub = Rc::new(Hub::new(1 << 30));
+        let mut a = Client::new(1, &hub);
+        let id = a.subscribe(&worker, &hub, r#"["newHeads"]"#).await;
+        mine_on(&chain, &p1);
+        assert_eq!(a.events(&id, 2).await, heads(&chain, 100, 101));
+        let mut b = Client::new(2, &hub);
+        let id = b.subscribe(&worker, &hub, r#"["logs", {}]"#).await;
+        mine_on(&chain, &p1);
+        assert_eq!(b.events(&id, 4).await, logs(&chain, 101, 102));
+        b.nothing_more().await;
+    });
+}
+
+#[test]
+fn a_feed_whose_first_subscriber_left_while_it_started_ends_after_the_grace_period() {
+    on_both_drivers(|| async {
+        let chain = Chain::new(100);
+        let p1 = Node::start(&chain);
+        let worker = shard(&config(&[&p1], "unsubscribe_grace_ms: 100", ""));
+        let hub = Rc::new(Hub::new(1 << 30));
+        let a = Client::new(1, &hub);
+        let target =
+            crate::rpc::target::resolve(&worker.config, "/ws/rpc/ethereum", "/ws/rpc").unwrap();
+        // The session goes away while the feed is still subscribing upstream: its subscribe call is dropped.
+        let subscribing = hub.subscribe(&worker, target, &a.conn, br#"["newHeads"]"#);
+        let gone =
+            futures_util::future::select(Box::pin(subscribing), std::future::ready(())).await;
+        assert!(matches!(gone, futures_util::future::Either::Right(_)));
+        drop(gone); // select hands the unfinished call back: dropping it is the session going away
+        until("the feed subscribes upstream", PATIENCE, || {
+            p1.subscriptions() == 1
+        })
+        .await;
+        until("the clientless feed ends", PATIENCE, || {
+            hub.stats().feeds_by_kind == [0, 0, 0]
+        })
+        .await;
+        until("its upstream subscription is cancelled", PATIENCE, || {
+            p1.subscriptions() == 0
+        })
+        .await;
+        assert_eq!(p1.count("ws", "eth_unsubscribe"), 1);
     });
 }
