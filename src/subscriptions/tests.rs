@@ -408,3 +408,52 @@ fn a_feed_whose_first_subscriber_left_while_it_started_ends_after_the_grace_peri
         assert_eq!(p1.count("ws", "eth_unsubscribe"), 1);
     });
 }
+
+#[test]
+fn heads_survive_the_only_provider_dropping_and_coming_back() {
+    on_both_drivers(|| async {
+        let chain = Chain::new(100);
+        let p1 = Node::start(&chain);
+        let worker = shard(&config(&[&p1], "", ""));
+        let hub = Rc::new(Hub::new(1 << 30));
+        let mut a = Client::new(1, &hub);
+        let id = a.subscribe(&worker, &hub, r#"["newHeads"]"#).await;
+        mine_on(&chain, &p1);
+        assert_eq!(a.events(&id, 1).await, heads(&chain, 101, 101));
+        p1.drop_connections();
+        chain.mine();
+        // Nothing else to move to: the feed waits the outage out on the same provider, under the same id.
+        until("the feed resubscribes on p1", PATIENCE, || {
+            p1.count("ws", "eth_subscribe") == 2
+                && p1.subscriptions() == 1
+                && hub.stats().upstream_subscriptions == 1
+        })
+        .await;
+        mine_on(&chain, &p1);
+        assert_eq!(a.events(&id, 2).await, heads(&chain, 102, 103));
+        a.nothing_more().await;
+    });
+}
+
+#[test]
+fn a_gap_longer_than_the_backfill_limit_is_filled_for_its_last_blocks_only() {
+    on_both_drivers(|| async {
+        let chain = Chain::new(100);
+        let (p1, p2) = (Node::start(&chain), Node::start(&chain));
+        let worker = shard(&config(&[&p1, &p2], "backfill_limit_blocks: 3", ""));
+        let hub = Rc::new(Hub::new(1 << 30));
+        let mut a = Client::new(1, &hub);
+        let id = a.subscribe(&worker, &hub, r#"["newHeads"]"#).await;
+        mine_on(&chain, &p1);
+        assert_eq!(a.events(&id, 1).await, heads(&chain, 101, 101));
+        p1.drop_connections();
+        for _ in 0..9 {
+            chain.mine(); // 102..=110 announced to nobody
+        }
+        moved_to(&p2, &hub, "the feed resubscribes on p2").await;
+        p2.announce();
+        assert_eq!(a.events(&id, 4).await, heads(&chain, 107, 110));
+        a.nothing_more().await;
+        assert_eq!(p2.count("http", "eth_getBlockByNumber"), 3);
+    });
+}
