@@ -335,3 +335,27 @@ fn a_head_not_finished_within_the_header_timeout_is_closed_quietly() {
         assert_eq!(c.reply().await.body["id"], 2);
     });
 }
+
+#[test]
+fn a_body_not_finished_within_the_body_timeout_is_closed_quietly() {
+    on_both_drivers(|| async {
+        let p = provider();
+        let addr = listen(
+            &config(&p, "body_timeout_ms: 200, idle_timeout_ms: 5000"),
+            true,
+        );
+        let mut c = Client::connect(addr).await;
+        let started = Instant::now();
+        c.send(
+            "POST /rpc/ethereum HTTP/1.1\r\nHost: lasso\r\nContent-Length: 100\r\n\r\n{\"jsonrpc\"",
+        )
+        .await;
+        c.closed().await;
+        let took = started.elapsed();
+        assert!(
+            took >= Duration::from_millis(190) && took < Duration::from_secs(2),
+            "closed after {took:?}"
+        );
+        assert_eq!(p.received.borrow().len(), 0);
+    });
+}
