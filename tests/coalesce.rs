@@ -1,5 +1,7 @@
-//! Request coalescing: concurrent single reads to one provider travel as JSON-RPC batches, every client still gets
-//! exactly its own answer (id, params, result), and a provider that refuses batches gets single calls instead.
+//! Request coalescing, opt-in per provider (`batch: true`, `batch_max`) or for all (`upstream.coalesce: true`):
+//! concurrent single reads to such a provider travel as JSON-RPC batches, every client still gets exactly its own
+//! answer (id, params, result), and a provider that refuses batches gets single calls instead. Without an opt-in
+//! every call is its own upstream request.
 
 mod support;
 
@@ -43,9 +45,13 @@ fn clients(addr: std::net::SocketAddr, threads: u64, per_thread: u64) -> Vec<Str
 fn concurrent_reads_are_batched_and_answered_individually() {
     let p = MockProvider::start("p1");
     p.set_fault(Fault::Delay(5));
-    let lasso = Lasso::builder(&single_chain(&[&p]).yaml())
-        .workers(1)
-        .start();
+    p.set_chain_id("0x1");
+    let cfg = Config::new().chain(
+        Chain::new("ethereum", 1)
+            .strategy("priority")
+            .provider(Provider::new("p1", &p.url()).batch(true, Some(4))),
+    );
+    let lasso = Lasso::builder(&cfg.yaml()).workers(1).start();
     let errors = clients(lasso.addr(), 16, 20);
     assert!(errors.is_empty(), "{errors:?}");
     let calls = p.count("eth_getTransactionReceipt");
@@ -55,15 +61,42 @@ fn concurrent_reads_are_batched_and_answered_individually() {
         http_requests < calls,
         "calls were coalesced into batches: {http_requests} HTTP requests for {calls} calls"
     );
+    // `batch_max: 4` bounds every batch.
+    let largest = p
+        .recorded()
+        .iter()
+        .filter_map(|r| r.body.as_array().map(|a| a.len()))
+        .max()
+        .unwrap_or(0);
+    assert!(
+        (2..=4).contains(&largest),
+        "largest upstream batch: {largest} calls (batch_max 4)"
+    );
 }
 
 #[test]
-fn coalescing_can_be_turned_off() {
+fn without_an_opt_in_every_call_is_its_own_request() {
     let p = MockProvider::start("p1");
     p.set_fault(Fault::Delay(5));
-    let lasso = Lasso::builder(&single_chain(&[&p]).upstream("coalesce", "false").yaml())
+    let lasso = Lasso::builder(&single_chain(&[&p]).yaml())
         .workers(1)
         .start();
+    let errors = clients(lasso.addr(), 8, 10);
+    assert!(errors.is_empty(), "{errors:?}");
+    assert_eq!(p.received(), 80, "one HTTP request per call");
+}
+
+#[test]
+fn a_provider_can_opt_out_of_batching_turned_on_for_all() {
+    let p = MockProvider::start("p1");
+    p.set_fault(Fault::Delay(5));
+    p.set_chain_id("0x1");
+    let cfg = Config::new().upstream("coalesce", "true").chain(
+        Chain::new("ethereum", 1)
+            .strategy("priority")
+            .provider(Provider::new("p1", &p.url()).batch(false, None)),
+    );
+    let lasso = Lasso::builder(&cfg.yaml()).workers(1).start();
     let errors = clients(lasso.addr(), 8, 10);
     assert!(errors.is_empty(), "{errors:?}");
     assert_eq!(p.received(), 80, "one HTTP request per call");
@@ -138,7 +171,7 @@ fn a_provider_refusing_batches_gets_single_calls() {
     let cfg = Config::new().chain(
         Chain::new("ethereum", 1)
             .strategy("priority")
-            .provider(Provider::new("batchless", &url)),
+            .provider(Provider::new("batchless", &url).batch(true, None)),
     );
     let lasso = Lasso::builder(&cfg.yaml()).workers(1).start();
     let errors = clients(lasso.addr(), 12, 15);

@@ -70,8 +70,8 @@ pub const DEFAULT_UPSTREAM_MAX_BUFFERED_RESPONSE_BYTES: usize = 1024 * 1024 * 10
 pub const DEFAULT_UPSTREAM_POOL_MAX_IDLE_PER_PROVIDER: usize = 128;
 /// `upstream.pool_idle_timeout_ms`
 pub const DEFAULT_UPSTREAM_POOL_IDLE_TIMEOUT_MS: u64 = 30_000;
-/// `upstream.coalesce`
-pub const DEFAULT_UPSTREAM_COALESCE: bool = true;
+/// `upstream.coalesce` (off: upstream batching is opt-in, per provider with `batch: true` or for all with this)
+pub const DEFAULT_UPSTREAM_COALESCE: bool = false;
 /// `upstream.max_coalesce`
 pub const DEFAULT_UPSTREAM_MAX_COALESCE: usize = 32;
 /// `upstream.coalesce_retry_ms` (back-off before batching a provider that refused a batch again; doubles while it

@@ -357,8 +357,11 @@ struct RawProvider {
     headers: IndexMap<String, String>,
     #[serde(default)]
     archival: bool,
-    #[serde(default = "yes")]
-    batch: bool,
+    /// Opt in to (or out of) upstream batching for this provider; unset = `upstream.coalesce`.
+    #[serde(default)]
+    batch: Option<bool>,
+    #[serde(default)]
+    batch_max: Option<usize>,
     #[serde(default)]
     methods: Option<RawMethods>,
     /// Accepted for compatibility with Lasso RPC files (`public`, `paid`, ...); informational.
@@ -373,10 +376,6 @@ struct RawMethods {
     allow: Vec<String>,
     #[serde(default)]
     deny: Vec<String>,
-}
-
-fn yes() -> bool {
-    true
 }
 
 /// Where the image keeps its default chains file, used to seed a missing `LASSO_CHAINS_PATH`.
@@ -1129,6 +1128,7 @@ impl Builder<'_> {
             headers,
             archival: raw.archival,
             batch: raw.batch,
+            batch_max: raw.batch_max,
             methods: methods.unwrap_or_default(),
         })
     }

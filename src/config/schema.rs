@@ -73,8 +73,10 @@ pub struct UpstreamSettings {
     pub max_buffered_response_bytes: usize,
     pub pool_max_idle_per_provider: usize,
     pub pool_idle_timeout: Duration,
-    /// Send single read calls that are ready together to one provider as one JSON-RPC batch.
+    /// Send single read calls that are ready together to one provider as one JSON-RPC batch: the default of every
+    /// provider that does not say (`batch:`). Off by default: batching changes what the provider receives.
     pub coalesce: bool,
+    /// Calls per such batch, for providers that do not set `batch_max`.
     pub max_coalesce: usize,
     /// After a provider refuses a batch, its calls go alone for this long (doubling while it keeps refusing).
     pub coalesce_retry: Duration,
@@ -199,8 +201,12 @@ pub struct Provider {
     /// Extra request headers (already expanded), including basic auth from the URL.
     pub headers: Vec<(String, String)>,
     pub archival: bool,
-    /// The provider accepts JSON-RPC batches (coalescing may use them).
-    pub batch: bool,
+    /// The provider declared it takes JSON-RPC batches (`batch: true`) or not; unset = `upstream.coalesce`.
+    /// Read it through [`Config::batches`].
+    pub batch: Option<bool>,
+    /// Calls per coalesced batch for this provider; unset = `upstream.max_coalesce`. Read through
+    /// [`Config::batch_max`].
+    pub batch_max: Option<usize>,
     pub methods: MethodFilter,
 }
 
@@ -255,6 +261,20 @@ pub struct Config {
 }
 
 impl Config {
+    /// Whether single reads to provider `pid` may be coalesced into upstream batches: only where the provider
+    /// declares it (`batch: true`) or, for providers that do not say, where `upstream.coalesce` is on.
+    pub fn batches(&self, pid: usize) -> bool {
+        self.providers[pid].batch.unwrap_or(self.upstream.coalesce)
+    }
+
+    /// Largest coalesced batch sent to provider `pid`.
+    pub fn batch_max(&self, pid: usize) -> usize {
+        self.providers[pid]
+            .batch_max
+            .unwrap_or(self.upstream.max_coalesce)
+            .max(1)
+    }
+
     pub fn profile(&self, name: &str) -> Option<(usize, &Profile)> {
         self.profiles
             .iter()

@@ -120,6 +120,12 @@ async fn read_head(
     let mut started = (!buf.is_empty()).then(Instant::now);
     loop {
         match parse_head(buf) {
+            // A head that arrived whole in one read is held to the same limit as one still arriving.
+            Ok(Some(head)) if head.head_len > settings.max_header_bytes => {
+                return Err(Stop::Reply(Response::from(RpcError::HeadersTooLarge {
+                    limit: settings.max_header_bytes,
+                })));
+            }
             Ok(Some(head)) => return Ok(head),
             Ok(None) => {}
             Err(HeadError::TooManyHeaders) => {

@@ -5,3 +5,5 @@ pub mod conn;
 pub mod dispatch;
 pub mod sse;
 pub mod ws_session;
+#[cfg(test)]
+mod tests;

@@ -100,8 +100,7 @@ pub(crate) async fn attempt(
     let provider = &config.providers[pid];
     let batch = upstream_body.first() == Some(&b'[');
     let started = Instant::now();
-    let coalesce =
-        !batch && !plan.write && config.upstream.coalesce && provider.batch && expected.len() == 1;
+    let coalesce = !batch && !plan.write && config.batches(pid) && expected.len() == 1;
     let result = if coalesce {
         worker
             .upstream

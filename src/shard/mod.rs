@@ -9,3 +9,5 @@ pub mod state;
 pub mod sync;
 #[cfg(test)]
 pub(crate) mod testing;
+#[cfg(test)]
+pub(crate) mod testing_chain;

@@ -178,7 +178,7 @@ async fn serve(
 }
 
 /// `(end of head, content length)` once a whole head is buffered.
-fn request_frame(buf: &[u8]) -> Option<(usize, usize)> {
+pub(crate) fn request_frame(buf: &[u8]) -> Option<(usize, usize)> {
     let end = buf.windows(4).position(|w| w == b"\r\n\r\n")? + 4;
     let head = std::str::from_utf8(&buf[..end]).ok()?;
     let length = head
@@ -228,5 +228,18 @@ async fn answer(body: &str, script: &Script, batches: Batches) -> (u16, String) 
     match value {
         serde_json::Value::Array(_) => (200, format!("[{}]", replies.join(","))),
         _ => (200, replies.pop().unwrap_or_default()),
+    }
+}
+
+/// Waits until `condition` holds, checking every few milliseconds; panics naming `what` after `within`.
+pub(crate) async fn until(what: &str, within: Duration, condition: impl Fn() -> bool) {
+    let deadline = Instant::now() + within;
+    while !condition() {
+        assert!(
+            Instant::now() < deadline,
+            "{what}: not true within {} ms",
+            within.as_millis()
+        );
+        monoio::time::sleep(Duration::from_millis(5)).await;
     }
 }

@@ -85,7 +85,7 @@ impl UpstreamClient {
     }
 
     async fn flush(self: Rc<Self>, key: (usize, MethodClass)) {
-        let max = self.settings().max_coalesce.max(1);
+        let max = self.config().batch_max(key.0);
         let mut batch: Vec<Waiter> = {
             let mut queues = self.coalescer.queues.borrow_mut();
             let Some(queue) = queues.get_mut(&key) else {

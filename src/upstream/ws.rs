@@ -39,6 +39,9 @@ pub struct UpstreamWs {
     pending: RefCell<HashMap<u64, oneshot::Sender<Vec<u8>>>>,
     /// Upstream subscription id -> the feed's inbox.
     subscriptions: RefCell<HashMap<String, mpsc::UnboundedSender<UpstreamEvent>>>,
+    /// Request id of an `eth_subscribe` in flight -> the inbox its subscription will feed. The reader registers the
+    /// subscription as it reads the reply, so a notification in the same read is not dropped as unknown.
+    subscribing: RefCell<HashMap<u64, mpsc::UnboundedSender<UpstreamEvent>>>,
     next_id: Cell<u64>,
     alive: Cell<bool>,
     last_heard: Cell<Instant>,
@@ -115,6 +118,7 @@ impl UpstreamWs {
             outbound: tx,
             pending: RefCell::new(HashMap::new()),
             subscriptions: RefCell::new(HashMap::new()),
+            subscribing: RefCell::new(HashMap::new()),
             next_id: Cell::new(1),
             alive: Cell::new(true),
             last_heard: Cell::new(Instant::now()),
@@ -153,6 +157,17 @@ impl UpstreamWs {
         params: &[u8],
         timeout: Duration,
     ) -> Result<Vec<u8>, String> {
+        self.call(method, params, timeout, None).await
+    }
+
+    /// [`Self::request`]; for an `eth_subscribe`, `inbox` is where the new subscription's notifications go.
+    async fn call(
+        &self,
+        method: &str,
+        params: &[u8],
+        timeout: Duration,
+        inbox: Option<mpsc::UnboundedSender<UpstreamEvent>>,
+    ) -> Result<Vec<u8>, String> {
         if !self.alive.get() {
             return Err("connection closed".into());
         }
@@ -160,12 +175,16 @@ impl UpstreamWs {
         self.next_id.set(id + 1);
         let (tx, rx) = oneshot::channel();
         self.pending.borrow_mut().insert(id, tx);
+        if let Some(inbox) = inbox {
+            self.subscribing.borrow_mut().insert(id, inbox);
+        }
         let body = format!(
             "{{\"jsonrpc\":\"2.0\",\"id\":{id},\"method\":\"{method}\",\"params\":{}}}",
             String::from_utf8_lossy(params)
         );
         if !self.send_frame(frame::OP_TEXT, body.as_bytes()) {
             self.pending.borrow_mut().remove(&id);
+            self.subscribing.borrow_mut().remove(&id);
             return Err("connection closed".into());
         }
         match monoio::time::timeout(timeout, rx).await {
@@ -173,6 +192,7 @@ impl UpstreamWs {
             Ok(Err(_)) => Err("connection closed before the reply".into()),
             Err(_) => {
                 self.pending.borrow_mut().remove(&id);
+                self.subscribing.borrow_mut().remove(&id);
                 Err(format!("no reply within {} ms", timeout.as_millis()))
             }
         }
@@ -185,17 +205,19 @@ impl UpstreamWs {
         inbox: mpsc::UnboundedSender<UpstreamEvent>,
         timeout: Duration,
     ) -> Result<String, String> {
-        let reply = self.request("eth_subscribe", params, timeout).await?;
+        let reply = self
+            .call("eth_subscribe", params, timeout, Some(inbox))
+            .await?;
         let result = sonic_rs::get(reply.as_slice(), ["result"]).map_err(|_| {
             let err = sonic_rs::get(reply.as_slice(), ["error"])
                 .map(|e| e.as_raw_str().to_string())
                 .unwrap_or_default();
             format!("eth_subscribe refused: {err}")
         })?;
+        // The reader registered the subscription under this id when it read the reply.
         let id = sonic_rs::JsonValueTrait::as_str(&result)
             .ok_or("eth_subscribe returned no id")?
             .to_string();
-        self.subscriptions.borrow_mut().insert(id.clone(), inbox);
         Ok(id)
     }
 
@@ -229,6 +251,7 @@ impl UpstreamWs {
 
     fn fail_all(&self, reason: &str) {
         self.pending.borrow_mut().clear();
+        self.subscribing.borrow_mut().clear();
         let subs: Vec<_> = self.subscriptions.borrow_mut().drain().collect();
         for (_, inbox) in subs {
             let _ = inbox.unbounded_send(UpstreamEvent::Lost {
@@ -267,6 +290,16 @@ impl UpstreamWs {
         if let Ok(id) = sonic_rs::get(text.as_slice(), ["id"]) {
             if let Some(id) = sonic_rs::JsonValueTrait::as_u64(&id) {
                 if let Some(tx) = self.pending.borrow_mut().remove(&id) {
+                    let inbox = self.subscribing.borrow_mut().remove(&id);
+                    let sub = sonic_rs::get(text.as_slice(), ["result"]).ok();
+                    if let (Some(inbox), Some(sub)) = (
+                        inbox,
+                        sub.as_ref().and_then(sonic_rs::JsonValueTrait::as_str),
+                    ) {
+                        self.subscriptions
+                            .borrow_mut()
+                            .insert(sub.to_string(), inbox);
+                    }
                     let _ = tx.send(text);
                 }
             }

@@ -462,6 +462,9 @@ pub struct Provider {
     pub api_key: Option<String>,
     pub headers: Vec<(String, String)>,
     pub archival: Option<bool>,
+    /// `batch:` (upstream batching opt-in) and `batch_max:`.
+    pub batch: Option<bool>,
+    pub batch_max: Option<usize>,
     pub allow: Option<Vec<String>>,
     pub deny: Option<Vec<String>>,
 }
@@ -478,6 +481,8 @@ impl Provider {
             api_key: None,
             headers: Vec::new(),
             archival: None,
+            batch: None,
+            batch_max: None,
             allow: None,
             deny: None,
         }
@@ -515,6 +520,13 @@ impl Provider {
 
     pub fn archival(mut self, a: bool) -> Self {
         self.archival = Some(a);
+        self
+    }
+
+    /// Opts this provider in to (or out of) upstream batching, with an optional batch size.
+    pub fn batch(mut self, on: bool, max: Option<usize>) -> Self {
+        self.batch = Some(on);
+        self.batch_max = max;
         self
     }
 
@@ -556,6 +568,12 @@ impl Provider {
         }
         if let Some(a) = self.archival {
             out.push_str(&format!("{pad}archival: {a}\n"));
+        }
+        if let Some(b) = self.batch {
+            out.push_str(&format!("{pad}batch: {b}\n"));
+        }
+        if let Some(m) = self.batch_max {
+            out.push_str(&format!("{pad}batch_max: {m}\n"));
         }
         if self.allow.is_some() || self.deny.is_some() {
             out.push_str(&format!("{pad}methods:\n"));
