@@ -35,20 +35,26 @@ impl Default for PeerCounts {
     }
 }
 
-/// What identifies one client: an IPv4 address, or the /64 of an IPv6 one.
-fn client_key(ip: IpAddr) -> u128 {
+/// What identifies one client: an IPv4 address as itself, an IPv6 address by its /64 (one host holds a whole /64),
+/// an IPv4-mapped IPv6 address as IPv4. The connection cap here and the operator plane's failed-authentication limit
+/// (`ops::auth`) both count clients by this key.
+pub fn client_address(ip: IpAddr) -> IpAddr {
     match ip {
-        IpAddr::V4(v4) => u32::from(v4) as u128,
+        IpAddr::V4(_) => ip,
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => u32::from(v4) as u128,
-            None => (u128::from(v6) & !((1u128 << 64) - 1)) | 1,
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let mut s = v6.segments();
+                s[4..].fill(0);
+                IpAddr::V6(s.into())
+            }
         },
     }
 }
 
 impl PeerCounts {
     fn slots_of(&self, ip: IpAddr) -> [usize; 2] {
-        let key = client_key(ip);
+        let key = client_address(ip);
         [0u8, 1].map(|i| (self.key.hash_one((i, key)) as usize) & (SLOTS - 1))
     }
 
