@@ -6,7 +6,8 @@
 //! - [`http`], [`ws`]: the HTTP/1.1 and RFC 6455 wire formats both sides speak;
 //! - [`chain`], [`mock`]: the simulated chain and the mock provider server (HTTP + WS + control endpoint);
 //! - [`client`], [`mix`], [`loadgen`]: client connections, method mixes and the open/closed-loop load engine;
-//! - [`scenario`], [`bench`], [`report`], [`sys`]: scenario files, the side-by-side runner and its reports.
+//! - [`scenario`], [`bench`], [`report`], [`sys`]: scenario files, the side-by-side runner and its reports;
+//! - [`soak`]: the target's resident memory across 200,000 sequential and 10,000 idle connections.
 
 pub mod bench;
 pub mod chain;
@@ -19,5 +20,6 @@ pub mod mock;
 pub mod report;
 pub mod rng;
 pub mod scenario;
+pub mod soak;
 pub mod sys;
 pub mod ws;
