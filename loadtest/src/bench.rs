@@ -1006,6 +1006,7 @@ fn run_soak(cfg: &BenchConfig, step: &Step, t: &mut RunningTarget, row: &mut Row
         warmup_connections: step.warmup_connections as u64,
         sequential_connections: step.sequential_connections as u64,
         idle_connections: step.idle_connections as u64,
+        idle_rounds: step.idle_rounds.clamp(1, 2) as u32,
         hold: scaled(step.duration_s, cfg.time_scale),
         time_limit: scaled(step.time_limit_s, cfg.time_scale),
         cpus: cfg.load_cpus.clone(),

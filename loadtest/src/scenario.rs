@@ -138,6 +138,9 @@ pub struct Step {
     /// Soak: sequential connections before the "before" RSS reading (not counted).
     #[serde(default)]
     pub warmup_connections: usize,
+    /// Soak: 2 repeats the idle phase (shows whether memory left by the first round is reused or leaked).
+    #[serde(default = "one_usize")]
+    pub idle_rounds: usize,
     /// Soak: bound on the warm-up and sequential phases together (they stop early and report what they did).
     #[serde(default = "default_time_limit")]
     pub time_limit_s: f64,
@@ -266,7 +269,9 @@ impl Scenario {
             .map(|s| {
                 let one = match s.kind {
                     // Upper bound: the sequential phases' time limit, the hold and the RSS settling.
-                    StepKind::Soak => s.time_limit_s + s.duration_s + 15.0,
+                    StepKind::Soak => {
+                        s.time_limit_s + (s.duration_s + 10.0) * s.idle_rounds.max(1) as f64
+                    }
                     _ => s.duration_s + s.warmup_s + 0.7,
                 };
                 s.rounds.unwrap_or(self.rounds).max(1) as f64 * one

@@ -7,7 +7,10 @@
 //!    the answer, close (by the client), then **after sequential**; RSS is also sampled ten times along the way, so
 //!    linear growth (a per-connection leak) shows apart from a one-off step;
 //! 3. idle: `idle_connections` keep-alive connections opened at once (one request each), held for `duration_s`, then
-//!    **idle held**; then all closed, then **idle closed**.
+//!    **idle held**; then all closed, then **idle closed**;
+//! 4. with `idle_rounds: 2`, the idle phase once more (**idle held again**, **idle closed again**, both against
+//!    "idle closed"): memory the allocator kept after the first round and reuses shows as no further growth, a leak
+//!    as the same growth again.
 //!
 //! Bytes per connection: (RSS after − RSS before the phase) × 1024 / connections of the phase. The sequential phase
 //! is bounded by `time_limit_s` (it stops early and reports the connections it made); the idle connections are held
@@ -36,6 +39,8 @@ pub struct SoakSpec {
     pub warmup_connections: u64,
     pub sequential_connections: u64,
     pub idle_connections: u64,
+    /// 1, or 2 to repeat the idle phase (reuse or leak of what the first round left).
+    pub idle_rounds: u32,
     /// How long the idle connections are held once all are open.
     pub hold: Duration,
     /// Bound on the sequential phase.
@@ -84,6 +89,19 @@ pub struct SoakResult {
     pub idle_open_s: f64,
     pub rss_idle_held_kib: u64,
     pub rss_after_idle_kib: u64,
+    /// The second idle round (`idle_rounds: 2`).
+    #[serde(default)]
+    pub idle_again: Option<IdleRound>,
+}
+
+/// One repetition of the idle phase.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct IdleRound {
+    pub established: u64,
+    pub failed: u64,
+    pub open_s: f64,
+    pub rss_held_kib: u64,
+    pub rss_closed_kib: u64,
 }
 
 /// One line of the soak table.
@@ -121,7 +139,7 @@ impl SoakResult {
     /// The phases with their reference points: sequential against `before`, idle held and idle closed against
     /// `after sequential` (idle closed = what stays per connection once they are gone).
     pub fn phases(&self) -> Vec<Phase> {
-        vec![
+        let mut v = vec![
             phase("start", self.rss_start_kib, self.rss_start_kib, 0),
             phase(
                 "before (after warm-up)",
@@ -147,7 +165,22 @@ impl SoakResult {
                 self.rss_after_idle_kib,
                 self.idle_established,
             ),
-        ]
+        ];
+        if let Some(r) = &self.idle_again {
+            v.push(phase(
+                "idle held again",
+                self.rss_after_idle_kib,
+                r.rss_held_kib,
+                r.established,
+            ));
+            v.push(phase(
+                "idle closed again",
+                self.rss_after_idle_kib,
+                r.rss_closed_kib,
+                r.established,
+            ));
+        }
+        v
     }
 
     /// Sequential growth per connection (the leak figure).
@@ -169,9 +202,25 @@ impl SoakResult {
     /// One line for the table's notes.
     pub fn summary(&self) -> String {
         let mib = |k: u64| k as f64 / 1024.0;
+        let again = self
+            .idle_again
+            .as_ref()
+            .map(|r| {
+                format!(
+                    "; again: {:.1} MiB held, {:.1} MiB after close ({}/conn over the first round)",
+                    mib(r.rss_held_kib),
+                    mib(r.rss_closed_kib),
+                    fmt_bpc(bytes_per_connection(
+                        self.rss_after_idle_kib,
+                        r.rss_closed_kib,
+                        r.established
+                    ))
+                )
+            })
+            .unwrap_or_default();
         format!(
             "{} sequential conns in {:.0} s ({} errors{}): RSS {:.1} -> {:.1} MiB, {}/conn; {} idle conns: {:.1} MiB held \
-             ({}/conn), {:.1} MiB after close ({}/conn)",
+             ({}/conn), {:.1} MiB after close ({}/conn){again}",
             self.sequential.total(),
             self.sequential.seconds,
             self.sequential.errors,
@@ -261,6 +310,13 @@ impl SoakResult {
                 .unwrap_or_else(|| "?".into()),
             self.load_nofile
         );
+        if let Some(r) = &self.idle_again {
+            let _ = writeln!(
+                s,
+                "idle again: {} of {} established in {:.1} s, {} failed",
+                r.established, self.idle_planned, r.open_s, r.failed
+            );
+        }
         s
     }
 }
@@ -411,36 +467,53 @@ pub fn run(spec: &SoakSpec) -> Result<SoakResult, String> {
         res.rss_after_sequential_kib as f64 / 1024.0
     ));
     if spec.idle_connections > 0 {
-        let t1 = Instant::now();
-        let hold = loadgen::hold_idle(
-            &spec.url,
-            spec.idle_connections as usize,
-            BODY,
-            1,
-            &spec.cpus,
-            spec.hold + Duration::from_secs(120),
-        )?;
-        res.idle_open_s = t1.elapsed().as_secs_f64();
-        res.idle_established = hold.established;
-        res.idle_failed = hold.failed;
-        res.rss_idle_held_kib = settled_rss_kib(pid, spec.hold);
-        say(format!(
-            "{} idle connections held ({} failed): {:.1} MiB",
-            hold.established,
-            hold.failed,
-            res.rss_idle_held_kib as f64 / 1024.0
-        ));
-        hold.release();
-        res.rss_after_idle_kib = settled_rss_kib(pid, Duration::from_secs(1));
-        say(format!(
-            "idle connections closed: {:.1} MiB",
-            res.rss_after_idle_kib as f64 / 1024.0
-        ));
+        let first = idle_round(spec, &say)?;
+        res.idle_open_s = first.open_s;
+        res.idle_established = first.established;
+        res.idle_failed = first.failed;
+        res.rss_idle_held_kib = first.rss_held_kib;
+        res.rss_after_idle_kib = first.rss_closed_kib;
+        if spec.idle_rounds >= 2 {
+            res.idle_again = Some(idle_round(spec, &say)?);
+        }
     } else {
         res.rss_idle_held_kib = res.rss_after_sequential_kib;
         res.rss_after_idle_kib = res.rss_after_sequential_kib;
     }
     Ok(res)
+}
+
+/// Opens the idle connections, holds them `spec.hold`, reads RSS, closes them, reads RSS.
+fn idle_round(spec: &SoakSpec, say: &dyn Fn(String)) -> Result<IdleRound, String> {
+    let t1 = Instant::now();
+    let hold = loadgen::hold_idle(
+        &spec.url,
+        spec.idle_connections as usize,
+        BODY,
+        1,
+        &spec.cpus,
+        spec.hold + Duration::from_secs(120),
+    )?;
+    let mut r = IdleRound {
+        established: hold.established,
+        failed: hold.failed,
+        open_s: t1.elapsed().as_secs_f64(),
+        ..Default::default()
+    };
+    r.rss_held_kib = settled_rss_kib(spec.pid, spec.hold);
+    say(format!(
+        "{} idle connections held ({} failed): {:.1} MiB",
+        r.established,
+        r.failed,
+        r.rss_held_kib as f64 / 1024.0
+    ));
+    hold.release();
+    r.rss_closed_kib = settled_rss_kib(spec.pid, Duration::from_secs(1));
+    say(format!(
+        "idle connections closed: {:.1} MiB",
+        r.rss_closed_kib as f64 / 1024.0
+    ));
+    Ok(r)
 }
 
 #[cfg(test)]
@@ -510,6 +583,36 @@ mod tests {
         assert_eq!(p[4].bytes_per_connection, Some(204.8));
         // (56,000 - 20,000) KiB over 180,000 connections.
         assert_eq!(r.sequential_slope_bytes_per_connection(), Some(204.8));
+        assert_eq!(p.len(), 5);
+    }
+
+    #[test]
+    fn second_idle_round_is_measured_against_what_the_first_left() {
+        let mut r = sample();
+        r.idle_again = Some(IdleRound {
+            established: 5_000,
+            failed: 0,
+            open_s: 1.0,
+            // 64,000 KiB after the first round: +1,000 KiB held, +500 KiB after close, over 5,000 connections.
+            rss_held_kib: 65_000,
+            rss_closed_kib: 64_500,
+        });
+        let p = r.phases();
+        assert_eq!(p.len(), 7);
+        assert_eq!((p[5].name, p[5].delta_kib), ("idle held again", 1000));
+        assert_eq!(p[5].bytes_per_connection, Some(204.8));
+        assert_eq!((p[6].name, p[6].delta_kib), ("idle closed again", 500));
+        assert_eq!(p[6].bytes_per_connection, Some(102.4));
+        assert!(
+            r.summary().contains("102 B/conn over the first round"),
+            "{}",
+            r.summary()
+        );
+        assert!(
+            r.table().contains("idle again: 5000 of 10000"),
+            "{}",
+            r.table()
+        );
     }
 
     #[test]
