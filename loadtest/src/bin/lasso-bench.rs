@@ -213,7 +213,11 @@ fn run(cli: Cli) -> Result<(), String> {
                 s.rounds = r;
                 s.steps.iter_mut().for_each(|st| st.rounds = None);
             }
-            s.seconds_per_target() * cli.time_scale * n_targets as f64 + 5.0
+            // A scenario may name its own subset of targets (soak: lasso only).
+            let n = s.targets.as_ref().map_or(n_targets, |only| {
+                cli.targets.iter().filter(|t| only.contains(t)).count()
+            });
+            s.seconds_per_target() * cli.time_scale * n as f64 + 5.0
         })
         .sum();
     eprintln!(
