@@ -155,6 +155,7 @@ pub async fn answer(
                     body,
                     mode,
                     crate::rpc::pipeline::Transport::Http,
+                    head.traceparent.as_deref(),
                 )
                 .await
                 .into()

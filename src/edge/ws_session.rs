@@ -391,6 +391,7 @@ fn on_text(
                     &text,
                     MetaMode::Off,
                     Transport::WebSocket,
+                    None,
                 )
                 .await;
                 if !resp.body.is_empty() {

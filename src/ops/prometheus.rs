@@ -354,6 +354,26 @@ pub async fn render(worker: &Rc<Worker>) -> Response {
     );
     o.sample("lasso_cluster_nodes_expected", &[], cluster.nodes_expected);
 
+    let (exported, dropped, failed) = crate::telemetry::otlp::counters();
+    o.family(
+        "lasso_trace_spans_exported_total",
+        "counter",
+        "Trace spans the OTLP collector accepted (telemetry.traces).",
+    );
+    o.sample("lasso_trace_spans_exported_total", &[], exported);
+    o.family(
+        "lasso_trace_spans_dropped_total",
+        "counter",
+        "Trace spans dropped: exporter queue full, export failed, or over the per-request span limit.",
+    );
+    o.sample("lasso_trace_spans_dropped_total", &[], dropped);
+    o.family(
+        "lasso_trace_export_failures_total",
+        "counter",
+        "OTLP export requests that failed (connect, timeout or a non-2xx answer).",
+    );
+    o.sample("lasso_trace_export_failures_total", &[], failed);
+
     let mut resp = Response::json(200, o.0.into_bytes());
     resp.content_type = "text/plain; version=0.0.4; charset=utf-8";
     resp
