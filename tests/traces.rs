@@ -135,8 +135,12 @@ const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const CLIENT_SPAN: &str = "00f067aa0ba902b7";
 
 fn traced_lasso(collector: &Collector, mocks: &[&MockProvider]) -> Lasso {
+    traced_lasso_with(collector, mocks, "hedge: { enabled: false }")
+}
+
+fn traced_lasso_with(collector: &Collector, mocks: &[&MockProvider], routing: &str) -> Lasso {
     let yaml = format!(
-        "{}routing: {{ hedge: {{ enabled: false }} }}\ntelemetry:\n  traces:\n    endpoint: \"http://{}/v1/traces\"\n    sample_ratio: 0.0\n    service_name: lasso-test\n    headers: {{ X-Collector-Key: not-in-logs }}\n",
+        "{}routing: {{ probe_share: 0.0, {routing} }}\ntelemetry:\n  traces:\n    endpoint: \"http://{}/v1/traces\"\n    sample_ratio: 0.0\n    service_name: lasso-test\n    headers: {{ X-Collector-Key: not-in-logs }}\n",
         single_chain(mocks).upstream("coalesce", "false").yaml(),
         collector.addr
     );
@@ -313,6 +317,47 @@ fn a_request_that_failed_over_once_is_one_server_span_with_two_attempt_children(
         "{metrics}"
     );
     assert!(!lasso.logs().contains("not-in-logs"));
+}
+
+#[test]
+fn a_hedged_request_has_the_hedge_and_the_cancelled_first_attempt() {
+    let collector = Collector::start();
+    let p1 = MockProvider::start("p1");
+    let p2 = MockProvider::start("p2");
+    let lasso = traced_lasso_with(
+        &collector,
+        &[&p1, &p2],
+        "hedge: { enabled: true, min_delay_ms: 20, max_delay_ms: 40 }",
+    );
+    p1.set_fault(Fault::Delay(3_000));
+    let v = balance(&lasso, 1, Some(&format!("00-{TRACE_ID}-{CLIENT_SPAN}-01")));
+    assert_eq!(served_by(&v).as_deref(), Some("p2"), "{v}");
+    let spans = eventually(Duration::from_secs(10), "three spans exported", || {
+        let spans = collector.spans();
+        if spans.len() >= 3 {
+            Ok(spans)
+        } else {
+            Err(format!("{} spans", spans.len()))
+        }
+    });
+    let mut children: Vec<HashMap<String, String>> =
+        spans.iter().filter(|s| s.kind == 3).map(attrs).collect();
+    children.sort_by(|a, b| a["lasso.provider"].cmp(&b["lasso.provider"]));
+    let summary: Vec<(&str, &str, &str)> = children
+        .iter()
+        .map(|a| {
+            (
+                a["lasso.provider"].as_str(),
+                a["lasso.attempt"].as_str(),
+                a["lasso.outcome"].as_str(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        vec![("p1", "first", "cancelled"), ("p2", "hedge", "ok")],
+        "{spans:#?}"
+    );
 }
 
 #[test]
