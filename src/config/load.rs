@@ -1189,6 +1189,54 @@ fn built_name(chains: &[Chain], index: usize) -> &str {
     chains.get(index).map(|c| c.name.as_str()).unwrap_or("?")
 }
 
+/// Parses an OTLP/HTTP endpoint: `http://host[:port][/path]` (port 4318 and path `/v1/traces` by default).
+fn trace_endpoint(url: &str) -> Result<TraceEndpoint, String> {
+    let rest = url
+        .strip_prefix("http://")
+        .ok_or("only http:// endpoints are supported (an OpenTelemetry Collector next to Lasso)")?;
+    let (authority, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, ""),
+    };
+    if authority.is_empty() || authority.contains('@') {
+        return Err("expected http://host[:port][/path]".into());
+    }
+    let (host, port) = if let Some(bracketed) = authority.strip_prefix('[') {
+        let (h, after) = bracketed.split_once(']').ok_or("invalid host")?;
+        let port = match after {
+            "" => 4318,
+            p => p
+                .strip_prefix(':')
+                .and_then(|p| p.parse().ok())
+                .ok_or("invalid port")?,
+        };
+        (format!("[{h}]"), port)
+    } else {
+        match authority.split_once(':') {
+            Some((h, p)) => (h.to_string(), p.parse().map_err(|_| "invalid port")?),
+            None => (authority.to_string(), 4318),
+        }
+    };
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    if bare.is_empty() || bare.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err("invalid host".into());
+    }
+    Ok(TraceEndpoint {
+        authority: format!("{host}:{port}"),
+        host: if port == 80 {
+            host.to_string()
+        } else {
+            format!("{host}:{port}")
+        },
+        port,
+        path: if path.is_empty() {
+            "/v1/traces".to_string()
+        } else {
+            path.to_string()
+        },
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1476,52 +1524,4 @@ profiles:
         assert!(!seed_if_missing(&target, &default).unwrap());
         assert_eq!(std::fs::read_to_string(&target).unwrap(), "changed");
     }
-}
-
-/// Parses an OTLP/HTTP endpoint: `http://host[:port][/path]` (port 4318 and path `/v1/traces` by default).
-fn trace_endpoint(url: &str) -> Result<TraceEndpoint, String> {
-    let rest = url
-        .strip_prefix("http://")
-        .ok_or("only http:// endpoints are supported (an OpenTelemetry Collector next to Lasso)")?;
-    let (authority, path) = match rest.find('/') {
-        Some(i) => (&rest[..i], &rest[i..]),
-        None => (rest, ""),
-    };
-    if authority.is_empty() || authority.contains('@') {
-        return Err("expected http://host[:port][/path]".into());
-    }
-    let (host, port) = if let Some(bracketed) = authority.strip_prefix('[') {
-        let (h, after) = bracketed.split_once(']').ok_or("invalid host")?;
-        let port = match after {
-            "" => 4318,
-            p => p
-                .strip_prefix(':')
-                .and_then(|p| p.parse().ok())
-                .ok_or("invalid port")?,
-        };
-        (format!("[{h}]"), port)
-    } else {
-        match authority.split_once(':') {
-            Some((h, p)) => (h.to_string(), p.parse().map_err(|_| "invalid port")?),
-            None => (authority.to_string(), 4318),
-        }
-    };
-    let bare = host.trim_start_matches('[').trim_end_matches(']');
-    if bare.is_empty() || bare.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return Err("invalid host".into());
-    }
-    Ok(TraceEndpoint {
-        authority: format!("{host}:{port}"),
-        host: if port == 80 {
-            host.to_string()
-        } else {
-            format!("{host}:{port}")
-        },
-        port,
-        path: if path.is_empty() {
-            "/v1/traces".to_string()
-        } else {
-            path.to_string()
-        },
-    })
 }

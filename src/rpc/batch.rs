@@ -63,13 +63,13 @@ impl Batch<'_> {
 pub(crate) async fn batch<'b>(
     worker: &Rc<Worker>,
     target: Target,
-    chain: &Chain,
     body: &'b [u8],
     items: &'b [Result<CallView<'b>, InvalidCall>],
     mut meta: Option<&mut Meta>,
     transport: Transport,
     trace: Option<&RequestTrace>,
 ) -> Reply {
+    let chain = &worker.config.profiles[target.profile].chains[target.chain];
     let batch = Batch {
         body,
         calls: items.iter().map(|i| i.as_ref().ok()).collect(),

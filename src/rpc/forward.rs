@@ -332,7 +332,7 @@ async fn run_step(
     let record =
         |child: Option<Child>, pid: usize, kind: AttemptKind, r: Option<&AttemptResult>| {
             if let (Some(t), Some(c)) = (trace, child) {
-                trace_attempt(worker, t, &c, pid, plan, call.ids.len(), kind, r);
+                trace_attempt(worker, t, &c, (pid, plan), call.ids.len(), kind, r);
             }
         };
     let Some(second_pid) = step.hedge_to else {
@@ -390,13 +390,11 @@ async fn run_step(
 }
 
 /// Records one attempt's span on the request's trace; `result` is `None` for an attempt cancelled by a winner.
-#[allow(clippy::too_many_arguments)]
 fn trace_attempt(
     worker: &Worker,
     trace: &RequestTrace,
     child: &Child,
-    pid: usize,
-    plan: &CallPlan,
+    (pid, plan): (usize, &CallPlan),
     calls: usize,
     kind: AttemptKind,
     result: Option<&AttemptResult>,

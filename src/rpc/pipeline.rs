@@ -155,7 +155,7 @@ async fn serve(
         return failed("batch", e, b"null");
     }
     Served::Answered {
-        reply: batch(worker, target, chain, body, &items, meta, transport, trace).await,
+        reply: batch(worker, target, body, &items, meta, transport, trace).await,
         method: format!("batch({})", items.len()),
     }
 }
