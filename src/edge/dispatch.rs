@@ -139,7 +139,7 @@ pub async fn answer(
             .with_header("Access-Control-Allow-Methods", "POST, GET, OPTIONS")
             .with_header(
                 "Access-Control-Allow-Headers",
-                "Content-Type, Authorization, X-Lasso-Include-Meta",
+                "Content-Type, Authorization, X-Lasso-Include-Meta, traceparent, tracestate",
             )
             .with_header("Access-Control-Max-Age", "86400"),
         Endpoint::Rpc => match crate::rpc::target::resolve(&worker.config, path, "/rpc") {
