@@ -139,8 +139,17 @@ fn traced_lasso(collector: &Collector, mocks: &[&MockProvider]) -> Lasso {
 }
 
 fn traced_lasso_with(collector: &Collector, mocks: &[&MockProvider], routing: &str) -> Lasso {
+    traced_lasso_full(collector, mocks, routing, "")
+}
+
+fn traced_lasso_full(
+    collector: &Collector,
+    mocks: &[&MockProvider],
+    routing: &str,
+    traces_extra: &str,
+) -> Lasso {
     let yaml = format!(
-        "{}routing: {{ probe_share: 0.0, {routing} }}\ntelemetry:\n  traces:\n    endpoint: \"http://{}/v1/traces\"\n    sample_ratio: 0.0\n    service_name: lasso-test\n    headers: {{ X-Collector-Key: not-in-logs }}\n",
+        "{}routing: {{ probe_share: 0.0, {routing} }}\ntelemetry:\n  traces:\n    endpoint: \"http://{}/v1/traces\"\n    sample_ratio: 0.0\n    service_name: lasso-test\n    headers: {{ X-Collector-Key: not-in-logs }}\n{traces_extra}",
         single_chain(mocks).upstream("coalesce", "false").yaml(),
         collector.addr
     );
@@ -398,4 +407,77 @@ fn a_collector_that_is_down_costs_dropped_spans_not_requests() {
                 .join("; "))
         }
     });
+}
+
+fn metric_value(lasso: &Lasso, name: &str) -> u64 {
+    get(lasso.addr(), "/metrics")
+        .text()
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{name} ")).map(str::to_string))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn a_stalled_collector_fills_the_bounded_queue_and_spans_are_dropped_not_waited_for() {
+    // A collector that accepts and never answers: the exporter thread waits (up to export_timeout_ms), the queue of
+    // two traces fills, and further traces are dropped at once while requests keep being served.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let collector = Collector {
+        addr: listener.local_addr().unwrap(),
+        received: Arc::default(),
+    };
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in listener.incoming().flatten() {
+            held.push(stream);
+        }
+    });
+    let p1 = MockProvider::start("p1");
+    let lasso = traced_lasso_full(
+        &collector,
+        &[&p1],
+        "hedge: { enabled: false }",
+        "    queue_traces: 2\n    export_timeout_ms: 60000\n",
+    );
+    let tp = format!("00-{TRACE_ID}-{CLIENT_SPAN}-01");
+    let mut sent = 0u64;
+    eventually(
+        Duration::from_secs(20),
+        "spans dropped on a full queue",
+        || {
+            for _ in 0..10 {
+                sent += 1;
+                let started = std::time::Instant::now();
+                let v = balance(&lasso, sent, Some(&tp));
+                assert_eq!(served_by(&v).as_deref(), Some("p1"), "{v}");
+                assert!(
+                    started.elapsed() < Duration::from_secs(2),
+                    "a request waited for the exporter: {:?}",
+                    started.elapsed()
+                );
+            }
+            let dropped = metric_value(&lasso, "lasso_trace_spans_dropped_total");
+            if dropped >= 10 {
+                Ok(())
+            } else {
+                Err(format!("{dropped} spans dropped after {sent} requests"))
+            }
+        },
+    );
+    assert_eq!(metric_value(&lasso, "lasso_trace_spans_exported_total"), 0);
+    assert_eq!(
+        metric_value(&lasso, "lasso_trace_export_failures_total"),
+        0,
+        "nothing failed yet: the drops are the queue's"
+    );
+}
+
+#[test]
+fn with_tracing_off_nothing_is_passed_to_providers() {
+    let p1 = MockProvider::start("p1");
+    let lasso = Lasso::start(&single_chain(&[&p1]).yaml());
+    let v = balance(&lasso, 1, Some(&format!("00-{TRACE_ID}-{CLIENT_SPAN}-01")));
+    assert_eq!(served_by(&v).as_deref(), Some("p1"), "{v}");
+    assert_eq!(traceparents(&p1), vec![None]);
 }
