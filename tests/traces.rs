@@ -481,3 +481,55 @@ fn with_tracing_off_nothing_is_passed_to_providers() {
     assert_eq!(served_by(&v).as_deref(), Some("p1"), "{v}");
     assert_eq!(traceparents(&p1), vec![None]);
 }
+
+#[test]
+fn a_client_batch_is_one_request_span_with_a_sub_batch_attempt() {
+    let collector = Collector::start();
+    let p1 = MockProvider::start("p1");
+    let lasso = traced_lasso(&collector, &[&p1]);
+    let body = json!([
+        {"jsonrpc": "2.0", "id": 1, "method": "eth_getBalance", "params": ["0x01", "0x10"]},
+        {"jsonrpc": "2.0", "id": 2, "method": "eth_getBalance", "params": ["0x02", "0x10"]},
+    ])
+    .to_string();
+    let tp = format!("00-{TRACE_ID}-{CLIENT_SPAN}-01");
+    let headers = [
+        ("Content-Type", "application/json"),
+        ("traceparent", tp.as_str()),
+    ];
+    let r = request(
+        lasso.addr(),
+        "POST",
+        "/rpc/ethereum",
+        &headers,
+        body.as_bytes(),
+    );
+    assert_eq!(r.status, 200, "{}", r.describe());
+    let spans = eventually(Duration::from_secs(10), "two spans exported", || {
+        let spans = collector.spans();
+        if spans.len() >= 2 {
+            Ok(spans)
+        } else {
+            Err(format!("{} spans", spans.len()))
+        }
+    });
+    assert_eq!(spans.len(), 2, "{spans:#?}");
+    let server = spans.iter().find(|s| s.kind == 2).expect("server span");
+    let child = spans.iter().find(|s| s.kind == 3).expect("attempt span");
+    assert_eq!(server.name, "batch(2)");
+    assert_eq!(child.parent_span_id, server.span_id);
+    let a = attrs(child);
+    assert_eq!(
+        (
+            a["lasso.provider"].as_str(),
+            a["lasso.outcome"].as_str(),
+            a["lasso.batch_calls"].as_str()
+        ),
+        ("p1", "ok", "2"),
+        "{a:?}"
+    );
+    assert_eq!(
+        traceparents(&p1),
+        vec![Some(format!("00-{TRACE_ID}-{}-01", hex(&child.span_id)))]
+    );
+}

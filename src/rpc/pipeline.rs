@@ -82,9 +82,11 @@ fn finish_trace(
             Some((error.code(), request.worker.config.redact(&error.message()))),
         ),
     };
+    // Client text, bounded as in routing events.
+    let name = crate::telemetry::events::RoutingEvent::client_text(method).to_string();
     let mut attributes = vec![
         ("rpc.system", Value::Str("jsonrpc".into())),
-        ("rpc.method", Value::Str(method.to_string())),
+        ("rpc.method", Value::Str(name.clone())),
         ("lasso.profile", Value::Str(request.profile.to_string())),
         ("lasso.chain", Value::Str(request.chain.name.clone())),
         (
@@ -104,7 +106,6 @@ fn finish_trace(
         attributes.push(("rpc.jsonrpc.error_code", Value::Int(i64::from(code))));
         message
     });
-    let name = crate::telemetry::events::RoutingEvent::client_text(method).to_string();
     if let Some(finished) = trace.finish(name, attributes, message) {
         crate::telemetry::otlp::submit(finished);
     }
