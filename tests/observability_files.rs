@@ -231,6 +231,56 @@ fn promtool_accepts_the_alert_rules_and_their_unit_tests() {
 }
 
 #[test]
+fn the_board_is_an_importable_grafana_dashboard() {
+    let board: Value =
+        serde_json::from_str(&std::fs::read_to_string(root().join(BOARD)).expect("read the board"))
+            .expect("the board is JSON");
+    assert_eq!(board["uid"], "lasso-overview");
+    assert!(board["schemaVersion"].as_u64().is_some_and(|v| v >= 36));
+    let vars: Vec<&str> = board["templating"]["list"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(vars, ["datasource", "instance", "profile", "chain"]);
+    let mut ids = BTreeSet::new();
+    let mut titles = Vec::new();
+    for p in board["panels"].as_array().unwrap() {
+        assert!(
+            ids.insert(p["id"].as_u64().expect("panel id")),
+            "duplicate id: {p}"
+        );
+        let g = &p["gridPos"];
+        let (x, w) = (g["x"].as_u64().unwrap(), g["w"].as_u64().unwrap());
+        assert!(x + w <= 24 && g["h"].as_u64().unwrap() > 0, "grid: {p}");
+        titles.push(p["title"].as_str().unwrap().to_string());
+        if p["type"] == "row" {
+            continue;
+        }
+        assert_eq!(p["datasource"]["uid"], "${datasource}", "{p}");
+        let targets = p["targets"].as_array().expect("targets");
+        assert!(!targets.is_empty(), "{p}");
+        for t in targets {
+            assert!(t["refId"].is_string() && t["expr"].is_string(), "{t}");
+        }
+    }
+    // The views the issue asks for.
+    for wanted in [
+        "Requests per second",
+        "Errors per second by JSON-RPC code",
+        "Upstream latency p90 by provider and method",
+        "Circuit breakers",
+        "Head lag by provider (blocks)",
+        "WebSocket clients",
+        "Subscriptions: client vs upstream (multiplexing)",
+        "Cluster nodes",
+    ] {
+        assert!(titles.iter().any(|t| t == wanted), "{wanted} in {titles:?}");
+    }
+}
+
+#[test]
 fn crude_promql_parse_finds_metric_names_only() {
     let names = metric_names(
         r#"sum by (instance, job) (rate(lasso_a_total{code!~"-32700|x"}[5m])) / on (instance) group_left(chain) lasso_b > 0.05 and max(lasso_c{x="y"}) offset 5m == 1 or up{job="lasso"} == 0 and $var"#,
