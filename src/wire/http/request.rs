@@ -37,6 +37,8 @@ pub struct RequestHead {
     pub include_meta: Option<String>,
     /// Value of `Authorization`, if sent (admin API).
     pub authorization: Option<String>,
+    /// Value of `Origin`, if sent (CORS and WebSocket origin checks).
+    pub origin: Option<String>,
     /// Value of the W3C `traceparent`, if sent (used only when tracing is on).
     pub traceparent: Option<String>,
     /// Length of the head in bytes (the body starts there).
@@ -87,6 +89,7 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<RequestHead>, HeadError> {
     let mut upgrade_websocket = false;
     let mut include_meta = None;
     let mut authorization = None;
+    let mut origin = None;
     let mut traceparent = None;
     for h in req.headers.iter() {
         let value = std::str::from_utf8(h.value).unwrap_or("").trim();
@@ -122,6 +125,8 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<RequestHead>, HeadError> {
             include_meta = Some(value.to_string());
         } else if h.name.eq_ignore_ascii_case("authorization") {
             authorization = Some(value.to_string());
+        } else if h.name.eq_ignore_ascii_case("origin") {
+            origin = Some(value.to_string());
         } else if h.name.eq_ignore_ascii_case("traceparent") && value.len() <= 128 {
             traceparent = Some(value.to_string());
         }
@@ -153,6 +158,7 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<RequestHead>, HeadError> {
         upgrade_websocket,
         include_meta,
         authorization,
+        origin,
         traceparent,
         head_len,
         peer: None,
