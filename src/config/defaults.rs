@@ -168,6 +168,16 @@ pub const DEFAULT_WS_BACKFILL_CHUNK_BLOCKS: u64 = 32;
 /// `websocket.upstream_connect_timeout_ms`
 pub const DEFAULT_WS_UPSTREAM_CONNECT_TIMEOUT_MS: u64 = 5_000;
 
+// `telemetry.traces:` (tracing is off unless `endpoint` is set)
+/// `telemetry.traces.sample_ratio`: share of requests without a client decision that are traced
+pub const DEFAULT_TRACES_SAMPLE_RATIO: f64 = 0.01;
+/// `telemetry.traces.service_name`
+pub const DEFAULT_TRACES_SERVICE_NAME: &str = "lasso";
+/// `telemetry.traces.queue_traces`: finished request traces waiting for the exporter (past it: dropped, counted)
+pub const DEFAULT_TRACES_QUEUE_TRACES: usize = 4096;
+/// `telemetry.traces.export_timeout_ms`: one export (connect, send, answer)
+pub const DEFAULT_TRACES_EXPORT_TIMEOUT_MS: u64 = 5_000;
+
 /// Every default above as `(dotted config key, value as written in YAML)`.
 pub fn table() -> Vec<(&'static str, String)> {
     vec![
@@ -424,6 +434,22 @@ pub fn table() -> Vec<(&'static str, String)> {
         (
             "websocket.upstream_connect_timeout_ms",
             DEFAULT_WS_UPSTREAM_CONNECT_TIMEOUT_MS.to_string(),
+        ),
+        (
+            "telemetry.traces.sample_ratio",
+            DEFAULT_TRACES_SAMPLE_RATIO.to_string(),
+        ),
+        (
+            "telemetry.traces.service_name",
+            DEFAULT_TRACES_SERVICE_NAME.to_string(),
+        ),
+        (
+            "telemetry.traces.queue_traces",
+            DEFAULT_TRACES_QUEUE_TRACES.to_string(),
+        ),
+        (
+            "telemetry.traces.export_timeout_ms",
+            DEFAULT_TRACES_EXPORT_TIMEOUT_MS.to_string(),
         ),
     ]
 }

@@ -179,7 +179,7 @@ pub async fn answer(
             resp.with_header("Access-Control-Allow-Methods", "POST, GET, OPTIONS")
                 .with_header(
                     "Access-Control-Allow-Headers",
-                    "Content-Type, Authorization, X-Lasso-Include-Meta",
+                    "Content-Type, Authorization, X-Lasso-Include-Meta, traceparent, tracestate",
                 )
                 .with_header("Access-Control-Max-Age", "86400")
         }
@@ -230,6 +230,7 @@ async fn rpc(worker: &Rc<Worker>, head: &RequestHead, body: &[u8]) -> Response {
                 body,
                 mode,
                 crate::rpc::pipeline::Transport::Http,
+                head.traceparent.as_deref(),
             )
             .await
             .into()

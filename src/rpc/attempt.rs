@@ -12,8 +12,12 @@ use crate::rpc::plan::CallPlan;
 use crate::shard::state::Worker;
 use crate::telemetry::log_limit::Warning;
 use crate::telemetry::stats::Outcome;
+use crate::telemetry::trace::{TRACEPARENT_LEN, Traceparent};
 use crate::upstream::error::{FailureKind, UpstreamResponse};
 use crate::wire::jsonrpc::{self, ReplyKind, ReplyView};
+
+/// `traceparent: <value>\r\n`.
+const TRACEPARENT_LINE: usize = 13 + TRACEPARENT_LEN + 2;
 
 /// The result of one attempt against one provider.
 pub(crate) enum AttemptResult {
@@ -37,6 +41,23 @@ pub(crate) enum AttemptResult {
 impl AttemptResult {
     pub(crate) fn is_usable(&self) -> bool {
         matches!(self, AttemptResult::Usable { .. })
+    }
+
+    /// The outcome as a trace attribute: `ok` or why the attempt failed.
+    pub(crate) fn outcome(&self) -> &'static str {
+        match self {
+            AttemptResult::Usable { .. } => "ok",
+            AttemptResult::OverBudget => "over_budget",
+            AttemptResult::Failed { category, .. } => match category {
+                Category::Success | Category::Deterministic => "ok",
+                Category::RateLimited { .. } => "rate_limited",
+                Category::Capability => "unsupported",
+                Category::ProviderFailure(FailureClass::Connect) => "connect_error",
+                Category::ProviderFailure(FailureClass::Timeout) => "timeout",
+                Category::ProviderFailure(FailureClass::Server) => "server_error",
+                Category::ProviderFailure(FailureClass::Reply) => "bad_reply",
+            },
+        }
     }
 }
 
@@ -95,6 +116,7 @@ pub(crate) async fn attempt(
     upstream_body: &[u8],
     expected: &[u64],
     timeout: Duration,
+    traceparent: Option<&Traceparent>,
 ) -> AttemptResult {
     let config = &worker.config;
     let provider = &config.providers[pid];
@@ -111,6 +133,16 @@ pub(crate) async fn attempt(
                 expected[0],
                 timeout,
             )
+            .await
+    } else if let Some(tp) = traceparent {
+        // Coalesced batches carry no traceparent: they hold several requests' calls.
+        let mut line = [0u8; TRACEPARENT_LINE];
+        line[..13].copy_from_slice(b"traceparent: ");
+        line[13..13 + TRACEPARENT_LEN].copy_from_slice(tp);
+        line[TRACEPARENT_LINE - 2..].copy_from_slice(b"\r\n");
+        worker
+            .upstream
+            .post_with(provider, upstream_body, timeout, !plan.write, &line)
             .await
     } else {
         worker

@@ -39,6 +39,8 @@ pub struct RequestHead {
     pub authorization: Option<String>,
     /// Value of `Origin`, if sent (CORS and WebSocket origin checks).
     pub origin: Option<String>,
+    /// Value of the W3C `traceparent`, if sent (used only when tracing is on).
+    pub traceparent: Option<String>,
     /// Length of the head in bytes (the body starts there).
     pub head_len: usize,
     /// The client's address, filled in by the edge for endpoints that authenticate (failed attempts are counted per
@@ -88,6 +90,7 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<RequestHead>, HeadError> {
     let mut include_meta = None;
     let mut authorization = None;
     let mut origin = None;
+    let mut traceparent = None;
     for h in req.headers.iter() {
         let value = std::str::from_utf8(h.value).unwrap_or("").trim();
         if h.name.eq_ignore_ascii_case("content-length") {
@@ -124,6 +127,8 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<RequestHead>, HeadError> {
             authorization = Some(value.to_string());
         } else if h.name.eq_ignore_ascii_case("origin") {
             origin = Some(value.to_string());
+        } else if h.name.eq_ignore_ascii_case("traceparent") && value.len() <= 128 {
+            traceparent = Some(value.to_string());
         }
     }
     if chunked && content_length.is_some() {
@@ -154,6 +159,7 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<RequestHead>, HeadError> {
         include_meta,
         authorization,
         origin,
+        traceparent,
         head_len,
         peer: None,
     }))
