@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use support::http::BufStream;
+use support::sse::EventStream;
 use support::*;
 
 const SECRET: &str = "correct horse battery staple";
@@ -425,70 +426,6 @@ fn without_a_secret_clustering_is_off_and_the_node_endpoint_is_404() {
     // Without a cluster secret or an admin token, nobody can see the cluster view.
     let r = get(lasso.addr(), "/api/cluster/status");
     assert_eq!(r.status, 404, "{}", r.describe());
-}
-
-/// An open SSE stream.
-struct EventStream {
-    io: BufStream,
-}
-
-impl EventStream {
-    fn open(addr: SocketAddr, profile: &str) -> EventStream {
-        let mut conn = Conn::connect(addr);
-        conn.send(format!("GET /api/events/{profile} HTTP/1.1\r\nHost: test\r\n\r\n").as_bytes());
-        let mut io = conn.io;
-        let head = io.read_head(16 * 1024).unwrap().expect("a response head");
-        let head = String::from_utf8_lossy(&head).to_string();
-        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
-        assert!(
-            head.to_ascii_lowercase()
-                .contains("content-type: text/event-stream"),
-            "{head}"
-        );
-        let mut s = EventStream { io };
-        // The first block is the `: subscribed` comment, sent once the subscription is registered.
-        let first = s
-            .next_block(Duration::from_secs(5))
-            .expect("subscribed comment");
-        assert!(first.starts_with(": subscribed"), "{first}");
-        s
-    }
-
-    /// The next `\n\n`-terminated block, or None at the deadline.
-    fn next_block(&mut self, timeout: Duration) -> Option<String> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(i) = support::http::find(self.io.buffered(), b"\n\n") {
-                let block = String::from_utf8_lossy(&self.io.buffered()[..i]).to_string();
-                let _ = self.io.read_exact_vec(i + 2);
-                return Some(block);
-            }
-            let now = Instant::now();
-            if now >= deadline {
-                return None;
-            }
-            self.io
-                .stream
-                .set_read_timeout(Some(deadline - now))
-                .unwrap();
-            match self.io.fill() {
-                Ok(0) => return None,
-                Ok(_) => {}
-                Err(_) => return None,
-            }
-        }
-    }
-
-    /// The next data event (comments skipped).
-    fn next_event(&mut self, timeout: Duration) -> Option<Value> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let block = self.next_block(deadline.saturating_duration_since(Instant::now()))?;
-            if let Some(data) = block.strip_prefix("data: ") {
-                return Some(serde_json::from_str(data).expect("event JSON"));
-            }
-        }
-    }
 }
 
 #[test]

@@ -158,9 +158,20 @@ pub const DEFAULT_WS_BACKFILL_CHUNK_BLOCKS: u64 = 32;
 /// `websocket.upstream_connect_timeout_ms`
 pub const DEFAULT_WS_UPSTREAM_CONNECT_TIMEOUT_MS: u64 = 5_000;
 
+// `dashboard:`
+/// `dashboard.enabled`
+pub const DEFAULT_DASHBOARD_ENABLED: bool = false;
+/// `dashboard.session_ttl_ms`: lifetime of the dashboard's session cookie.
+pub const DEFAULT_DASHBOARD_SESSION_TTL_MS: u64 = 3_600_000;
+
 /// Every default above as `(dotted config key, value as written in YAML)`.
 pub fn table() -> Vec<(&'static str, String)> {
     vec![
+        ("dashboard.enabled", DEFAULT_DASHBOARD_ENABLED.to_string()),
+        (
+            "dashboard.session_ttl_ms",
+            DEFAULT_DASHBOARD_SESSION_TTL_MS.to_string(),
+        ),
         ("server.port", DEFAULT_SERVER_PORT.to_string()),
         ("server.bind", DEFAULT_SERVER_BIND.to_string()),
         ("server.workers", DEFAULT_SERVER_WORKERS.to_string()),

@@ -14,8 +14,8 @@ use super::defaults::*;
 use super::redact::mask_url;
 use super::routing_policy::{BreakerSettings, Strategy};
 use super::schema::{
-    Chain, Config, HedgeSettings, MethodFilter, Profile, Provider, RoutingSettings, ServerSettings,
-    UpstreamSettings, WsSettings,
+    Chain, Config, DashboardSettings, HedgeSettings, MethodFilter, Profile, Provider,
+    RoutingSettings, ServerSettings, UpstreamSettings, WsSettings,
 };
 use super::url::ProviderUrl;
 
@@ -49,6 +49,8 @@ struct RawFile {
     routing: RawRouting,
     #[serde(default)]
     websocket: RawWs,
+    #[serde(default)]
+    dashboard: RawDashboard,
     #[serde(default)]
     chains: IndexMap<String, RawChain>,
     #[serde(default)]
@@ -215,6 +217,24 @@ enum RawProfile {
 struct RawProfileBody {
     #[serde(default)]
     chains: IndexMap<String, RawChain>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawDashboard {
+    enabled: bool,
+    token: Option<String>,
+    session_ttl_ms: u64,
+}
+
+impl Default for RawDashboard {
+    fn default() -> Self {
+        RawDashboard {
+            enabled: DEFAULT_DASHBOARD_ENABLED,
+            token: None,
+            session_ttl_ms: DEFAULT_DASHBOARD_SESSION_TTL_MS,
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -526,6 +546,7 @@ pub fn load_str(
     let upstream = builder.upstream(&raw.upstream)?;
     let routing = builder.routing(&raw.routing, &|name| env(name))?;
     let websocket = builder.websocket(&raw.websocket)?;
+    let dashboard = builder.dashboard(&raw.dashboard)?;
     builder.routing = Some(routing.clone());
 
     let mut profiles = Vec::new();
@@ -588,6 +609,7 @@ pub fn load_str(
         upstream,
         routing,
         websocket,
+        dashboard,
         profiles,
         providers: builder.providers,
         secrets,
@@ -799,6 +821,29 @@ impl Builder<'_> {
             backfill_limit_blocks: raw.backfill_limit_blocks,
             backfill_chunk_blocks: raw.backfill_chunk_blocks,
             upstream_connect_timeout: Duration::from_millis(raw.upstream_connect_timeout_ms),
+        })
+    }
+
+    fn dashboard(&mut self, raw: &RawDashboard) -> Result<DashboardSettings, ConfigError> {
+        if raw.session_ttl_ms == 0 {
+            return Err(self.err("dashboard.session_ttl_ms", "must be greater than 0"));
+        }
+        let token = match raw.token.as_deref() {
+            None => None,
+            Some(text) => {
+                let token = self.expand("dashboard.token", text)?.trim().to_string();
+                if token.is_empty() {
+                    None
+                } else {
+                    self.secrets.push(token.clone());
+                    Some(token)
+                }
+            }
+        };
+        Ok(DashboardSettings {
+            enabled: raw.enabled,
+            token,
+            session_ttl: Duration::from_millis(raw.session_ttl_ms),
         })
     }
 

@@ -825,6 +825,24 @@ pub async fn status(worker: &Rc<Worker>, head: &RequestHead) -> Response {
     if let Err(refusal) = authorize_view(worker, head) {
         return refusal.into();
     }
+    let body = cluster_status_of(worker, None).await;
+    Response::json(
+        200,
+        sonic_rs::to_vec(&body).unwrap_or_else(|_| b"{}".to_vec()),
+    )
+}
+
+/// The cluster view for the dashboard (its caller checked the dashboard's access): as `/api/cluster/status`, with
+/// only `profile`'s chains and providers when one is named.
+pub async fn dashboard_view(worker: &Rc<Worker>, profile: Option<&str>) -> Response {
+    let body = cluster_status_of(worker, profile).await;
+    Response::json(
+        200,
+        sonic_rs::to_vec(&body).unwrap_or_else(|_| b"{}".to_vec()),
+    )
+}
+
+async fn cluster_status_of(worker: &Rc<Worker>, profile: Option<&str>) -> ClusterStatus {
     let cluster = CLUSTER.get().filter(|c| c.settings.enabled()).cloned();
     if let Some(cluster) = &cluster {
         let stale = lock(&cluster.view)
@@ -863,6 +881,11 @@ pub async fn status(worker: &Rc<Worker>, head: &RequestHead) -> Response {
             metrics: m.report.metrics.clone(),
         });
     }
+    if let Some(p) = profile {
+        for n in &mut nodes {
+            n.metrics.chains.retain(|c| c.profile == p);
+        }
+    }
     let mut providers: BTreeMap<(String, String, String), ProviderAggregate> = BTreeMap::new();
     for n in &nodes {
         for c in &n.metrics.chains {
@@ -887,7 +910,7 @@ pub async fn status(worker: &Rc<Worker>, head: &RequestHead) -> Response {
         .as_ref()
         .and_then(|c| c.settings.expected)
         .unwrap_or(total);
-    let body = ClusterStatus {
+    ClusterStatus {
         enabled: cluster.is_some(),
         node_id: worker.shared.node_id.clone(),
         status: cluster_status(responding, expected),
@@ -902,11 +925,7 @@ pub async fn status(worker: &Rc<Worker>, head: &RequestHead) -> Response {
         age_ms: view.polled_at.map(|t| t.elapsed().as_millis() as u64),
         providers: providers.into_values().collect(),
         nodes,
-    };
-    Response::json(
-        200,
-        sonic_rs::to_vec(&body).unwrap_or_else(|_| b"{}".to_vec()),
-    )
+    }
 }
 
 #[cfg(test)]

@@ -1,0 +1,189 @@
+//! The operator dashboard (`/dashboard`, `/dashboard/:profile`): off unless configured; pages and data behind the
+//! dashboard token or the admin token, a token exchanged once for a signed session cookie that also opens the event
+//! stream; never `Access-Control-Allow-Origin`; a profile's data holds that profile only. The browser test (headless
+//! Chromium over the same pages) is `dashboard_in_a_browser` below.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use support::sse::EventStream;
+use support::*;
+
+const TOKEN: &str = "dash board token";
+
+fn two_profiles(p1: &MockProvider, p2: &MockProvider) -> String {
+    Config::new()
+        .chain(
+            Chain::new("ethereum", 1)
+                .strategy("priority")
+                .provider(Provider::new("alpha-one", &p1.url())),
+        )
+        .profile(
+            "beta",
+            vec![
+                Chain::new("base", 8453)
+                    .strategy("priority")
+                    .provider(Provider::new("beta-only", &p2.url())),
+            ],
+        )
+        .yaml()
+}
+
+fn get_with(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Response {
+    request(addr, "GET", path, headers, b"")
+}
+
+/// The `lasso_dash=...` pair of a `Set-Cookie` answer.
+fn session_cookie(r: &Response) -> String {
+    let set = r.header("set-cookie").expect("Set-Cookie").to_string();
+    let pair = set.split(';').next().unwrap().trim().to_string();
+    assert!(pair.starts_with("lasso_dash="), "{set}");
+    pair
+}
+
+#[test]
+fn the_dashboard_is_off_unless_configured() {
+    let p1 = MockProvider::start("p1");
+    let lasso = Lasso::builder(&single_chain(&[&p1]).yaml())
+        .workers(1)
+        .env("LASSO_ADMIN_TOKEN", "admin")
+        .start();
+    for path in [
+        "/dashboard",
+        "/dashboard/default",
+        "/dashboard/assets/app.js",
+        "/dashboard/api/status",
+        "/dashboard/api/events/default",
+    ] {
+        let r = get_with(lasso.addr(), path, &[("Authorization", "Bearer admin")]);
+        assert_eq!(r.status, 404, "{path}: {}", r.describe());
+    }
+}
+
+#[test]
+fn a_token_opens_the_dashboard_through_a_session_cookie_and_a_profile_sees_only_itself() {
+    let p1 = MockProvider::start("p1");
+    let p2 = MockProvider::start("p2");
+    p1.set_chain_id("0x1");
+    p2.set_chain_id("0x2105");
+    let yaml = format!(
+        "{}dashboard:\n  token: \"{TOKEN}\"\n",
+        two_profiles(&p1, &p2)
+    );
+    let lasso = Lasso::builder(&yaml)
+        .workers(2)
+        .env("LASSO_ADMIN_TOKEN", "the admin token")
+        .env("LASSO_NODE_ID", "dash-node")
+        .start();
+    let addr = lasso.addr();
+
+    // Nothing presented: the page is a sign-in form, the data and the stream are refused.
+    let r = get(addr, "/dashboard");
+    assert_eq!(r.status, 401, "{}", r.describe());
+    assert!(r.text().contains("name=\"token\""), "{}", r.describe());
+    assert_eq!(r.header("access-control-allow-origin"), None);
+    let r = get(addr, "/dashboard/api/status");
+    assert_eq!(r.status, 401, "{}", r.describe());
+    assert_eq!(r.header("access-control-allow-origin"), None);
+    let r = get(addr, "/dashboard/api/events/default");
+    assert_eq!(r.status, 401, "{}", r.describe());
+    assert_eq!(r.header("access-control-allow-origin"), None);
+    // A wrong token and a forged cookie are refused.
+    let r = get_with(
+        addr,
+        "/dashboard/api/status",
+        &[("Authorization", "Bearer nope")],
+    );
+    assert_eq!(r.status, 401);
+    let r = get_with(
+        addr,
+        "/dashboard/api/status",
+        &[("Cookie", "lasso_dash=99999999999.deadbeef")],
+    );
+    assert_eq!(r.status, 401);
+    assert_eq!(get(addr, "/dashboard?token=wrong").status, 401);
+    // Assets are code, not data: served to anyone while the dashboard is on, never to other origins.
+    let r = get(addr, "/dashboard/assets/app.js");
+    assert_eq!(r.status, 200);
+    assert!(
+        r.header("content-type")
+            .unwrap()
+            .starts_with("text/javascript")
+    );
+    assert_eq!(r.header("access-control-allow-origin"), None);
+
+    // The token in the query is exchanged for a cookie, and the address loses it.
+    let r = get(addr, "/dashboard/beta?token=dash%20board+token");
+    assert_eq!(r.status, 303, "{}", r.describe());
+    assert_eq!(r.header("location"), Some("/dashboard/beta"));
+    let set = r.header("set-cookie").unwrap().to_ascii_lowercase();
+    assert!(
+        set.contains("httponly")
+            && set.contains("samesite=strict")
+            && set.contains("path=/dashboard"),
+        "{set}"
+    );
+    let cookie = session_cookie(&r);
+    let with_cookie = [("Cookie", cookie.as_str())];
+
+    let page = get_with(addr, "/dashboard/beta", &with_cookie);
+    assert_eq!(page.status, 200, "{}", page.describe());
+    assert!(page.text().contains("/dashboard/assets/app.js"));
+    let csp = page.header("content-security-policy").unwrap();
+    assert!(csp.contains("script-src 'self'"), "{csp}");
+    assert_eq!(page.header("access-control-allow-origin"), None);
+    assert_eq!(get_with(addr, "/dashboard/nope", &with_cookie).status, 404);
+
+    // Every profile on the whole dashboard; one profile's data holds nothing of another.
+    let all = get_with(addr, "/dashboard/api/status", &with_cookie);
+    assert_eq!(all.status, 200, "{}", all.describe());
+    assert_eq!(all.header("access-control-allow-origin"), None);
+    let all = all.json();
+    assert_eq!(all["profiles"], json!(["default", "beta"]));
+    assert_eq!(all["node_id"], json!("dash-node"));
+    assert_eq!(all["status"]["chains"].as_array().unwrap().len(), 2);
+    let beta = get_with(addr, "/dashboard/api/status?profile=beta", &with_cookie);
+    let text = beta.text();
+    let beta = beta.json();
+    assert_eq!(beta["profiles"], json!(["beta"]));
+    let chains = beta["status"]["chains"].as_array().unwrap();
+    assert_eq!(chains.len(), 1);
+    assert_eq!(chains[0]["name"], json!("base"));
+    assert!(
+        !text.contains("alpha-one") && !text.contains("ethereum"),
+        "{text}"
+    );
+    let cluster = get_with(addr, "/dashboard/api/cluster?profile=beta", &with_cookie);
+    assert_eq!(cluster.status, 200, "{}", cluster.describe());
+    assert!(!cluster.text().contains("alpha-one"), "{}", cluster.text());
+    let metrics = get_with(
+        addr,
+        "/dashboard/api/metrics/base?profile=beta",
+        &with_cookie,
+    );
+    assert_eq!(metrics.status, 200, "{}", metrics.describe());
+    assert_eq!(metrics.json()["providers"][0]["id"], json!("beta-only"));
+
+    // The admin token opens it too, as a bearer.
+    let r = get_with(
+        addr,
+        "/dashboard/api/status",
+        &[("Authorization", "Bearer the admin token")],
+    );
+    assert_eq!(r.status, 200, "{}", r.describe());
+
+    // The cookie opens the event stream (a browser's EventSource sends no header), scoped to its profile.
+    let mut stream = EventStream::open_path(addr, "/dashboard/api/events/beta", &with_cookie);
+    let body = rpc(json!(1), "eth_blockNumber", json!([]));
+    assert_eq!(post(addr, "/rpc/ethereum", &body).status, 200);
+    assert_eq!(post(addr, "/rpc/profile/beta/base", &body).status, 200);
+    let e: Value = stream
+        .next_event(Duration::from_secs(5))
+        .expect("a beta event");
+    assert_eq!(e["profile"], json!("beta"), "{e}");
+    assert_eq!(e["provider"], json!("beta-only"), "{e}");
+    assert_eq!(e["source_node"], json!("dash-node"), "{e}");
+}
