@@ -6,10 +6,9 @@
 mod support;
 
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{Value, json};
-use support::http::BufStream;
 use support::sse::EventStream;
 use support::*;
 
@@ -520,4 +519,89 @@ fn event_streams_carry_only_their_profile_with_the_source_node() {
         lasso.logs()
     );
     assert!(default_stream.next_event(Duration::from_secs(2)).is_none());
+}
+
+#[test]
+fn a_nodes_event_stream_shows_the_decisions_of_its_peers_with_their_node_id() {
+    let p1 = MockProvider::start("p1");
+    let p2 = MockProvider::start("p2");
+    p1.set_chain_id("0x1");
+    p2.set_chain_id("0x1");
+    let yaml = Config::new()
+        .chain(
+            Chain::new("ethereum", 1)
+                .strategy("priority")
+                .provider(Provider::new("p1", &p1.url())),
+        )
+        .profile(
+            "beta",
+            vec![
+                Chain::new("ethereum", 1)
+                    .strategy("priority")
+                    .provider(Provider::new("p2", &p2.url())),
+            ],
+        )
+        .yaml();
+    let dir = tempfile::tempdir().unwrap();
+    let seeds = dir.path().join("seeds");
+    std::fs::write(&seeds, "").unwrap();
+    let a = node(&yaml, "node-a", "iad", SECRET, &seeds);
+    let b = node(&yaml, "node-b", "sjc", SECRET, &seeds);
+    std::fs::write(&seeds, format!("{},{}", a.addr(), b.addr())).unwrap();
+    eventually(Duration::from_secs(20), "a sees b", || {
+        let h = health(a.addr());
+        if h["cluster"]["nodes_total"] == json!(2) {
+            Ok(())
+        } else {
+            Err(h.to_string())
+        }
+    });
+    // The inter-node events endpoint wants a signature over its path and query.
+    let r = get(a.addr(), "/api/cluster/events?since=0&profiles=default");
+    assert_eq!(r.status, 401, "{}", r.describe());
+
+    let mut stream = EventStream::open(a.addr(), "default");
+    let body = rpc(json!(1), "eth_getBalance", json!(["0x1", "latest"]));
+    // B starts keeping the profile's events once A asks for them: keep sending until one arrives.
+    let e = eventually(
+        Duration::from_secs(10),
+        "node-b's decision on node-a",
+        || {
+            assert_eq!(
+                post(b.addr(), "/rpc/profile/beta/ethereum", &body).status,
+                200
+            );
+            assert_eq!(post(b.addr(), "/rpc/ethereum", &body).status, 200);
+            match stream.next_event(Duration::from_millis(500)) {
+                Some(e) => Ok(e),
+                None => Err("no event yet".to_string()),
+            }
+        },
+    );
+    assert_eq!(e["source_node"], json!("node-b"), "{e}");
+    assert_eq!(e["source_region"], json!("sjc"), "{e}");
+    assert_eq!(e["profile"], json!("default"), "{e}");
+    assert_eq!(e["provider"], json!("p1"), "{e}");
+    // A's own decisions and B's keep coming, each marked with its node; beta's never reach the default stream.
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..3 {
+        assert_eq!(post(a.addr(), "/rpc/ethereum", &body).status, 200);
+        assert_eq!(
+            post(b.addr(), "/rpc/profile/beta/ethereum", &body).status,
+            200
+        );
+        assert_eq!(post(b.addr(), "/rpc/ethereum", &body).status, 200);
+    }
+    for _ in 0..6 {
+        let e = stream
+            .next_event(Duration::from_secs(5))
+            .expect("an event from either node");
+        assert_eq!(e["profile"], json!("default"), "{e}");
+        assert_eq!(e["provider"], json!("p1"), "{e}");
+        seen.insert(e["source_node"].as_str().unwrap().to_string());
+    }
+    assert_eq!(
+        seen.into_iter().collect::<Vec<_>>(),
+        vec!["node-a".to_string(), "node-b".to_string()]
+    );
 }

@@ -45,6 +45,8 @@ pub enum Endpoint {
     Dashboard,
     /// `GET /dashboard/api/events/:profile`: the dashboard's SSE stream (takes the connection over).
     DashboardEvents,
+    /// `GET /api/cluster/events`: a peer pulling this node's routing events (signed).
+    ClusterEvents,
     /// `GET /api/cluster/node`: the inter-node report (takes the connection over; reads the raw head).
     ClusterNode,
     /// A known path with a method it does not take; the value is the `Allow` header.
@@ -91,6 +93,7 @@ impl Endpoint {
             "/api/status" if get => Endpoint::Status,
             "/api/cluster/status" if get => Endpoint::ClusterStatus,
             "/api/cluster/node" if head.method == Method::Get => Endpoint::ClusterNode,
+            "/api/cluster/events" if head.method == Method::Get => Endpoint::ClusterEvents,
             "/api/chains" if get => Endpoint::Chains,
             "/metrics" if get => Endpoint::Metrics,
             p if get && p.starts_with("/api/metrics/") => Endpoint::ChainMetrics,
@@ -110,6 +113,7 @@ impl Endpoint {
             Endpoint::Admin
                 | Endpoint::ClusterStatus
                 | Endpoint::ClusterNode
+                | Endpoint::ClusterEvents
                 | Endpoint::Dashboard
                 | Endpoint::DashboardEvents
         )
@@ -197,6 +201,7 @@ pub async fn answer(
         Endpoint::Health => crate::ops::api::health(worker),
         Endpoint::Status => crate::ops::api::status(worker).await,
         Endpoint::ClusterStatus => crate::ops::cluster::status(worker, head).await,
+        Endpoint::ClusterEvents => crate::ops::cluster_events::serve(worker, head),
         Endpoint::Chains => crate::ops::api::chains(worker),
         Endpoint::Metrics => crate::ops::prometheus::render(worker).await,
         Endpoint::ChainMetrics => {

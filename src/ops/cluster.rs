@@ -273,6 +273,22 @@ pub fn connected() -> usize {
     CLUSTER.get().map_or(0, |c| lock(&c.view).members.len())
 }
 
+/// The cluster secret, when clustering is set up with one.
+pub fn secret() -> Option<String> {
+    CLUSTER.get().and_then(|c| c.settings.secret.clone())
+}
+
+/// Connected peers (node id and the address that answered), as of the last poll.
+pub fn peers() -> Vec<(String, SocketAddr)> {
+    CLUSTER.get().map_or_else(Vec::new, |c| {
+        lock(&c.view)
+            .members
+            .iter()
+            .map(|(id, m)| (id.clone(), m.addr))
+            .collect()
+    })
+}
+
 /// Sets up clustering from the environment and, when enabled, starts the membership thread.
 pub fn start(shared: &Arc<Shared>, own_port: u16) {
     let settings = Settings::from_env(own_port, &env::process);
@@ -300,6 +316,9 @@ pub fn start(shared: &Arc<Shared>, own_port: u16) {
         poll_ms = cluster.settings.poll.as_millis() as u64,
         "cluster discovery started"
     );
+    if let Some(secret) = cluster.settings.secret.clone() {
+        crate::ops::cluster_events::start(cluster.node_id.clone(), secret);
+    }
     let spawned = std::thread::Builder::new()
         .name("lasso-cluster".into())
         .spawn(move || Poller::new(cluster).run(rx));
