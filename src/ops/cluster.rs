@@ -278,6 +278,11 @@ pub fn secret() -> Option<String> {
     CLUSTER.get().and_then(|c| c.settings.secret.clone())
 }
 
+/// Whether clustering runs (discovery configured, and a secret).
+pub fn enabled() -> bool {
+    CLUSTER.get().is_some_and(|c| c.settings.enabled())
+}
+
 /// Connected peers (node id and the address that answered), as of the last poll.
 pub fn peers() -> Vec<(String, SocketAddr)> {
     CLUSTER.get().map_or_else(Vec::new, |c| {
@@ -316,9 +321,6 @@ pub fn start(shared: &Arc<Shared>, own_port: u16) {
         poll_ms = cluster.settings.poll.as_millis() as u64,
         "cluster discovery started"
     );
-    if let Some(secret) = cluster.settings.secret.clone() {
-        crate::ops::cluster_events::start(cluster.node_id.clone(), secret);
-    }
     let spawned = std::thread::Builder::new()
         .name("lasso-cluster".into())
         .spawn(move || Poller::new(cluster).run(rx));
