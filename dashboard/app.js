@@ -12,6 +12,8 @@ const PROFILE = (() => {
 const POLL_MS = 2000;
 const HISTORY_MS = 5 * 60 * 1000;
 const FEED_MAX = 300;
+// Provider states shown as down.
+const DOWN = new Set(['circuit_open', 'failing', 'disabled']);
 
 const $ = (id) => document.getElementById(id);
 const state = {
@@ -100,7 +102,7 @@ function renderOverview(status) {
     const recent = state.events.filter((e) => e.chain === c.name && e.profile === c.profile).slice(0, 3);
     const rows = c.providers.map((p) => [
       p.id,
-      h('span', { class: `state-${p.state}`, text: p.state }),
+      h('span', { class: `state state-${p.state}`, text: DOWN.has(p.state) ? `down (${p.state})` : p.state }),
       p.routing.breaker,
       c.head != null && p.routing.head != null ? String(Math.max(0, c.head - p.routing.head)) : (p.routing.lag ?? '-').toString(),
       ms(p.routing.p50_us),
@@ -121,7 +123,7 @@ function renderOverview(status) {
     return card;
   });
   $('chains').replaceChildren(...cards);
-  for (const bar of document.querySelectorAll('.bar')) bar.style.width = `${Number(bar.dataset.share) * 6}rem`;
+  for (const bar of document.querySelectorAll('.bar')) bar.style.width = `${Number(bar.dataset.share) * 4}rem`;
 }
 
 function chainOptions(select, chains, keep) {

@@ -187,3 +187,168 @@ fn a_token_opens_the_dashboard_through_a_session_cookie_and_a_profile_sees_only_
     assert_eq!(e["provider"], json!("beta-only"), "{e}");
     assert_eq!(e["source_node"], json!("dash-node"), "{e}");
 }
+
+/// Sends light traffic to both profiles until dropped.
+struct Load {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Load {
+    fn start(addr: SocketAddr) -> Load {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let body = rpc(json!(1), "eth_getBalance", json!(["0x1", "latest"]));
+            let mut conn = Conn::connect(addr);
+            let mut i = 0u64;
+            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                let path = if i % 4 == 3 {
+                    "/rpc/profile/beta/base"
+                } else {
+                    "/rpc/ethereum"
+                };
+                if conn.try_post(path, &body).is_err() {
+                    conn = Conn::connect(addr);
+                }
+                i += 1;
+                // Light load: about 100 requests per second, paced by the provider's answers.
+                std::thread::park_timeout(Duration::from_millis(10));
+            }
+        });
+        Load {
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for Load {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Headless Chromium (the system's `chromium`, driven by `playwright-core` from tests/js) against Lasso in front of
+/// mock providers under light load: the page loads without console errors, shows every chain and provider, its numbers
+/// move, a provider killed mid-test shows as down and the feed shows the failover, the request tester answers over
+/// HTTP and WebSocket, and a profile's page shows nothing of another profile. Screenshots are saved under
+/// `target/dashboard-screenshots/`. A missing `chromium`, `node` or `tests/js/node_modules/playwright-core` is a
+/// failure, not a skip (`.ci/run` installs them).
+#[test]
+fn dashboard_in_a_browser() {
+    use std::io::{BufRead, Write};
+    use std::process::{Command, Stdio};
+
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let script = root.join("tests/js/dashboard_browser.mjs");
+    let playwright = root.join("tests/js/node_modules/playwright-core/package.json");
+    assert!(
+        playwright.exists(),
+        "tests/js/node_modules/playwright-core is missing: run `npm ci --prefix tests/js` (bash .ci/run does)"
+    );
+    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".to_string());
+    assert!(
+        std::path::Path::new(&chromium).exists(),
+        "{chromium} is missing: install the Debian package `chromium` (bash .ci/run does)"
+    );
+    let shots = root.join("target/dashboard-screenshots");
+
+    let fast = MockProvider::start("fast-a");
+    let slow = MockProvider::start("slow-b");
+    let beta = MockProvider::start("beta-only");
+    fast.set_chain_id("0x1");
+    slow.set_chain_id("0x1");
+    beta.set_chain_id("0x2105");
+    slow.set_fault(Fault::Delay(5));
+    let yaml = Config::new()
+        .routing("merge_interval_ms", 200)
+        .chain(
+            Chain::new("ethereum", 1)
+                .strategy("priority")
+                .provider(Provider::new("fast-a", &fast.url()).priority(1))
+                .provider(Provider::new("slow-b", &slow.url()).priority(2)),
+        )
+        .profile(
+            "beta",
+            vec![
+                Chain::new("base", 8453)
+                    .strategy("priority")
+                    .provider(Provider::new("beta-only", &beta.url())),
+            ],
+        )
+        .yaml();
+    let yaml = format!("{yaml}dashboard:\n  token: \"{TOKEN}\"\n");
+    let lasso = Lasso::builder(&yaml).workers(2).start();
+    let _load = Load::start(lasso.addr());
+
+    let started = std::time::Instant::now();
+    let mut child = Command::new("node")
+        .arg(&script)
+        .current_dir(root.join("tests/js"))
+        .env("LASSO_URL", format!("http://{}", lasso.addr()))
+        .env("DASH_TOKEN", TOKEN)
+        .env("SHOT_DIR", &shots)
+        .env("CHROMIUM", &chromium)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("node (Node >= 20) is required");
+    let pid = child.id();
+    // A hung browser must not hang the suite.
+    let (done, finished) = std::sync::mpsc::channel::<()>();
+    let watchdog = std::thread::spawn(move || {
+        if let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+            finished.recv_timeout(Duration::from_secs(90))
+        {
+            // SAFETY: kill(2) on the child's pid; it is not reaped before `done` is sent.
+            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+        }
+    });
+    let mut stdin = child.stdin.take().unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let log = std::thread::spawn(move || {
+        let mut out = String::new();
+        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+            eprintln!("browser: {line}");
+            out.push_str(&line);
+            out.push('\n');
+        }
+        out
+    });
+    let mut killed = false;
+    for line in std::io::BufReader::new(child.stdout.take().unwrap())
+        .lines()
+        .map_while(Result::ok)
+    {
+        if line.trim() == "KILL" {
+            fast.set_fault(Fault::Refuse);
+            killed = true;
+            writeln!(stdin, "KILLED").unwrap();
+        }
+    }
+    let _ = done.send(());
+    let _ = watchdog.join();
+    let status = child.wait().unwrap();
+    let log = log.join().unwrap();
+    assert!(
+        status.success(),
+        "the browser test failed ({status}) after {:?}:\n{log}\nlasso:\n{}",
+        started.elapsed(),
+        support::lasso::tail(&lasso.logs(), 30)
+    );
+    assert!(killed, "the script never asked for the provider to die:\n{log}");
+    for shot in ["overview", "failover", "tester", "profile-beta"] {
+        let path = shots.join(format!("{shot}.png"));
+        assert!(path.exists(), "no screenshot {}", path.display());
+    }
+    eprintln!(
+        "browser test passed in {:?}; screenshots in {}",
+        started.elapsed(),
+        shots.display()
+    );
+}

@@ -210,7 +210,7 @@ fn page(worker: &Worker, head: &RequestHead, profile: Option<&str>) -> Response 
 
 /// The sign-in form (a GET of the same page with `?token=`).
 fn sign_in(status: u16) -> Response {
-    let body = "<!doctype html><html><head><meta charset=\"utf-8\"><title>Lasso dashboard</title>\
+    let body = "<!doctype html><html><head><meta charset=\"utf-8\"><title>Lasso dashboard</title><link rel=\"icon\" href=\"data:,\">\
                 <link rel=\"stylesheet\" href=\"/dashboard/assets/style.css\"></head><body class=\"signin\">\
                 <form method=\"get\"><h1>Lasso dashboard</h1><label>Token <input type=\"password\" name=\"token\" \
                 autocomplete=\"current-password\" autofocus></label><button>Open</button></form></body></html>";
