@@ -103,13 +103,11 @@ struct EventHead {
     source_node: String,
 }
 
-/// One pull from a peer: its next cursor and the events' raw lines.
-fn pull(
-    addr: SocketAddr,
-    secret: &str,
-    since: u64,
-    profiles: &str,
-) -> Result<(Header, Vec<String>), String> {
+/// What one pull brought: the peer's next cursor and the events' raw lines.
+type Pulled = Result<(Header, Vec<String>), String>;
+
+/// One pull from a peer.
+fn pull(addr: SocketAddr, secret: &str, since: u64, profiles: &str) -> Pulled {
     let path = format!("{EVENTS_PATH}?since={since}&profiles={profiles}");
     let auth = crate::ops::signature::authorization(secret.as_bytes(), "GET", &path);
     let (status, body) =
@@ -153,24 +151,23 @@ fn run(own_node: &str, secret: &str) {
         }
         let list = profiles.join(",");
         let peers = crate::ops::cluster::peers();
-        let results: Vec<(String, Result<(Header, Vec<String>), String>)> =
-            std::thread::scope(|s| {
-                let handles: Vec<_> = peers
-                    .iter()
-                    .map(|(id, addr)| {
-                        let since = cursors.get(id).copied().unwrap_or(0);
-                        let list = &list;
-                        (
-                            id.clone(),
-                            s.spawn(move || pull(*addr, secret, since, list)),
-                        )
-                    })
-                    .collect();
-                handles
-                    .into_iter()
-                    .map(|(id, h)| (id, h.join().unwrap_or_else(|_| Err("panicked".to_string()))))
-                    .collect()
-            });
+        let results: Vec<(String, Pulled)> = std::thread::scope(|s| {
+            let handles: Vec<_> = peers
+                .iter()
+                .map(|(id, addr)| {
+                    let since = cursors.get(id).copied().unwrap_or(0);
+                    let list = &list;
+                    (
+                        id.clone(),
+                        s.spawn(move || pull(*addr, secret, since, list)),
+                    )
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|(id, h)| (id, h.join().unwrap_or_else(|_| Err("panicked".to_string()))))
+                .collect()
+        });
         cursors.retain(|id, _| peers.iter().any(|(p, _)| p == id));
         for (id, result) in results {
             match result {
