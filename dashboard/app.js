@@ -12,6 +12,7 @@ const PROFILE = (() => {
 const POLL_MS = 2000;
 const HISTORY_MS = 5 * 60 * 1000;
 const FEED_MAX = 300;
+const MAX_STREAMS = 3;
 // Provider states shown as down.
 const DOWN = new Set(['circuit_open', 'failing', 'disabled']);
 
@@ -267,7 +268,11 @@ async function tick() {
     renderOverview(s.status);
     refreshFilters(s.status);
     renderSubscriptions(s);
-    follow(s.profiles);
+    // A browser holds 6 connections per host over HTTP/1.1: follow a few profiles here, each on its own page.
+    follow(s.profiles.slice(0, MAX_STREAMS));
+    if (s.profiles.length > MAX_STREAMS) {
+      $('feed-state').textContent = `following ${MAX_STREAMS} of ${s.profiles.length} profiles: open /dashboard/<profile> for the others`;
+    }
     await renderLeaderboard(s.status);
     $('updated').textContent = `updated ${new Date().toLocaleTimeString()}`;
   } catch (e) {

@@ -313,7 +313,10 @@ fn dashboard_in_a_browser() {
     let stderr = child.stderr.take().unwrap();
     let log = std::thread::spawn(move || {
         let mut out = String::new();
-        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
             eprintln!("browser: {line}");
             out.push_str(&line);
             out.push('\n');
@@ -341,7 +344,10 @@ fn dashboard_in_a_browser() {
         started.elapsed(),
         support::lasso::tail(&lasso.logs(), 30)
     );
-    assert!(killed, "the script never asked for the provider to die:\n{log}");
+    assert!(
+        killed,
+        "the script never asked for the provider to die:\n{log}"
+    );
     for shot in ["overview", "failover", "tester", "profile-beta"] {
         let path = shots.join(format!("{shot}.png"));
         assert!(path.exists(), "no screenshot {}", path.display());

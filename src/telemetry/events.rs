@@ -359,4 +359,21 @@ mod tests {
         assert!(export(&["exp-a"], got.next, 1 << 20).events.is_empty());
         assert!(export(&["exp-a"], u64::MAX, 1 << 20).events.is_empty());
     }
+
+    #[test]
+    fn the_outbox_is_bounded_in_bytes_and_answers_are_too() {
+        let first = export(&["exp-bound"], 0, 1 << 20);
+        let method = "m".repeat(100);
+        for _ in 0..(2 * CLUSTER_EVENTS_BUFFER_BYTES / 100) {
+            publish(&event("exp-bound", &method));
+        }
+        let bytes = OUTBOX.lock().unwrap().bytes;
+        assert!(bytes <= CLUSTER_EVENTS_BUFFER_BYTES, "{bytes}");
+        // The oldest went first: the cursor of the first ask is gone, and an answer stops at its byte bound.
+        let got = export(&["exp-bound"], first.next, 64 * 1024);
+        let sent: usize = got.events.iter().map(|e| e.len()).sum();
+        assert!(sent <= 64 * 1024 && !got.events.is_empty(), "{sent}");
+        let rest = export(&["exp-bound"], got.next, 64 * 1024);
+        assert!(!rest.events.is_empty());
+    }
 }
