@@ -35,7 +35,10 @@ export function lineChart(container, series, format = String) {
   series.forEach((s, i) => {
     if (s.points.length === 0) return;
     const d = s.points.map((p, j) => `${j ? 'L' : 'M'}${x(p[0]).toFixed(1)},${y(p[1]).toFixed(1)}`).join(' ');
-    el('path', { d, fill: 'none', stroke: s.color || COLORS[i % COLORS.length], 'stroke-width': 2 }, svg);
+    const color = s.color || COLORS[i % COLORS.length];
+    el('path', { d, fill: 'none', stroke: color, 'stroke-width': 2 }, svg);
+    const [lt, lv] = s.points[s.points.length - 1];
+    el('circle', { cx: x(lt), cy: y(lv), r: 3, fill: color }, svg);
   });
   const legend = document.createElement('div');
   legend.className = 'legend';

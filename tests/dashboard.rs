@@ -138,6 +138,10 @@ fn a_token_opens_the_dashboard_through_a_session_cookie_and_a_profile_sees_only_
     assert_eq!(get_with(addr, "/dashboard/nope", &with_cookie).status, 404);
 
     // Every profile on the whole dashboard; one profile's data holds nothing of another.
+    let call = rpc(json!(1), "eth_blockNumber", json!([]));
+    for _ in 0..2 {
+        assert_eq!(post(addr, "/rpc/ethereum", &call).status, 200);
+    }
     let all = get_with(addr, "/dashboard/api/status", &with_cookie);
     assert_eq!(all.status, 200, "{}", all.describe());
     assert_eq!(all.header("access-control-allow-origin"), None);
@@ -159,6 +163,12 @@ fn a_token_opens_the_dashboard_through_a_session_cookie_and_a_profile_sees_only_
     let cluster = get_with(addr, "/dashboard/api/cluster?profile=beta", &with_cookie);
     assert_eq!(cluster.status, 200, "{}", cluster.describe());
     assert!(!cluster.text().contains("alpha-one"), "{}", cluster.text());
+    // Its request counts are the profile's own (the default profile's traffic is not in them).
+    let beta_requests = beta["status"]["chains"][0]["providers"][0]["requests"].clone();
+    assert_eq!(
+        cluster.json()["nodes"][0]["metrics"]["requests"],
+        beta_requests
+    );
     let metrics = get_with(
         addr,
         "/dashboard/api/metrics/base?profile=beta",

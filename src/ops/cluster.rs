@@ -903,8 +903,12 @@ async fn cluster_status_of(worker: &Rc<Worker>, profile: Option<&str>) -> Cluste
         });
     }
     if let Some(p) = profile {
+        // A profile's view counts that profile's traffic only.
         for n in &mut nodes {
             n.metrics.chains.retain(|c| c.profile == p);
+            let providers = n.metrics.chains.iter().flat_map(|c| &c.providers);
+            n.metrics.requests = providers.clone().map(|p| p.requests).sum();
+            n.metrics.errors = providers.map(|p| p.failures).sum();
         }
     }
     let mut providers: BTreeMap<(String, String, String), ProviderAggregate> = BTreeMap::new();
