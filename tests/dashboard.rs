@@ -243,8 +243,8 @@ impl Drop for Load {
 }
 
 /// Headless Chromium (the system's `chromium`, driven by `playwright-core` from tests/js) against Lasso in front of
-/// mock providers under light load: the page loads without console errors, shows every chain and provider, its numbers
-/// move, a provider killed mid-test shows as down and the feed shows the failover, the request tester answers over
+/// mock providers under light load, on one of two clustered nodes: the page loads without console errors, shows every
+/// chain and provider, its numbers move, the feed shows the other node's decisions with its node id, a provider killed mid-test shows as down and the feed shows the failover, the request tester answers over
 /// HTTP and WebSocket, and a profile's page shows nothing of another profile. Screenshots are saved under
 /// `target/dashboard-screenshots/`. A missing `chromium`, `node` or `tests/js/node_modules/playwright-core` is a
 /// failure, not a skip (`.ci/run` installs them).
@@ -292,8 +292,33 @@ fn dashboard_in_a_browser() {
         )
         .yaml();
     let yaml = format!("{yaml}dashboard:\n  token: \"{TOKEN}\"\n");
-    let lasso = Lasso::builder(&yaml).workers(2).start();
+    // Two clustered nodes: the browser watches node A, whose feed also carries node B's decisions.
+    let dir = tempfile::tempdir().unwrap();
+    let seeds = dir.path().join("seeds");
+    std::fs::write(&seeds, "").unwrap();
+    let node = |id: &str, region: &str| {
+        Lasso::builder(&yaml)
+            .workers(2)
+            .env("LASSO_NODE_ID", id)
+            .env("CLUSTER_REGION", region)
+            .env("LASSO_CLUSTER_SECRET", "browser cluster secret")
+            .env("CLUSTER_SEEDS_FILE", seeds.to_str().unwrap())
+            .env("CLUSTER_POLL_MS", "200")
+            .start()
+    };
+    let lasso = node("node-a", "iad");
+    let peer = node("node-b", "sjc");
+    std::fs::write(&seeds, format!("{},{}", lasso.addr(), peer.addr())).unwrap();
+    eventually(Duration::from_secs(20), "node-a sees node-b", || {
+        let h = get(lasso.addr(), "/api/health").json();
+        if h["cluster"]["nodes_total"] == json!(2) {
+            Ok(())
+        } else {
+            Err(h.to_string())
+        }
+    });
     let _load = Load::start(lasso.addr());
+    let _peer_load = Load::start(peer.addr());
 
     let started = std::time::Instant::now();
     let mut child = Command::new("node")

@@ -54,6 +54,12 @@ try {
   check(true, 'req/s above zero');
   await page.waitForSelector('#feed tbody tr.event');
   check(true, 'the live feed shows routing decisions');
+  // The cluster: both nodes answer, and node B's decisions reach node A's feed with B's id and region.
+  await page.waitForFunction(() => document.querySelector('#cluster-view')?.textContent.includes('coverage 2/2'));
+  check(true, 'the cluster view shows 2/2 nodes');
+  await page.waitForFunction(() => [...document.querySelectorAll('#feed tbody tr.event td.source')]
+    .some((td) => td.textContent === 'node-b@sjc'));
+  check(true, "node-b's decisions show in node-a's feed as node-b@sjc");
   await page.waitForSelector('#lb-chart svg path');
   check(true, 'the leaderboard chart draws latency');
   await page.screenshot({ path: `${SHOTS}/overview.png`, fullPage: true });
