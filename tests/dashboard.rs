@@ -177,6 +177,19 @@ fn a_token_opens_the_dashboard_through_a_session_cookie_and_a_profile_sees_only_
     assert_eq!(metrics.status, 200, "{}", metrics.describe());
     assert_eq!(metrics.json()["providers"][0]["id"], json!("beta-only"));
 
+    // A bearer is taken as sent (no form decoding: `+` stays `+`).
+    let r = get_with(
+        addr,
+        "/dashboard/api/status",
+        &[("Authorization", "Bearer dash+board+token")],
+    );
+    assert_eq!(r.status, 401, "{}", r.describe());
+    let r = get_with(
+        addr,
+        "/dashboard/api/status",
+        &[("Authorization", &format!("Bearer {TOKEN}"))],
+    );
+    assert_eq!(r.status, 200, "{}", r.describe());
     // The admin token opens it too, as a bearer.
     let r = get_with(
         addr,

@@ -113,9 +113,12 @@ pub fn authorize(worker: &Worker, head: &RequestHead) -> Result<Access, OpsError
             "the dashboard is disabled (set dashboard.enabled or a dashboard token)",
         ));
     }
-    let presented = crate::ops::admin::bearer(head).or_else(|| query_value(&head.query, "token"));
+    // A bearer is taken as sent; a token in the query as a form sends it (percent-encoded).
+    let presented = crate::ops::admin::bearer(head)
+        .map(str::to_string)
+        .or_else(|| query_value(&head.query, "token").map(percent_decode));
     let verdict = match (presented, head.dashboard_cookie.as_deref()) {
-        (Some(token), _) => token_matches(worker, &percent_decode(token)),
+        (Some(token), _) => token_matches(worker, &token),
         (None, Some(cookie)) => session_valid(cookie, crate::ops::signature::now_unix()),
         (None, None) => {
             // Still refused while the address is over its limit.
