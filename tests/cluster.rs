@@ -559,6 +559,20 @@ fn a_nodes_event_stream_shows_the_decisions_of_its_peers_with_their_node_id() {
     // The inter-node events endpoint wants a signature over its path and query.
     let r = get(a.addr(), "/api/cluster/events?since=0&profiles=default");
     assert_eq!(r.status, 401, "{}", r.describe());
+    // Signed over path and query: good once, for that query only.
+    let path = "/api/cluster/events?since=0&profiles=default,nope";
+    let auth = ::lasso::ops::signature::authorization(SECRET.as_bytes(), "GET", path);
+    let r = request(b.addr(), "GET", path, &[("Authorization", &auth)], b"");
+    assert_eq!(r.status, 200, "{}", r.describe());
+    let first: Value = serde_json::from_str(r.text().lines().next().unwrap()).unwrap();
+    assert_eq!(first["node_id"], json!("node-b"), "{}", r.text());
+    assert_eq!(r.header("access-control-allow-origin"), None);
+    let r = request(b.addr(), "GET", path, &[("Authorization", &auth)], b"");
+    assert_eq!(r.status, 401, "a replay: {}", r.describe());
+    let other = "/api/cluster/events?since=0&profiles=beta";
+    let fresh = ::lasso::ops::signature::authorization(SECRET.as_bytes(), "GET", path);
+    let r = request(b.addr(), "GET", other, &[("Authorization", &fresh)], b"");
+    assert_eq!(r.status, 401, "another query: {}", r.describe());
 
     let mut stream = EventStream::open(a.addr(), "default");
     let body = rpc(json!(1), "eth_getBalance", json!(["0x1", "latest"]));
