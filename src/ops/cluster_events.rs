@@ -87,7 +87,7 @@ pub fn serve(worker: &Worker, head: &RequestHead) -> Response {
     body.push(b'\n');
     let mut r = Response::json(200, body);
     r.content_type = "application/x-ndjson";
-    r.same_origin()
+    r
 }
 
 #[derive(serde::Serialize, Deserialize)]

@@ -160,7 +160,7 @@ fn percent_decode(text: &str) -> String {
 }
 
 fn refuse(e: OpsError) -> Response {
-    Response::from(e).same_origin()
+    Response::from(e)
 }
 
 fn asset(content_type: &'static str, body: &str) -> Response {
@@ -168,7 +168,6 @@ fn asset(content_type: &'static str, body: &str) -> Response {
     r.content_type = content_type;
     r.with_header("Cache-Control", "no-cache")
         .with_header("X-Content-Type-Options", "nosniff")
-        .same_origin()
 }
 
 fn page(worker: &Worker, head: &RequestHead, profile: Option<&str>) -> Response {
@@ -199,8 +198,7 @@ fn page(worker: &Worker, head: &RequestHead, profile: Option<&str>) -> Response 
                 ),
             )
             .with_header("Cache-Control", "no-store")
-            .with_header("Referrer-Policy", "no-referrer")
-            .same_origin();
+            .with_header("Referrer-Policy", "no-referrer");
     }
     let mut r = Response::json(200, INDEX_HTML.as_bytes().to_vec());
     r.content_type = "text/html; charset=utf-8";
@@ -208,7 +206,6 @@ fn page(worker: &Worker, head: &RequestHead, profile: Option<&str>) -> Response 
         .with_header("Cache-Control", "no-store")
         .with_header("Referrer-Policy", "no-referrer")
         .with_header("X-Frame-Options", "DENY")
-        .same_origin()
 }
 
 /// The sign-in form (a GET of the same page with `?token=`).
@@ -222,7 +219,6 @@ fn sign_in(status: u16) -> Response {
     r.with_header("Content-Security-Policy", CSP)
         .with_header("Cache-Control", "no-store")
         .with_header("X-Frame-Options", "DENY")
-        .same_origin()
 }
 
 #[derive(Serialize)]
@@ -262,7 +258,6 @@ async fn overview(worker: &Rc<Worker>, profile: Option<&str>) -> Response {
         sonic_rs::to_vec(&body).unwrap_or_else(|_| b"{}".to_vec()),
     )
     .with_header("Cache-Control", "no-store")
-    .same_origin()
 }
 
 /// Answers `/dashboard...` (everything but the event stream, which takes its connection over).
@@ -303,13 +298,9 @@ pub async fn handle(worker: &Rc<Worker>, head: &RequestHead) -> Response {
     }
     match api {
         "status" => overview(worker, profile).await,
-        "cluster" => crate::ops::cluster::dashboard_view(worker, profile)
-            .await
-            .same_origin(),
+        "cluster" => crate::ops::cluster::dashboard_view(worker, profile).await,
         m if m.starts_with("metrics/") => {
-            crate::ops::api::chain_metrics(worker, &m["metrics/".len()..], &head.query)
-                .await
-                .same_origin()
+            crate::ops::api::chain_metrics(worker, &m["metrics/".len()..], &head.query).await
         }
         _ => refuse(OpsError::not_found("no such dashboard endpoint")),
     }

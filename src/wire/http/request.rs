@@ -39,6 +39,8 @@ pub struct RequestHead {
     pub authorization: Option<String>,
     /// Value of the dashboard's session cookie (`lasso_dash` in `Cookie`), if sent.
     pub dashboard_cookie: Option<String>,
+    /// Value of `Origin`, if sent (CORS and WebSocket origin checks).
+    pub origin: Option<String>,
     /// Length of the head in bytes (the body starts there).
     pub head_len: usize,
     /// The client's address, filled in by the edge for endpoints that authenticate (failed attempts are counted per
@@ -91,6 +93,7 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<RequestHead>, HeadError> {
     let mut include_meta = None;
     let mut authorization = None;
     let mut dashboard_cookie = None;
+    let mut origin = None;
     for h in req.headers.iter() {
         let value = std::str::from_utf8(h.value).unwrap_or("").trim();
         if h.name.eq_ignore_ascii_case("content-length") {
@@ -133,6 +136,8 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<RequestHead>, HeadError> {
             {
                 dashboard_cookie = Some(v.to_string());
             }
+        } else if h.name.eq_ignore_ascii_case("origin") {
+            origin = Some(value.to_string());
         }
     }
     if chunked && content_length.is_some() {
@@ -163,6 +168,7 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<RequestHead>, HeadError> {
         include_meta,
         authorization,
         dashboard_cookie,
+        origin,
         head_len,
         peer: None,
     }))

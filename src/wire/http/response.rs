@@ -1,4 +1,5 @@
-//! Client-facing responses: status lines, standard headers (length, keep-alive, CORS, content type) and bodies.
+//! Client-facing responses: status lines, standard headers (length, keep-alive, content type) and bodies. CORS
+//! headers are not standard here: the endpoint table adds them to the routes browsers may call (`/rpc`, `/ws/rpc`).
 
 use smallvec::SmallVec;
 
@@ -9,8 +10,6 @@ pub struct Response {
     pub content_type: &'static str,
     pub body: Vec<u8>,
     pub headers: SmallVec<[(&'static str, String); 2]>,
-    /// Sends `Access-Control-Allow-Origin: *` (every public endpoint); off for the dashboard's pages and data.
-    pub cors: bool,
 }
 
 impl Response {
@@ -20,7 +19,6 @@ impl Response {
             content_type: "application/json",
             body,
             headers: SmallVec::new(),
-            cors: true,
         }
     }
 
@@ -30,14 +28,7 @@ impl Response {
             content_type: "",
             body: Vec::new(),
             headers: SmallVec::new(),
-            cors: true,
         }
-    }
-
-    /// The same response without `Access-Control-Allow-Origin` (readable by this origin's pages only).
-    pub fn same_origin(mut self) -> Self {
-        self.cors = false;
-        self
     }
 
     pub fn with_header(mut self, name: &'static str, value: impl Into<String>) -> Self {
@@ -93,9 +84,6 @@ pub fn write_head(out: &mut Vec<u8>, resp: &Response, keep_alive: bool) {
         out.extend_from_slice(b"Content-Length: ");
         out.extend_from_slice(digits.format(resp.body.len()).as_bytes());
         out.extend_from_slice(b"\r\n");
-    }
-    if resp.cors {
-        out.extend_from_slice(b"Access-Control-Allow-Origin: *\r\n");
     }
     for (name, value) in &resp.headers {
         out.extend_from_slice(name.as_bytes());
