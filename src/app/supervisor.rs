@@ -389,6 +389,9 @@ pub fn run(opts: RunOptions) -> Result<(), String> {
     let config = Arc::new(config);
     let mut current = start_generation(&process, config.clone(), 1, None)?;
     crate::ops::cluster::start(&current.shared, actual.port());
+    if let Some(secret) = crate::ops::cluster::secret().filter(|_| crate::ops::cluster::enabled()) {
+        crate::ops::cluster_events::start(current.shared.node_id.clone(), secret);
+    }
     tracing::info!(
         address = %actual,
         workers,

@@ -14,8 +14,9 @@ use super::defaults::*;
 use super::redact::mask_url;
 use super::routing_policy::{BreakerSettings, Strategy};
 use super::schema::{
-    Chain, Config, CorsOrigins, HedgeSettings, MethodFilter, Profile, Provider, RoutingSettings,
-    ServerSettings, TelemetrySettings, TraceEndpoint, TraceSettings, UpstreamSettings, WsSettings,
+    Chain, Config, CorsOrigins, DashboardSettings, HedgeSettings, MethodFilter, Profile, Provider,
+    RoutingSettings, ServerSettings, TelemetrySettings, TraceEndpoint, TraceSettings, UpstreamSettings,
+    WsSettings,
 };
 use super::url::ProviderUrl;
 
@@ -51,6 +52,8 @@ struct RawFile {
     websocket: RawWs,
     #[serde(default)]
     telemetry: RawTelemetry,
+    #[serde(default)]
+    dashboard: RawDashboard,
     #[serde(default)]
     chains: IndexMap<String, RawChain>,
     #[serde(default)]
@@ -249,6 +252,24 @@ enum RawProfile {
 struct RawProfileBody {
     #[serde(default)]
     chains: IndexMap<String, RawChain>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawDashboard {
+    enabled: bool,
+    token: Option<String>,
+    session_ttl_ms: u64,
+}
+
+impl Default for RawDashboard {
+    fn default() -> Self {
+        RawDashboard {
+            enabled: DEFAULT_DASHBOARD_ENABLED,
+            token: None,
+            session_ttl_ms: DEFAULT_DASHBOARD_SESSION_TTL_MS,
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -579,6 +600,7 @@ pub fn load_str(
     let telemetry = TelemetrySettings {
         traces: builder.traces(&raw.telemetry.traces)?,
     };
+    let dashboard = builder.dashboard(&raw.dashboard)?;
     builder.routing = Some(routing.clone());
 
     let mut profiles = Vec::new();
@@ -642,6 +664,7 @@ pub fn load_str(
         routing,
         websocket,
         telemetry,
+        dashboard,
         profiles,
         providers: builder.providers,
         secrets,
@@ -930,6 +953,29 @@ impl Builder<'_> {
             backfill_limit_blocks: raw.backfill_limit_blocks,
             backfill_chunk_blocks: raw.backfill_chunk_blocks,
             upstream_connect_timeout: Duration::from_millis(raw.upstream_connect_timeout_ms),
+        })
+    }
+
+    fn dashboard(&mut self, raw: &RawDashboard) -> Result<DashboardSettings, ConfigError> {
+        if raw.session_ttl_ms == 0 {
+            return Err(self.err("dashboard.session_ttl_ms", "must be greater than 0"));
+        }
+        let token = match raw.token.as_deref() {
+            None => None,
+            Some(text) => {
+                let token = self.expand("dashboard.token", text)?.trim().to_string();
+                if token.is_empty() {
+                    None
+                } else {
+                    self.secrets.push(token.clone());
+                    Some(token)
+                }
+            }
+        };
+        Ok(DashboardSettings {
+            enabled: raw.enabled,
+            token,
+            session_ttl: Duration::from_millis(raw.session_ttl_ms),
         })
     }
 

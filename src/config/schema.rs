@@ -9,6 +9,23 @@ use crate::config::routing_policy::{BreakerSettings, Strategy};
 use crate::config::url::ProviderUrl;
 use crate::evm::methods::MethodClass;
 
+/// The operator dashboard (`/dashboard`): off unless `enabled` or a `token` is set.
+#[derive(Debug, Clone)]
+pub struct DashboardSettings {
+    pub enabled: bool,
+    /// A read-only token for the dashboard (`${VAR}` expanded; a secret). The admin token opens it too.
+    pub token: Option<String>,
+    /// Lifetime of the session cookie a token is exchanged for.
+    pub session_ttl: Duration,
+}
+
+impl DashboardSettings {
+    /// Whether the dashboard is served at all.
+    pub fn on(&self) -> bool {
+        self.enabled || self.token.is_some()
+    }
+}
+
 /// Limits and timeouts of the client-facing HTTP server.
 #[derive(Debug, Clone)]
 pub struct ServerSettings {
@@ -295,6 +312,7 @@ pub struct Config {
     pub routing: RoutingSettings,
     pub websocket: WsSettings,
     pub telemetry: TelemetrySettings,
+    pub dashboard: DashboardSettings,
     /// Index 0 is always the `default` profile.
     pub profiles: Vec<Profile>,
     pub providers: Vec<Provider>,

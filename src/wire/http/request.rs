@@ -37,6 +37,8 @@ pub struct RequestHead {
     pub include_meta: Option<String>,
     /// Value of `Authorization`, if sent (admin API).
     pub authorization: Option<String>,
+    /// Value of the dashboard's session cookie (`lasso_dash` in `Cookie`), if sent.
+    pub dashboard_cookie: Option<String>,
     /// Value of `Origin`, if sent (CORS and WebSocket origin checks).
     pub origin: Option<String>,
     /// Value of the W3C `traceparent`, if sent (used only when tracing is on).
@@ -58,6 +60,9 @@ pub enum HeadError {
 }
 
 const MAX_HEADERS: usize = 96;
+
+/// The name of the dashboard's session cookie.
+pub const DASHBOARD_COOKIE: &str = "lasso_dash";
 
 /// Parses a request head from the start of `buf`. `Ok(None)` means more bytes are needed.
 pub fn parse_head(buf: &[u8]) -> Result<Option<RequestHead>, HeadError> {
@@ -89,6 +94,7 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<RequestHead>, HeadError> {
     let mut upgrade_websocket = false;
     let mut include_meta = None;
     let mut authorization = None;
+    let mut dashboard_cookie = None;
     let mut origin = None;
     let mut traceparent = None;
     for h in req.headers.iter() {
@@ -125,6 +131,14 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<RequestHead>, HeadError> {
             include_meta = Some(value.to_string());
         } else if h.name.eq_ignore_ascii_case("authorization") {
             authorization = Some(value.to_string());
+        } else if h.name.eq_ignore_ascii_case("cookie") {
+            if let Some(v) = value
+                .split(';')
+                .filter_map(|c| c.trim().split_once('='))
+                .find_map(|(k, v)| (k == DASHBOARD_COOKIE).then_some(v))
+            {
+                dashboard_cookie = Some(v.to_string());
+            }
         } else if h.name.eq_ignore_ascii_case("origin") {
             origin = Some(value.to_string());
         } else if h.name.eq_ignore_ascii_case("traceparent") && value.len() <= 128 {
@@ -158,6 +172,7 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<RequestHead>, HeadError> {
         upgrade_websocket,
         include_meta,
         authorization,
+        dashboard_cookie,
         origin,
         traceparent,
         head_len,
