@@ -1,0 +1,48 @@
+//! Indexer-grade handling of single calls before the ordinary path (`subcall::forward_single`): `eth_getLogs`
+//! splitting (`logs_split`), consistent heads and `latest` pinned to them (`heads`), safe sends and the highest
+//! pending nonce (`sends`).
+
+use std::rc::Rc;
+
+use crate::config::Chain;
+use crate::error::RpcError;
+use crate::rpc::meta::Meta;
+use crate::rpc::subcall::forward_single;
+use crate::rpc::target::Target;
+use crate::rpc::{heads, logs_split, sends};
+use crate::shard::state::Worker;
+use crate::wire::jsonrpc::{self, CallView, RequestBody};
+
+/// Serves one single call (not answered locally) through the plan's providers, with the client's id restored.
+pub(crate) async fn serve(
+    worker: &Rc<Worker>,
+    target: Target,
+    chain: &Chain,
+    body: &[u8],
+    call: &CallView<'_>,
+    meta: Option<&mut Meta>,
+) -> Result<Vec<u8>, RpcError> {
+    match call.method.as_ref() {
+        "eth_getLogs" => {
+            return logs_split::get_logs(worker, target, chain, body, call, meta).await;
+        }
+        "eth_blockNumber" => {
+            return heads::block_number(worker, target, chain, body, call, meta).await;
+        }
+        "eth_sendRawTransaction" => {
+            return sends::send_raw(worker, target, chain, body, call, meta).await;
+        }
+        "eth_getTransactionCount" => {
+            if let Some(answer) = sends::pending_nonce(worker, target, chain, body, call).await {
+                return answer;
+            }
+        }
+        _ => {}
+    }
+    if let Some(pinned) = heads::pin_latest(worker, chain, body, call) {
+        if let Ok(RequestBody::Single(pinned_call)) = jsonrpc::parse_request(&pinned) {
+            return forward_single(worker, target, chain, &pinned, &pinned_call, meta).await;
+        }
+    }
+    forward_single(worker, target, chain, body, call, meta).await
+}

@@ -1,0 +1,234 @@
+//! In-process tests of indexer-grade reads and sends: `eth_getLogs` split and bisected against a node refusing long
+//! ranges, `eth_blockNumber` never going backwards across providers, `latest` pinned, sends answered idempotently
+//! and broadcast once per provider, the highest pending nonce. Each test runs on io_uring and on the legacy driver.
+
+use std::rc::Rc;
+use std::sync::Arc;
+
+use serde_json::Value;
+
+use crate::rpc::meta::MetaMode;
+use crate::rpc::pipeline::{Transport, handle};
+use crate::shard::state::Worker;
+use crate::shard::testing::{Answer, Scripted, on_both_drivers, shard};
+use crate::shard::testing_chain::{Chain, Node};
+
+const QUIET: &str =
+    "upstream: { coalesce: false }\nrouting: { probe_share: 0.0, hedge: { enabled: false } }";
+
+/// A one-chain config over provider `urls` under `strategy`, with `chain_extra` as more chain keys.
+fn config(strategy: &str, urls: &[&str], chain_extra: &str) -> String {
+    let mut yaml = format!(
+        "{QUIET}\nchains:\n  ethereum:\n    chain_id: 1\n    default_strategy: {strategy}\n{chain_extra}    providers:\n"
+    );
+    for (i, url) in urls.iter().enumerate() {
+        yaml.push_str(&format!("      - {{ id: p{}, url: \"{url}\" }}\n", i + 1));
+    }
+    yaml
+}
+
+async fn call(worker: &Rc<Worker>, body: &str) -> Value {
+    let target = crate::rpc::target::resolve(&worker.config, "/rpc/ethereum", "/rpc").unwrap();
+    let reply = handle(
+        worker,
+        target,
+        body.as_bytes(),
+        MetaMode::Off,
+        Transport::Http,
+    )
+    .await;
+    serde_json::from_slice(&reply.body).unwrap()
+}
+
+fn get_logs(from: &str, to: &str) -> String {
+    format!(
+        r#"{{"jsonrpc":"2.0","id":"q","method":"eth_getLogs","params":[{{"fromBlock":"{from}","toBlock":"{to}"}}]}}"#
+    )
+}
+
+/// The logs an unlimited node answers for `from..=to`.
+fn direct(chain: &Chain, from: u64, to: u64) -> Value {
+    Value::Array((from..=to).flat_map(|n| chain.logs(n, false)).collect())
+}
+
+/// Sets the consensus head every worker routes by, as the monitor would.
+fn set_head(worker: &Worker, head: u64) {
+    let mut routing = worker.routing.borrow_mut();
+    let mut table = (*routing.table).clone();
+    table.chain_heads = vec![Some(head)];
+    routing.table = Arc::new(table);
+}
+
+#[test]
+fn a_20000_block_log_query_against_a_node_refusing_1000_returns_every_log() {
+    on_both_drivers(|| async {
+        let chain = Chain::new(20_000);
+        let node = Node::start(&chain);
+        node.refuse_logs_over(1000);
+        let worker = shard(&config(
+            "priority",
+            &[&node.http_url],
+            "    max_logs_range: 1000\n",
+        ));
+        let reply = call(&worker, &get_logs("0x1", "0x4e20")).await;
+        assert_eq!(reply["id"], "q");
+        let logs = reply["result"].as_array().expect("a result");
+        assert_eq!(logs.len(), 40_000);
+        assert_eq!(reply["result"], direct(&chain, 1, 20_000));
+        let ranges = node.log_ranges();
+        assert_eq!(ranges.len(), 20, "one call per 1000 blocks: {ranges:?}");
+        assert!(ranges.iter().all(|(f, t)| t - f < 1000));
+    });
+}
+
+#[test]
+fn a_refused_range_is_bisected_without_a_configured_limit() {
+    on_both_drivers(|| async {
+        let chain = Chain::new(5_000);
+        let node = Node::start(&chain);
+        node.refuse_logs_over(1000);
+        let worker = shard(&config("priority", &[&node.http_url], ""));
+        set_head(&worker, 5_000);
+        // `latest` resolves to the consensus head before splitting.
+        let reply = call(&worker, &get_logs("0x64", "latest")).await;
+        assert_eq!(
+            reply["result"],
+            direct(&chain, 100, 5_000),
+            "{}",
+            reply["error"]
+        );
+        let ranges = node.log_ranges();
+        assert_eq!(ranges[0], (100, 5_000), "the whole range first");
+        assert!(ranges.len() > 2);
+        // Nothing was remembered against the provider: the next query goes to it again.
+        let again = call(&worker, &get_logs("0x1", "0x2")).await;
+        assert_eq!(again["result"], direct(&chain, 1, 2));
+    });
+}
+
+#[test]
+fn a_log_query_needing_too_many_calls_fails_whole_with_a_clear_error() {
+    on_both_drivers(|| async {
+        let chain = Chain::new(100);
+        let node = Node::start(&chain);
+        // 20 one-block chunks are more than the 5 calls a query may make: refused before any is sent.
+        let bounded = shard(&config(
+            "priority",
+            &[&node.http_url],
+            "    max_logs_range: 1\n    logs_max_requests: 5\n",
+        ));
+        let reply = call(&bounded, &get_logs("0x1", "0x14")).await;
+        assert_eq!(reply["error"]["code"], -32005, "{reply}");
+        assert!(
+            reply["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("logs_max_requests"),
+            "{reply}"
+        );
+        assert!(node.log_ranges().is_empty());
+        // Bisection counts too: a node refusing more than one block, 20 blocks, at most 5 calls.
+        node.refuse_logs_over(1);
+        let bisecting = shard(&config(
+            "priority",
+            &[&node.http_url],
+            "    logs_max_requests: 5\n",
+        ));
+        let reply = call(&bisecting, &get_logs("0x1", "0x14")).await;
+        assert_eq!(reply["error"]["code"], -32005, "{reply}");
+        assert!(reply.get("result").is_none(), "no partial answer: {reply}");
+        assert_eq!(node.log_ranges().len(), 5);
+    });
+}
+
+#[test]
+fn a_single_block_refused_for_every_address_fails_whole() {
+    on_both_drivers(|| async {
+        let p = Scripted::start(
+            |m| match m {
+                "eth_getLogs" => Answer::Error(-32005, "query returned more than 10000 results"),
+                _ => Answer::Result("\"0x1\""),
+            },
+            false,
+        );
+        let worker = shard(&config("priority", &[&p.url], ""));
+        let body = r#"{"jsonrpc":"2.0","id":3,"method":"eth_getLogs","params":[{"fromBlock":"0x10","toBlock":"0x11","address":["0xa","0xb"]}]}"#;
+        let reply = call(&worker, body).await;
+        assert_eq!(reply["id"], 3);
+        assert_eq!(reply["error"]["code"], -32005, "{reply}");
+        assert!(reply.get("result").is_none(), "no partial answer: {reply}");
+        // The range, then its first block, then that block's first address: refused alone, the request fails whole.
+        assert_eq!(p.count("eth_getLogs"), 3);
+        assert_eq!(p.count(r#""address":["0xa"]"#), 1);
+    });
+}
+
+#[test]
+fn a_block_hash_log_filter_passes_untouched() {
+    on_both_drivers(|| async {
+        let p = Scripted::start(|_| Answer::Result("[]"), false);
+        let worker = shard(&config("priority", &[&p.url], "    max_logs_range: 10\n"));
+        set_head(&worker, 100_000);
+        let body =
+            r#"{"jsonrpc":"2.0","id":1,"method":"eth_getLogs","params":[{"blockHash":"0xabc"}]}"#;
+        let reply = call(&worker, body).await;
+        assert_eq!(reply["result"], serde_json::json!([]));
+        assert_eq!(p.count("eth_getLogs"), 1);
+        assert_eq!(p.count("fromBlock"), 0);
+    });
+}
+
+const BLOCK_NUMBER: &str = r#"{"jsonrpc":"2.0","id":1,"method":"eth_blockNumber","params":[]}"#;
+
+#[test]
+fn block_number_never_goes_backwards_across_providers() {
+    on_both_drivers(|| async {
+        let ahead = Scripted::start(|_| Answer::Result("\"0x64\""), false);
+        let behind = Scripted::start(|_| Answer::Result("\"0x5f\""), false);
+        let worker = shard(&config("round-robin", &[&ahead.url, &behind.url], ""));
+        let mut last = 0;
+        for _ in 0..10 {
+            let reply = call(&worker, BLOCK_NUMBER).await;
+            let n = u64::from_str_radix(
+                reply["result"].as_str().unwrap().trim_start_matches("0x"),
+                16,
+            )
+            .unwrap();
+            assert!(n >= last, "went back from {last} to {n}");
+            last = n;
+        }
+        assert_eq!(last, 100);
+        assert!(
+            behind.count("eth_blockNumber") >= 4,
+            "both providers were asked"
+        );
+        // The consensus head is a floor too.
+        set_head(&worker, 200);
+        let reply = call(&worker, BLOCK_NUMBER).await;
+        assert_eq!(reply["result"], "0xc8");
+    });
+}
+
+#[test]
+fn latest_is_pinned_to_the_consensus_head_when_asked() {
+    on_both_drivers(|| async {
+        let p = Scripted::start(|_| Answer::Result("\"0x0\""), false);
+        let pinned = shard(&config("priority", &[&p.url], "    pin_latest: true\n"));
+        set_head(&pinned, 100);
+        let balance = r#"{"jsonrpc":"2.0","id":9,"method":"eth_getBalance","params":["0x00000000000000000000000000000000000000aa","latest"]}"#;
+        let reply = call(&pinned, balance).await;
+        assert_eq!(
+            (&reply["id"], &reply["result"]),
+            (&Value::from(9), &Value::from("0x0"))
+        );
+        let no_block = r#"{"jsonrpc":"2.0","id":9,"method":"eth_call","params":[{"to":"0x00000000000000000000000000000000000000aa"}]}"#;
+        call(&pinned, no_block).await;
+        assert_eq!(p.count(r#""0x64""#), 2, "{:?}", p.received.borrow());
+        assert_eq!(p.count("latest"), 0);
+        // Not asked: `latest` goes as the client sent it.
+        let plain = shard(&config("priority", &[&p.url], ""));
+        set_head(&plain, 100);
+        call(&plain, balance).await;
+        assert_eq!(p.count("latest"), 1);
+    });
+}
