@@ -232,3 +232,114 @@ fn latest_is_pinned_to_the_consensus_head_when_asked() {
         assert_eq!(p.count("latest"), 1);
     });
 }
+
+/// `eth_sendRawTransaction` of the one-byte transaction `0x00`, and its hash (keccak256 of the bytes).
+const SEND: &str =
+    r#"{"jsonrpc":"2.0","id":5,"method":"eth_sendRawTransaction","params":["0x00"]}"#;
+const HASH: &str = "0xbc36789e7a1e281436464229828f817d6612f7b477d66591ff96a9e064bcc98a";
+
+#[test]
+fn a_send_a_provider_already_knows_is_answered_with_its_hash() {
+    on_both_drivers(|| async {
+        let knows = Scripted::start(|_| Answer::Error(-32000, "already known"), false);
+        let worker = shard(&config("priority", &[&knows.url], ""));
+        let reply = call(&worker, SEND).await;
+        assert_eq!(
+            (&reply["id"], &reply["result"]),
+            (&Value::from(5), &Value::from(HASH)),
+            "{reply}"
+        );
+        // "nonce too low" is success only when the transaction is found.
+        let mined = Scripted::start(
+            |m| match m {
+                "eth_getTransactionByHash" => Answer::Result(r#"{"hash":"0xbc"}"#),
+                _ => Answer::Error(-32000, "nonce too low: next nonce 1, tx nonce 0"),
+            },
+            false,
+        );
+        let worker = shard(&config("priority", &[&mined.url], ""));
+        assert_eq!(call(&worker, SEND).await["result"], HASH);
+        let other = Scripted::start(
+            |m| match m {
+                "eth_getTransactionByHash" => Answer::Result("null"),
+                _ => Answer::Error(-32000, "nonce too low: next nonce 1, tx nonce 0"),
+            },
+            false,
+        );
+        let worker = shard(&config("priority", &[&other.url], ""));
+        let reply = call(&worker, SEND).await;
+        assert!(
+            reply["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("nonce too low"),
+            "{reply}"
+        );
+        assert_eq!(other.count("eth_sendRawTransaction"), 1);
+    });
+}
+
+#[test]
+fn a_broadcast_send_reaches_every_provider_once() {
+    on_both_drivers(|| async {
+        let accepts = || {
+            Scripted::start(
+                |_| {
+                    Answer::Result(
+                        r#""0xbc36789e7a1e281436464229828f817d6612f7b477d66591ff96a9e064bcc98a""#,
+                    )
+                },
+                false,
+            )
+        };
+        let (a, b) = (accepts(), accepts());
+        let knows = Scripted::start(|_| Answer::Error(-32000, "already known"), false);
+        let failing = Scripted::start(|_| Answer::Status(500), false);
+        let yaml = config(
+            "priority",
+            &[&a.url, &b.url, &knows.url, &failing.url],
+            "    broadcast_sends: true\n    hedge: true\n",
+        );
+        let worker = shard(&yaml);
+        let reply = call(&worker, SEND).await;
+        assert_eq!(reply["result"], HASH, "{reply}");
+        for p in [&a, &b, &knows, &failing] {
+            assert_eq!(p.count("eth_sendRawTransaction"), 1, "once per provider");
+        }
+        // Without the opt-in: one provider only.
+        let single = shard(&yaml.replace("broadcast_sends: true", "broadcast_sends: false"));
+        call(&single, SEND).await;
+        assert_eq!(a.count("eth_sendRawTransaction"), 2);
+        assert_eq!(
+            b.count("eth_sendRawTransaction") + knows.count("eth_sendRawTransaction"),
+            2
+        );
+    });
+}
+
+#[test]
+fn the_pending_nonce_is_the_highest_when_asked() {
+    on_both_drivers(|| async {
+        let nonce = |n: &'static str| Scripted::start(move |_| Answer::Result(n), false);
+        let (p1, p2, p3) = (nonce("\"0x5\""), nonce("\"0x7\""), nonce("\"0x6\""));
+        let urls = [&p1.url[..], &p2.url, &p3.url];
+        let count = |tag: &str| {
+            format!(
+                r#"{{"jsonrpc":"2.0","id":2,"method":"eth_getTransactionCount","params":["0x00000000000000000000000000000000000000aa","{tag}"]}}"#
+            )
+        };
+        let highest = shard(&config(
+            "priority",
+            &urls,
+            "    highest_pending_nonce: true\n",
+        ));
+        assert_eq!(call(&highest, &count("pending")).await["result"], "0x7");
+        for p in [&p1, &p2, &p3] {
+            assert_eq!(p.count("eth_getTransactionCount"), 1);
+        }
+        // `latest` is one provider's answer, as is `pending` without the opt-in.
+        assert_eq!(call(&highest, &count("latest")).await["result"], "0x5");
+        let plain = shard(&config("priority", &urls, ""));
+        assert_eq!(call(&plain, &count("pending")).await["result"], "0x5");
+    });
+}
