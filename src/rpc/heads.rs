@@ -48,22 +48,30 @@ pub(crate) async fn block_number(
     meta: Option<&mut Meta>,
 ) -> Result<Vec<u8>, RpcError> {
     let reply = forward_single(worker, target, chain, body, call, meta).await?;
-    let Some(Answer::Result(raw)) = Answer::of(&reply) else {
-        return Ok(reply);
+    let client_id = call.id.clone().map_or(&b"null"[..], |r| &body[r]);
+    Ok(floored(worker, chain, &reply, client_id).unwrap_or(reply))
+}
+
+/// An `eth_blockNumber` reply object checked against the floor: a replacement answering the floor (under
+/// `client_id`) when the provider is behind it; `None` when the reply stands (its head then raises the floor).
+pub(crate) fn floored(
+    worker: &Worker,
+    chain: &Chain,
+    reply: &[u8],
+    client_id: &[u8],
+) -> Option<Vec<u8>> {
+    let Some(Answer::Result(raw)) = Answer::of(reply) else {
+        return None;
     };
-    let Some(answered) = sonic_rs::from_str::<String>(&raw)
+    let answered = sonic_rs::from_str::<String>(&raw)
         .ok()
-        .and_then(|s| methods::parse_quantity(&s))
-    else {
-        return Ok(reply);
-    };
+        .and_then(|s| methods::parse_quantity(&s))?;
     let floor = head(worker, chain).unwrap_or(0);
     if answered >= floor {
         raise(worker, chain, answered);
-        return Ok(reply);
+        return None;
     }
-    let client_id = call.id.clone().map_or(&b"null"[..], |r| &body[r]);
-    Ok(jsonrpc::result_response(
+    Some(jsonrpc::result_response(
         client_id,
         format!("\"0x{floor:x}\"").as_bytes(),
     ))

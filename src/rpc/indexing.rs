@@ -13,6 +13,21 @@ use crate::rpc::{heads, logs_split, sends};
 use crate::shard::state::Worker;
 use crate::wire::jsonrpc::{self, CallView, RequestBody};
 
+/// True when `call` is served by this module rather than as a plain forward (a batch member then goes alone;
+/// `eth_blockNumber` stays in its sub-batch, its answer raised to the floor by `heads::floored`).
+pub(crate) fn serves_alone(
+    worker: &Worker,
+    chain: &Chain,
+    body: &[u8],
+    call: &CallView<'_>,
+) -> bool {
+    match call.method.as_ref() {
+        "eth_getLogs" | "eth_sendRawTransaction" => true,
+        "eth_getTransactionCount" if chain.indexing.highest_pending_nonce => true,
+        _ => heads::pin_latest(worker, chain, body, call).is_some(),
+    }
+}
+
 /// Serves one single call (not answered locally) through the plan's providers, with the client's id restored.
 pub(crate) async fn serve(
     worker: &Rc<Worker>,

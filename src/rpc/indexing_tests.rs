@@ -210,6 +210,34 @@ fn block_number_never_goes_backwards_across_providers() {
 }
 
 #[test]
+fn batch_members_get_the_same_heads_and_log_splitting() {
+    on_both_drivers(|| async {
+        let chain = Chain::new(3_000);
+        let node = Node::start(&chain);
+        node.refuse_logs_over(1000);
+        let worker = shard(&config("priority", &[&node.http_url], ""));
+        set_head(&worker, 3_500);
+        let body = r#"[{"jsonrpc":"2.0","id":"n","method":"eth_blockNumber"},
+            {"jsonrpc":"2.0","id":"l","method":"eth_getLogs","params":[{"fromBlock":"0x1","toBlock":"0xbb8"}]},
+            {"jsonrpc":"2.0","id":"c","method":"eth_chainId"}]"#;
+        let reply = call(&worker, body).await;
+        let ids: Vec<&str> = reply
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["id"].as_str().unwrap())
+            .collect();
+        assert_eq!(ids, ["n", "l", "c"]);
+        assert_eq!(
+            reply[0]["result"], "0xdac",
+            "the node at 3000 is below the head"
+        );
+        assert_eq!(reply[1]["result"], direct(&chain, 1, 3_000));
+        assert_eq!(reply[2]["result"], "0x1");
+    });
+}
+
+#[test]
 fn latest_is_pinned_to_the_consensus_head_when_asked() {
     on_both_drivers(|| async {
         let p = Scripted::start(|_| Answer::Result("\"0x0\""), false);
