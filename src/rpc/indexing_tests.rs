@@ -157,9 +157,9 @@ fn a_single_block_refused_for_every_address_fails_whole() {
         assert_eq!(reply["id"], 3);
         assert_eq!(reply["error"]["code"], -32005, "{reply}");
         assert!(reply.get("result").is_none(), "no partial answer: {reply}");
-        // The range, then its first block, then that block's first address: refused alone, the request fails whole.
-        assert_eq!(p.count("eth_getLogs"), 3);
-        assert_eq!(p.count(r#""address":["0xa"]"#), 1);
+        // The range, then each block, then each block's first address: refused alone, the request fails whole.
+        assert_eq!(p.count("eth_getLogs"), 5);
+        assert_eq!(p.count(r#""address":["0xa"]"#), 2);
     });
 }
 

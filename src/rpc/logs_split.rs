@@ -1,6 +1,7 @@
 //! `eth_getLogs` over ranges providers refuse. The filter's `fromBlock`/`toBlock` are resolved to numbers (tags
-//! `latest`/`pending` to the consistent head of `heads`, `earliest` to 0, a missing bound to `latest`); a range longer
-//! than the chain's `max_logs_range` (lowered by any of its providers' own) is cut into chunks sent concurrently
+//! `latest`/`pending` to the consistent head of `heads`, `earliest` to 0, a missing bound to `latest`). A range within
+//! the limit goes untouched (split only if refused); a range longer than the chain's `max_logs_range` (lowered by any
+//! of its providers' own) is cut into chunks sent concurrently
 //! (`logs_concurrency` at a time, each routed like a client's call) and the answers are joined in block order. A
 //! chunk a provider refuses as too large ("query returned more than 10000 results", "block range too large",
 //! "response size exceeded") is bisected by block range, and a single block still too large by its address list.
@@ -192,33 +193,54 @@ pub(crate) async fn get_logs(
         return forward_single(worker, target, chain, body, call, meta).await;
     };
     let settings = &chain.indexing;
-    let ranges = chunks(query.from, query.to, range_limit(worker, chain));
-    if ranges.len() > settings.logs_max_requests {
-        return Err(RpcError::LogQueryTooLarge(format!(
-            "blocks {}..{} need {} calls of at most {} blocks; the limit is {} (logs_max_requests)",
-            query.from,
-            query.to,
-            ranges.len(),
-            range_limit(worker, chain),
-            settings.logs_max_requests
-        )));
-    }
+    let limit = range_limit(worker, chain);
+    let whole = Piece {
+        from: query.from,
+        to: query.to,
+        address: None,
+    };
+    let mut calls_left = settings.logs_max_requests;
+    let pieces: Vec<Piece> = if limit == 0 || query.to - query.from < limit {
+        // Within the limit: the client's own query, untouched (its tags as the provider reads them); split only if
+        // refused as too large.
+        let reply = forward_single(worker, target, chain, body, call, meta).await?;
+        let refused = matches!(Answer::of(&reply), Some(Answer::Error(_, m)) if too_large(&m));
+        match bisect(&query, &whole) {
+            Some(halves) if refused => {
+                calls_left = calls_left.saturating_sub(1);
+                halves.into()
+            }
+            _ => return Ok(reply),
+        }
+    } else {
+        let ranges = chunks(query.from, query.to, limit);
+        if ranges.len() > settings.logs_max_requests {
+            return Err(RpcError::LogQueryTooLarge(format!(
+                "blocks {}..{} need {} calls of at most {limit} blocks; the limit is {} (logs_max_requests)",
+                query.from,
+                query.to,
+                ranges.len(),
+                settings.logs_max_requests
+            )));
+        }
+        ranges
+            .into_iter()
+            .map(|(from, to)| Piece {
+                from,
+                to,
+                address: None,
+            })
+            .collect()
+    };
     let limits = Limits {
-        calls_left: Cell::new(settings.logs_max_requests),
+        calls_left: Cell::new(calls_left),
         bytes: Cell::new(0),
         max_bytes: worker.config.upstream.max_response_bytes,
     };
     let query = &query;
     let limits = &limits;
-    let results: Vec<Result<Vec<String>, Failure>> = futures_util::stream::iter(ranges)
-        .map(|(from, to)| {
-            let piece = Piece {
-                from,
-                to,
-                address: None,
-            };
-            fetch(worker, target, chain, query, piece, limits)
-        })
+    let results: Vec<Result<Vec<String>, Failure>> = futures_util::stream::iter(pieces)
+        .map(|piece| fetch(worker, target, chain, query, piece, limits))
         .buffered(settings.logs_concurrency)
         .collect()
         .await;
