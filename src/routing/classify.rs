@@ -96,7 +96,7 @@ const CAPABILITY_MESSAGES: &[&str] = &[
 ];
 
 /// Errors about one request, not the method: a block the provider has not seen (yet), a log query too large for it.
-pub const THIS_REQUEST_MESSAGES: &[&str] = &[
+const THIS_REQUEST_MESSAGES: &[&str] = &[
     "header not found",
     "unknown block",
     "block not found",

@@ -20,7 +20,6 @@ use sonic_rs::{JsonContainerTrait, JsonValueTrait};
 use crate::config::Chain;
 use crate::error::RpcError;
 use crate::evm::methods;
-use crate::routing::classify::THIS_REQUEST_MESSAGES;
 use crate::rpc::heads;
 use crate::rpc::meta::Meta;
 use crate::rpc::subcall::{Answer, ask, forward_single};
@@ -61,13 +60,28 @@ struct Limits {
     max_bytes: usize,
 }
 
-/// True for a provider error saying this query is too large for it.
+/// Provider messages saying a log query is too large for it (its range, its result count or its answer size).
+const TOO_LARGE: &[&str] = &[
+    "query returned more than",
+    "range too large",
+    "range is too large",
+    "range is too wide",
+    "range too wide",
+    "too many blocks",
+    "too many results",
+    "response size exceeded",
+    "response size should not",
+    "log response size",
+    "exceed maximum block range",
+    "exceeds maximum block range",
+    "maximum block range",
+    "block range limit",
+];
+
+/// True for a provider error saying this query is too large for it (not, say, a range beyond the head).
 fn too_large(message: &str) -> bool {
     let m = message.to_ascii_lowercase();
-    THIS_REQUEST_MESSAGES.iter().any(|n| m.contains(n))
-        && !m.contains("header not found")
-        && !m.contains("unknown block")
-        && !m.contains("block not found")
+    TOO_LARGE.iter().any(|n| m.contains(n))
 }
 
 /// The longest range sent as one call: the chain's `max_logs_range` lowered by any of its providers' (0 = none).
@@ -406,6 +420,7 @@ mod tests {
             "Log response size exceeded. You can make eth_getLogs requests with up to a 2K block range"
         ));
         assert!(!too_large("header not found"));
+        assert!(!too_large("block range extends beyond current head block"));
         assert!(!too_large("execution reverted"));
     }
 
