@@ -456,6 +456,24 @@ mod tests {
     }
 
     #[test]
+    fn the_highest_head_any_worker_answered_is_every_workers_floor() {
+        let mut m = Merger::new(5, 1, vec![0, 1], 2);
+        let now = Instant::now();
+        let worker = |floors: Vec<u64>| Harvest {
+            head_floors: floors,
+            ..Default::default()
+        };
+        m.fold(
+            vec![worker(vec![100, 7]), worker(vec![105]), worker(vec![])],
+            now,
+        );
+        assert_eq!(m.table().chain_floors, vec![105, 7]);
+        // Floors never go down, whatever a later harvest says.
+        m.fold(vec![worker(vec![90, 3])], now);
+        assert_eq!(m.table().chain_floors, vec![105, 7]);
+    }
+
+    #[test]
     fn exclusions_expire() {
         let mut m = Merger::new(5, 1, vec![0, 0], 1);
         let now = Instant::now();

@@ -371,3 +371,20 @@ fn the_pending_nonce_is_the_highest_when_asked() {
         assert_eq!(call(&plain, &count("pending")).await["result"], "0x5");
     });
 }
+
+#[test]
+fn a_block_hash_read_unknown_to_one_provider_is_served_by_another() {
+    on_both_drivers(|| async {
+        let unaware = Scripted::start(|_| Answer::Error(-32000, "unknown block"), false);
+        let aware = Scripted::start(|_| Answer::Result("\"0x7\""), false);
+        let worker = shard(&config("priority", &[&unaware.url, &aware.url], ""));
+        let by_hash = r#"{"jsonrpc":"2.0","id":4,"method":"eth_getBalance","params":["0x00000000000000000000000000000000000000aa",{"blockHash":"0x01"}]}"#;
+        for _ in 0..2 {
+            let reply = call(&worker, by_hash).await;
+            assert_eq!(reply["result"], "0x7", "{reply}");
+        }
+        // Nothing was remembered against the first provider: it is asked first every time.
+        assert_eq!(unaware.count("eth_getBalance"), 2);
+        assert!(worker.routing.borrow().health.unsupported.is_empty());
+    });
+}
