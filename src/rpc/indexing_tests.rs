@@ -127,6 +127,10 @@ fn a_log_query_needing_too_many_calls_fails_whole_with_a_clear_error() {
             "{reply}"
         );
         assert!(node.log_ranges().is_empty());
+        // The whole u64 span: refused at once, nothing built for it.
+        let reply = call(&bounded, &get_logs("0x0", "0xffffffffffffffff")).await;
+        assert_eq!(reply["error"]["code"], -32005, "{reply}");
+        assert!(node.log_ranges().is_empty());
         // Bisection counts too: a node refusing more than one block, 20 blocks, at most 5 calls.
         node.refuse_logs_over(1);
         let bisecting = shard(&config(

@@ -227,17 +227,15 @@ pub(crate) async fn get_logs(
             _ => return Ok(reply),
         }
     } else {
-        let ranges = chunks(query.from, query.to, limit);
-        if ranges.len() > settings.logs_max_requests {
+        // Counted before any is built: a client's range may be any u64 span.
+        let needed = ((query.to - query.from) / limit).saturating_add(1);
+        if needed > settings.logs_max_requests as u64 {
             return Err(RpcError::LogQueryTooLarge(format!(
-                "blocks {}..{} need {} calls of at most {limit} blocks; the limit is {} (logs_max_requests)",
-                query.from,
-                query.to,
-                ranges.len(),
-                settings.logs_max_requests
+                "blocks {}..{} need {needed} calls of at most {limit} blocks; the limit is {} (logs_max_requests)",
+                query.from, query.to, settings.logs_max_requests
             )));
         }
-        ranges
+        chunks(query.from, query.to, limit)
             .into_iter()
             .map(|(from, to)| Piece {
                 from,
