@@ -71,6 +71,7 @@ pub(crate) fn floored(
         raise(worker, chain, answered);
         return None;
     }
+    worker.stats.borrow_mut().indexing.heads_floored += 1;
     Some(jsonrpc::result_response(
         client_id,
         format!("\"0x{floor:x}\"").as_bytes(),

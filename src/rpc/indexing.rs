@@ -56,6 +56,7 @@ pub(crate) async fn serve(
     }
     if let Some(pinned) = heads::pin_latest(worker, chain, body, call) {
         if let Ok(RequestBody::Single(pinned_call)) = jsonrpc::parse_request(&pinned) {
+            worker.stats.borrow_mut().indexing.latest_pinned += 1;
             return forward_single(worker, target, chain, &pinned, &pinned_call, meta).await;
         }
     }

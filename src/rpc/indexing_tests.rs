@@ -78,6 +78,15 @@ fn a_20000_block_log_query_against_a_node_refusing_1000_returns_every_log() {
         let ranges = node.log_ranges();
         assert_eq!(ranges.len(), 20, "one call per 1000 blocks: {ranges:?}");
         assert!(ranges.iter().all(|(f, t)| t - f < 1000));
+        let counted = worker.stats.borrow().indexing.clone();
+        assert_eq!(
+            (
+                counted.logs_split,
+                counted.logs_subrequests,
+                counted.logs_bisections
+            ),
+            (1, 20, 0)
+        );
     });
 }
 
@@ -202,6 +211,7 @@ fn block_number_never_goes_backwards_across_providers() {
             last = n;
         }
         assert_eq!(last, 100);
+        assert!(worker.stats.borrow().indexing.heads_floored >= 4);
         assert!(
             behind.count("eth_blockNumber") >= 4,
             "both providers were asked"
@@ -338,6 +348,7 @@ fn a_broadcast_send_reaches_every_provider_once() {
         for p in [&a, &b, &knows, &failing] {
             assert_eq!(p.count("eth_sendRawTransaction"), 1, "once per provider");
         }
+        assert_eq!(worker.stats.borrow().indexing.sends_broadcast, 1);
         // Without the opt-in: one provider only.
         let single = shard(&yaml.replace("broadcast_sends: true", "broadcast_sends: false"));
         call(&single, SEND).await;

@@ -222,6 +222,9 @@ pub(crate) async fn get_logs(
         match bisect(&query, &whole) {
             Some(halves) if refused => {
                 calls_left = calls_left.saturating_sub(1);
+                let mut stats = worker.stats.borrow_mut();
+                stats.indexing.logs_subrequests += 1;
+                stats.indexing.logs_bisections += 1;
                 halves.into()
             }
             _ => return Ok(reply),
@@ -249,6 +252,7 @@ pub(crate) async fn get_logs(
         bytes: Cell::new(0),
         max_bytes: worker.config.upstream.max_response_bytes,
     };
+    worker.stats.borrow_mut().indexing.logs_split += 1;
     let query = &query;
     let limits = &limits;
     let results: Vec<Result<Vec<String>, Failure>> = futures_util::stream::iter(pieces)
@@ -309,6 +313,7 @@ fn fetch<'a>(
             ))));
         }
         limits.calls_left.set(left - 1);
+        worker.stats.borrow_mut().indexing.logs_subrequests += 1;
         let reply = ask(
             worker,
             target,
@@ -348,6 +353,7 @@ fn fetch<'a>(
                         piece.from
                     )))
                 })?;
+                worker.stats.borrow_mut().indexing.logs_bisections += 1;
                 let mut parts = Vec::new();
                 for half in halves {
                     parts.extend(fetch(worker, target, chain, query, half, limits).await?);

@@ -97,7 +97,10 @@ pub(crate) async fn send_raw(
         return forward_single(worker, target, chain, body, call, meta).await;
     };
     let client_id = call.id.clone().map_or(&b"null"[..], |r| &body[r]);
-    let success = || jsonrpc::result_response(client_id, format!("\"{hash}\"").as_bytes());
+    let success = || {
+        worker.stats.borrow_mut().indexing.sends_idempotent += 1;
+        jsonrpc::result_response(client_id, format!("\"{hash}\"").as_bytes())
+    };
     if chain.indexing.broadcast_sends {
         return broadcast(worker, target, chain, body, call, &hash, client_id).await;
     }
@@ -136,6 +139,7 @@ async fn broadcast(
 ) -> Result<Vec<u8>, RpcError> {
     let plan = plan(worker, target, chain, body, call)?;
     let pids = healthy(worker, &plan.candidates);
+    worker.stats.borrow_mut().indexing.sends_broadcast += 1;
     let params = call.params.clone().map_or("[]".to_string(), |r| {
         String::from_utf8_lossy(&body[r]).into_owned()
     });
@@ -168,6 +172,7 @@ async fn broadcast(
                     ));
                 }
                 Some(Answer::Error(_, m)) if is_known(&m) => {
+                    worker.stats.borrow_mut().indexing.sends_idempotent += 1;
                     return Ok(jsonrpc::result_response(
                         client_id,
                         format!("\"{hash}\"").as_bytes(),
@@ -189,6 +194,7 @@ async fn broadcast(
         }
     }
     if (nonce_low || first_error.is_none()) && known(worker, target, chain, hash).await {
+        worker.stats.borrow_mut().indexing.sends_idempotent += 1;
         return Ok(jsonrpc::result_response(
             client_id,
             format!("\"{hash}\"").as_bytes(),
