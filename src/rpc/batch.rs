@@ -19,7 +19,7 @@ use crate::rpc::meta::Meta;
 use crate::rpc::plan::{CallPlan, Transport, local_answer, plan};
 use crate::rpc::reply::Reply;
 use crate::rpc::target::Target;
-use crate::rpc::{heads, indexing};
+use crate::rpc::{heads, indexing, logs_split};
 use crate::shard::state::Worker;
 use crate::wire::jsonrpc::{self, CallView, InvalidCall};
 
@@ -105,7 +105,47 @@ pub(crate) async fn batch<'b>(
         place(worker, &batch, g, members, result, &mut slots);
     }
     floor_heads(worker, chain, &batch, &sent, &mut slots);
+    split_refused_logs(worker, target, chain, &batch, &sent, &mut slots).await;
     assemble(&batch, &slots, &sent)
+}
+
+/// `eth_getLogs` members a provider refused as too large are bisected on their own (`logs_split`).
+async fn split_refused_logs(
+    worker: &Rc<Worker>,
+    target: Target,
+    chain: &Chain,
+    batch: &Batch<'_>,
+    sent: &[Sent],
+    slots: &mut [Slot],
+) {
+    let mut refused = Vec::new();
+    for (i, slot) in slots.iter().enumerate() {
+        let (Some(call), Slot::Upstream { group, view }) = (batch.calls[i], slot) else {
+            continue;
+        };
+        let Some((_, Ok(forwarded))) = sent.get(*group) else {
+            continue;
+        };
+        let view = &forwarded.views[*view];
+        let object = &forwarded.body[view.span.clone()];
+        if call.method == "eth_getLogs" && logs_split::refused(object) {
+            let mut own = Vec::with_capacity(object.len());
+            jsonrpc::restore_id(&forwarded.body, view, batch.client_id(&call.id), &mut own);
+            refused.push((i, call, own));
+        }
+    }
+    let splits = refused.into_iter().map(|(i, call, first)| async move {
+        let answer =
+            logs_split::get_logs_after(worker, target, chain, batch.body, call, None, Some(first))
+                .await;
+        (i, call, answer)
+    });
+    for (i, call, answer) in join_all(splits).await {
+        slots[i] = Slot::Owned(answer.unwrap_or_else(|e| {
+            worker.count_error(e.code());
+            e.to_response(batch.client_id(&call.id))
+        }));
+    }
 }
 
 /// `eth_blockNumber` members answered below the head clients were already shown get that head instead.

@@ -14,7 +14,8 @@ use crate::shard::state::Worker;
 use crate::wire::jsonrpc::{self, CallView, RequestBody};
 
 /// True when `call` is served by this module rather than as a plain forward (a batch member then goes alone;
-/// `eth_blockNumber` stays in its sub-batch, its answer raised to the floor by `heads::floored`).
+/// `eth_blockNumber` stays in its sub-batch, its answer raised to the floor by `heads::floored`, and so does an
+/// `eth_getLogs` within the split limit, bisected by `logs_split::get_logs_after` if refused).
 pub(crate) fn serves_alone(
     worker: &Worker,
     chain: &Chain,
@@ -22,7 +23,8 @@ pub(crate) fn serves_alone(
     call: &CallView<'_>,
 ) -> bool {
     match call.method.as_ref() {
-        "eth_getLogs" | "eth_sendRawTransaction" => true,
+        "eth_sendRawTransaction" => true,
+        "eth_getLogs" => logs_split::splits_at_once(worker, chain, body, call),
         "eth_getTransactionCount" if chain.indexing.highest_pending_nonce => true,
         _ => heads::pin_latest(worker, chain, body, call).is_some(),
     }

@@ -248,6 +248,25 @@ fn batch_members_get_the_same_heads_and_log_splitting() {
         );
         assert_eq!(reply[1]["result"], direct(&chain, 1, 3_000));
         assert_eq!(reply[2]["result"], "0x1");
+        // Refused inside the sub-batch, then bisected: the whole range was asked once.
+        let ranges = node.log_ranges();
+        assert_eq!(
+            ranges.iter().filter(|r| **r == (1, 3_000)).count(),
+            1,
+            "{ranges:?}"
+        );
+        // Over a configured limit: split before anything is sent.
+        let limited = shard(&config(
+            "priority",
+            &[&node.http_url],
+            "    max_logs_range: 1000\n",
+        ));
+        let before = node.log_ranges().len();
+        let reply = call(&limited, body).await;
+        assert_eq!(reply[1]["result"], direct(&chain, 1, 3_000));
+        let mut chunks = node.log_ranges()[before..].to_vec();
+        chunks.sort();
+        assert_eq!(chunks, [(1, 1000), (1001, 2000), (2001, 3000)]);
     });
 }
 

@@ -193,6 +193,23 @@ fn chunks(from: u64, to: u64, limit: u64) -> Vec<(u64, u64)> {
     }
 }
 
+/// True when `call` is an `eth_getLogs` longer than the split limit (split before anything is sent).
+pub(crate) fn splits_at_once(
+    worker: &Worker,
+    chain: &Chain,
+    body: &[u8],
+    call: &CallView<'_>,
+) -> bool {
+    let limit = range_limit(worker, chain);
+    let params = call.params.clone().map_or(&b"[]"[..], |r| &body[r]);
+    limit > 0 && resolve(worker, chain, params).is_some_and(|q| q.to - q.from >= limit)
+}
+
+/// True when a reply object is a provider's refusal of a log query as too large.
+pub(crate) fn refused(reply: &[u8]) -> bool {
+    matches!(Answer::of(reply), Some(Answer::Error(_, m)) if too_large(&m))
+}
+
 /// Answers `eth_getLogs`: split and joined when its range can be resolved, else forwarded untouched.
 pub(crate) async fn get_logs(
     worker: &Rc<Worker>,
@@ -201,6 +218,20 @@ pub(crate) async fn get_logs(
     body: &[u8],
     call: &CallView<'_>,
     meta: Option<&mut Meta>,
+) -> Result<Vec<u8>, RpcError> {
+    get_logs_after(worker, target, chain, body, call, meta, None).await
+}
+
+/// [`get_logs`] when the client's whole query may already have been answered: `first` is that answer (a reply
+/// object under the client's id), a refusal then bisected without sending the whole query again.
+pub(crate) async fn get_logs_after(
+    worker: &Rc<Worker>,
+    target: Target,
+    chain: &Chain,
+    body: &[u8],
+    call: &CallView<'_>,
+    meta: Option<&mut Meta>,
+    first: Option<Vec<u8>>,
 ) -> Result<Vec<u8>, RpcError> {
     let params = call.params.clone().map_or(&b"[]"[..], |r| &body[r]);
     let Some(query) = resolve(worker, chain, params) else {
@@ -217,10 +248,12 @@ pub(crate) async fn get_logs(
     let pieces: Vec<Piece> = if limit == 0 || query.to - query.from < limit {
         // Within the limit: the client's own query, untouched (its tags as the provider reads them); split only if
         // refused as too large.
-        let reply = forward_single(worker, target, chain, body, call, meta).await?;
-        let refused = matches!(Answer::of(&reply), Some(Answer::Error(_, m)) if too_large(&m));
+        let reply = match first {
+            Some(reply) => reply,
+            None => forward_single(worker, target, chain, body, call, meta).await?,
+        };
         match bisect(&query, &whole) {
-            Some(halves) if refused => {
+            Some(halves) if refused(&reply) => {
                 calls_left = calls_left.saturating_sub(1);
                 let mut stats = worker.stats.borrow_mut();
                 stats.indexing.logs_subrequests += 1;
