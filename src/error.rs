@@ -91,6 +91,9 @@ pub enum RpcError {
     /// The provider's answer could not be buffered: answers being received on this worker already hold its share of
     /// `upstream.max_buffered_response_bytes`.
     ResponseBudget,
+    /// An `eth_getLogs` that could not be answered whole within Lasso's limits for splitting it (sub-requests,
+    /// answer bytes) or whose range no provider takes even as a single block.
+    LogQueryTooLarge(String),
 }
 
 impl RpcError {
@@ -100,7 +103,9 @@ impl RpcError {
         match self {
             RpcError::Parse(_) => PARSE_ERROR,
             RpcError::InvalidParams(_) => INVALID_PARAMS,
-            RpcError::LimitExceeded(_) | RpcError::ResponseBudget => LIMIT_EXCEEDED,
+            RpcError::LimitExceeded(_)
+            | RpcError::ResponseBudget
+            | RpcError::LogQueryTooLarge(_) => LIMIT_EXCEEDED,
             RpcError::InvalidRequest(_)
             | RpcError::BodyTooLarge { .. }
             | RpcError::HeadersTooLarge { .. }
@@ -133,7 +138,8 @@ impl RpcError {
             RpcError::UnknownPath | RpcError::NotFound { .. } => 404,
             RpcError::SubscriptionOverHttp { .. }
             | RpcError::MethodNotSupported { .. }
-            | RpcError::FilterNotFound => 200,
+            | RpcError::FilterNotFound
+            | RpcError::LogQueryTooLarge(_) => 200,
             RpcError::AllProvidersFailed { .. } => 502,
             RpcError::NoProviderAvailable { .. }
             | RpcError::Overloaded(_)
@@ -184,6 +190,7 @@ impl RpcError {
                 buffer budget; retry later"
                     .to_string()
             }
+            RpcError::LogQueryTooLarge(detail) => format!("Log query too large: {detail}"),
             RpcError::FilterNotFound => {
                 "filter not found: the provider that created it is no longer \
                 available; create a new filter"
@@ -289,6 +296,7 @@ mod tests {
             (RpcError::DeadlineExceeded { attempts: vec![] }, -32012, 504),
             (RpcError::Overloaded("draining"), -32013, 503),
             (RpcError::ResponseBudget, -32005, 503),
+            (RpcError::LogQueryTooLarge("x".into()), -32005, 200),
         ];
         for (err, code, status) in rows {
             assert_eq!(err.code(), code, "{err:?}");

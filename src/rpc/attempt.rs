@@ -52,6 +52,7 @@ impl AttemptResult {
                 Category::Success | Category::Deterministic => "ok",
                 Category::RateLimited { .. } => "rate_limited",
                 Category::Capability => "unsupported",
+                Category::ThisRequest => "not_for_this_provider",
                 Category::ProviderFailure(FailureClass::Connect) => "connect_error",
                 Category::ProviderFailure(FailureClass::Timeout) => "timeout",
                 Category::ProviderFailure(FailureClass::Server) => "server_error",

@@ -10,12 +10,11 @@ use std::time::Instant;
 use crate::config::Chain;
 use crate::error::RpcError;
 use crate::rpc::batch::batch;
-use crate::rpc::filters;
-use crate::rpc::forward::{Upstream, forward};
+use crate::rpc::indexing;
 use crate::rpc::meta::{Meta, MetaMode};
 use crate::rpc::observe::{Observed, Served, observe};
 pub use crate::rpc::plan::Transport;
-use crate::rpc::plan::{local_answer, plan};
+use crate::rpc::plan::local_answer;
 use crate::rpc::reply::Reply;
 use crate::rpc::target::Target;
 use crate::shard::state::Worker;
@@ -161,7 +160,8 @@ async fn serve(
     }
 }
 
-/// Serves a single call: locally, or through the plan's providers, with the client's id restored.
+/// Serves a single call: locally, or through the plan's providers (`indexing` first: split log queries, consistent
+/// heads, safe sends), with the client's id restored.
 async fn call_one(
     worker: &Rc<Worker>,
     target: Target,
@@ -174,30 +174,5 @@ async fn call_one(
     if let Some(answer) = local_answer(chain, body, call, Transport::Http) {
         return answer;
     }
-    let plan = plan(worker, target, chain, body, call)?;
-    let uid = worker.upstream_ids(1);
-    let mut upstream_body = Vec::with_capacity(call.span.len() + 16);
-    filters::write_upstream(&worker.config, chain, body, call, uid, &mut upstream_body);
-    let upstream = Upstream {
-        body: &upstream_body,
-        ids: &[uid],
-        trace,
-    };
-    let forwarded = forward(worker, chain, &plan, upstream, meta).await?;
-    let (pid, mut reply_body) = (forwarded.pid, forwarded.body);
-    let view = &forwarded.views[0];
-    let client_id = call.id.clone().map_or(&b"null"[..], |r| &body[r]);
-    // Splice the client's id in place of ours; the reply object is the whole body for a single call.
-    let reply = if view.span.start == 0 && view.span.end == reply_body.len() {
-        reply_body.splice(view.id.clone(), client_id.iter().copied());
-        reply_body
-    } else {
-        let mut out = Vec::with_capacity(view.span.len() + client_id.len());
-        jsonrpc::restore_id(&reply_body, view, client_id, &mut out);
-        out
-    };
-    if filters::creates_filter(&call.method) {
-        return Ok(filters::wrap_reply(&worker.config, pid, reply));
-    }
-    Ok(reply)
+    indexing::serve(worker, target, chain, body, call, meta, trace).await
 }
