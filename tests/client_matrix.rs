@@ -3,7 +3,9 @@
 //! `AsyncWeb3` + `WebSocketProvider` subscriptions, unsubscribe, a signed transfer), ethers v6 (`JsonRpcProvider`
 //! batching; `WebSocketProvider` block and contract event listeners), viem (`http` batch; `webSocket` `watchBlocks`
 //! and `watchEvent`), cast (block-number, block, logs, send, receipt over HTTP and WebSocket) and
-//! `anvil --fork-url` (a fork through Lasso reads the same code, storage and balances as a fork of the node).
+//! `anvil --fork-url` (a fork through Lasso reads the same code, storage and balances as a fork of the node) and the
+//! Ponder indexer (`tests/clients/ponder`, embedded PGlite: the rows it indexes through Lasso equal the rows it indexes
+//! straight from the node, and hold every Tick emitted).
 //!
 //! Dependencies live in `tests/clients/` (`package-lock.json`, `requirements.txt`) and are installed by
 //! `.ci/clients.sh`, which `.ci/run` calls; a missing one fails the test with a message naming that script.
