@@ -226,6 +226,8 @@ pub(crate) async fn get_logs(
 
 /// [`get_logs`] when the client's whole query may already have been answered: `first` is that answer (a reply
 /// object under the client's id), a refusal then bisected without sending the whole query again.
+// The request's parts (target, chain, body, call), its metadata and trace, and the answer already in hand.
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn get_logs_after(
     worker: &Rc<Worker>,
     target: Target,
