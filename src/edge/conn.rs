@@ -14,7 +14,8 @@ use crate::subscriptions::hub::Hub;
 use crate::wire::http::chunked::{ChunkedDecoder, ChunkedError};
 use crate::wire::http::io::{read_more, write_all};
 use crate::wire::http::request::{BodyFraming, HeadError, Method, RequestHead, parse_head};
-use crate::wire::http::response::{Response, write_head};
+use crate::upstream::stream::{BodyTail, STREAM_PIECE};
+use crate::wire::http::response::{Response, write_head, write_head_with_length};
 
 /// Initial read buffer of a connection; it grows for large requests and shrinks back when idle.
 const READ_CHUNK: usize = 4 * 1024;
@@ -65,7 +66,7 @@ pub async fn serve_connection(
         {
             // Refused at the head: answer without `100 Continue` and close (the unread body is never parsed).
             let resp = crate::edge::dispatch::answer(endpoint, &worker, &head, &[]).await;
-            let _ = send(&mut stream, resp, false, head.method == Method::Head).await;
+            let _ = send(&mut stream, resp.response, false, head.method == Method::Head).await;
             return;
         }
         let (body, consumed) = match read_body(&worker, &mut stream, &mut buf, &head).await {
@@ -80,18 +81,26 @@ pub async fn serve_connection(
             Some(decoded) => decoded,
             None => &buf[head.head_len..consumed],
         };
-        let resp = crate::edge::dispatch::answer(endpoint, &worker, &head, body_bytes).await;
+        let answer = crate::edge::dispatch::answer(endpoint, &worker, &head, body_bytes).await;
         buf.drain(..consumed);
         if buf.is_empty() && buf.capacity() > 4 * READ_CHUNK {
             // A large request grew the buffer: do not keep it while the connection idles.
             buf = Vec::with_capacity(READ_CHUNK);
         }
         let keep_alive = head.keep_alive && keep_alive_allowed && !worker.winding_down();
-        if send(&mut stream, resp, keep_alive, head.method == Method::Head)
-            .await
-            .is_err()
-            || !keep_alive
-        {
+        let sent = match answer.tail {
+            Some(tail) => send_streamed(&worker, &mut stream, answer.response, tail, keep_alive).await,
+            None => {
+                send(
+                    &mut stream,
+                    answer.response,
+                    keep_alive,
+                    head.method == Method::Head,
+                )
+                .await
+            }
+        };
+        if sent.is_err() || !keep_alive {
             return;
         }
     }
@@ -261,5 +270,54 @@ async fn send(
     } else {
         write_all(stream, out).await.0?;
         write_all(stream, resp.body).await.0
+    }
+}
+
+/// Sends a streamed answer: the head announces the whole length (the provider's `Content-Length` adjusted for the
+/// id's length: `resp.body` holds the first bytes with the client's id spliced in), then each verified piece is
+/// written while the next one is read. A provider failing mid-body (or a body failing verification) ends the
+/// connection before the rest: the client sees a body shorter than announced, never a complete-looking wrong one.
+async fn send_streamed(
+    worker: &Worker,
+    stream: &mut TcpStream,
+    resp: Response,
+    mut tail: BodyTail,
+    keep_alive: bool,
+) -> std::io::Result<()> {
+    let total = resp.body.len() + tail.remaining();
+    let mut first = Vec::with_capacity(256 + resp.body.len());
+    write_head_with_length(&mut first, &resp, keep_alive, total);
+    first.extend_from_slice(&resp.body);
+    drop(resp);
+    let mut writing = first;
+    let mut spare = Vec::with_capacity(STREAM_PIECE);
+    loop {
+        let left = tail.time_left();
+        let write = monoio::time::timeout(left, write_all(stream, writing));
+        let ((written, done), (next, piece)) = {
+            let (w, r) = futures_util::future::join(write, tail.next(spare)).await;
+            (
+                match w {
+                    Ok((res, buf)) => (res, buf),
+                    Err(_) => (
+                        Err(std::io::Error::from(std::io::ErrorKind::TimedOut)),
+                        Vec::new(),
+                    ),
+                },
+                r,
+            )
+        };
+        written?;
+        match next {
+            Ok(true) => {
+                writing = piece;
+                spare = done;
+            }
+            Ok(false) => return Ok(()),
+            Err(e) => {
+                tracing::warn!(worker = worker.index, error = %worker.config.redact(&e.message), "streamed answer failed mid-body: client connection closed");
+                return Err(std::io::Error::other(e.message));
+            }
+        }
     }
 }

@@ -9,6 +9,7 @@ use monoio::net::TcpStream;
 use crate::error::RpcError;
 use crate::shard::state::Worker;
 use crate::subscriptions::hub::Hub;
+use crate::upstream::stream::BodyTail;
 use crate::wire::http::request::{Method, RequestHead};
 use crate::wire::http::response::Response;
 
@@ -126,15 +127,30 @@ pub async fn take_over(
     }
 }
 
+/// An endpoint's answer: the response, and for a streamed JSON-RPC answer the rest of its body, still arriving.
+pub struct Answer {
+    pub response: Response,
+    pub tail: Option<BodyTail>,
+}
+
+impl From<Response> for Answer {
+    fn from(response: Response) -> Self {
+        Answer {
+            response,
+            tail: None,
+        }
+    }
+}
+
 /// Answers one HTTP request whose body was read.
 pub async fn answer(
     endpoint: Endpoint,
     worker: &Rc<Worker>,
     head: &RequestHead,
     body: &[u8],
-) -> Response {
+) -> Answer {
     let path = head.path.as_str();
-    match endpoint {
+    let response = match endpoint {
         Endpoint::Preflight => Response::empty(204)
             .with_header("Access-Control-Allow-Methods", "POST, GET, OPTIONS")
             .with_header(
@@ -149,15 +165,16 @@ pub async fn answer(
                     &head.query,
                     head.include_meta.as_deref(),
                 );
-                crate::rpc::pipeline::handle(
+                let reply = crate::rpc::pipeline::handle(
                     worker,
                     target,
                     body,
                     mode,
                     crate::rpc::pipeline::Transport::Http,
                 )
-                .await
-                .into()
+                .await;
+                let (response, tail) = reply.into_parts();
+                return Answer { response, tail };
             }
             Err(e) => Response::from(e),
         },
@@ -189,5 +206,6 @@ pub async fn answer(
             // Served by `take_over`; a head that gets here was routed wrongly.
             Response::from(RpcError::UnknownPath)
         }
-    }
+    };
+    response.into()
 }

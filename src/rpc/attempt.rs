@@ -11,14 +11,19 @@ use crate::routing::recorder::SampleKind;
 use crate::rpc::plan::CallPlan;
 use crate::shard::state::Worker;
 use crate::telemetry::stats::Outcome;
-use crate::upstream::error::{FailureKind, UpstreamResponse};
+use crate::config::defaults::UPSTREAM_STREAM_ABOVE_BYTES;
+use crate::upstream::error::{FailureKind, UpstreamError, UpstreamResponse};
+use crate::upstream::stream::BodyTail;
 use crate::wire::jsonrpc::{self, ReplyKind, ReplyView};
+use crate::wire::stream_reply;
 
 /// The result of one attempt against one provider.
 pub(crate) enum AttemptResult {
     Usable {
         body: Vec<u8>,
         views: Vec<ReplyView>,
+        /// A streamed answer: `body` holds its first bytes (the envelope head, judged), this the verified rest.
+        tail: Option<BodyTail>,
     },
     Failed {
         category: Category,
@@ -86,7 +91,8 @@ fn judge(
     Ok(replies)
 }
 
-/// Sends one attempt to `pid`, classifies it, and records it (statistics, breaker, cool-down, capability).
+/// Sends one attempt to `pid`, classifies it, and records it (statistics, breaker, cool-down, capability). With
+/// `stream`, a large successful single-call answer is handed on once its envelope head is judged ([`streamed`]).
 pub(crate) async fn attempt(
     worker: &Rc<Worker>,
     pid: usize,
@@ -94,6 +100,7 @@ pub(crate) async fn attempt(
     upstream_body: &[u8],
     expected: &[u64],
     timeout: Duration,
+    stream: bool,
 ) -> AttemptResult {
     let config = &worker.config;
     let provider = &config.providers[pid];
@@ -111,15 +118,26 @@ pub(crate) async fn attempt(
                 timeout,
             )
             .await
+            .map(|resp| (resp, None))
     } else {
+        let stream_above = (stream && !batch && expected.len() == 1)
+            .then_some(UPSTREAM_STREAM_ABOVE_BYTES);
         worker
             .upstream
-            .post(provider, upstream_body, timeout, !plan.write)
+            .post_stream(provider, upstream_body, timeout, !plan.write, stream_above)
             .await
+    };
+    let result = match result {
+        Ok((resp, Some(tail))) => {
+            let left = timeout.saturating_sub(started.elapsed());
+            streamed(resp, tail, expected[0], left).await
+        }
+        Ok((resp, None)) => Ok(assess(resp, expected, batch)),
+        Err(e) => Err(e),
     };
     let latency = started.elapsed();
     let outcome = match result {
-        Ok(resp) => assess(resp, expected, batch),
+        Ok(outcome) => outcome,
         Err(e) if e.kind == FailureKind::Budget => {
             tracing::debug!(provider = %provider.id, error = %e.message, "upstream answer over the buffer budget");
             return AttemptResult::OverBudget;
@@ -133,6 +151,51 @@ pub(crate) async fn attempt(
     };
     record(worker, pid, plan, &outcome, latency);
     outcome
+}
+
+/// A large answer arriving: passed on as it comes when its head says it is our call's `result` (`jsonrpc` and `id`
+/// first; the rest is verified piece by piece on its way to the client); read whole and judged as any answer
+/// otherwise (an error reply, another shape), so failover stays possible for them.
+async fn streamed(
+    resp: UpstreamResponse,
+    mut tail: BodyTail,
+    expected: u64,
+    left: Duration,
+) -> Result<AttemptResult, UpstreamError> {
+    if let Some(head) = stream_reply::reply_head(&resp.body) {
+        if jsonrpc::parse_upstream_id(&resp.body[head.id.clone()]) == Some(expected) {
+            if let Err(e) = tail.start(&resp.body[head.value_start..]) {
+                return Ok(AttemptResult::Failed {
+                    category: Category::ProviderFailure(FailureClass::Server),
+                    error: format!("response is not a JSON-RPC reply: {e}"),
+                    reached: true,
+                    reply: None,
+                });
+            }
+            let views = vec![ReplyView {
+                span: 0..resp.body.len(),
+                id: head.id,
+                kind: ReplyKind::Result,
+            }];
+            return Ok(AttemptResult::Usable {
+                body: resp.body,
+                views,
+                tail: Some(tail),
+            });
+        }
+    }
+    let body = match monoio::time::timeout(left, tail.collect(resp.body)).await {
+        Ok(body) => body?,
+        Err(_) => {
+            return Err(UpstreamError::new(
+                FailureKind::Timeout,
+                "answer not finished in time",
+                true,
+            ));
+        }
+    };
+    let resp = UpstreamResponse { body, ..resp };
+    Ok(assess(resp, &[expected], false))
 }
 
 /// What a provider's HTTP answer to an attempt is worth.
@@ -165,6 +228,7 @@ fn assess(resp: UpstreamResponse, expected: &[u64], batch: bool) -> AttemptResul
         return AttemptResult::Usable {
             body: resp.body,
             views,
+            tail: None,
         };
     }
     let error = match &views[0].kind {

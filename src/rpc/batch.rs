@@ -184,6 +184,7 @@ async fn send_group(
     let upstream = Upstream {
         body: &upstream_body,
         ids: &uids,
+        stream: false,
     };
     let result = forward(worker, chain, &group.plan, upstream, meta).await;
     (sent, result)

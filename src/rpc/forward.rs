@@ -18,6 +18,7 @@ use crate::rpc::attempt::{AttemptResult, attempt};
 use crate::rpc::meta::Meta;
 use crate::rpc::plan::CallPlan;
 use crate::shard::state::Worker;
+use crate::upstream::stream::BodyTail;
 use crate::wire::jsonrpc::ReplyView;
 
 /// The shortest time worth giving an attempt; below it the deadline is spent.
@@ -29,6 +30,8 @@ pub(crate) struct Forwarded {
     pub views: Vec<ReplyView>,
     /// The provider that answered.
     pub pid: usize,
+    /// A streamed answer's verified rest (`body` then holds its first bytes; see `rpc::attempt`).
+    pub tail: Option<BodyTail>,
 }
 
 /// What to send next.
@@ -179,7 +182,7 @@ impl<'p> Attempts<'p> {
     fn settle(&mut self, worker: &Worker, pid: usize, result: AttemptResult) -> Settled {
         let config = &worker.config;
         match result {
-            AttemptResult::Usable { body, views } => {
+            AttemptResult::Usable { body, views, tail } => {
                 let mut routing = worker.routing.borrow_mut();
                 if !self.failures.is_empty() {
                     health::count_failover(&mut routing);
@@ -191,7 +194,12 @@ impl<'p> Attempts<'p> {
                         tracing::warn!(provider = %p.id, chain = %p.chain, worker = worker.index, "circuit breaker opened: timed out where another provider answered");
                     }
                 }
-                Settled::Answered(Forwarded { body, views, pid })
+                Settled::Answered(Forwarded {
+                    body,
+                    views,
+                    pid,
+                    tail,
+                })
             }
             AttemptResult::Failed {
                 category,
@@ -205,7 +213,12 @@ impl<'p> Attempts<'p> {
                     self.timed_out.push(pid);
                 }
                 if let Some((body, views)) = reply {
-                    self.fallback = Some(Forwarded { body, views, pid });
+                    self.fallback = Some(Forwarded {
+                        body,
+                        views,
+                        pid,
+                        tail: None,
+                    });
                 }
                 self.failures.push(Attempt {
                     provider: config.providers[pid].id.clone(),
@@ -247,6 +260,8 @@ impl<'p> Attempts<'p> {
 pub(crate) struct Upstream<'a> {
     pub body: &'a [u8],
     pub ids: &'a [u64],
+    /// A large successful answer may be streamed to the client (a single call over HTTP, its body untouched).
+    pub stream: bool,
 }
 
 /// Sends `call` to the plan's candidates until one answers usably, within the method's deadline.
@@ -313,7 +328,7 @@ async fn run_step(
     meta: Option<&mut Meta>,
 ) -> Vec<(usize, AttemptResult)> {
     let plan = state.plan;
-    let send = |pid, timeout| attempt(worker, pid, plan, call.body, call.ids, timeout);
+    let send = |pid, timeout| attempt(worker, pid, plan, call.body, call.ids, timeout, call.stream);
     let first = Box::pin(send(step.pid, step.timeout));
     let Some(second_pid) = step.hedge_to else {
         return vec![(step.pid, first.await)];

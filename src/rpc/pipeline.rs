@@ -19,6 +19,7 @@ use crate::rpc::plan::{local_answer, plan};
 use crate::rpc::reply::Reply;
 use crate::rpc::target::Target;
 use crate::shard::state::Worker;
+use crate::upstream::stream::BodyTail;
 use crate::wire::jsonrpc::{self, CallView, RequestBody};
 
 /// Answers one JSON-RPC request (single or batch) for `target`.
@@ -43,6 +44,8 @@ pub async fn handle(
     // Routing metadata is collected when the client asks, for sampled logs, or for SSE subscribers (events).
     let mut meta = (meta_mode != MetaMode::Off || request.sampled || request.events)
         .then(|| Meta::new(worker.request_id(), target.pick));
+    // A large answer may go to an HTTP client as it arrives when nothing is added to its body afterwards.
+    let stream = transport == Transport::Http && meta_mode != MetaMode::Body;
     let served = serve(
         worker,
         target,
@@ -50,6 +53,7 @@ pub async fn handle(
         body,
         transport,
         meta.as_mut(),
+        stream,
     )
     .await;
     observe(&request, served, meta)
@@ -63,6 +67,7 @@ async fn serve(
     body: &[u8],
     transport: Transport,
     meta: Option<&mut Meta>,
+    stream: bool,
 ) -> Served {
     let failed = |method: &str, error, id: &[u8]| Served::Failed {
         method: method.to_string(),
@@ -74,14 +79,14 @@ async fn serve(
             let client_id = call.id.clone().map(|r| &body[r]);
             return match (
                 client_id,
-                call_one(worker, target, chain, body, &call, meta).await,
+                call_one(worker, target, chain, body, &call, meta, stream).await,
             ) {
                 (None, _) => Served::Answered {
                     reply: Reply::nothing(),
                     method: call.method.to_string(),
                 },
-                (Some(_), Ok(reply)) => Served::Answered {
-                    reply: Reply::answer(reply),
+                (Some(_), Ok((reply, tail))) => Served::Answered {
+                    reply: Reply::streamed(reply, tail),
                     method: call.method.to_string(),
                 },
                 (Some(id), Err(e)) => failed(&call.method, e, id),
@@ -104,7 +109,8 @@ async fn serve(
     }
 }
 
-/// Serves a single call: locally, or through the plan's providers, with the client's id restored.
+/// Serves a single call: locally, or through the plan's providers, with the client's id restored. A streamed answer
+/// comes with its rest ([`BodyTail`]) after the first bytes.
 async fn call_one(
     worker: &Rc<Worker>,
     target: Target,
@@ -112,22 +118,30 @@ async fn call_one(
     body: &[u8],
     call: &CallView<'_>,
     meta: Option<&mut Meta>,
-) -> Result<Vec<u8>, RpcError> {
+    stream: bool,
+) -> Result<(Vec<u8>, Option<BodyTail>), RpcError> {
     if let Some(answer) = local_answer(chain, body, call, Transport::Http) {
-        return answer;
+        return answer.map(|a| (a, None));
     }
     let plan = plan(worker, target, chain, body, call)?;
     let uid = worker.upstream_ids(1);
     let mut upstream_body = Vec::with_capacity(call.span.len() + 16);
     filters::write_upstream(&worker.config, chain, body, call, uid, &mut upstream_body);
+    let creates_filter = filters::creates_filter(&call.method);
     let upstream = Upstream {
         body: &upstream_body,
         ids: &[uid],
+        stream: stream && !creates_filter,
     };
     let forwarded = forward(worker, chain, &plan, upstream, meta).await?;
     let (pid, mut reply_body) = (forwarded.pid, forwarded.body);
     let view = &forwarded.views[0];
     let client_id = call.id.clone().map_or(&b"null"[..], |r| &body[r]);
+    if let Some(tail) = forwarded.tail {
+        // The first bytes of a streamed answer: the id is spliced there, the rest follows untouched.
+        reply_body.splice(view.id.clone(), client_id.iter().copied());
+        return Ok((reply_body, Some(tail)));
+    }
     // Splice the client's id in place of ours; the reply object is the whole body for a single call.
     let reply = if view.span.start == 0 && view.span.end == reply_body.len() {
         reply_body.splice(view.id.clone(), client_id.iter().copied());
@@ -137,8 +151,8 @@ async fn call_one(
         jsonrpc::restore_id(&reply_body, view, client_id, &mut out);
         out
     };
-    if filters::creates_filter(&call.method) {
-        return Ok(filters::wrap_reply(&worker.config, pid, reply));
+    if creates_filter {
+        return Ok((filters::wrap_reply(&worker.config, pid, reply), None));
     }
-    Ok(reply)
+    Ok((reply, None))
 }

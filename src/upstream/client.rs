@@ -12,12 +12,15 @@ use super::conn::Conn;
 use super::dns::{DnsCache, resolve};
 use super::error::{FailureKind, UpstreamError, UpstreamResponse};
 use super::pool::Pool;
+use super::stream::{BodyTail, STREAM_PIECE};
 use crate::config::{Config, Provider, UpstreamSettings};
 use crate::wire::http::chunked::ChunkedDecoder;
 use crate::wire::http::client::{ResponseFraming, parse_response_head};
 
 const READ_CHUNK: usize = 16 * 1024;
 const MAX_RESPONSE_HEAD: usize = 64 * 1024;
+/// Body bytes read before a streamed answer is handed over: enough for the envelope head.
+const STREAM_HEAD_PEEK: usize = 512;
 
 /// A worker's upstream client.
 pub struct UpstreamClient {
@@ -28,7 +31,7 @@ pub struct UpstreamClient {
     heads: Vec<Vec<u8>>,
     tls_names: Vec<Option<String>>,
     tls: monoio_rustls::TlsConnector,
-    pool: RefCell<Pool>,
+    pool: Rc<RefCell<Pool>>,
     dns: RefCell<DnsCache>,
     /// This worker's share of `upstream.max_buffered_response_bytes`.
     budget: Rc<Budget>,
@@ -75,11 +78,11 @@ impl UpstreamClient {
             heads,
             tls_names,
             tls,
-            pool: RefCell::new(Pool::new(
+            pool: Rc::new(RefCell::new(Pool::new(
                 config.providers.len(),
                 config.upstream.pool_max_idle_per_provider,
                 config.upstream.pool_idle_timeout,
-            )),
+            ))),
             dns: RefCell::new(DnsCache::default()),
             budget: Budget::new(budget),
         }
@@ -116,8 +119,24 @@ impl UpstreamClient {
         timeout: Duration,
         may_retry_unsent: bool,
     ) -> Result<UpstreamResponse, UpstreamError> {
+        self.post_stream(p, body, timeout, may_retry_unsent, None)
+            .await
+            .map(|(resp, _)| resp)
+    }
+
+    /// As [`Self::post`]; with `stream_above`, a 2xx answer announcing a `Content-Length` of at least that many bytes
+    /// (not gzip) comes back once its first bytes arrived: `body` holds them and the [`BodyTail`] the rest, read
+    /// within `upstream.request_timeout` from then on.
+    pub async fn post_stream(
+        &self,
+        p: &Provider,
+        body: &[u8],
+        timeout: Duration,
+        may_retry_unsent: bool,
+        stream_above: Option<usize>,
+    ) -> Result<(UpstreamResponse, Option<BodyTail>), UpstreamError> {
         let reached = Rc::new(Cell::new(false));
-        let exchange = self.post_inner(p, body, may_retry_unsent, reached.clone());
+        let exchange = self.post_inner(p, body, may_retry_unsent, reached.clone(), stream_above);
         match monoio::time::timeout(timeout, exchange).await {
             Ok(result) => result,
             Err(_) => Err(UpstreamError::new(
@@ -134,10 +153,11 @@ impl UpstreamClient {
         body: &[u8],
         may_retry_unsent: bool,
         reached: Rc<Cell<bool>>,
-    ) -> Result<UpstreamResponse, UpstreamError> {
+        stream_above: Option<usize>,
+    ) -> Result<(UpstreamResponse, Option<BodyTail>), UpstreamError> {
         let pooled = self.pool.borrow_mut().take(p.pid, !may_retry_unsent);
         if let Some(conn) = pooled {
-            match self.exchange(p, conn, body, &reached).await {
+            match self.exchange(p, conn, body, &reached, stream_above).await {
                 Err(e) if e.response_started => {
                     return Err(e.error);
                 }
@@ -150,7 +170,7 @@ impl UpstreamClient {
             }
         }
         let conn = self.connect(p).await?;
-        self.exchange(p, conn, body, &reached)
+        self.exchange(p, conn, body, &reached, stream_above)
             .await
             .map_err(|e| e.error)
     }
@@ -184,7 +204,8 @@ impl UpstreamClient {
         mut conn: Conn,
         body: &[u8],
         reached: &Cell<bool>,
-    ) -> Result<UpstreamResponse, ExchangeError> {
+        stream_above: Option<usize>,
+    ) -> Result<(UpstreamResponse, Option<BodyTail>), ExchangeError> {
         let head = &self.heads[p.pid];
         let mut digits = itoa::Buffer::new();
         let len = digits.format(body.len());
@@ -204,14 +225,15 @@ impl UpstreamClient {
         }
         // Once written, the provider may act on it even if the connection then fails.
         reached.set(true);
-        self.read_response(p, conn).await
+        self.read_response(p, conn, stream_above).await
     }
 
     async fn read_response(
         &self,
         p: &Provider,
         mut conn: Conn,
-    ) -> Result<UpstreamResponse, ExchangeError> {
+        stream_above: Option<usize>,
+    ) -> Result<(UpstreamResponse, Option<BodyTail>), ExchangeError> {
         let max = self.settings.max_response_bytes;
         let mut charge = self.budget.charge();
         let mut buf = Vec::new();
@@ -286,6 +308,40 @@ impl UpstreamClient {
                 if body.len() > n {
                     body.truncate(n);
                     reusable = false;
+                }
+                let streams = stream_above.is_some_and(|t| n >= t)
+                    && !head.gzip
+                    && (200..300).contains(&head.status);
+                if streams {
+                    while body.len() < n.min(STREAM_HEAD_PEEK) {
+                        reserve(&mut body, READ_CHUNK, n, &mut charge, 0).map_err(over_budget)?;
+                        let (res, b) = conn.stream.read_more(body, 0).await;
+                        body = b;
+                        body_progress(res)?;
+                    }
+                    if body.len() > n {
+                        body.truncate(n);
+                        reusable = false;
+                    }
+                    // The head's buffer and the two pieces in flight.
+                    charge
+                        .hold(body.capacity() + 2 * STREAM_PIECE)
+                        .map_err(over_budget)?;
+                    let tail = BodyTail::new(
+                        conn,
+                        self.pool.clone(),
+                        p.pid,
+                        n - body.len(),
+                        reusable,
+                        charge,
+                        self.settings.request_timeout,
+                    );
+                    let resp = UpstreamResponse {
+                        status: head.status,
+                        body,
+                        retry_after: head.retry_after,
+                    };
+                    return Ok((resp, Some(tail)));
                 }
                 while body.len() < n {
                     let want = (n - body.len()).min(READ_CHUNK);
@@ -384,11 +440,14 @@ impl UpstreamClient {
         } else {
             body
         };
-        Ok(UpstreamResponse {
-            status: head.status,
-            body,
-            retry_after: head.retry_after,
-        })
+        Ok((
+            UpstreamResponse {
+                status: head.status,
+                body,
+                retry_after: head.retry_after,
+            },
+            None,
+        ))
     }
 }
 

@@ -12,6 +12,7 @@ pub mod conn;
 pub mod dns;
 pub mod error;
 pub mod pool;
+pub mod stream;
 pub mod ws;
 
 pub use client::UpstreamClient;

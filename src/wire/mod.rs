@@ -4,5 +4,6 @@
 
 pub mod http;
 pub mod jsonrpc;
+pub mod stream_reply;
 pub mod ws_frame;
 pub mod ws_handshake;
