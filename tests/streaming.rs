@@ -77,9 +77,38 @@ fn large_answers_stream_intact_over_keep_alive_and_pipelining() {
     }
 }
 
-/// Reads one response, returning what arrived: the head's status and the body bytes, or the error that ended it.
-fn read_outcome(conn: &mut support::http::Conn) -> Result<Response, String> {
-    conn.try_read_response().map_err(|e| e.to_string())
+/// Reads what a client receives for a big answer that fails: either an error answer (a whole response, not 200),
+/// or a 200 whose body ends, with the connection, before its `Content-Length`. Panics on a complete 200 and when the
+/// connection stays open after a short body. Returns every byte received.
+fn read_failed_answer(conn: &mut support::http::Conn, what: &str) -> Vec<u8> {
+    use std::io::{ErrorKind, Read};
+    conn.set_read_timeout(Duration::from_secs(15));
+    let raw_head = conn.io.read_head(64 * 1024).unwrap().expect("a response head");
+    let head = support::http::parse_response_head(&raw_head).unwrap();
+    let announced = head.content_length().unwrap().expect("Content-Length");
+    if head.status != 200 {
+        let mut body = raw_head;
+        body.extend(conn.io.read_exact_vec(announced).unwrap());
+        return body;
+    }
+    let mut raw = conn.io.buffered().to_vec();
+    let mut piece = vec![0u8; 64 * 1024];
+    loop {
+        match conn.io.stream.read(&mut piece) {
+            Ok(0) => break,
+            Ok(n) => raw.extend_from_slice(&piece[..n]),
+            Err(e) if e.kind() == ErrorKind::ConnectionReset => break,
+            Err(e) => panic!(
+                "{what}: the connection was left open after {} of {announced} bytes ({e})",
+                raw.len()
+            ),
+        }
+    }
+    assert!(
+        raw.len() < announced,
+        "{what}: a complete 200 answer ({announced} bytes) was delivered"
+    );
+    raw
 }
 
 #[test]
@@ -91,20 +120,7 @@ fn a_provider_dying_mid_body_closes_the_client_connection() {
     for round in 0..3 {
         let mut conn = support::http::Conn::connect(lasso.addr());
         conn.send(&big_call(&json!(7)));
-        match read_outcome(&mut conn) {
-            // The head had not been judged when the provider died: an error answer, never a 200.
-            Ok(r) => assert_ne!(r.status, 200, "round {round}: {}", r.describe()),
-            // Streaming had started: the connection ends before the announced length.
-            Err(e) => {
-                let mut probe = [0u8; 1];
-                use std::io::Read;
-                let after = conn.io.stream.read(&mut probe);
-                assert!(
-                    matches!(after, Ok(0) | Err(_)),
-                    "round {round}: connection still open after a truncated answer ({e})"
-                );
-            }
-        }
+        read_failed_answer(&mut conn, &format!("round {round}"));
     }
     // The process and the next client are fine.
     mock.set_fault(Fault::None);
@@ -123,23 +139,11 @@ fn a_second_object_after_a_big_reply_is_never_delivered() {
     mock.set_fault(Fault::AppendObject);
     let mut conn = support::http::Conn::connect(lasso.addr());
     conn.send(&big_call(&json!(9)));
-    let mut raw = Vec::new();
-    match read_outcome(&mut conn) {
-        Ok(r) => {
-            assert_ne!(r.status, 200, "{}", r.describe());
-            raw = r.body;
-        }
-        Err(_) => raw.extend_from_slice(conn.io.buffered()),
-    }
+    let raw = read_failed_answer(&mut conn, "appended object");
     assert!(
         support::http::find(&raw, b"forged").is_none(),
         "the appended object reached the client"
     );
-    // Everything that did arrive on the connection before it closed.
-    use std::io::Read;
-    let mut rest = Vec::new();
-    let _ = conn.io.stream.read_to_end(&mut rest);
-    assert!(support::http::find(&rest, b"forged").is_none());
 }
 
 /// Peak resident memory (`VmHWM`) of `pid` in bytes.
@@ -155,13 +159,15 @@ fn peak_rss(pid: u32) -> u64 {
 }
 
 #[test]
-fn memory_per_streamed_answer_stays_under_twice_its_size() {
+fn memory_per_streamed_answer_is_a_fraction_of_its_size() {
     const CLIENTS: usize = 32;
     const ROUNDS: usize = 4;
     let mock = MockProvider::start("p1").with_big_result(MB);
-    let lasso = Lasso::builder(&single_chain(&[&mock]).yaml())
-        .workers(1)
-        .start();
+    // Deadlines that leave a debug build time for 32 answers at once, so only memory can fail this test.
+    let config = single_chain(&[&mock])
+        .routing("deadlines_ms", "{ logs: 60000 }")
+        .upstream("request_timeout_ms", 60000);
+    let lasso = Lasso::builder(&config.yaml()).workers(1).start();
     let want = big_result(MB);
     // Warm up: pools, allocator arenas, one answer of each kind.
     let mut warm = support::http::Conn::connect(lasso.addr());
@@ -192,8 +198,10 @@ fn memory_per_streamed_answer_stays_under_twice_its_size() {
     let growth = peak_rss(lasso.pid()).saturating_sub(before);
     let per_answer = growth / CLIENTS as u64;
     eprintln!("peak RSS growth {growth} bytes for {CLIENTS} answers of 1 MiB in flight: {per_answer} per answer");
+    // The goal is at most 2 MiB per 1 MiB answer; buffering each answer whole measures about 1 MiB here, streaming
+    // (two 128 KiB pieces per answer) about a quarter of that: half a MiB tells the two apart.
     assert!(
-        per_answer <= 2 * MB as u64,
+        per_answer <= MB as u64 / 2,
         "{per_answer} bytes of peak RSS per 1 MiB answer in flight"
     );
 }
