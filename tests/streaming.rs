@@ -17,12 +17,20 @@ const MB: usize = 1024 * 1024;
 
 /// A request for the mock's big result under the client id `id` (raw JSON).
 fn big_call(id: &Value) -> Vec<u8> {
-    post_bytes(PATH, &rpc(id.clone(), "eth_getLogs", json!([{"fromBlock": "0x0"}])))
+    post_bytes(
+        PATH,
+        &rpc(id.clone(), "eth_getLogs", json!([{"fromBlock": "0x0"}])),
+    )
 }
 
 /// Asserts `r` is the big result under `id`, byte for byte, with a `Content-Length` that fits the body.
 fn assert_big(r: &Response, id: &Value, want: &str, what: &str) {
-    assert_eq!(r.status, 200, "{what}: {}", support::http::truncate(&r.text(), 300));
+    assert_eq!(
+        r.status,
+        200,
+        "{what}: {}",
+        support::http::truncate(&r.text(), 300)
+    );
     assert!(!r.chunked, "{what}: a streamed answer announces its length");
     assert_eq!(
         r.header("content-length").and_then(|v| v.parse().ok()),
@@ -39,7 +47,10 @@ fn assert_big(r: &Response, id: &Value, want: &str, what: &str) {
         "{{\"id\":{},\"jsonrpc\":\"2.0\",\"result\":\"{want}\"}}",
         serde_json::to_string(id).unwrap()
     );
-    assert!(r.body == expected.as_bytes(), "{what}: body differs from the provider's");
+    assert!(
+        r.body == expected.as_bytes(),
+        "{what}: body differs from the provider's"
+    );
 }
 
 #[test]
@@ -83,7 +94,11 @@ fn large_answers_stream_intact_over_keep_alive_and_pipelining() {
 fn read_failed_answer(conn: &mut support::http::Conn, what: &str) -> Vec<u8> {
     use std::io::{ErrorKind, Read};
     conn.set_read_timeout(Duration::from_secs(15));
-    let raw_head = conn.io.read_head(64 * 1024).unwrap().expect("a response head");
+    let raw_head = conn
+        .io
+        .read_head(64 * 1024)
+        .unwrap()
+        .expect("a response head");
     let head = support::http::parse_response_head(&raw_head).unwrap();
     let announced = head.content_length().unwrap().expect("Content-Length");
     if head.status != 200 {
@@ -197,7 +212,9 @@ fn memory_per_streamed_answer_is_a_fraction_of_its_size() {
     }
     let growth = peak_rss(lasso.pid()).saturating_sub(before);
     let per_answer = growth / CLIENTS as u64;
-    eprintln!("peak RSS growth {growth} bytes for {CLIENTS} answers of 1 MiB in flight: {per_answer} per answer");
+    eprintln!(
+        "peak RSS growth {growth} bytes for {CLIENTS} answers of 1 MiB in flight: {per_answer} per answer"
+    );
     // The goal is at most 2 MiB per 1 MiB answer; buffering each answer whole measures about 1 MiB here, streaming
     // (two 128 KiB pieces per answer) about a quarter of that: half a MiB tells the two apart.
     assert!(

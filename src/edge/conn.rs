@@ -1,6 +1,7 @@
 //! The client-facing HTTP/1.1 connection loop: reads request heads and bodies within limits and timeouts
 //! (slowloris-safe), answers `Expect: 100-continue`, handles keep-alive and pipelining (responses in request order),
-//! dispatches each request, and closes idle connections when the worker drains.
+//! dispatches each request, streams large answers as they arrive (`send_streamed`), and closes idle connections when
+//! the worker drains.
 
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -11,10 +12,10 @@ use crate::edge::dispatch::Endpoint;
 use crate::error::RpcError;
 use crate::shard::state::Worker;
 use crate::subscriptions::hub::Hub;
+use crate::upstream::stream::{BodyTail, STREAM_PIECE};
 use crate::wire::http::chunked::{ChunkedDecoder, ChunkedError};
 use crate::wire::http::io::{read_more, write_all};
 use crate::wire::http::request::{BodyFraming, HeadError, Method, RequestHead, parse_head};
-use crate::upstream::stream::{BodyTail, STREAM_PIECE};
 use crate::wire::http::response::{Response, write_head, write_head_with_length};
 
 /// Initial read buffer of a connection; it grows for large requests and shrinks back when idle.
@@ -66,7 +67,13 @@ pub async fn serve_connection(
         {
             // Refused at the head: answer without `100 Continue` and close (the unread body is never parsed).
             let resp = crate::edge::dispatch::answer(endpoint, &worker, &head, &[]).await;
-            let _ = send(&mut stream, resp.response, false, head.method == Method::Head).await;
+            let _ = send(
+                &mut stream,
+                resp.response,
+                false,
+                head.method == Method::Head,
+            )
+            .await;
             return;
         }
         let (body, consumed) = match read_body(&worker, &mut stream, &mut buf, &head).await {
@@ -89,7 +96,9 @@ pub async fn serve_connection(
         }
         let keep_alive = head.keep_alive && keep_alive_allowed && !worker.winding_down();
         let sent = match answer.tail {
-            Some(tail) => send_streamed(&worker, &mut stream, answer.response, tail, keep_alive).await,
+            Some(tail) => {
+                send_streamed(&worker, &mut stream, answer.response, tail, keep_alive).await
+            }
             None => {
                 send(
                     &mut stream,

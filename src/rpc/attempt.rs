@@ -1,17 +1,18 @@
 //! One attempt against one provider: send the call (coalesced with identical reads when allowed), judge the answer
-//! (HTTP status, JSON-RPC shape, ids, error classification), and record the outcome in the worker's routing state
+//! (HTTP status, JSON-RPC shape, ids, error classification; a large answer by its envelope head, its rest verified on
+//! its way to the client), and record the outcome in the worker's routing state
 //! (through `routing::health`), its statistics and its logs.
 
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
+use crate::config::defaults::UPSTREAM_STREAM_ABOVE_BYTES;
 use crate::routing::classify::{Category, FailureClass, classify_http_failure, classify_rpc_error};
 use crate::routing::health;
 use crate::routing::recorder::SampleKind;
 use crate::rpc::plan::CallPlan;
 use crate::shard::state::Worker;
 use crate::telemetry::stats::Outcome;
-use crate::config::defaults::UPSTREAM_STREAM_ABOVE_BYTES;
 use crate::upstream::error::{FailureKind, UpstreamError, UpstreamResponse};
 use crate::upstream::stream::BodyTail;
 use crate::wire::jsonrpc::{self, ReplyKind, ReplyView};
@@ -120,8 +121,8 @@ pub(crate) async fn attempt(
             .await
             .map(|resp| (resp, None))
     } else {
-        let stream_above = (stream && !batch && expected.len() == 1)
-            .then_some(UPSTREAM_STREAM_ABOVE_BYTES);
+        let stream_above =
+            (stream && !batch && expected.len() == 1).then_some(UPSTREAM_STREAM_ABOVE_BYTES);
         worker
             .upstream
             .post_stream(provider, upstream_body, timeout, !plan.write, stream_above)

@@ -1,6 +1,7 @@
 //! One request/response exchange with a provider over a pooled connection: request head prebuilt per provider,
 //! response read (Content-Length, chunked or until close) into buffers that grow from what arrived and are charged to
-//! the worker's [`Budget`], gzip decoded the same way, connection returned to the pool when reusable. A pooled connection that turns out dead before any response byte is replaced transparently.
+//! the worker's [`Budget`], gzip decoded the same way, connection returned to the pool when reusable; a large answer the caller may stream
+//! ([`UpstreamClient::post_stream`]) is handed over after its first bytes, with the rest as a [`BodyTail`]. A pooled connection that turns out dead before any response byte is replaced transparently.
 
 use std::cell::{Cell, RefCell};
 use std::io::Read;

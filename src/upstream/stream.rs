@@ -91,7 +91,10 @@ impl BodyTail {
             return (Ok(false), buf);
         }
         let Some(conn) = self.conn.as_mut() else {
-            return (Err(failed(FailureKind::Reset, "answer already failed")), buf);
+            return (
+                Err(failed(FailureKind::Reset, "answer already failed")),
+                buf,
+            );
         };
         if buf.capacity() < STREAM_PIECE {
             buf.reserve_exact(STREAM_PIECE);
