@@ -324,7 +324,7 @@ async fn send_streamed(
             }
             Ok(false) => return Ok(()),
             Err(e) => {
-                tracing::warn!(worker = worker.index, error = %worker.config.redact(&e.message), "streamed answer failed mid-body: client connection closed");
+                crate::rpc::attempt::stream_failed(worker, tail.pid(), &e, tail.elapsed());
                 return Err(std::io::Error::other(e.message));
             }
         }

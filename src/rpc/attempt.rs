@@ -244,6 +244,29 @@ fn assess(resp: UpstreamResponse, expected: &[u64], batch: bool) -> AttemptResul
     }
 }
 
+/// A streamed answer that failed after its head was judged (and recorded as answered): the provider reset, stalled
+/// or sent a body that is not the reply its head promised. A strike against its breaker (the client's connection is
+/// closed by the edge), counted as a failed attempt and logged.
+pub(crate) fn stream_failed(worker: &Worker, pid: usize, error: &UpstreamError, elapsed: Duration) {
+    let config = &worker.config;
+    let class = FailureClass::from_transport(error.kind);
+    let opened = worker.routing.borrow_mut().health.breakers[pid].on_failure(
+        class,
+        &config.routing.breaker,
+        Instant::now(),
+    );
+    let provider = &config.providers[pid];
+    let error = config.redact(&error.message);
+    if opened {
+        tracing::warn!(provider = %provider.id, chain = %provider.chain, worker = worker.index, "circuit breaker opened");
+    }
+    tracing::warn!(provider = %provider.id, chain = %provider.chain, %error, "streamed answer failed mid-body: client connection closed");
+    worker
+        .stats
+        .borrow_mut()
+        .record(pid, Outcome::Failure, elapsed, Some(&error));
+}
+
 /// Records one attempt: routing state (through `routing::health`), statistics and logs.
 fn record(
     worker: &Worker,

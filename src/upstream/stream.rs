@@ -29,6 +29,7 @@ pub struct BodyTail {
     remaining: usize,
     reusable: bool,
     charge: Charge,
+    started: Instant,
     deadline: Instant,
     scanner: TailScanner,
 }
@@ -59,9 +60,20 @@ impl BodyTail {
             remaining,
             reusable,
             charge,
+            started: Instant::now(),
             deadline: Instant::now() + timeout,
             scanner: TailScanner::new(),
         }
+    }
+
+    /// The provider sending this answer.
+    pub fn pid(&self) -> usize {
+        self.pid
+    }
+
+    /// Time since the answer started streaming.
+    pub fn elapsed(&self) -> Duration {
+        self.started.elapsed()
     }
 
     /// Time left to finish this answer.
