@@ -86,6 +86,8 @@ pub enum RpcError {
     LimitExceeded(String),
     /// A filter id whose provider is no longer configured.
     FilterNotFound,
+    /// A WebSocket upgrade sent from a browser origin outside `server.cors_origins`.
+    OriginNotAllowed,
     /// The provider's answer could not be buffered: answers being received on this worker already hold its share of
     /// `upstream.max_buffered_response_bytes`.
     ResponseBudget,
@@ -103,6 +105,7 @@ impl RpcError {
             | RpcError::BodyTooLarge { .. }
             | RpcError::HeadersTooLarge { .. }
             | RpcError::MethodNotAllowed
+            | RpcError::OriginNotAllowed
             | RpcError::UnknownStrategy(_) => INVALID_REQUEST,
             RpcError::UnknownPath | RpcError::SubscriptionOverHttp { .. } => METHOD_NOT_FOUND,
             RpcError::NotFound { .. } => RESOURCE_NOT_FOUND,
@@ -126,6 +129,7 @@ impl RpcError {
             RpcError::BodyTooLarge { .. } => 413,
             RpcError::HeadersTooLarge { .. } => 431,
             RpcError::MethodNotAllowed => 405,
+            RpcError::OriginNotAllowed => 403,
             RpcError::UnknownPath | RpcError::NotFound { .. } => 404,
             RpcError::SubscriptionOverHttp { .. }
             | RpcError::MethodNotSupported { .. }
@@ -152,6 +156,9 @@ impl RpcError {
                 format!("Invalid request: headers exceed the limit of {limit} bytes")
             }
             RpcError::MethodNotAllowed => "Invalid request: use POST for JSON-RPC".to_string(),
+            RpcError::OriginNotAllowed => {
+                "Invalid request: this origin may not open WebSocket sessions".to_string()
+            }
             RpcError::UnknownPath => "Method not found: no such endpoint".to_string(),
             RpcError::NotFound { kind, name } => format!("Unknown {}: '{name}'", kind.as_str()),
             RpcError::UnknownStrategy(name) => format!(

@@ -185,6 +185,7 @@ for driver in $DRIVERS; do
 server:
   soft_max_connections: $limit
   hard_max_connections: $limit
+  max_connections_per_ip: 0  # every client connects from 127.0.0.1
 chains:
   mocknet:
     chain_id: 1

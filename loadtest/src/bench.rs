@@ -477,7 +477,7 @@ pub fn lasso_config(
 ) -> String {
     let mut s = format!(
         "# Written by lasso-bench.\nserver:\n  bind: \"127.0.0.1\"\n  port: 0\n  workers: {workers}\n  soft_max_connections: 30000\n  \
-         hard_max_connections: 40000\n  idle_timeout_ms: 300000\n  max_batch_size: 100\n  max_body_bytes: 16777216\n\
+         hard_max_connections: 40000\n  max_connections_per_ip: 0\n  idle_timeout_ms: 300000\n  max_batch_size: 100\n  max_body_bytes: 16777216\n\
          upstream:\n  request_timeout_ms: 2000\n  connect_timeout_ms: 1000\n  max_attempts: 3\n  pool_max_idle_per_provider: 1024\n  coalesce: {coalesce}\n\
          chains:\n  bench:\n    chain_id: 1\n    block_time_ms: {block_time_ms}\n    default_strategy: priority\n    providers:\n"
     );

@@ -84,7 +84,7 @@ pub async fn run(
             }
         };
         match accepted {
-            Ok((stream, _peer)) => accept(&worker, &hub, stream, soft, hard),
+            Ok((stream, peer)) => accept(&worker, &hub, stream, peer.ip(), soft, hard),
             Err(e) if worker.winding_down() => {
                 tracing::debug!(worker = worker.index, error = %e, "accept ended");
             }
@@ -133,6 +133,7 @@ fn accept(
     worker: &Rc<Worker>,
     hub: &Rc<Hub>,
     stream: monoio::net::TcpStream,
+    ip: std::net::IpAddr,
     soft: usize,
     hard: usize,
 ) {
@@ -142,13 +143,27 @@ fn accept(
     let (worker, hub) = (worker.clone(), hub.clone());
     if open > hard {
         monoio::spawn(async move {
-            crate::edge::conn::refuse_overloaded(stream).await;
+            crate::edge::conn::refuse_overloaded(&worker, stream, "too many connections").await;
             drop(guard);
         });
         return;
     }
+    let per_ip = worker.config.server.max_connections_per_ip;
+    let Some(peer) = worker.shared.peers.admit(ip, per_ip) else {
+        monoio::spawn(async move {
+            crate::edge::conn::refuse_overloaded(
+                &worker,
+                stream,
+                "too many connections from this address",
+            )
+            .await;
+            drop(guard);
+        });
+        return;
+    };
     monoio::spawn(async move {
         crate::edge::conn::serve_connection(worker, hub, stream, open <= soft).await;
+        drop(peer);
         drop(guard);
     });
 }

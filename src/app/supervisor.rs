@@ -131,6 +131,7 @@ struct Process {
     region: Option<String>,
     log_sample_rate: f64,
     connections: Arc<std::sync::atomic::AtomicUsize>,
+    peers: Arc<crate::shard::peers::PeerCounts>,
     supervisor: std::sync::mpsc::Sender<SupervisorCommand>,
 }
 
@@ -200,6 +201,7 @@ fn start_generation(
         workers,
         controls,
         connections: process.connections.clone(),
+        peers: process.peers.clone(),
         supervisor: process.supervisor.clone(),
         generation,
         tls,
@@ -379,6 +381,7 @@ pub fn run(opts: RunOptions) -> Result<(), String> {
         region: config::env::region(&config::env::process),
         log_sample_rate: config::env::log_sample_rate(&config::env::process),
         connections: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
+        peers: Arc::default(),
         supervisor: commands_tx,
     };
     let config = Arc::new(config);

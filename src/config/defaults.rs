@@ -27,6 +27,14 @@ pub const DEFAULT_SERVER_SOFT_MAX_CONNECTIONS: usize = 500;
 pub const DEFAULT_SERVER_HARD_MAX_CONNECTIONS: usize = 1000;
 /// `server.drain_timeout_ms`
 pub const DEFAULT_SERVER_DRAIN_TIMEOUT_MS: u64 = 30_000;
+/// `server.send_timeout_ms`: how long one write to a client may make no progress (nginx's `send_timeout`).
+pub const DEFAULT_SERVER_SEND_TIMEOUT_MS: u64 = 60_000;
+/// `server.max_connections_per_ip` (IPv6: per /64; 0 = no per-address cap)
+pub const DEFAULT_SERVER_MAX_CONNECTIONS_PER_IP: usize = 128;
+/// `server.event_stream_lifetime_ms`: an SSE stream is ended after this long (EventSource clients reconnect).
+pub const DEFAULT_SERVER_EVENT_STREAM_LIFETIME_MS: u64 = 3_600_000;
+/// `server.cors_origins`: origins answered with `Access-Control-Allow-Origin` on `/rpc` and `/ws/rpc`.
+pub const DEFAULT_SERVER_CORS_ORIGINS: &str = "*";
 /// `server.auth_max_failures`: failed admin-token or cluster-secret attempts per client address (IPv6: per /64) in
 /// one window; past it every authenticated endpoint answers that address 429 until the window ends.
 pub const DEFAULT_SERVER_AUTH_MAX_FAILURES: u32 = 10;
@@ -152,6 +160,8 @@ pub const DEFAULT_WS_PING_INTERVAL_MS: u64 = 30_000;
 pub const DEFAULT_WS_PONG_TIMEOUT_MS: u64 = 10_000;
 /// `websocket.idle_timeout_ms`
 pub const DEFAULT_WS_IDLE_TIMEOUT_MS: u64 = 300_000;
+/// `websocket.session_lifetime_ms`: any session, subscribed or not, is closed (1001) after this long.
+pub const DEFAULT_WS_SESSION_LIFETIME_MS: u64 = 86_400_000;
 /// `websocket.unsubscribe_grace_ms`
 pub const DEFAULT_WS_UNSUBSCRIBE_GRACE_MS: u64 = 30_000;
 /// `websocket.backfill_limit_blocks`
@@ -202,6 +212,22 @@ pub fn table() -> Vec<(&'static str, String)> {
         (
             "server.drain_timeout_ms",
             DEFAULT_SERVER_DRAIN_TIMEOUT_MS.to_string(),
+        ),
+        (
+            "server.send_timeout_ms",
+            DEFAULT_SERVER_SEND_TIMEOUT_MS.to_string(),
+        ),
+        (
+            "server.max_connections_per_ip",
+            DEFAULT_SERVER_MAX_CONNECTIONS_PER_IP.to_string(),
+        ),
+        (
+            "server.event_stream_lifetime_ms",
+            DEFAULT_SERVER_EVENT_STREAM_LIFETIME_MS.to_string(),
+        ),
+        (
+            "server.cors_origins",
+            DEFAULT_SERVER_CORS_ORIGINS.to_string(),
         ),
         (
             "server.auth_max_failures",
@@ -381,6 +407,10 @@ pub fn table() -> Vec<(&'static str, String)> {
         (
             "websocket.idle_timeout_ms",
             DEFAULT_WS_IDLE_TIMEOUT_MS.to_string(),
+        ),
+        (
+            "websocket.session_lifetime_ms",
+            DEFAULT_WS_SESSION_LIFETIME_MS.to_string(),
         ),
         (
             "websocket.unsubscribe_grace_ms",

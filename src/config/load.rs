@@ -14,8 +14,8 @@ use super::defaults::*;
 use super::redact::mask_url;
 use super::routing_policy::{BreakerSettings, Strategy};
 use super::schema::{
-    Chain, Config, HedgeSettings, MethodFilter, Profile, Provider, RoutingSettings, ServerSettings,
-    UpstreamSettings, WsSettings,
+    Chain, Config, CorsOrigins, HedgeSettings, MethodFilter, Profile, Provider, RoutingSettings,
+    ServerSettings, UpstreamSettings, WsSettings,
 };
 use super::url::ProviderUrl;
 
@@ -66,6 +66,7 @@ struct RawWs {
     ping_interval_ms: u64,
     pong_timeout_ms: u64,
     idle_timeout_ms: u64,
+    session_lifetime_ms: u64,
     unsubscribe_grace_ms: u64,
     stall_timeout_ms: Option<u64>,
     backfill_limit_blocks: u64,
@@ -84,6 +85,7 @@ impl Default for RawWs {
             ping_interval_ms: DEFAULT_WS_PING_INTERVAL_MS,
             pong_timeout_ms: DEFAULT_WS_PONG_TIMEOUT_MS,
             idle_timeout_ms: DEFAULT_WS_IDLE_TIMEOUT_MS,
+            session_lifetime_ms: DEFAULT_WS_SESSION_LIFETIME_MS,
             unsubscribe_grace_ms: DEFAULT_WS_UNSUBSCRIBE_GRACE_MS,
             stall_timeout_ms: None,
             backfill_limit_blocks: DEFAULT_WS_BACKFILL_LIMIT_BLOCKS,
@@ -232,8 +234,20 @@ struct RawServer {
     soft_max_connections: usize,
     hard_max_connections: usize,
     drain_timeout_ms: u64,
+    send_timeout_ms: u64,
+    max_connections_per_ip: usize,
+    event_stream_lifetime_ms: u64,
+    cors_origins: RawOrigins,
     auth_max_failures: u32,
     auth_failure_window_ms: u64,
+}
+
+/// `server.cors_origins`: `"*"`, one origin, or a list of origins.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RawOrigins {
+    One(String),
+    List(Vec<String>),
 }
 
 impl Default for RawServer {
@@ -251,6 +265,10 @@ impl Default for RawServer {
             soft_max_connections: DEFAULT_SERVER_SOFT_MAX_CONNECTIONS,
             hard_max_connections: DEFAULT_SERVER_HARD_MAX_CONNECTIONS,
             drain_timeout_ms: DEFAULT_SERVER_DRAIN_TIMEOUT_MS,
+            send_timeout_ms: DEFAULT_SERVER_SEND_TIMEOUT_MS,
+            max_connections_per_ip: DEFAULT_SERVER_MAX_CONNECTIONS_PER_IP,
+            event_stream_lifetime_ms: DEFAULT_SERVER_EVENT_STREAM_LIFETIME_MS,
+            cors_origins: RawOrigins::One(DEFAULT_SERVER_CORS_ORIGINS.into()),
             auth_max_failures: DEFAULT_SERVER_AUTH_MAX_FAILURES,
             auth_failure_window_ms: DEFAULT_SERVER_AUTH_FAILURE_WINDOW_MS,
         }
@@ -624,6 +642,25 @@ impl Builder<'_> {
         positive("body_timeout_ms", raw.body_timeout_ms)?;
         positive("idle_timeout_ms", raw.idle_timeout_ms)?;
         positive("hard_max_connections", raw.hard_max_connections as u64)?;
+        positive("send_timeout_ms", raw.send_timeout_ms)?;
+        positive("event_stream_lifetime_ms", raw.event_stream_lifetime_ms)?;
+        let origins = match &raw.cors_origins {
+            RawOrigins::One(o) => vec![o.clone()],
+            RawOrigins::List(list) => list.clone(),
+        };
+        let cors = if origins.iter().any(|o| o == "*") {
+            CorsOrigins::Any
+        } else {
+            if let Some(bad) = origins.iter().find(|o| {
+                !(o.starts_with("http://") || o.starts_with("https://")) || o.ends_with('/')
+            }) {
+                return Err(self.err(
+                    "server.cors_origins",
+                    format!("'{bad}' is not an origin (scheme://host[:port], no path) or \"*\""),
+                ));
+            }
+            CorsOrigins::List(origins)
+        };
         positive("auth_max_failures", u64::from(raw.auth_max_failures))?;
         positive("auth_failure_window_ms", raw.auth_failure_window_ms)?;
         if raw.soft_max_connections > raw.hard_max_connections {
@@ -648,6 +685,10 @@ impl Builder<'_> {
             soft_max_connections: raw.soft_max_connections,
             hard_max_connections: raw.hard_max_connections,
             drain_timeout: Duration::from_millis(raw.drain_timeout_ms),
+            send_timeout: Duration::from_millis(raw.send_timeout_ms),
+            max_connections_per_ip: raw.max_connections_per_ip,
+            event_stream_lifetime: Duration::from_millis(raw.event_stream_lifetime_ms),
+            cors,
             auth_max_failures: raw.auth_max_failures,
             auth_failure_window: Duration::from_millis(raw.auth_failure_window_ms),
         })
@@ -775,6 +816,7 @@ impl Builder<'_> {
             ("ping_interval_ms", raw.ping_interval_ms),
             ("pong_timeout_ms", raw.pong_timeout_ms),
             ("idle_timeout_ms", raw.idle_timeout_ms),
+            ("session_lifetime_ms", raw.session_lifetime_ms),
             ("backfill_chunk_blocks", raw.backfill_chunk_blocks),
             (
                 "upstream_connect_timeout_ms",
@@ -794,6 +836,7 @@ impl Builder<'_> {
             ping_interval: Duration::from_millis(raw.ping_interval_ms),
             pong_timeout: Duration::from_millis(raw.pong_timeout_ms),
             idle_timeout: Duration::from_millis(raw.idle_timeout_ms),
+            session_lifetime: Duration::from_millis(raw.session_lifetime_ms),
             unsubscribe_grace: Duration::from_millis(raw.unsubscribe_grace_ms),
             stall_timeout: raw.stall_timeout_ms.map(Duration::from_millis),
             backfill_limit_blocks: raw.backfill_limit_blocks,

@@ -25,9 +25,41 @@ pub struct ServerSettings {
     pub soft_max_connections: usize,
     pub hard_max_connections: usize,
     pub drain_timeout: Duration,
+    /// How long one write to a client may make no progress before the connection is closed.
+    pub send_timeout: Duration,
+    /// Connections one client address (IPv6: one /64) may hold at once; 0 = no cap.
+    pub max_connections_per_ip: usize,
+    /// An SSE stream ends after this long.
+    pub event_stream_lifetime: Duration,
+    /// Who may read `/rpc` and `/ws/rpc` answers from a browser.
+    pub cors: CorsOrigins,
     /// Failed authentication attempts per client address and window before 429 (admin token, cluster secret).
     pub auth_max_failures: u32,
     pub auth_failure_window: Duration,
+}
+
+/// `server.cors_origins`: the origins browsers may call `/rpc` and `/ws/rpc` from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CorsOrigins {
+    /// `*`: any origin (answered with `Access-Control-Allow-Origin: *`).
+    Any,
+    /// Only these origins (echoed back with `Vary: Origin`); WebSocket upgrades from other origins get 403.
+    List(Vec<String>),
+}
+
+impl CorsOrigins {
+    /// The `Access-Control-Allow-Origin` value for a request sent from `origin`, if it may read the answer.
+    pub fn allow(&self, origin: Option<&str>) -> Option<String> {
+        match self {
+            CorsOrigins::Any => Some("*".into()),
+            CorsOrigins::List(list) => {
+                let origin = origin?;
+                list.iter()
+                    .any(|o| o.eq_ignore_ascii_case(origin))
+                    .then(|| origin.to_string())
+            }
+        }
+    }
 }
 
 /// Settings of the upstream (provider-facing) client.
@@ -108,6 +140,8 @@ pub struct WsSettings {
     pub pong_timeout: Duration,
     /// Closes a connection without subscriptions after this long without a message.
     pub idle_timeout: Duration,
+    /// Closes any session (1001, "reconnect") after this long, subscribed or not.
+    pub session_lifetime: Duration,
     /// An upstream subscription lingers this long after its last client leaves.
     pub unsubscribe_grace: Duration,
     /// No newHeads for this long = stalled (default: 3 block times, at least 1 s).

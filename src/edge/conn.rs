@@ -1,7 +1,8 @@
 //! The client-facing HTTP/1.1 connection loop: reads request heads and bodies within limits and timeouts
 //! (slowloris-safe), answers `Expect: 100-continue`, handles keep-alive and pipelining (responses in request order),
 //! dispatches each request, streams large answers as they arrive (`send_streamed`), and closes idle connections when
-//! the worker drains.
+//! the worker drains. Every answer is written under `server.send_timeout_ms`: a client that takes no byte of it for
+//! that long is closed (nginx's `send_timeout`).
 
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -14,7 +15,7 @@ use crate::shard::state::Worker;
 use crate::subscriptions::hub::Hub;
 use crate::upstream::stream::{BodyTail, STREAM_PIECE};
 use crate::wire::http::chunked::{ChunkedDecoder, ChunkedError};
-use crate::wire::http::io::{read_more, write_all};
+use crate::wire::http::io::{read_more, write_all, write_all_progress};
 use crate::wire::http::request::{BodyFraming, HeadError, Method, RequestHead, parse_head};
 use crate::wire::http::response::{Response, write_head, write_head_with_length};
 
@@ -31,10 +32,10 @@ enum Stop {
     Reply(Response),
 }
 
-/// Answers a connection over the hard limit with 503 and closes it.
-pub async fn refuse_overloaded(mut stream: TcpStream) {
-    let resp = Response::from(RpcError::Overloaded("too many connections"));
-    let _ = send(&mut stream, resp, false, false).await;
+/// Answers a connection over a connection cap (the process's, or its address's) with 503 and closes it.
+pub async fn refuse_overloaded(worker: &Worker, mut stream: TcpStream, why: &'static str) {
+    let resp = Response::from(RpcError::Overloaded(why));
+    let _ = send(worker, &mut stream, resp, false, false).await;
 }
 
 /// Serves one client connection until it closes, times out, or the worker drains.
@@ -50,7 +51,7 @@ pub async fn serve_connection(
             Ok(head) => head,
             Err(Stop::Quiet) => return,
             Err(Stop::Reply(resp)) => {
-                let _ = send(&mut stream, resp, false, false).await;
+                let _ = send(&worker, &mut stream, resp, false, false).await;
                 return;
             }
         };
@@ -68,6 +69,7 @@ pub async fn serve_connection(
             // Refused at the head: answer without `100 Continue` and close (the unread body is never parsed).
             let resp = crate::edge::dispatch::answer(endpoint, &worker, &head, &[]).await;
             let _ = send(
+                &worker,
                 &mut stream,
                 resp.response,
                 false,
@@ -80,7 +82,7 @@ pub async fn serve_connection(
             Ok(b) => b,
             Err(Stop::Quiet) => return,
             Err(Stop::Reply(resp)) => {
-                let _ = send(&mut stream, resp, false, false).await;
+                let _ = send(&worker, &mut stream, resp, false, false).await;
                 return;
             }
         };
@@ -101,6 +103,7 @@ pub async fn serve_connection(
             }
             None => {
                 send(
+                    &worker,
                     &mut stream,
                     answer.response,
                     keep_alive,
@@ -263,22 +266,24 @@ async fn fill(
 }
 
 async fn send(
+    worker: &Worker,
     stream: &mut TcpStream,
     resp: Response,
     keep_alive: bool,
     head_only: bool,
 ) -> std::io::Result<()> {
+    let stall = worker.config.server.send_timeout;
     let mut out = Vec::with_capacity(256 + resp.body.len().min(COALESCE_LIMIT));
     write_head(&mut out, &resp, keep_alive);
     if head_only {
-        return write_all(stream, out).await.0;
+        return write_all_progress(stream, out, stall).await.0;
     }
     if resp.body.len() <= COALESCE_LIMIT {
         out.extend_from_slice(&resp.body);
-        write_all(stream, out).await.0
+        write_all_progress(stream, out, stall).await.0
     } else {
-        write_all(stream, out).await.0?;
-        write_all(stream, resp.body).await.0
+        write_all_progress(stream, out, stall).await.0?;
+        write_all_progress(stream, resp.body, stall).await.0
     }
 }
 
@@ -300,22 +305,11 @@ async fn send_streamed(
     drop(resp);
     let mut writing = first;
     let mut spare = Vec::with_capacity(STREAM_PIECE);
+    let stall = worker.config.server.send_timeout;
     loop {
-        let left = tail.time_left();
-        let write = monoio::time::timeout(left, write_all(stream, writing));
-        let ((written, done), (next, piece)) = {
-            let (w, r) = futures_util::future::join(write, tail.next(spare)).await;
-            (
-                match w {
-                    Ok((res, buf)) => (res, buf),
-                    Err(_) => (
-                        Err(std::io::Error::from(std::io::ErrorKind::TimedOut)),
-                        Vec::new(),
-                    ),
-                },
-                r,
-            )
-        };
+        let write = write_all_progress(stream, writing, stall);
+        let ((written, done), (next, piece)) =
+            futures_util::future::join(write, tail.next(spare)).await;
         written?;
         match next {
             Ok(true) => {

@@ -1,11 +1,14 @@
 //! The endpoint table: every route Lasso serves, in one place ([`Endpoint::of`]). Most endpoints answer a request
 //! with a response ([`answer`]); WebSocket upgrades, the SSE stream and the inter-node report take the connection
-//! over after the head ([`take_over`]).
+//! over after the head ([`take_over`]). CORS is granted here and only here: answers on `/rpc` and `/ws/rpc` (and
+//! their `OPTIONS` preflights) carry `Access-Control-Allow-Origin` for the origins of `server.cors_origins`; admin,
+//! status, metrics, cluster and event-stream answers never do, so a web page cannot read them.
 
 use std::rc::Rc;
 
 use monoio::net::TcpStream;
 
+use crate::config::schema::CorsOrigins;
 use crate::error::RpcError;
 use crate::shard::state::Worker;
 use crate::subscriptions::hub::Hub;
@@ -24,8 +27,10 @@ fn query_flag(query: &str, name: &str) -> bool {
 /// Every endpoint Lasso serves: the one table that maps a request head to what answers it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Endpoint {
-    /// CORS preflight.
+    /// CORS preflight of `/rpc/...` or `/ws/rpc/...`.
     Preflight,
+    /// `OPTIONS` on any other path: 204 without CORS headers (browsers get no access).
+    OptionsWithoutCors,
     /// `POST /rpc/...`: the JSON-RPC pipeline.
     Rpc,
     /// `GET /ws/rpc/...` with an upgrade: a WebSocket session (takes the connection over).
@@ -55,16 +60,20 @@ impl Endpoint {
         let path = head.path.as_str();
         let get = matches!(head.method, Method::Get | Method::Head);
         if head.method == Method::Options {
-            return Endpoint::Preflight;
+            return if is_rpc_path(path) || is_ws_path(path) {
+                Endpoint::Preflight
+            } else {
+                Endpoint::OptionsWithoutCors
+            };
         }
-        if path == "/rpc" || path.starts_with("/rpc/") {
+        if is_rpc_path(path) {
             return if head.method == Method::Post {
                 Endpoint::Rpc
             } else {
                 Endpoint::MethodNotAllowed("POST, OPTIONS")
             };
         }
-        if path == "/ws/rpc" || path.starts_with("/ws/rpc/") {
+        if is_ws_path(path) {
             return if head.upgrade_websocket && head.method == Method::Get {
                 Endpoint::WsUpgrade
             } else {
@@ -105,6 +114,27 @@ impl Endpoint {
             self,
             Endpoint::WsUpgrade | Endpoint::Events | Endpoint::ClusterNode
         )
+    }
+}
+
+fn is_rpc_path(path: &str) -> bool {
+    path == "/rpc" || path.starts_with("/rpc/")
+}
+
+fn is_ws_path(path: &str) -> bool {
+    path == "/ws/rpc" || path.starts_with("/ws/rpc/")
+}
+
+/// Adds the CORS grant of `server.cors_origins` for the request's `Origin` (none when that origin is not allowed).
+fn with_cors(resp: Response, worker: &Worker, head: &RequestHead) -> Response {
+    let cors = &worker.config.server.cors;
+    let resp = match cors.allow(head.origin.as_deref()) {
+        Some(origin) => resp.with_header("Access-Control-Allow-Origin", origin),
+        None => resp,
+    };
+    match cors {
+        CorsOrigins::Any => resp,
+        CorsOrigins::List(_) => resp.with_header("Vary", "Origin"),
     }
 }
 
@@ -151,42 +181,42 @@ pub async fn answer(
 ) -> Answer {
     let path = head.path.as_str();
     let response = match endpoint {
-        Endpoint::Preflight => Response::empty(204)
-            .with_header("Access-Control-Allow-Methods", "POST, GET, OPTIONS")
-            .with_header(
-                "Access-Control-Allow-Headers",
-                "Content-Type, Authorization, X-Lasso-Include-Meta",
-            )
-            .with_header("Access-Control-Max-Age", "86400"),
-        Endpoint::Rpc => match crate::rpc::target::resolve(&worker.config, path, "/rpc") {
-            Ok(target) => {
-                let target = target.with_failover(query_flag(&head.query, "failover"));
-                let mode = crate::rpc::meta::MetaMode::from_request(
-                    &head.query,
-                    head.include_meta.as_deref(),
-                );
-                let reply = crate::rpc::pipeline::handle(
-                    worker,
-                    target,
-                    body,
-                    mode,
-                    crate::rpc::pipeline::Transport::Http,
-                )
-                .await;
-                let (response, tail) = reply.into_parts();
-                return Answer { response, tail };
+        Endpoint::Preflight => {
+            let resp = with_cors(Response::empty(204), worker, head);
+            if worker
+                .config
+                .server
+                .cors
+                .allow(head.origin.as_deref())
+                .is_none()
+            {
+                return resp.into();
             }
-            Err(e) => Response::from(e),
-        },
+            resp.with_header("Access-Control-Allow-Methods", "POST, GET, OPTIONS")
+                .with_header(
+                    "Access-Control-Allow-Headers",
+                    "Content-Type, Authorization, X-Lasso-Include-Meta",
+                )
+                .with_header("Access-Control-Max-Age", "86400")
+        }
+        Endpoint::OptionsWithoutCors => Response::empty(204),
+        Endpoint::Rpc => {
+            let (response, tail) = rpc(worker, head, body).await;
+            return Answer {
+                response: with_cors(response, worker, head),
+                tail,
+            };
+        }
         // Reached only without an upgrade: say how to connect.
         Endpoint::WsWithoutUpgrade => {
-            match crate::rpc::target::resolve(&worker.config, path, "/ws/rpc") {
+            let resp = match crate::rpc::target::resolve(&worker.config, path, "/ws/rpc") {
                 Ok(_) => Response::from(RpcError::InvalidRequest(
                     "this endpoint speaks WebSocket: send an HTTP/1.1 upgrade".into(),
                 ))
                 .with_header("Upgrade", "websocket"),
                 Err(e) => Response::from(e),
-            }
+            };
+            with_cors(resp, worker, head)
         }
         Endpoint::Admin => crate::ops::admin::handle(worker, head, body).await,
         Endpoint::Health => crate::ops::api::health(worker),
@@ -208,4 +238,25 @@ pub async fn answer(
         }
     };
     response.into()
+}
+
+/// `POST /rpc/...`: the JSON-RPC pipeline; a streamed answer comes with the rest of its body.
+async fn rpc(worker: &Rc<Worker>, head: &RequestHead, body: &[u8]) -> (Response, Option<BodyTail>) {
+    match crate::rpc::target::resolve(&worker.config, &head.path, "/rpc") {
+        Ok(target) => {
+            let target = target.with_failover(query_flag(&head.query, "failover"));
+            let mode =
+                crate::rpc::meta::MetaMode::from_request(&head.query, head.include_meta.as_deref());
+            crate::rpc::pipeline::handle(
+                worker,
+                target,
+                body,
+                mode,
+                crate::rpc::pipeline::Transport::Http,
+            )
+            .await
+            .into_parts()
+        }
+        Err(e) => (Response::from(e), None),
+    }
 }

@@ -1,5 +1,7 @@
 //! `GET /api/events/:profile`: the server-sent event stream of one profile's routing decisions, on a connection
-//! handed over after its request head. A slow reader loses events (the bus is lossy), never memory.
+//! handed over after its request head. A slow reader loses events (the bus is lossy), never memory; a reader that
+//! takes nothing for `server.send_timeout_ms` is closed, and every stream ends after `server.event_stream_lifetime_ms`
+//! (EventSource clients reconnect on their own), so idle streams cannot hold their places for ever.
 
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
@@ -12,12 +14,9 @@ use monoio::net::TcpStream;
 use crate::error::{ResourceKind, RpcError};
 use crate::shard::state::Worker;
 use crate::telemetry::events;
-use crate::wire::http::io::{read_more, write_all};
+use crate::wire::http::io::{read_more, write_all, write_all_progress};
 use crate::wire::http::request::RequestHead;
 use crate::wire::http::response::{Response, write_head};
-
-/// How long one write of the stream may wait for the client to take it.
-const SEND_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
 async fn reject(stream: &mut TcpStream, err: RpcError) {
     let resp = Response::from(err);
@@ -54,6 +53,9 @@ pub async fn serve(worker: Rc<Worker>, mut stream: TcpStream, head: &RequestHead
          X-Accel-Buffering: no\r\nConnection: close\r\n\r\n\
          : subscribed profile={name}\n\n"
     );
+    let settings = &worker.config.server;
+    let lifetime = monoio::time::sleep(settings.event_stream_lifetime);
+    futures_util::pin_mut!(lifetime);
     let (mut rd, mut wr) = stream.into_split();
     if write_all(&mut wr, head_bytes.into_bytes()).await.0.is_err() {
         return;
@@ -103,11 +105,15 @@ pub async fn serve(worker: Rc<Worker>, mut stream: TcpStream, head: &RequestHead
             _ = monoio::time::sleep(events::KEEPALIVE) => ": keep-alive\n\n".to_string(),
             _ = &mut closed_rx => break,
             _ = drained => break,
+            _ = &mut lifetime => break,
         };
-        // A reader that takes nothing for SEND_TIMEOUT is gone (nginx's send_timeout).
-        match monoio::time::timeout(SEND_TIMEOUT, write_all(&mut wr, out.into_bytes())).await {
-            Ok((Ok(_), _)) => {}
-            _ => break,
+        // A reader that takes nothing for the send timeout is gone (nginx's send_timeout).
+        if write_all_progress(&mut wr, out.into_bytes(), settings.send_timeout)
+            .await
+            .0
+            .is_err()
+        {
+            break;
         }
     }
     drop(registration);

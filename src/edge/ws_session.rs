@@ -2,7 +2,9 @@
 //! error and a JSON body), then JSON-RPC messages served like HTTP ones (same routing, breakers and failover) plus
 //! `eth_subscribe`/`eth_unsubscribe`, with per-connection limits (in-flight requests, message size, subscriptions,
 //! queued bytes), server pings with a pong deadline, client pings answered, an idle timeout for connections without
-//! subscriptions, close frames with proper codes, and close 1001 when the server drains.
+//! subscriptions, a lifetime for every session (close 1001 after `websocket.session_lifetime_ms`, subscribed or not),
+//! close frames with proper codes, and close 1001 when the server drains. Closing the socket cancels the session's
+//! request tasks and frees their in-flight slots.
 
 use std::cell::Cell;
 use std::rc::Rc;
@@ -22,7 +24,7 @@ use crate::shard::state::Worker;
 use crate::shard::sync::LocalNotify;
 use crate::subscriptions::client::{ClientConn, WsBudget};
 use crate::subscriptions::hub::Hub;
-use crate::wire::http::io::{read_more, write_all};
+use crate::wire::http::io::{read_more, write_all, write_all_progress};
 use crate::wire::http::request::RequestHead;
 use crate::wire::http::response::{Response, write_head};
 use crate::wire::jsonrpc;
@@ -59,6 +61,17 @@ pub async fn upgrade(
             .await;
         }
     };
+    if head.origin.is_some()
+        && worker
+            .config
+            .server
+            .cors
+            .allow(head.origin.as_deref())
+            .is_none()
+    {
+        // Browsers send `Origin` and do not apply CORS to WebSockets: the server refuses foreign pages itself.
+        return reject(&mut stream, RpcError::OriginNotAllowed).await;
+    }
     if worker.draining.get() {
         return reject(&mut stream, RpcError::Overloaded("server is draining")).await;
     }
@@ -93,13 +106,12 @@ async fn read_chunk<R: monoio::io::AsyncReadRent>(
     (rd, res, data)
 }
 
-/// How long one write may wait for the client to take it (nginx's `send_timeout`).
-const SEND_TIMEOUT: Duration = Duration::from_secs(60);
-
 /// Writes queued frames until the queue closes; gives the write half back (the session may still owe a close frame).
-/// A write the client does not take within [`SEND_TIMEOUT`], or any write once `abort` fires, ends the writer.
+/// A write the client does not take within `send_timeout` (`server.send_timeout_ms`, nginx's `send_timeout`), or any
+/// write once `abort` fires, ends the writer.
 async fn writer<W: AsyncWriteRent>(
     mut wr: W,
+    send_timeout: Duration,
     mut rx: mpsc::UnboundedReceiver<Vec<u8>>,
     queued: Rc<Cell<usize>>,
     budget: Rc<WsBudget>,
@@ -109,10 +121,11 @@ async fn writer<W: AsyncWriteRent>(
     while let Some(framed) = rx.next().await {
         let len = framed.len();
         let aborted = abort.notified();
-        let write = monoio::time::timeout(SEND_TIMEOUT, wr.write_all(framed));
+        // A large frame taken slowly but steadily is written; one write taking nothing for the timeout ends it.
+        let write = write_all_progress(&mut wr, framed, send_timeout);
         let res = match select(Box::pin(write), Box::pin(aborted)).await {
-            Either::Left((Ok((res, _)), _)) => res,
-            _ => return None,
+            Either::Left(((res, _), _)) => res,
+            Either::Right(_) => return None,
         };
         queued.set(queued.get().saturating_sub(len));
         budget.written(len);
@@ -151,6 +164,7 @@ async fn serve(
     let abort_writer = Rc::new(LocalNotify::default());
     let writer = monoio::spawn(writer(
         wr,
+        worker.config.server.send_timeout,
         rx,
         queued.clone(),
         budget.clone(),
@@ -161,6 +175,7 @@ async fn serve(
     let in_flight = Rc::new(Cell::new(0usize));
     let mut assembler = Assembler::new(settings.max_message_bytes);
     let mut last_message = Instant::now();
+    let ends = last_message + settings.session_lifetime;
     let mut next_ping = Instant::now() + settings.ping_interval;
     let mut pong_due: Option<Instant> = None;
     let mut reading = None;
@@ -271,12 +286,16 @@ async fn serve(
             pong_due = Some(now + settings.pong_timeout);
             next_ping = now + settings.ping_interval;
         }
+        if now >= ends {
+            close_with(close::GOING_AWAY, "session lifetime reached; reconnect");
+            break;
+        }
         let idle_deadline = last_message + settings.idle_timeout;
         if now >= idle_deadline && hub.subscription_count(conn_id) == 0 && in_flight.get() == 0 {
             close_with(close::NORMAL, "idle timeout");
             break;
         }
-        let wake = [Some(next_ping), pong_due, Some(idle_deadline)]
+        let wake = [Some(next_ping), pong_due, Some(idle_deadline), Some(ends)]
             .into_iter()
             .flatten()
             .min()

@@ -30,17 +30,7 @@ fn table() -> &'static Mutex<HashMap<IpAddr, Window>> {
 
 /// The key an address counts under: itself for IPv4, its /64 for IPv6 (IPv4-mapped IPv6 as IPv4).
 fn key_of(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V4(_) => ip,
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => IpAddr::V4(v4),
-            None => {
-                let mut s = v6.segments();
-                s[4..].fill(0);
-                IpAddr::V6(s.into())
-            }
-        },
-    }
+    crate::shard::peers::client_address(ip)
 }
 
 /// Seconds until `w` ends (at least 1).

@@ -658,7 +658,7 @@ fn authorization(head: &[u8]) -> Option<String> {
 fn raw_response(status: u16, reason: &str, extra: &str, body: &[u8]) -> Vec<u8> {
     let mut out = format!(
         "HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\
-         Access-Control-Allow-Origin: *\r\n{extra}Connection: close\r\n\r\n",
+         {extra}Connection: close\r\n\r\n",
         body.len()
     )
     .into_bytes();

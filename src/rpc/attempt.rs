@@ -12,6 +12,7 @@ use crate::routing::health;
 use crate::routing::recorder::SampleKind;
 use crate::rpc::plan::CallPlan;
 use crate::shard::state::Worker;
+use crate::telemetry::log_limit::Warning;
 use crate::telemetry::stats::Outcome;
 use crate::upstream::error::{FailureKind, UpstreamError, UpstreamResponse};
 use crate::upstream::stream::BodyTail;
@@ -299,8 +300,10 @@ fn record(
     } else {
         Outcome::Failure
     };
-    if let Some(error) = &error {
-        tracing::warn!(provider = %provider.id, chain = %provider.chain, %error, "upstream attempt failed");
+    if let Some(error) = &error
+        && let Some(suppressed) = worker.log_limit.allow(Warning::AttemptFailed)
+    {
+        tracing::warn!(provider = %provider.id, chain = %provider.chain, %error, suppressed, "upstream attempt failed");
     }
     worker
         .stats

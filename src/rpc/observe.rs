@@ -10,6 +10,7 @@ use crate::rpc::meta::{Meta, MetaMode};
 use crate::rpc::reply::Reply;
 use crate::shard::state::Worker;
 use crate::telemetry::events::{self, RoutingEvent};
+use crate::telemetry::log_limit::Warning;
 
 /// What the pipeline produced for one request, before observation.
 pub(crate) enum Served {
@@ -64,16 +65,19 @@ pub(crate) fn observe(request: &Observed<'_>, served: Served, meta: Option<Meta>
 fn whole_error(request: &Observed<'_>, method: &str, e: &RpcError, id: &[u8]) -> Reply {
     let worker = request.worker;
     worker.count_error(e.code());
-    tracing::warn!(
-        target: "lasso::access",
-        chain = %request.chain.name,
-        method = ?RoutingEvent::client_text(method),
-        code = e.code(),
-        status = e.http_status(),
-        error = %worker.config.redact(&e.message()),
-        total_us = request.started.elapsed().as_micros() as u64,
-        "request failed"
-    );
+    if let Some(suppressed) = worker.log_limit.allow(Warning::RequestFailed) {
+        tracing::warn!(
+            target: "lasso::access",
+            chain = %request.chain.name,
+            method = ?RoutingEvent::client_text(method),
+            code = e.code(),
+            status = e.http_status(),
+            error = %worker.config.redact(&e.message()),
+            total_us = request.started.elapsed().as_micros() as u64,
+            suppressed,
+            "request failed"
+        );
+    }
     Reply::error(e, id)
 }
 

@@ -30,6 +30,8 @@ pub struct Shared {
     pub controls: Vec<mpsc::UnboundedSender<Control>>,
     /// Open client connections across all workers of every configuration generation (accept and close only).
     pub connections: Arc<AtomicUsize>,
+    /// Open client connections by address, for `server.max_connections_per_ip` (accept and close only).
+    pub peers: Arc<crate::shard::peers::PeerCounts>,
     /// The supervisor (main thread): configuration changes go there, one at a time.
     pub supervisor: std::sync::mpsc::Sender<crate::config::change::SupervisorCommand>,
     /// Configuration generation (1 at start, +1 per applied change).
@@ -68,6 +70,8 @@ pub struct Worker {
     pub connection_closed: Rc<LocalNotify>,
     pub live_connections: Cell<usize>,
     pub ws_clients: Cell<usize>,
+    /// Per-kind rate limits of the warnings clients can cause once per request.
+    pub log_limit: crate::telemetry::log_limit::LogLimit,
     next_connection_id: Cell<u64>,
     sample_rng: Cell<u64>,
 }
@@ -100,6 +104,7 @@ impl Worker {
             connection_closed: Rc::new(LocalNotify::default()),
             live_connections: Cell::new(0),
             ws_clients: Cell::new(0),
+            log_limit: Default::default(),
             next_connection_id: Cell::new(0),
             sample_rng: Cell::new(0x2545_F491_4F6C_DD1D ^ (index as u64 + 7)),
             config,

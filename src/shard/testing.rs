@@ -55,6 +55,7 @@ pub(crate) fn shard(yaml: &str) -> Rc<Worker> {
         workers: 1,
         controls: vec![control],
         connections: Arc::new(AtomicUsize::new(0)),
+        peers: Arc::default(),
         supervisor,
         generation: 1,
         tls: crate::upstream::conn::tls_connector(None).expect("webpki roots"),

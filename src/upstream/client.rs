@@ -126,8 +126,8 @@ impl UpstreamClient {
     }
 
     /// As [`Self::post`]; with `stream_above`, a 2xx answer announcing a `Content-Length` of at least that many bytes
-    /// (not gzip) comes back once its first bytes arrived: `body` holds them and the [`BodyTail`] the rest, read
-    /// within `upstream.request_timeout` from then on.
+    /// (not gzip) comes back once its first bytes arrived: `body` holds them and the [`BodyTail`] the rest, each of
+    /// its reads bounded by `upstream.request_timeout`.
     pub async fn post_stream(
         &self,
         p: &Provider,

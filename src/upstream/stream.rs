@@ -4,8 +4,9 @@
 //! read piece by piece ([`BodyTail::next`]), each piece verified by a [`TailScanner`] before it is handed out (the
 //! reply object must end exactly at the end of the body: a second object or any other trailing data is an error
 //! before its bytes leave), or it is read whole ([`BodyTail::collect`]) and judged as any buffered answer. Memory per
-//! streamed answer: the head's buffer and two pieces, charged to the worker's budget; every read is bounded by the
-//! deadline set when the exchange started streaming. A connection read to its end is returned to the pool.
+//! streamed answer: the head's buffer and two pieces, charged to the worker's budget; every read must bring bytes
+//! within `upstream.request_timeout_ms` (a stalled provider fails the answer; a slow client only slows it, its writes
+//! being bounded by the edge's send timeout). A connection read to its end is returned to the pool.
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -30,7 +31,9 @@ pub struct BodyTail {
     reusable: bool,
     charge: Charge,
     started: Instant,
-    deadline: Instant,
+    /// Each read must bring bytes within this (nginx's `proxy_read_timeout`): a slow client slows the answer down
+    /// without failing it, a stalled provider fails it.
+    stall: Duration,
     scanner: TailScanner,
 }
 
@@ -61,7 +64,7 @@ impl BodyTail {
             reusable,
             charge,
             started: Instant::now(),
-            deadline: Instant::now() + timeout,
+            stall: timeout,
             scanner: TailScanner::new(),
         }
     }
@@ -74,11 +77,6 @@ impl BodyTail {
     /// Time since the answer started streaming.
     pub fn elapsed(&self) -> Duration {
         self.started.elapsed()
-    }
-
-    /// Time left to finish this answer.
-    pub fn time_left(&self) -> Duration {
-        self.deadline.saturating_duration_since(Instant::now())
     }
 
     /// Body bytes not read yet.
@@ -111,14 +109,13 @@ impl BodyTail {
         if buf.capacity() < STREAM_PIECE {
             buf.reserve_exact(STREAM_PIECE);
         }
-        let left = self.deadline.saturating_duration_since(Instant::now());
-        let read = monoio::time::timeout(left, conn.stream.read_more(buf, 0)).await;
+        let read = monoio::time::timeout(self.stall, conn.stream.read_more(buf, 0)).await;
         let (res, mut b) = match read {
             Ok(r) => r,
             Err(_) => {
                 self.conn = None;
                 return (
-                    Err(failed(FailureKind::Timeout, "answer not finished in time")),
+                    Err(failed(FailureKind::Timeout, "answer stalled mid-body")),
                     Vec::new(),
                 );
             }
@@ -181,10 +178,9 @@ impl BodyTail {
                 )
             })?;
             let before = body.len();
-            let left = self.deadline.saturating_duration_since(Instant::now());
-            let (res, b) = monoio::time::timeout(left, conn.stream.read_more(body, 0))
+            let (res, b) = monoio::time::timeout(self.stall, conn.stream.read_more(body, 0))
                 .await
-                .map_err(|_| failed(FailureKind::Timeout, "answer not finished in time"))?;
+                .map_err(|_| failed(FailureKind::Timeout, "answer stalled mid-body"))?;
             body = b;
             match res {
                 Ok(0) => return Err(failed(FailureKind::Reset, "connection closed mid-body")),

@@ -37,6 +37,8 @@ pub struct RequestHead {
     pub include_meta: Option<String>,
     /// Value of `Authorization`, if sent (admin API).
     pub authorization: Option<String>,
+    /// Value of `Origin`, if sent (CORS and WebSocket origin checks).
+    pub origin: Option<String>,
     /// Length of the head in bytes (the body starts there).
     pub head_len: usize,
     /// The client's address, filled in by the edge for endpoints that authenticate (failed attempts are counted per
@@ -85,6 +87,7 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<RequestHead>, HeadError> {
     let mut upgrade_websocket = false;
     let mut include_meta = None;
     let mut authorization = None;
+    let mut origin = None;
     for h in req.headers.iter() {
         let value = std::str::from_utf8(h.value).unwrap_or("").trim();
         if h.name.eq_ignore_ascii_case("content-length") {
@@ -119,6 +122,8 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<RequestHead>, HeadError> {
             include_meta = Some(value.to_string());
         } else if h.name.eq_ignore_ascii_case("authorization") {
             authorization = Some(value.to_string());
+        } else if h.name.eq_ignore_ascii_case("origin") {
+            origin = Some(value.to_string());
         }
     }
     if chunked && content_length.is_some() {
@@ -148,6 +153,7 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<RequestHead>, HeadError> {
         upgrade_websocket,
         include_meta,
         authorization,
+        origin,
         head_len,
         peer: None,
     }))

@@ -1,4 +1,5 @@
-//! Client-facing responses: status lines, standard headers (length, keep-alive, CORS, content type) and bodies.
+//! Client-facing responses: status lines, standard headers (length, keep-alive, content type) and bodies. CORS
+//! headers are not standard here: the endpoint table adds them to the routes browsers may call (`/rpc`, `/ws/rpc`).
 
 use smallvec::SmallVec;
 
@@ -89,7 +90,6 @@ pub fn write_head_with_length(out: &mut Vec<u8>, resp: &Response, keep_alive: bo
         out.extend_from_slice(digits.format(length).as_bytes());
         out.extend_from_slice(b"\r\n");
     }
-    out.extend_from_slice(b"Access-Control-Allow-Origin: *\r\n");
     for (name, value) in &resp.headers {
         out.extend_from_slice(name.as_bytes());
         out.extend_from_slice(b": ");
