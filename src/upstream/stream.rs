@@ -21,8 +21,24 @@ use crate::wire::stream_reply::{TailError, TailScanner};
 /// Size of one piece of a streamed answer (the edge keeps two: one being read, one being written).
 pub const STREAM_PIECE: usize = 128 * 1024;
 
-/// The unread rest of an answer being streamed.
-pub struct BodyTail {
+/// The unread rest of an answer being streamed (boxed: it travels through the pipeline's results by value).
+pub struct BodyTail(Box<TailState>);
+
+impl std::ops::Deref for BodyTail {
+    type Target = TailState;
+    fn deref(&self) -> &TailState {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for BodyTail {
+    fn deref_mut(&mut self) -> &mut TailState {
+        &mut self.0
+    }
+}
+
+/// A [`BodyTail`]'s state: the connection, what is left to read, and the scanner verifying it.
+pub struct TailState {
     conn: Option<Conn>,
     pool: Rc<RefCell<Pool>>,
     pid: usize,
@@ -56,7 +72,7 @@ impl BodyTail {
         charge: Charge,
         timeout: Duration,
     ) -> Self {
-        BodyTail {
+        BodyTail(Box::new(TailState {
             conn: Some(conn),
             pool,
             pid,
@@ -66,9 +82,17 @@ impl BodyTail {
             started: Instant::now(),
             stall: timeout,
             scanner: TailScanner::new(),
-        }
+        }))
     }
 
+    /// Reads the rest into `body` (the bytes that came with the head), charged to the budget like any buffered
+    /// answer: for answers that turned out not to stream (an error, another shape).
+    pub async fn collect(self, body: Vec<u8>) -> Result<Vec<u8>, UpstreamError> {
+        (*self.0).collect(body).await
+    }
+}
+
+impl TailState {
     /// The provider sending this answer.
     pub fn pid(&self) -> usize {
         self.pid
@@ -159,9 +183,7 @@ impl BodyTail {
         (Ok(true), b)
     }
 
-    /// Reads the rest into `body` (the bytes that came with the head), charged to the budget like any buffered
-    /// answer: for answers that turned out not to stream (an error, another shape).
-    pub async fn collect(mut self, mut body: Vec<u8>) -> Result<Vec<u8>, UpstreamError> {
+    async fn collect(mut self, mut body: Vec<u8>) -> Result<Vec<u8>, UpstreamError> {
         let Some(mut conn) = self.conn.take() else {
             return Err(failed(FailureKind::Reset, "answer already failed"));
         };
