@@ -6,10 +6,10 @@
 mod support;
 
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{Value, json};
-use support::http::BufStream;
+use support::sse::EventStream;
 use support::*;
 
 const SECRET: &str = "correct horse battery staple";
@@ -427,70 +427,6 @@ fn without_a_secret_clustering_is_off_and_the_node_endpoint_is_404() {
     assert_eq!(r.status, 404, "{}", r.describe());
 }
 
-/// An open SSE stream.
-struct EventStream {
-    io: BufStream,
-}
-
-impl EventStream {
-    fn open(addr: SocketAddr, profile: &str) -> EventStream {
-        let mut conn = Conn::connect(addr);
-        conn.send(format!("GET /api/events/{profile} HTTP/1.1\r\nHost: test\r\n\r\n").as_bytes());
-        let mut io = conn.io;
-        let head = io.read_head(16 * 1024).unwrap().expect("a response head");
-        let head = String::from_utf8_lossy(&head).to_string();
-        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
-        assert!(
-            head.to_ascii_lowercase()
-                .contains("content-type: text/event-stream"),
-            "{head}"
-        );
-        let mut s = EventStream { io };
-        // The first block is the `: subscribed` comment, sent once the subscription is registered.
-        let first = s
-            .next_block(Duration::from_secs(5))
-            .expect("subscribed comment");
-        assert!(first.starts_with(": subscribed"), "{first}");
-        s
-    }
-
-    /// The next `\n\n`-terminated block, or None at the deadline.
-    fn next_block(&mut self, timeout: Duration) -> Option<String> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(i) = support::http::find(self.io.buffered(), b"\n\n") {
-                let block = String::from_utf8_lossy(&self.io.buffered()[..i]).to_string();
-                let _ = self.io.read_exact_vec(i + 2);
-                return Some(block);
-            }
-            let now = Instant::now();
-            if now >= deadline {
-                return None;
-            }
-            self.io
-                .stream
-                .set_read_timeout(Some(deadline - now))
-                .unwrap();
-            match self.io.fill() {
-                Ok(0) => return None,
-                Ok(_) => {}
-                Err(_) => return None,
-            }
-        }
-    }
-
-    /// The next data event (comments skipped).
-    fn next_event(&mut self, timeout: Duration) -> Option<Value> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let block = self.next_block(deadline.saturating_duration_since(Instant::now()))?;
-            if let Some(data) = block.strip_prefix("data: ") {
-                return Some(serde_json::from_str(data).expect("event JSON"));
-            }
-        }
-    }
-}
-
 #[test]
 fn event_streams_carry_only_their_profile_with_the_source_node() {
     let p1 = MockProvider::start("p1");
@@ -583,4 +519,103 @@ fn event_streams_carry_only_their_profile_with_the_source_node() {
         lasso.logs()
     );
     assert!(default_stream.next_event(Duration::from_secs(2)).is_none());
+}
+
+#[test]
+fn a_nodes_event_stream_shows_the_decisions_of_its_peers_with_their_node_id() {
+    let p1 = MockProvider::start("p1");
+    let p2 = MockProvider::start("p2");
+    p1.set_chain_id("0x1");
+    p2.set_chain_id("0x1");
+    let yaml = Config::new()
+        .chain(
+            Chain::new("ethereum", 1)
+                .strategy("priority")
+                .provider(Provider::new("p1", &p1.url())),
+        )
+        .profile(
+            "beta",
+            vec![
+                Chain::new("ethereum", 1)
+                    .strategy("priority")
+                    .provider(Provider::new("p2", &p2.url())),
+            ],
+        )
+        .yaml();
+    let dir = tempfile::tempdir().unwrap();
+    let seeds = dir.path().join("seeds");
+    std::fs::write(&seeds, "").unwrap();
+    let a = node(&yaml, "node-a", "iad", SECRET, &seeds);
+    let b = node(&yaml, "node-b", "sjc", SECRET, &seeds);
+    std::fs::write(&seeds, format!("{},{}", a.addr(), b.addr())).unwrap();
+    eventually(Duration::from_secs(20), "a sees b", || {
+        let h = health(a.addr());
+        if h["cluster"]["nodes_total"] == json!(2) {
+            Ok(())
+        } else {
+            Err(h.to_string())
+        }
+    });
+    // The inter-node events endpoint wants a signature over its path and query.
+    let r = get(a.addr(), "/api/cluster/events?since=0&profiles=default");
+    assert_eq!(r.status, 401, "{}", r.describe());
+    // Signed over path and query: good once, for that query only.
+    let path = "/api/cluster/events?since=0&profiles=default,nope";
+    let auth = ::lasso::ops::signature::authorization(SECRET.as_bytes(), "GET", path);
+    let r = request(b.addr(), "GET", path, &[("Authorization", &auth)], b"");
+    assert_eq!(r.status, 200, "{}", r.describe());
+    let first: Value = serde_json::from_str(r.text().lines().next().unwrap()).unwrap();
+    assert_eq!(first["node_id"], json!("node-b"), "{}", r.text());
+    assert_eq!(r.header("access-control-allow-origin"), None);
+    let r = request(b.addr(), "GET", path, &[("Authorization", &auth)], b"");
+    assert_eq!(r.status, 401, "a replay: {}", r.describe());
+    let other = "/api/cluster/events?since=0&profiles=beta";
+    let fresh = ::lasso::ops::signature::authorization(SECRET.as_bytes(), "GET", path);
+    let r = request(b.addr(), "GET", other, &[("Authorization", &fresh)], b"");
+    assert_eq!(r.status, 401, "another query: {}", r.describe());
+
+    let mut stream = EventStream::open(a.addr(), "default");
+    let body = rpc(json!(1), "eth_getBalance", json!(["0x1", "latest"]));
+    // B starts keeping the profile's events once A asks for them: keep sending until one arrives.
+    let e = eventually(
+        Duration::from_secs(10),
+        "node-b's decision on node-a",
+        || {
+            assert_eq!(
+                post(b.addr(), "/rpc/profile/beta/ethereum", &body).status,
+                200
+            );
+            assert_eq!(post(b.addr(), "/rpc/ethereum", &body).status, 200);
+            match stream.next_event(Duration::from_millis(500)) {
+                Some(e) => Ok(e),
+                None => Err("no event yet".to_string()),
+            }
+        },
+    );
+    assert_eq!(e["source_node"], json!("node-b"), "{e}");
+    assert_eq!(e["source_region"], json!("sjc"), "{e}");
+    assert_eq!(e["profile"], json!("default"), "{e}");
+    assert_eq!(e["provider"], json!("p1"), "{e}");
+    // A's own decisions and B's keep coming, each marked with its node; beta's never reach the default stream.
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..3 {
+        assert_eq!(post(a.addr(), "/rpc/ethereum", &body).status, 200);
+        assert_eq!(
+            post(b.addr(), "/rpc/profile/beta/ethereum", &body).status,
+            200
+        );
+        assert_eq!(post(b.addr(), "/rpc/ethereum", &body).status, 200);
+    }
+    for _ in 0..6 {
+        let e = stream
+            .next_event(Duration::from_secs(5))
+            .expect("an event from either node");
+        assert_eq!(e["profile"], json!("default"), "{e}");
+        assert_eq!(e["provider"], json!("p1"), "{e}");
+        seen.insert(e["source_node"].as_str().unwrap().to_string());
+    }
+    assert_eq!(
+        seen.into_iter().collect::<Vec<_>>(),
+        vec!["node-a".to_string(), "node-b".to_string()]
+    );
 }

@@ -70,7 +70,11 @@ fn metrics_parse_and_counters_match_requests_sent() {
     );
     assert_eq!(p1.count("eth_getBalance"), reads as usize);
     assert_eq!(
-        metric(&scrape, "lasso_breaker_open", &[("provider", "p1")]),
+        metric(
+            &scrape,
+            "lasso_provider_breaker_open",
+            &[("provider", "p1")]
+        ),
         Some(0.0)
     );
     let per_worker: f64 = scrape

@@ -107,6 +107,9 @@ pub struct Row {
     /// Every round's headline numbers (the row's result is the least disturbed round).
     #[serde(default)]
     pub rounds: Vec<RoundSummary>,
+    /// Soak steps: RSS per phase.
+    #[serde(default)]
+    pub soak: Option<crate::soak::SoakResult>,
 }
 
 /// Headline numbers of one round.
@@ -136,7 +139,7 @@ fn pick_round(mut rounds: Vec<Row>, kind: StepKind) -> Row {
         match &r.result {
             None => f64::NEG_INFINITY,
             Some(x) => match kind {
-                StepKind::Closed | StepKind::Subscribe => x.ok_rps,
+                StepKind::Closed | StepKind::Subscribe | StepKind::Soak => x.ok_rps,
                 StepKind::Open | StepKind::Idle => {
                     -(x.latency.p99_us as f64) - x.errors as f64 * 1e6
                 }
@@ -870,6 +873,7 @@ fn run_step(
         target_cpu_util: None,
         events: Vec::new(),
         rounds: Vec::new(),
+        soak: None,
     };
     if !t.proc.alive() {
         row.note = "target process exited".into();
@@ -877,6 +881,11 @@ fn run_step(
     }
     if let Err(e) = reset_mocks(ups, t, sc, Some(step)) {
         row.note = format!("control: {e}");
+        return row;
+    }
+    if step.kind == StepKind::Soak {
+        run_soak(cfg, step, t, &mut row);
+        let _ = reset_mocks(ups, t, sc, None);
         return row;
     }
     let url = if step.kind == StepKind::Subscribe {
@@ -957,7 +966,7 @@ fn run_step(
         label: format!("{}/{} {}", sc.name, step.name, t.kind.name()),
         url,
         mode: match step.kind {
-            StepKind::Closed => Mode::Closed,
+            StepKind::Closed | StepKind::Soak => Mode::Closed, // soak steps return before this
             StepKind::Open | StepKind::Idle => Mode::Open,
             StepKind::Subscribe => Mode::Subscribe,
         },
@@ -1032,8 +1041,50 @@ fn run_step(
     row
 }
 
+/// A soak step (see `crate::soak`): the target's RSS per phase, into `row.soak`.
+fn run_soak(cfg: &BenchConfig, step: &Step, t: &mut RunningTarget, row: &mut Row) {
+    let spec = crate::soak::SoakSpec {
+        url: t.http_url.clone(),
+        pid: t.proc.pid,
+        warmup_connections: step.warmup_connections as u64,
+        sequential_connections: step.sequential_connections as u64,
+        idle_connections: step.idle_connections as u64,
+        idle_rounds: step.idle_rounds.clamp(1, 2) as u32,
+        hold: scaled(step.duration_s, cfg.time_scale),
+        time_limit: scaled(step.time_limit_s, cfg.time_scale),
+        cpus: cfg.load_cpus.clone(),
+        progress: cfg.progress,
+    };
+    let cpu0 = sys::tree_cpu_s(t.proc.pid);
+    let wall0 = Instant::now();
+    match crate::soak::run(&spec) {
+        Ok(r) => {
+            row.rss_before_kib = Some(r.rss_before_kib);
+            row.rss_during_kib = Some(r.rss_idle_held_kib);
+            row.idle_established = Some(r.idle_established);
+            row.soak = Some(r);
+        }
+        Err(e) => row.note = format!("soak: {e}"),
+    }
+    row.target_cpu_util =
+        Some((sys::tree_cpu_s(t.proc.pid) - cpu0) / wall0.elapsed().as_secs_f64().max(1e-9));
+    if !t.proc.alive() {
+        row.note = format!("{} (target process exited during the run)", row.note)
+            .trim()
+            .to_string();
+    }
+}
+
 /// One line for a finished row (printed live).
 pub fn row_line(r: &Row) -> String {
+    if let Some(s) = &r.soak {
+        return format!(
+            "  {:<34} {:<9} {}",
+            format!("{}/{}", r.scenario, r.step),
+            r.target,
+            s.summary()
+        );
+    }
     match &r.result {
         Some(x) => format!(
             "  {:<34} {:<9} {:>10.0} req/s  p50 {:>8} ms  p99 {:>8} ms  p99.9 {:>8} ms  errors {:.2}%{}{}",
@@ -1197,6 +1248,7 @@ pub fn run(cfg: &BenchConfig) -> Result<BenchReport, String> {
                             target_cpu_util: None,
                             events: Vec::new(),
                             rounds: Vec::new(),
+                            soak: None,
                         });
                     }
                 }

@@ -506,7 +506,7 @@ fn truncate(s: &str, n: usize) -> String {
     s.chars().take(n).collect()
 }
 
-fn runtime() -> Result<
+pub(crate) fn runtime() -> Result<
     monoio::FusionRuntime<
         monoio::time::TimeDriver<monoio::IoUringDriver>,
         monoio::time::TimeDriver<monoio::LegacyDriver>,

@@ -68,10 +68,12 @@ fn note(r: &Row) -> String {
             ));
         }
     }
-    if let Some(e) = r.idle_established {
+    if let Some(soak) = &r.soak {
+        parts.push(soak.summary());
+    } else if let Some(e) = r.idle_established {
         parts.push(format!("{e} idle conns"));
     }
-    if let (Some(a), Some(b)) = (r.rss_before_kib, r.rss_during_kib) {
+    if let (None, Some(a), Some(b)) = (&r.soak, r.rss_before_kib, r.rss_during_kib) {
         parts.push(format!(
             "RSS {:.1} -> {:.1} MiB",
             a as f64 / 1024.0,
@@ -187,6 +189,24 @@ pub fn text_table(rep: &BenchReport) -> String {
     s
 }
 
+/// The phase table of every soak row (empty when the run had none).
+pub fn soak_text(rep: &BenchReport) -> String {
+    let mut s = String::new();
+    for r in &rep.rows {
+        if let Some(soak) = &r.soak {
+            let _ = writeln!(
+                s,
+                "Soak {}/{} — {} (RSS = VmRSS of the target process):\n{}",
+                r.scenario,
+                r.step,
+                r.target,
+                soak.table()
+            );
+        }
+    }
+    s
+}
+
 /// Header lines: machine, placement, versions, skipped targets.
 pub fn preamble(rep: &BenchReport) -> String {
     let mut s = String::new();
@@ -275,6 +295,10 @@ pub fn markdown(rep: &BenchReport) -> String {
             "| {} |",
             cells(&rep.rows, r).join(" | ").replace('\n', " ")
         );
+    }
+    let soak = soak_text(rep);
+    if !soak.is_empty() {
+        let _ = writeln!(s, "\n## Soak\n\n```\n{soak}```");
     }
     let _ = writeln!(s, "\n## Scenarios\n");
     for sc in &rep.scenarios {

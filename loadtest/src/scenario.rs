@@ -1,6 +1,6 @@
 //! Scenario files (`loadtest/scenarios/*.yml`): what the runner starts (worker count, upstream mock providers and
-//! their chain/faults) and the steps it runs against every target, in order. `quick` is one file; `all` is every file
-//! but `quick.yml`, ordered by their `order` field.
+//! their chain/faults) and the steps it runs against every target, in order. `quick` and `soak` are one file each;
+//! `all` is every other file, ordered by their `order` field.
 
 use std::path::{Path, PathBuf};
 
@@ -88,6 +88,9 @@ pub enum StepKind {
     Subscribe,
     /// Hold `idle_connections` keep-alive connections, then run an open-loop stream at `rate`; reports RSS.
     Idle,
+    /// RSS across `sequential_connections` one-request connections, then `idle_connections` held for `duration_s`
+    /// (see `crate::soak`).
+    Soak,
 }
 
 /// Which throughput a `rate_fraction` multiplies.
@@ -147,6 +150,18 @@ pub struct Step {
     pub events: Vec<Event>,
     #[serde(default)]
     pub idle_connections: usize,
+    /// Soak: connections made one after another (connect, one request, read the answer, close).
+    #[serde(default)]
+    pub sequential_connections: usize,
+    /// Soak: sequential connections before the "before" RSS reading (not counted).
+    #[serde(default)]
+    pub warmup_connections: usize,
+    /// Soak: 2 repeats the idle phase (shows whether memory left by the first round is reused or leaked).
+    #[serde(default = "one_usize")]
+    pub idle_rounds: usize,
+    /// Soak: bound on the warm-up and sequential phases together (they stop early and report what they did).
+    #[serde(default = "default_time_limit")]
+    pub time_limit_s: f64,
     #[serde(default = "default_timeout")]
     pub timeout_s: f64,
     /// Load threads (default 1: the load generator has one CPU).
@@ -177,6 +192,9 @@ fn default_mix() -> String {
 }
 fn default_timeout() -> f64 {
     10.0
+}
+fn default_time_limit() -> f64 {
+    240.0
 }
 
 /// `loadtest/scenarios` of this source tree.
@@ -231,10 +249,22 @@ impl Scenario {
                         }
                     }
                 }
-                StepKind::Closed | StepKind::Subscribe => {}
+                StepKind::Closed | StepKind::Subscribe | StepKind::Soak => {}
             }
             if st.kind == StepKind::Idle && st.idle_connections == 0 {
                 return Err(format!("step {}: idle needs idle_connections", st.name));
+            }
+            if st.kind == StepKind::Soak
+                && st.sequential_connections == 0
+                && st.idle_connections == 0
+            {
+                return Err(format!(
+                    "step {}: soak needs sequential_connections or idle_connections",
+                    st.name
+                ));
+            }
+            if st.time_limit_s.is_nan() || st.time_limit_s <= 0.0 {
+                return Err(format!("step {}: time_limit_s must be positive", st.name));
             }
             crate::mix::Mix::load(&st.mix).map_err(|e| format!("step {}: {e}", st.name))?;
         }
@@ -255,7 +285,14 @@ impl Scenario {
         self.steps
             .iter()
             .map(|s| {
-                s.rounds.unwrap_or(self.rounds).max(1) as f64 * (s.duration_s + s.warmup_s + 0.7)
+                let one = match s.kind {
+                    // Upper bound: the sequential phases' time limit, the hold and the RSS settling.
+                    StepKind::Soak => {
+                        s.time_limit_s + (s.duration_s + 10.0) * s.idle_rounds.max(1) as f64
+                    }
+                    _ => s.duration_s + s.warmup_s + 0.7,
+                };
+                s.rounds.unwrap_or(self.rounds).max(1) as f64 * one
             })
             .sum::<f64>()
     }
@@ -269,7 +306,7 @@ pub fn resolve(spec: &str, dir: &Path) -> Result<Vec<Scenario>, String> {
         for e in entries.flatten() {
             let p = e.path();
             if p.extension().is_some_and(|x| x == "yml" || x == "yaml")
-                && p.file_stem().is_some_and(|s| s != "quick")
+                && p.file_stem().is_some_and(|s| s != "quick" && s != "soak")
             {
                 out.push(Scenario::load_file(&p)?);
             }
@@ -320,6 +357,14 @@ mod tests {
         assert!(all.len() >= 7, "{}", all.len());
         let quick = resolve("quick", &scenarios_dir()).unwrap();
         assert_eq!(quick[0].name, "quick");
+        assert!(all.iter().all(|s| s.name != "soak" && s.name != "quick"));
+        let soak = resolve("soak", &scenarios_dir()).unwrap();
+        let st = &soak[0].steps[0];
+        assert_eq!(st.kind, StepKind::Soak);
+        assert_eq!(
+            (st.sequential_connections, st.idle_connections),
+            (200_000, 10_000)
+        );
     }
 
     #[test]

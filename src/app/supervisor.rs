@@ -191,6 +191,8 @@ fn start_generation(
         .min(std::time::Duration::from_secs(3));
     let (monitor, initial_table) =
         crate::app::monitor::start(config.clone(), tls.clone(), uring, check_timeout, inherited)?;
+    // Traces: the exporter thread starts with the first generation that sets an endpoint.
+    crate::telemetry::otlp::configure(&config.telemetry.traces);
     let (controls, receivers): (Vec<_>, Vec<_>) =
         (0..workers).map(|_| mpsc::unbounded::<Control>()).unzip();
     let shared = Arc::new(Shared {
@@ -387,6 +389,9 @@ pub fn run(opts: RunOptions) -> Result<(), String> {
     let config = Arc::new(config);
     let mut current = start_generation(&process, config.clone(), 1, None)?;
     crate::ops::cluster::start(&current.shared, actual.port());
+    if let Some(secret) = crate::ops::cluster::secret().filter(|_| crate::ops::cluster::enabled()) {
+        crate::ops::cluster_events::start(current.shared.node_id.clone(), secret);
+    }
     tracing::info!(
         address = %actual,
         workers,

@@ -48,6 +48,16 @@ pub const AUTH_FAILURE_TRACKED_ADDRESSES: usize = 4096;
 pub const CLUSTER_SIGNATURE_VALIDITY_SECS: u64 = 30;
 /// Signed inter-node requests remembered (to refuse a replay within the validity window).
 pub const CLUSTER_SEEN_SIGNATURES: usize = 65_536;
+/// Bytes of routing events a node keeps for peers that follow them (the oldest dropped first).
+pub const CLUSTER_EVENTS_BUFFER_BYTES: usize = 1024 * 1024;
+/// A peer's ask for events keeps them kept for this long (it asks again every `CLUSTER_EVENTS_PULL_MS`).
+pub const CLUSTER_EVENTS_INTEREST_MS: u64 = 10_000;
+/// How often a node with event subscribers pulls its peers' events.
+pub const CLUSTER_EVENTS_PULL_MS: u64 = 250;
+/// Largest batch of events one pull answers (the rest follows at the next pull).
+pub const CLUSTER_EVENTS_ANSWER_BYTES: usize = 256 * 1024;
+/// Largest forwarded event accepted from a peer.
+pub const CLUSTER_EVENT_MAX_BYTES: usize = 4 * 1024;
 /// Largest profile file read (a profile file is YAML holding a `chains:` map).
 pub const MAX_PROFILE_FILE_BYTES: u64 = 16 * 1024 * 1024;
 /// `LASSO_EXPAND_ALLOW` when unset: the variables `${VAR}` may expand (`RPC_*` a prefix, `*_API_KEY` a suffix; the
@@ -171,9 +181,29 @@ pub const DEFAULT_WS_BACKFILL_CHUNK_BLOCKS: u64 = 32;
 /// `websocket.upstream_connect_timeout_ms`
 pub const DEFAULT_WS_UPSTREAM_CONNECT_TIMEOUT_MS: u64 = 5_000;
 
+// `telemetry.traces:` (tracing is off unless `endpoint` is set)
+/// `telemetry.traces.sample_ratio`: share of requests without a client decision that are traced
+pub const DEFAULT_TRACES_SAMPLE_RATIO: f64 = 0.01;
+/// `telemetry.traces.service_name`
+pub const DEFAULT_TRACES_SERVICE_NAME: &str = "lasso";
+/// `telemetry.traces.queue_traces`: finished request traces waiting for the exporter (past it: dropped, counted)
+pub const DEFAULT_TRACES_QUEUE_TRACES: usize = 4096;
+/// `telemetry.traces.export_timeout_ms`: one export (connect, send, answer)
+pub const DEFAULT_TRACES_EXPORT_TIMEOUT_MS: u64 = 5_000;
+// `dashboard:`
+/// `dashboard.enabled`
+pub const DEFAULT_DASHBOARD_ENABLED: bool = false;
+/// `dashboard.session_ttl_ms`: lifetime of the dashboard's session cookie.
+pub const DEFAULT_DASHBOARD_SESSION_TTL_MS: u64 = 3_600_000;
+
 /// Every default above as `(dotted config key, value as written in YAML)`.
 pub fn table() -> Vec<(&'static str, String)> {
     vec![
+        ("dashboard.enabled", DEFAULT_DASHBOARD_ENABLED.to_string()),
+        (
+            "dashboard.session_ttl_ms",
+            DEFAULT_DASHBOARD_SESSION_TTL_MS.to_string(),
+        ),
         ("server.port", DEFAULT_SERVER_PORT.to_string()),
         ("server.bind", DEFAULT_SERVER_BIND.to_string()),
         ("server.workers", DEFAULT_SERVER_WORKERS.to_string()),
@@ -427,6 +457,22 @@ pub fn table() -> Vec<(&'static str, String)> {
         (
             "websocket.upstream_connect_timeout_ms",
             DEFAULT_WS_UPSTREAM_CONNECT_TIMEOUT_MS.to_string(),
+        ),
+        (
+            "telemetry.traces.sample_ratio",
+            DEFAULT_TRACES_SAMPLE_RATIO.to_string(),
+        ),
+        (
+            "telemetry.traces.service_name",
+            DEFAULT_TRACES_SERVICE_NAME.to_string(),
+        ),
+        (
+            "telemetry.traces.queue_traces",
+            DEFAULT_TRACES_QUEUE_TRACES.to_string(),
+        ),
+        (
+            "telemetry.traces.export_timeout_ms",
+            DEFAULT_TRACES_EXPORT_TIMEOUT_MS.to_string(),
         ),
     ]
 }

@@ -32,6 +32,8 @@ pub const RUST_LOG: &str = "RUST_LOG";
 pub const LOG_SAMPLE_RATE: &str = "LOG_SAMPLE_RATE";
 /// Bearer token enabling the admin API; unset or empty = admin API disabled.
 pub const ADMIN_TOKEN: &str = "LASSO_ADMIN_TOKEN";
+/// A read-only token opening the dashboard (besides `dashboard.token` in the file and the admin token).
+pub const DASHBOARD_TOKEN: &str = "LASSO_DASHBOARD_TOKEN";
 /// Directory for timestamped backups of the config file before each write.
 pub const BACKUP_DIR: &str = "LASSO_BACKUP_DIR";
 /// Default `routing.snapshots_dir`.
@@ -78,6 +80,7 @@ pub const ALL: &[&str] = &[
     RUST_LOG,
     LOG_SAMPLE_RATE,
     ADMIN_TOKEN,
+    DASHBOARD_TOKEN,
     BACKUP_DIR,
     SNAPSHOTS_DIR,
     NODE_ID,
@@ -139,6 +142,11 @@ pub fn legacy_driver(env: Source) -> bool {
 /// The admin token, `None` (admin API disabled) when unset or empty.
 pub fn admin_token(env: Source) -> Option<String> {
     env(ADMIN_TOKEN).filter(|t| !t.is_empty())
+}
+
+/// The dashboard token from `LASSO_DASHBOARD_TOKEN`, if set and not empty.
+pub fn dashboard_token(env: Source) -> Option<String> {
+    env(DASHBOARD_TOKEN).filter(|t| !t.is_empty())
 }
 
 /// The node id from `LASSO_NODE_ID`, `FLY_MACHINE_ID`, `HOSTNAME` (first non-empty), if any.

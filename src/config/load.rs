@@ -14,8 +14,9 @@ use super::defaults::*;
 use super::redact::mask_url;
 use super::routing_policy::{BreakerSettings, Strategy};
 use super::schema::{
-    Chain, Config, CorsOrigins, HedgeSettings, MethodFilter, Profile, Provider, RoutingSettings,
-    ServerSettings, UpstreamSettings, WsSettings,
+    Chain, Config, CorsOrigins, DashboardSettings, HedgeSettings, MethodFilter, Profile, Provider,
+    RoutingSettings, ServerSettings, TelemetrySettings, TraceEndpoint, TraceSettings,
+    UpstreamSettings, WsSettings,
 };
 use super::url::ProviderUrl;
 
@@ -50,9 +51,43 @@ struct RawFile {
     #[serde(default)]
     websocket: RawWs,
     #[serde(default)]
+    telemetry: RawTelemetry,
+    #[serde(default)]
+    dashboard: RawDashboard,
+    #[serde(default)]
     chains: IndexMap<String, RawChain>,
     #[serde(default)]
     profiles: IndexMap<String, RawProfile>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+struct RawTelemetry {
+    traces: RawTraces,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawTraces {
+    endpoint: Option<String>,
+    sample_ratio: f64,
+    service_name: String,
+    headers: IndexMap<String, String>,
+    queue_traces: usize,
+    export_timeout_ms: u64,
+}
+
+impl Default for RawTraces {
+    fn default() -> Self {
+        RawTraces {
+            endpoint: None,
+            sample_ratio: DEFAULT_TRACES_SAMPLE_RATIO,
+            service_name: DEFAULT_TRACES_SERVICE_NAME.to_string(),
+            headers: IndexMap::new(),
+            queue_traces: DEFAULT_TRACES_QUEUE_TRACES,
+            export_timeout_ms: DEFAULT_TRACES_EXPORT_TIMEOUT_MS,
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -217,6 +252,24 @@ enum RawProfile {
 struct RawProfileBody {
     #[serde(default)]
     chains: IndexMap<String, RawChain>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawDashboard {
+    enabled: bool,
+    token: Option<String>,
+    session_ttl_ms: u64,
+}
+
+impl Default for RawDashboard {
+    fn default() -> Self {
+        RawDashboard {
+            enabled: DEFAULT_DASHBOARD_ENABLED,
+            token: None,
+            session_ttl_ms: DEFAULT_DASHBOARD_SESSION_TTL_MS,
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -544,6 +597,10 @@ pub fn load_str(
     let upstream = builder.upstream(&raw.upstream)?;
     let routing = builder.routing(&raw.routing, &|name| env(name))?;
     let websocket = builder.websocket(&raw.websocket)?;
+    let telemetry = TelemetrySettings {
+        traces: builder.traces(&raw.telemetry.traces)?,
+    };
+    let dashboard = builder.dashboard(&raw.dashboard)?;
     builder.routing = Some(routing.clone());
 
     let mut profiles = Vec::new();
@@ -606,6 +663,8 @@ pub fn load_str(
         upstream,
         routing,
         websocket,
+        telemetry,
+        dashboard,
         profiles,
         providers: builder.providers,
         secrets,
@@ -806,6 +865,58 @@ impl Builder<'_> {
         })
     }
 
+    fn traces(&mut self, raw: &RawTraces) -> Result<TraceSettings, ConfigError> {
+        let key = |k: &str| format!("telemetry.traces.{k}");
+        if !(0.0..=1.0).contains(&raw.sample_ratio) {
+            return Err(self.err(key("sample_ratio"), "must be between 0 and 1"));
+        }
+        if raw.queue_traces == 0 || raw.export_timeout_ms == 0 {
+            let which = if raw.queue_traces == 0 {
+                "queue_traces"
+            } else {
+                "export_timeout_ms"
+            };
+            return Err(self.err(key(which), "must be greater than 0"));
+        }
+        let service_name = raw.service_name.trim().to_string();
+        if service_name.is_empty() {
+            return Err(self.err(key("service_name"), "must not be empty"));
+        }
+        let endpoint = match raw.endpoint.as_deref().map(str::trim) {
+            None | Some("") => None,
+            Some(url) => {
+                Some(trace_endpoint(url).map_err(|reason| self.err(key("endpoint"), reason))?)
+            }
+        };
+        let mut headers = Vec::new();
+        for (name, value) in &raw.headers {
+            let bad = |c: char| c.is_control() || (c != ' ' && c.is_whitespace());
+            if name.is_empty()
+                || !name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+                || value.chars().any(bad)
+            {
+                return Err(self.err(
+                    format!("telemetry.traces.headers.{name}"),
+                    "header names use letters, digits, - and _; values no control characters",
+                ));
+            }
+            if !value.is_empty() {
+                self.secrets.push(value.clone());
+            }
+            headers.push((name.clone(), value.clone()));
+        }
+        Ok(TraceSettings {
+            endpoint,
+            sample_ratio: raw.sample_ratio,
+            service_name,
+            headers,
+            queue_traces: raw.queue_traces,
+            export_timeout: Duration::from_millis(raw.export_timeout_ms),
+        })
+    }
+
     fn websocket(&self, raw: &RawWs) -> Result<WsSettings, ConfigError> {
         for (key, v) in [
             ("max_message_bytes", raw.max_message_bytes as u64),
@@ -842,6 +953,29 @@ impl Builder<'_> {
             backfill_limit_blocks: raw.backfill_limit_blocks,
             backfill_chunk_blocks: raw.backfill_chunk_blocks,
             upstream_connect_timeout: Duration::from_millis(raw.upstream_connect_timeout_ms),
+        })
+    }
+
+    fn dashboard(&mut self, raw: &RawDashboard) -> Result<DashboardSettings, ConfigError> {
+        if raw.session_ttl_ms == 0 {
+            return Err(self.err("dashboard.session_ttl_ms", "must be greater than 0"));
+        }
+        let token = match raw.token.as_deref() {
+            None => None,
+            Some(text) => {
+                let token = self.expand("dashboard.token", text)?.trim().to_string();
+                if token.is_empty() {
+                    None
+                } else {
+                    self.secrets.push(token.clone());
+                    Some(token)
+                }
+            }
+        };
+        Ok(DashboardSettings {
+            enabled: raw.enabled,
+            token,
+            session_ttl: Duration::from_millis(raw.session_ttl_ms),
         })
     }
 
@@ -1144,6 +1278,54 @@ fn built_name(chains: &[Chain], index: usize) -> &str {
     chains.get(index).map(|c| c.name.as_str()).unwrap_or("?")
 }
 
+/// Parses an OTLP/HTTP endpoint: `http://host[:port][/path]` (port 4318 and path `/v1/traces` by default).
+fn trace_endpoint(url: &str) -> Result<TraceEndpoint, String> {
+    let rest = url
+        .strip_prefix("http://")
+        .ok_or("only http:// endpoints are supported (an OpenTelemetry Collector next to Lasso)")?;
+    let (authority, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, ""),
+    };
+    if authority.is_empty() || authority.contains('@') {
+        return Err("expected http://host[:port][/path]".into());
+    }
+    let (host, port) = if let Some(bracketed) = authority.strip_prefix('[') {
+        let (h, after) = bracketed.split_once(']').ok_or("invalid host")?;
+        let port = match after {
+            "" => 4318,
+            p => p
+                .strip_prefix(':')
+                .and_then(|p| p.parse().ok())
+                .ok_or("invalid port")?,
+        };
+        (format!("[{h}]"), port)
+    } else {
+        match authority.split_once(':') {
+            Some((h, p)) => (h.to_string(), p.parse().map_err(|_| "invalid port")?),
+            None => (authority.to_string(), 4318),
+        }
+    };
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    if bare.is_empty() || bare.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err("invalid host".into());
+    }
+    Ok(TraceEndpoint {
+        authority: format!("{host}:{port}"),
+        host: if port == 80 {
+            host.to_string()
+        } else {
+            format!("{host}:{port}")
+        },
+        port,
+        path: if path.is_empty() {
+            "/v1/traces".to_string()
+        } else {
+            path.to_string()
+        },
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1175,6 +1357,54 @@ profiles:
     chains:
       base: { chain_id: "0x2105", providers: [ { id: c, url: "http://u:pw@10.0.0.1:1/" } ] }
 "#;
+
+    #[test]
+    fn traces_are_off_by_default_and_endpoints_are_checked() {
+        let c = load(GOOD).unwrap();
+        assert!(!c.telemetry.traces.enabled());
+        assert_eq!(c.telemetry.traces.sample_ratio, DEFAULT_TRACES_SAMPLE_RATIO);
+        let with = |traces: &str| load(&format!("telemetry:\n  traces: {traces}\n{GOOD}"));
+        let c = with(
+            r#"{ endpoint: "http://collector:4318", headers: { Authorization: "Bearer t0ken" } }"#,
+        )
+        .unwrap();
+        let t = &c.telemetry.traces;
+        assert!(t.enabled());
+        let e = t.endpoint.as_ref().unwrap();
+        assert_eq!(
+            (e.authority.as_str(), e.host.as_str(), e.path.as_str()),
+            ("collector:4318", "collector:4318", "/v1/traces")
+        );
+        assert!(
+            c.secrets.contains(&"Bearer t0ken".to_string()),
+            "header values are secrets"
+        );
+        let e = trace_endpoint("http://[::1]:9000/otlp/v1/traces").unwrap();
+        assert_eq!(
+            (e.authority.as_str(), e.path.as_str()),
+            ("[::1]:9000", "/otlp/v1/traces")
+        );
+        assert_eq!(trace_endpoint("http://h").unwrap().authority, "h:4318");
+        for (traces, key) in [
+            (
+                r#"{ endpoint: "https://c:4318" }"#,
+                "telemetry.traces.endpoint",
+            ),
+            (r#"{ endpoint: "http://c:x" }"#, "telemetry.traces.endpoint"),
+            (
+                r#"{ endpoint: "http://u:p@c" }"#,
+                "telemetry.traces.endpoint",
+            ),
+            ("{ sample_ratio: 1.5 }", "telemetry.traces.sample_ratio"),
+            ("{ queue_traces: 0 }", "telemetry.traces.queue_traces"),
+            (
+                r#"{ headers: { "a b": x } }"#,
+                "telemetry.traces.headers.a b",
+            ),
+        ] {
+            assert_eq!(with(traces).unwrap_err().key, key, "{traces}");
+        }
+    }
 
     #[test]
     fn loads_chains_profiles_and_lookups() {

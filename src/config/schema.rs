@@ -9,6 +9,23 @@ use crate::config::routing_policy::{BreakerSettings, Strategy};
 use crate::config::url::ProviderUrl;
 use crate::evm::methods::MethodClass;
 
+/// The operator dashboard (`/dashboard`): off unless `enabled` or a `token` is set.
+#[derive(Debug, Clone)]
+pub struct DashboardSettings {
+    pub enabled: bool,
+    /// A read-only token for the dashboard (`${VAR}` expanded; a secret). The admin token opens it too.
+    pub token: Option<String>,
+    /// Lifetime of the session cookie a token is exchanged for.
+    pub session_ttl: Duration,
+}
+
+impl DashboardSettings {
+    /// Whether the dashboard is served at all.
+    pub fn on(&self) -> bool {
+        self.enabled || self.token.is_some()
+    }
+}
+
 /// Limits and timeouts of the client-facing HTTP server.
 #[derive(Debug, Clone)]
 pub struct ServerSettings {
@@ -82,6 +99,47 @@ pub struct UpstreamSettings {
     pub coalesce_retry: Duration,
     /// Extra PEM certificates trusted for HTTPS/WSS providers, besides the webpki roots (private CAs).
     pub extra_ca_file: Option<PathBuf>,
+}
+
+/// OpenTelemetry traces (`telemetry.traces`): off unless an endpoint is set.
+#[derive(Debug, Clone)]
+pub struct TraceSettings {
+    /// OTLP/HTTP traces endpoint (`http://host:port/v1/traces`); `None` = tracing off.
+    pub endpoint: Option<TraceEndpoint>,
+    /// Share of requests traced when the client's `traceparent` does not decide (0..=1).
+    pub sample_ratio: f64,
+    pub service_name: String,
+    /// Extra headers of every export request (e.g. an API key of the collector); their values are secrets.
+    pub headers: Vec<(String, String)>,
+    /// Finished request traces queued for the exporter thread; past it they are dropped (and counted).
+    pub queue_traces: usize,
+    pub export_timeout: Duration,
+}
+
+impl TraceSettings {
+    /// Whether requests are traced at all: the one check on the request path when tracing is off.
+    #[inline]
+    pub fn enabled(&self) -> bool {
+        self.endpoint.is_some()
+    }
+}
+
+/// Where an OTLP/HTTP exporter posts: plain HTTP (a collector next to Lasso).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TraceEndpoint {
+    /// `host:port` to connect to.
+    pub authority: String,
+    /// `Host` header value.
+    pub host: String,
+    pub port: u16,
+    /// Request target, `/v1/traces` when the URL has no path.
+    pub path: String,
+}
+
+/// What Lasso reports about itself (`telemetry:`).
+#[derive(Debug, Clone)]
+pub struct TelemetrySettings {
+    pub traces: TraceSettings,
 }
 
 /// When to send a second attempt for an idempotent read.
@@ -253,6 +311,8 @@ pub struct Config {
     pub upstream: UpstreamSettings,
     pub routing: RoutingSettings,
     pub websocket: WsSettings,
+    pub telemetry: TelemetrySettings,
+    pub dashboard: DashboardSettings,
     /// Index 0 is always the `default` profile.
     pub profiles: Vec<Profile>,
     pub providers: Vec<Provider>,

@@ -47,6 +47,12 @@ pub enum Endpoint {
     ChainMetrics,
     /// `GET /api/events/:profile`: the SSE stream (takes the connection over).
     Events,
+    /// `GET /dashboard...`: the operator dashboard's pages, assets and data.
+    Dashboard,
+    /// `GET /dashboard/api/events/:profile`: the dashboard's SSE stream (takes the connection over).
+    DashboardEvents,
+    /// `GET /api/cluster/events`: a peer pulling this node's routing events (signed).
+    ClusterEvents,
     /// `GET /api/cluster/node`: the inter-node report (takes the connection over; reads the raw head).
     ClusterNode,
     /// A known path with a method it does not take; the value is the `Allow` header.
@@ -83,11 +89,21 @@ impl Endpoint {
         if path == "/api/admin" || path.starts_with("/api/admin/") {
             return Endpoint::Admin;
         }
+        if path == "/dashboard" || path.starts_with("/dashboard/") {
+            return match head.method {
+                Method::Get if path.starts_with("/dashboard/api/events/") => {
+                    Endpoint::DashboardEvents
+                }
+                Method::Get | Method::Head => Endpoint::Dashboard,
+                _ => Endpoint::MethodNotAllowed("GET, HEAD"),
+            };
+        }
         match path {
             "/api/health" if get => Endpoint::Health,
             "/api/status" if get => Endpoint::Status,
             "/api/cluster/status" if get => Endpoint::ClusterStatus,
             "/api/cluster/node" if head.method == Method::Get => Endpoint::ClusterNode,
+            "/api/cluster/events" if head.method == Method::Get => Endpoint::ClusterEvents,
             "/api/chains" if get => Endpoint::Chains,
             "/metrics" if get => Endpoint::Metrics,
             p if get && p.starts_with("/api/metrics/") => Endpoint::ChainMetrics,
@@ -104,7 +120,12 @@ impl Endpoint {
     pub fn authenticates(self) -> bool {
         matches!(
             self,
-            Endpoint::Admin | Endpoint::ClusterStatus | Endpoint::ClusterNode
+            Endpoint::Admin
+                | Endpoint::ClusterStatus
+                | Endpoint::ClusterNode
+                | Endpoint::ClusterEvents
+                | Endpoint::Dashboard
+                | Endpoint::DashboardEvents
         )
     }
 
@@ -112,7 +133,10 @@ impl Endpoint {
     pub fn takes_connection(self) -> bool {
         matches!(
             self,
-            Endpoint::WsUpgrade | Endpoint::Events | Endpoint::ClusterNode
+            Endpoint::WsUpgrade
+                | Endpoint::Events
+                | Endpoint::DashboardEvents
+                | Endpoint::ClusterNode
         )
     }
 }
@@ -152,6 +176,7 @@ pub async fn take_over(
             crate::edge::ws_session::upgrade(worker, hub, stream, buf, head).await
         }
         Endpoint::Events => crate::edge::sse::serve(worker, stream, head).await,
+        Endpoint::DashboardEvents => crate::edge::sse::serve_dashboard(worker, stream, head).await,
         Endpoint::ClusterNode => crate::ops::cluster::serve_node(worker, stream, buf, head).await,
         _ => debug_assert!(!endpoint.takes_connection()),
     }
@@ -195,7 +220,7 @@ pub async fn answer(
             resp.with_header("Access-Control-Allow-Methods", "POST, GET, OPTIONS")
                 .with_header(
                     "Access-Control-Allow-Headers",
-                    "Content-Type, Authorization, X-Lasso-Include-Meta",
+                    "Content-Type, Authorization, X-Lasso-Include-Meta, traceparent, tracestate",
                 )
                 .with_header("Access-Control-Max-Age", "86400")
         }
@@ -219,9 +244,11 @@ pub async fn answer(
             with_cors(resp, worker, head)
         }
         Endpoint::Admin => crate::ops::admin::handle(worker, head, body).await,
+        Endpoint::Dashboard => crate::ops::dashboard::handle(worker, head).await,
         Endpoint::Health => crate::ops::api::health(worker),
         Endpoint::Status => crate::ops::api::status(worker).await,
         Endpoint::ClusterStatus => crate::ops::cluster::status(worker, head).await,
+        Endpoint::ClusterEvents => crate::ops::cluster_events::serve(worker, head),
         Endpoint::Chains => crate::ops::api::chains(worker),
         Endpoint::Metrics => crate::ops::prometheus::render(worker).await,
         Endpoint::ChainMetrics => {
@@ -232,7 +259,10 @@ pub async fn answer(
             Response::from(RpcError::MethodNotAllowed).with_header("Allow", allow)
         }
         Endpoint::NotFound => Response::from(RpcError::UnknownPath),
-        Endpoint::WsUpgrade | Endpoint::Events | Endpoint::ClusterNode => {
+        Endpoint::WsUpgrade
+        | Endpoint::Events
+        | Endpoint::DashboardEvents
+        | Endpoint::ClusterNode => {
             // Served by `take_over`; a head that gets here was routed wrongly.
             Response::from(RpcError::UnknownPath)
         }
@@ -253,6 +283,7 @@ async fn rpc(worker: &Rc<Worker>, head: &RequestHead, body: &[u8]) -> (Response,
                 body,
                 mode,
                 crate::rpc::pipeline::Transport::Http,
+                head.traceparent.as_deref(),
             )
             .await
             .into_parts()

@@ -19,7 +19,10 @@ use crate::wire::http::request::RequestHead;
 use crate::wire::http::response::{Response, write_head};
 
 async fn reject(stream: &mut TcpStream, err: RpcError) {
-    let resp = Response::from(err);
+    send_refusal(stream, Response::from(err)).await
+}
+
+async fn send_refusal(stream: &mut TcpStream, resp: Response) {
     let mut out = Vec::new();
     write_head(&mut out, &resp, false);
     out.extend_from_slice(&resp.body);
@@ -28,8 +31,32 @@ async fn reject(stream: &mut TcpStream, err: RpcError) {
 
 /// Serves `GET /api/events/:profile` on a connection handed over after its request head: an event stream until the
 /// client goes away or the worker drains.
-pub async fn serve(worker: Rc<Worker>, mut stream: TcpStream, head: &RequestHead) {
+pub async fn serve(worker: Rc<Worker>, stream: TcpStream, head: &RequestHead) {
     let name = head.path["/api/events/".len().min(head.path.len())..].trim_end_matches('/');
+    stream_profile(worker, stream, name).await
+}
+
+/// Serves `GET /dashboard/api/events/:profile`: the same stream for the dashboard, behind its token or session
+/// cookie (`crate::ops::dashboard`), answered without `Access-Control-Allow-Origin`.
+pub async fn serve_dashboard(worker: Rc<Worker>, mut stream: TcpStream, head: &RequestHead) {
+    use crate::ops::dashboard::{Access, authorize};
+    match authorize(&worker, head) {
+        Ok(Access::Granted) => {}
+        Ok(Access::Anonymous) => {
+            let refusal =
+                crate::ops::error::OpsError::unauthorized("missing dashboard token or session");
+            return send_refusal(&mut stream, Response::from(refusal)).await;
+        }
+        Err(refusal) => {
+            return send_refusal(&mut stream, Response::from(refusal)).await;
+        }
+    }
+    let prefix = "/dashboard/api/events/";
+    let name = head.path[prefix.len().min(head.path.len())..].trim_end_matches('/');
+    stream_profile(worker, stream, name).await
+}
+
+async fn stream_profile(worker: Rc<Worker>, mut stream: TcpStream, name: &str) {
     let Some((profile, _)) = worker.config.profile(name) else {
         return reject(
             &mut stream,

@@ -410,6 +410,7 @@ fn on_text(
                     &text,
                     MetaMode::Off,
                     Transport::WebSocket,
+                    None,
                 )
                 .await;
                 if !resp.body.is_empty() {

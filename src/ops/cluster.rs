@@ -273,6 +273,27 @@ pub fn connected() -> usize {
     CLUSTER.get().map_or(0, |c| lock(&c.view).members.len())
 }
 
+/// The cluster secret, when clustering is set up with one.
+pub fn secret() -> Option<String> {
+    CLUSTER.get().and_then(|c| c.settings.secret.clone())
+}
+
+/// Whether clustering runs (discovery configured, and a secret).
+pub fn enabled() -> bool {
+    CLUSTER.get().is_some_and(|c| c.settings.enabled())
+}
+
+/// Connected peers (node id and the address that answered), as of the last poll.
+pub fn peers() -> Vec<(String, SocketAddr)> {
+    CLUSTER.get().map_or_else(Vec::new, |c| {
+        lock(&c.view)
+            .members
+            .iter()
+            .map(|(id, m)| (id.clone(), m.addr))
+            .collect()
+    })
+}
+
 /// Sets up clustering from the environment and, when enabled, starts the membership thread.
 pub fn start(shared: &Arc<Shared>, own_port: u16) {
     let settings = Settings::from_env(own_port, &env::process);
@@ -825,6 +846,24 @@ pub async fn status(worker: &Rc<Worker>, head: &RequestHead) -> Response {
     if let Err(refusal) = authorize_view(worker, head) {
         return refusal.into();
     }
+    let body = cluster_status_of(worker, None).await;
+    Response::json(
+        200,
+        sonic_rs::to_vec(&body).unwrap_or_else(|_| b"{}".to_vec()),
+    )
+}
+
+/// The cluster view for the dashboard (its caller checked the dashboard's access): as `/api/cluster/status`, with
+/// only `profile`'s chains and providers when one is named.
+pub async fn dashboard_view(worker: &Rc<Worker>, profile: Option<&str>) -> Response {
+    let body = cluster_status_of(worker, profile).await;
+    Response::json(
+        200,
+        sonic_rs::to_vec(&body).unwrap_or_else(|_| b"{}".to_vec()),
+    )
+}
+
+async fn cluster_status_of(worker: &Rc<Worker>, profile: Option<&str>) -> ClusterStatus {
     let cluster = CLUSTER.get().filter(|c| c.settings.enabled()).cloned();
     if let Some(cluster) = &cluster {
         let stale = lock(&cluster.view)
@@ -863,6 +902,15 @@ pub async fn status(worker: &Rc<Worker>, head: &RequestHead) -> Response {
             metrics: m.report.metrics.clone(),
         });
     }
+    if let Some(p) = profile {
+        // A profile's view counts that profile's traffic only.
+        for n in &mut nodes {
+            n.metrics.chains.retain(|c| c.profile == p);
+            let providers = n.metrics.chains.iter().flat_map(|c| &c.providers);
+            n.metrics.requests = providers.clone().map(|p| p.requests).sum();
+            n.metrics.errors = providers.map(|p| p.failures).sum();
+        }
+    }
     let mut providers: BTreeMap<(String, String, String), ProviderAggregate> = BTreeMap::new();
     for n in &nodes {
         for c in &n.metrics.chains {
@@ -887,7 +935,7 @@ pub async fn status(worker: &Rc<Worker>, head: &RequestHead) -> Response {
         .as_ref()
         .and_then(|c| c.settings.expected)
         .unwrap_or(total);
-    let body = ClusterStatus {
+    ClusterStatus {
         enabled: cluster.is_some(),
         node_id: worker.shared.node_id.clone(),
         status: cluster_status(responding, expected),
@@ -902,11 +950,7 @@ pub async fn status(worker: &Rc<Worker>, head: &RequestHead) -> Response {
         age_ms: view.polled_at.map(|t| t.elapsed().as_millis() as u64),
         providers: providers.into_values().collect(),
         nodes,
-    };
-    Response::json(
-        200,
-        sonic_rs::to_vec(&body).unwrap_or_else(|_| b"{}".to_vec()),
-    )
+    }
 }
 
 #[cfg(test)]

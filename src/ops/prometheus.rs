@@ -1,7 +1,9 @@
 //! `GET /metrics` in the Prometheus text exposition format (version 0.0.4), assembled from every worker's counters
 //! (gathered over the control channels, never on the request path) and the merged routing table: client requests and
 //! errors by code, upstream attempts per provider, latency quantiles per provider x method, breaker states, lag and
-//! heads, hedges and failovers, WebSocket clients and subscriptions, connections, and per-worker load.
+//! heads, hedges and failovers, WebSocket clients and subscriptions, connections, per-worker load and the cluster view.
+//! Names follow Prometheus conventions (counters end in `_total`, units in names, bounded labels) and are listed in
+//! docs/CONTRACT.md; `deployment/grafana/lasso.json` and `deployment/prometheus/alerts.yml` use them.
 
 use std::fmt::Write as _;
 use std::rc::Rc;
@@ -116,12 +118,32 @@ pub async fn render(worker: &Rc<Worker>) -> Response {
         );
     }
     o.family(
+        "lasso_upstream_duration_seconds_total",
+        "counter",
+        "Time spent in upstream attempts (answered or not), summed; divide its rate by the attempts' rate for a mean.",
+    );
+    for p in &config.providers {
+        let c = stats.providers.get(p.pid).cloned().unwrap_or_default();
+        o.sample(
+            "lasso_upstream_duration_seconds_total",
+            &[
+                ("profile", p.profile.as_str()),
+                ("chain", p.chain.as_str()),
+                ("provider", p.id.as_str()),
+            ],
+            c.latency_us_total as f64 / 1e6,
+        );
+    }
+    // The quantiles are windowed (the routing table's window); a windowed sample count is not a cumulative
+    // `_count`, so it is its own gauge and the summary carries quantiles only.
+    o.family(
         "lasso_upstream_latency_seconds",
         "summary",
-        "Windowed upstream latency of answered attempts.",
+        "Windowed upstream latency quantiles of answered attempts, by provider and method.",
     );
     let mut keys: Vec<_> = table.summaries.iter().collect();
     keys.sort_by_key(|(k, _)| **k);
+    let mut window_samples = Vec::with_capacity(keys.len());
     for (key, s) in keys {
         let Some(p) = config.providers.get(key.pid as usize) else {
             continue;
@@ -133,6 +155,7 @@ pub async fn render(worker: &Rc<Worker>) -> Response {
         };
         for (q, v) in [("0.5", s.p50_us), ("0.9", s.p90_us), ("0.99", s.p99_us)] {
             let labels = [
+                ("profile", p.profile.as_str()),
                 ("chain", p.chain.as_str()),
                 ("provider", p.id.as_str()),
                 ("method", method.as_str()),
@@ -140,15 +163,24 @@ pub async fn render(worker: &Rc<Worker>) -> Response {
             ];
             o.sample("lasso_upstream_latency_seconds", &labels, v as f64 / 1e6);
         }
+        window_samples.push((p, method, s.samples));
+    }
+    o.family(
+        "lasso_upstream_latency_window_samples",
+        "gauge",
+        "Answered attempts in the latency window behind lasso_upstream_latency_seconds.",
+    );
+    for (p, method, n) in window_samples {
         let labels = [
+            ("profile", p.profile.as_str()),
             ("chain", p.chain.as_str()),
             ("provider", p.id.as_str()),
             ("method", method.as_str()),
         ];
-        o.sample("lasso_upstream_latency_seconds_count", &labels, s.samples);
+        o.sample("lasso_upstream_latency_window_samples", &labels, n);
     }
     o.family(
-        "lasso_breaker_open",
+        "lasso_provider_breaker_open",
         "gauge",
         "1 when the provider's circuit breaker is open on some worker.",
     );
@@ -156,6 +188,11 @@ pub async fn render(worker: &Rc<Worker>) -> Response {
         "lasso_provider_lag_blocks",
         "gauge",
         "Blocks behind the chain's consensus head.",
+    );
+    o.family(
+        "lasso_provider_head_block",
+        "gauge",
+        "Latest block the provider reported.",
     );
     o.family(
         "lasso_provider_disabled",
@@ -169,10 +206,17 @@ pub async fn render(worker: &Rc<Worker>) -> Response {
             let open = state.breaker_open_until.is_some_and(|u| u > now)
                 || routing.health.breakers[p.pid].state(now)
                     == crate::routing::breaker::BreakerState::Open;
-            let labels = [("chain", p.chain.as_str()), ("provider", p.id.as_str())];
-            o.sample("lasso_breaker_open", &labels, u8::from(open));
+            let labels = [
+                ("profile", p.profile.as_str()),
+                ("chain", p.chain.as_str()),
+                ("provider", p.id.as_str()),
+            ];
+            o.sample("lasso_provider_breaker_open", &labels, u8::from(open));
             if let Some(lag) = state.lag {
                 o.sample("lasso_provider_lag_blocks", &labels, lag);
+            }
+            if let Some(head) = state.head {
+                o.sample("lasso_provider_head_block", &labels, head);
             }
             o.sample(
                 "lasso_provider_disabled",
@@ -182,14 +226,14 @@ pub async fn render(worker: &Rc<Worker>) -> Response {
         }
     }
     o.family(
-        "lasso_chain_head",
+        "lasso_chain_head_block",
         "gauge",
         "Consensus head block per chain.",
     );
     for (profile, chain) in config.all_chains() {
         if let Some(head) = table.chain_heads.get(chain.gid).copied().flatten() {
             o.sample(
-                "lasso_chain_head",
+                "lasso_chain_head_block",
                 &[("profile", &profile.name), ("chain", &chain.name)],
                 head,
             );
@@ -290,6 +334,45 @@ pub async fn render(worker: &Rc<Worker>) -> Response {
         &[],
         crate::ops::cluster::connected() + 1,
     );
+    let cluster = crate::ops::cluster::health(worker.shared.region.as_deref());
+    o.family(
+        "lasso_cluster_enabled",
+        "gauge",
+        "1 when clustering is configured (discovery and a secret).",
+    );
+    o.sample("lasso_cluster_enabled", &[], u8::from(cluster.enabled));
+    o.family(
+        "lasso_cluster_peers",
+        "gauge",
+        "Other cluster nodes answering (this one excluded).",
+    );
+    o.sample("lasso_cluster_peers", &[], cluster.nodes_connected);
+    o.family(
+        "lasso_cluster_nodes_expected",
+        "gauge",
+        "Nodes expected in the cluster (EXPECTED_NODE_COUNT, else the nodes discovered), this one included.",
+    );
+    o.sample("lasso_cluster_nodes_expected", &[], cluster.nodes_expected);
+
+    let (exported, dropped, failed) = crate::telemetry::otlp::counters();
+    o.family(
+        "lasso_trace_spans_exported_total",
+        "counter",
+        "Trace spans the OTLP collector accepted (telemetry.traces).",
+    );
+    o.sample("lasso_trace_spans_exported_total", &[], exported);
+    o.family(
+        "lasso_trace_spans_dropped_total",
+        "counter",
+        "Trace spans dropped: exporter queue full, export failed, or over the per-request span limit.",
+    );
+    o.sample("lasso_trace_spans_dropped_total", &[], dropped);
+    o.family(
+        "lasso_trace_export_failures_total",
+        "counter",
+        "OTLP export requests that failed (connect, timeout or a non-2xx answer).",
+    );
+    o.sample("lasso_trace_export_failures_total", &[], failed);
 
     let mut resp = Response::json(200, o.0.into_bytes());
     resp.content_type = "text/plain; version=0.0.4; charset=utf-8";

@@ -51,6 +51,11 @@ pub fn now_unix() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
+/// 16 random bytes from the kernel, hex (a nonce, or a key that lives as long as the process).
+pub fn random_hex() -> String {
+    nonce()
+}
+
 /// A fresh random nonce (16 bytes, hex).
 fn nonce() -> String {
     let mut bytes = [0u8; 16];

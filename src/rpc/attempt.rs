@@ -14,10 +14,21 @@ use crate::rpc::plan::CallPlan;
 use crate::shard::state::Worker;
 use crate::telemetry::log_limit::Warning;
 use crate::telemetry::stats::Outcome;
+use crate::telemetry::trace::{TRACEPARENT_LEN, Traceparent};
 use crate::upstream::error::{FailureKind, UpstreamError, UpstreamResponse};
 use crate::upstream::stream::BodyTail;
 use crate::wire::jsonrpc::{self, ReplyKind, ReplyView};
 use crate::wire::stream_reply;
+
+/// `traceparent: <value>\r\n`.
+const TRACEPARENT_LINE: usize = 13 + TRACEPARENT_LEN + 2;
+
+/// How an attempt is sent: the trace's `traceparent` for the provider, and whether a large answer may be streamed.
+#[derive(Clone, Copy)]
+pub(crate) struct Sending<'a> {
+    pub traceparent: Option<&'a Traceparent>,
+    pub stream: bool,
+}
 
 /// The result of one attempt against one provider.
 pub(crate) enum AttemptResult {
@@ -43,6 +54,23 @@ pub(crate) enum AttemptResult {
 impl AttemptResult {
     pub(crate) fn is_usable(&self) -> bool {
         matches!(self, AttemptResult::Usable { .. })
+    }
+
+    /// The outcome as a trace attribute: `ok` or why the attempt failed.
+    pub(crate) fn outcome(&self) -> &'static str {
+        match self {
+            AttemptResult::Usable { .. } => "ok",
+            AttemptResult::OverBudget => "over_budget",
+            AttemptResult::Failed { category, .. } => match category {
+                Category::Success | Category::Deterministic => "ok",
+                Category::RateLimited { .. } => "rate_limited",
+                Category::Capability => "unsupported",
+                Category::ProviderFailure(FailureClass::Connect) => "connect_error",
+                Category::ProviderFailure(FailureClass::Timeout) => "timeout",
+                Category::ProviderFailure(FailureClass::Server) => "server_error",
+                Category::ProviderFailure(FailureClass::Reply) => "bad_reply",
+            },
+        }
     }
 }
 
@@ -102,8 +130,12 @@ pub(crate) async fn attempt(
     upstream_body: &[u8],
     expected: &[u64],
     timeout: Duration,
-    stream: bool,
+    how: Sending<'_>,
 ) -> AttemptResult {
+    let Sending {
+        traceparent,
+        stream,
+    } = how;
     let config = &worker.config;
     let provider = &config.providers[pid];
     let batch = upstream_body.first() == Some(&b'[');
@@ -122,11 +154,29 @@ pub(crate) async fn attempt(
             .await
             .map(|resp| (resp, None))
     } else {
+        // Coalesced batches carry no traceparent: they hold several requests' calls.
+        let mut line = [0u8; TRACEPARENT_LINE];
+        let extra: &[u8] = match traceparent {
+            Some(tp) => {
+                line[..13].copy_from_slice(b"traceparent: ");
+                line[13..13 + TRACEPARENT_LEN].copy_from_slice(tp);
+                line[TRACEPARENT_LINE - 2..].copy_from_slice(b"\r\n");
+                &line
+            }
+            None => &[],
+        };
         let stream_above =
             (stream && !batch && expected.len() == 1).then_some(UPSTREAM_STREAM_ABOVE_BYTES);
         worker
             .upstream
-            .post_stream(provider, upstream_body, timeout, !plan.write, stream_above)
+            .post_stream(
+                provider,
+                upstream_body,
+                timeout,
+                !plan.write,
+                extra,
+                stream_above,
+            )
             .await
     };
     let result = match result {

@@ -19,6 +19,7 @@ use crate::rpc::plan::{CallPlan, Transport, local_answer, plan};
 use crate::rpc::reply::Reply;
 use crate::rpc::target::Target;
 use crate::shard::state::Worker;
+use crate::telemetry::trace::RequestTrace;
 use crate::wire::jsonrpc::{self, CallView, InvalidCall};
 
 /// One member of a sub-batch on its way: where its answer goes, and its upstream id.
@@ -62,12 +63,13 @@ impl Batch<'_> {
 pub(crate) async fn batch<'b>(
     worker: &Rc<Worker>,
     target: Target,
-    chain: &Chain,
     body: &'b [u8],
     items: &'b [Result<CallView<'b>, InvalidCall>],
     mut meta: Option<&mut Meta>,
     transport: Transport,
+    trace: Option<&RequestTrace>,
 ) -> Reply {
+    let chain = &worker.config.profiles[target.profile].chains[target.chain];
     let batch = Batch {
         body,
         calls: items.iter().map(|i| i.as_ref().ok()).collect(),
@@ -77,7 +79,7 @@ pub(crate) async fn batch<'b>(
     let sends = groups.iter().enumerate().map(|(g, group)| {
         // Only the first group reports its routing in the request's metadata.
         let group_meta = if g == 0 { meta.take() } else { None };
-        send_group(worker, chain, &batch, group, group_meta)
+        send_group(worker, chain, &batch, group, group_meta, trace)
     });
     let sent: Vec<Sent> = join_all(sends).await;
     for (g, (members, result)) in sent.iter().enumerate() {
@@ -152,6 +154,7 @@ async fn send_group(
     batch: &Batch<'_>,
     group: &Group,
     meta: Option<&mut Meta>,
+    trace: Option<&RequestTrace>,
 ) -> Sent {
     let members = &group.members;
     let first_uid = worker.upstream_ids(members.len() as u64);
@@ -185,6 +188,7 @@ async fn send_group(
         body: &upstream_body,
         ids: &uids,
         stream: false,
+        trace,
     };
     let result = forward(worker, chain, &group.plan, upstream, meta).await;
     (sent, result)

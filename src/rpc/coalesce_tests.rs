@@ -37,6 +37,7 @@ async fn call_at(worker: &Rc<Worker>, path: &str, body: &str) -> (u16, Value, Du
         body.as_bytes(),
         MetaMode::Off,
         Transport::Http,
+        None,
     )
     .await;
     let value = if reply.body.is_empty() {

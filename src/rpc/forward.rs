@@ -14,10 +14,11 @@ use crate::error::{Attempt, RpcError};
 use crate::routing::breaker::BreakerState;
 use crate::routing::classify::{Category, FailureClass};
 use crate::routing::health;
-use crate::rpc::attempt::{AttemptResult, attempt};
+use crate::rpc::attempt::{AttemptResult, Sending, attempt};
 use crate::rpc::meta::Meta;
 use crate::rpc::plan::CallPlan;
 use crate::shard::state::Worker;
+use crate::telemetry::trace::{AttemptKind, Child, RequestTrace, Value};
 use crate::upstream::stream::BodyTail;
 use crate::wire::jsonrpc::ReplyView;
 
@@ -262,6 +263,8 @@ pub(crate) struct Upstream<'a> {
     pub ids: &'a [u64],
     /// A large successful answer may be streamed to the client (a single call over HTTP, its body untouched).
     pub stream: bool,
+    /// The request's trace, when tracing is on and it has one: each attempt gets a child span.
+    pub trace: Option<&'a RequestTrace>,
 }
 
 /// Sends `call` to the plan's candidates until one answers usably, within the method's deadline.
@@ -328,25 +331,58 @@ async fn run_step(
     meta: Option<&mut Meta>,
 ) -> Vec<(usize, AttemptResult)> {
     let plan = state.plan;
-    let send = |pid, timeout| attempt(worker, pid, plan, call.body, call.ids, timeout, call.stream);
-    let first = Box::pin(send(step.pid, step.timeout));
+    let trace = call.trace;
+    let first_kind = if state.tried > 1 {
+        AttemptKind::Retry
+    } else {
+        AttemptKind::First
+    };
+    let send = |pid, timeout, child: Option<Child>| async move {
+        let how = Sending {
+            traceparent: child.as_ref().map(|c| &c.header),
+            stream: call.stream,
+        };
+        attempt(worker, pid, plan, call.body, call.ids, timeout, how).await
+    };
+    let first_child = trace.map(RequestTrace::child);
+    let first_started = Instant::now();
+    let first = Box::pin(send(step.pid, step.timeout, first_child));
+    let record =
+        |child: Option<Child>, pid: usize, kind: AttemptKind, r: Option<&AttemptResult>| {
+            if let (Some(t), Some(c)) = (trace, child) {
+                trace_attempt(worker, t, &c, (pid, plan), call.ids.len(), kind, r);
+            }
+        };
     let Some(second_pid) = step.hedge_to else {
-        return vec![(step.pid, first.await)];
+        let r = first.await;
+        record(first_child, step.pid, first_kind, Some(&r));
+        return vec![(step.pid, r)];
     };
     let delay = hedge_delay(worker, step.pid, plan).min(step.remaining);
-    let first_started = Instant::now();
     let first = match select(first, Box::pin(monoio::time::sleep(delay))).await {
-        Either::Left((result, _)) => return vec![(step.pid, result)],
+        Either::Left((result, _)) => {
+            record(first_child, step.pid, first_kind, Some(&result));
+            return vec![(step.pid, result)];
+        }
         Either::Right((_, first)) => first,
     };
     state.hedged(worker, meta, second_pid);
+    let second_child = trace.map(RequestTrace::child);
     let second = Box::pin(send(
         second_pid,
         state.request_timeout.min(state.remaining()),
+        second_child,
     ));
+    let hedge = AttemptKind::Hedge;
     match select(first, second).await {
-        Either::Left((r, _)) if r.is_usable() => vec![(step.pid, r)],
+        Either::Left((r, _)) if r.is_usable() => {
+            record(first_child, step.pid, first_kind, Some(&r));
+            record(second_child, second_pid, hedge, None);
+            vec![(step.pid, r)]
+        }
         Either::Right((r, _)) if r.is_usable() => {
+            record(second_child, second_pid, hedge, Some(&r));
+            record(first_child, step.pid, first_kind, None);
             // The first provider was outrun: it is at least this slow for the method (a sample, not a failure).
             health::outrun(
                 &mut worker.routing.borrow_mut(),
@@ -356,9 +392,55 @@ async fn run_step(
             );
             vec![(second_pid, r)]
         }
-        Either::Left((r, other)) => vec![(step.pid, r), (second_pid, other.await)],
-        Either::Right((r, other)) => vec![(second_pid, r), (step.pid, other.await)],
+        Either::Left((r, other)) => {
+            record(first_child, step.pid, first_kind, Some(&r));
+            let r2 = other.await;
+            record(second_child, second_pid, hedge, Some(&r2));
+            vec![(step.pid, r), (second_pid, r2)]
+        }
+        Either::Right((r, other)) => {
+            record(second_child, second_pid, hedge, Some(&r));
+            let r1 = other.await;
+            record(first_child, step.pid, first_kind, Some(&r1));
+            vec![(second_pid, r), (step.pid, r1)]
+        }
     }
+}
+
+/// Records one attempt's span on the request's trace; `result` is `None` for an attempt cancelled by a winner.
+fn trace_attempt(
+    worker: &Worker,
+    trace: &RequestTrace,
+    child: &Child,
+    (pid, plan): (usize, &CallPlan),
+    calls: usize,
+    kind: AttemptKind,
+    result: Option<&AttemptResult>,
+) {
+    if !trace.sampled() {
+        return;
+    }
+    let config = &worker.config;
+    let provider = &config.providers[pid];
+    let method = plan.key.name();
+    let outcome = result.map_or("cancelled", AttemptResult::outcome);
+    let error = match result {
+        Some(AttemptResult::Failed { error, .. }) => Some(config.redact(error)),
+        Some(AttemptResult::OverBudget) => Some("answer over the buffer budget".to_string()),
+        _ => None,
+    };
+    let mut attributes = vec![
+        ("lasso.provider", Value::Str(provider.id.clone())),
+        ("lasso.chain", Value::Str(provider.chain.clone())),
+        ("rpc.system", Value::Str("jsonrpc".into())),
+        ("rpc.method", Value::Str(method.clone())),
+        ("lasso.attempt", Value::Str(kind.as_str().into())),
+        ("lasso.outcome", Value::Str(outcome.into())),
+    ];
+    if calls > 1 {
+        attributes.push(("lasso.batch_calls", Value::Int(calls as i64)));
+    }
+    trace.attempt(child, &format!("upstream {method}"), attributes, error);
 }
 
 /// When to hedge a read to `pid`: its measured tail latency, bounded.

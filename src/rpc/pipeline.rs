@@ -19,8 +19,17 @@ use crate::rpc::plan::{local_answer, plan};
 use crate::rpc::reply::Reply;
 use crate::rpc::target::Target;
 use crate::shard::state::Worker;
+use crate::telemetry::trace::{RequestTrace, Value};
 use crate::upstream::stream::BodyTail;
 use crate::wire::jsonrpc::{self, CallView, RequestBody};
+
+/// How a request's calls are forwarded: under its trace (when traced), and whether a large single-call answer may be
+/// streamed to the client.
+#[derive(Clone, Copy)]
+struct Forwarding<'a> {
+    trace: Option<&'a RequestTrace>,
+    stream: bool,
+}
 
 /// Answers one JSON-RPC request (single or batch) for `target`.
 pub async fn handle(
@@ -29,8 +38,15 @@ pub async fn handle(
     body: &[u8],
     meta_mode: MetaMode,
     transport: Transport,
+    traceparent: Option<&str>,
 ) -> Reply {
     worker.stats.borrow_mut().client_requests += 1;
+    // Tracing off: this one branch is all it costs.
+    let trace = if worker.config.telemetry.traces.enabled() {
+        RequestTrace::begin(&worker.config.telemetry.traces, traceparent)
+    } else {
+        None
+    };
     let profile = &worker.config.profiles[target.profile];
     let request = Observed {
         worker,
@@ -53,10 +69,60 @@ pub async fn handle(
         body,
         transport,
         meta.as_mut(),
-        stream,
+        Forwarding {
+            trace: trace.as_ref(),
+            stream,
+        },
     )
     .await;
+    if let Some(trace) = trace {
+        finish_trace(trace, &request, &served, transport);
+    }
     observe(&request, served, meta)
+}
+
+/// Ends the request's span (name: the JSON-RPC method) and queues the trace for export.
+fn finish_trace(
+    trace: RequestTrace,
+    request: &Observed<'_>,
+    served: &Served,
+    transport: Transport,
+) {
+    let (method, status, error) = match served {
+        Served::Answered { reply, method } => (method.as_str(), reply.status, None),
+        Served::Failed { method, error, .. } => (
+            method.as_str(),
+            error.http_status(),
+            Some((error.code(), request.worker.config.redact(&error.message()))),
+        ),
+    };
+    // Client text, bounded as in routing events.
+    let name = crate::telemetry::events::RoutingEvent::client_text(method).to_string();
+    let mut attributes = vec![
+        ("rpc.system", Value::Str("jsonrpc".into())),
+        ("rpc.method", Value::Str(name.clone())),
+        ("lasso.profile", Value::Str(request.profile.to_string())),
+        ("lasso.chain", Value::Str(request.chain.name.clone())),
+        (
+            "lasso.transport",
+            Value::Str(
+                match transport {
+                    Transport::Http => "http",
+                    Transport::WebSocket => "websocket",
+                }
+                .into(),
+            ),
+        ),
+        ("http.response.status_code", Value::Int(i64::from(status))),
+        ("lasso.worker", Value::Int(request.worker.index as i64)),
+    ];
+    let message = error.map(|(code, message)| {
+        attributes.push(("rpc.jsonrpc.error_code", Value::Int(i64::from(code))));
+        message
+    });
+    if let Some(finished) = trace.finish(name, attributes, message) {
+        crate::telemetry::otlp::submit(finished);
+    }
 }
 
 /// Parses and serves the request; observation is the caller's.
@@ -67,7 +133,7 @@ async fn serve(
     body: &[u8],
     transport: Transport,
     meta: Option<&mut Meta>,
-    stream: bool,
+    how: Forwarding<'_>,
 ) -> Served {
     let failed = |method: &str, error, id: &[u8]| Served::Failed {
         method: method.to_string(),
@@ -79,7 +145,7 @@ async fn serve(
             let client_id = call.id.clone().map(|r| &body[r]);
             return match (
                 client_id,
-                call_one(worker, target, chain, body, &call, meta, stream).await,
+                call_one(worker, target, chain, body, &call, meta, how).await,
             ) {
                 (None, _) => Served::Answered {
                     reply: Reply::nothing(),
@@ -104,7 +170,7 @@ async fn serve(
         return failed("batch", e, b"null");
     }
     Served::Answered {
-        reply: batch(worker, target, chain, body, &items, meta, transport).await,
+        reply: batch(worker, target, body, &items, meta, transport, how.trace).await,
         method: format!("batch({})", items.len()),
     }
 }
@@ -118,8 +184,9 @@ async fn call_one(
     body: &[u8],
     call: &CallView<'_>,
     meta: Option<&mut Meta>,
-    stream: bool,
+    how: Forwarding<'_>,
 ) -> Result<(Vec<u8>, Option<BodyTail>), RpcError> {
+    let Forwarding { trace, stream } = how;
     if let Some(answer) = local_answer(chain, body, call, Transport::Http) {
         return answer.map(|a| (a, None));
     }
@@ -131,6 +198,7 @@ async fn call_one(
     let upstream = Upstream {
         body: &upstream_body,
         ids: &[uid],
+        trace,
         stream: stream && !creates_filter,
     };
     let forwarded = forward(worker, chain, &plan, upstream, meta).await?;

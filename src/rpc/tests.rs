@@ -47,6 +47,7 @@ async fn call(worker: &Rc<Worker>, body: &str) -> (u16, Value) {
         body.as_bytes(),
         MetaMode::Off,
         Transport::Http,
+        None,
     )
     .await;
     let value = if reply.body.is_empty() {

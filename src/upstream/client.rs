@@ -120,24 +120,45 @@ impl UpstreamClient {
         timeout: Duration,
         may_retry_unsent: bool,
     ) -> Result<UpstreamResponse, UpstreamError> {
-        self.post_stream(p, body, timeout, may_retry_unsent, None)
+        self.post_with(p, body, timeout, may_retry_unsent, &[])
+            .await
+    }
+
+    /// [`UpstreamClient::post`] with extra header lines (each `Name: value\r\n`), e.g. a trace's `traceparent`.
+    pub async fn post_with(
+        &self,
+        p: &Provider,
+        body: &[u8],
+        timeout: Duration,
+        may_retry_unsent: bool,
+        extra_headers: &[u8],
+    ) -> Result<UpstreamResponse, UpstreamError> {
+        self.post_stream(p, body, timeout, may_retry_unsent, extra_headers, None)
             .await
             .map(|(resp, _)| resp)
     }
 
-    /// As [`Self::post`]; with `stream_above`, a 2xx answer announcing a `Content-Length` of at least that many bytes
-    /// (not gzip) comes back once its first bytes arrived: `body` holds them and the [`BodyTail`] the rest, each of
-    /// its reads bounded by `upstream.request_timeout`.
+    /// [`UpstreamClient::post_with`]; with `stream_above`, a 2xx answer announcing a `Content-Length` of at least that
+    /// many bytes (not gzip) comes back once its first bytes arrived: `body` holds them and the [`BodyTail`] the rest,
+    /// each of its reads bounded by `upstream.request_timeout`.
     pub async fn post_stream(
         &self,
         p: &Provider,
         body: &[u8],
         timeout: Duration,
         may_retry_unsent: bool,
+        extra_headers: &[u8],
         stream_above: Option<usize>,
     ) -> Result<(UpstreamResponse, Option<BodyTail>), UpstreamError> {
         let reached = Rc::new(Cell::new(false));
-        let exchange = self.post_inner(p, body, may_retry_unsent, reached.clone(), stream_above);
+        let exchange = self.post_inner(
+            p,
+            body,
+            may_retry_unsent,
+            extra_headers,
+            reached.clone(),
+            stream_above,
+        );
         match monoio::time::timeout(timeout, exchange).await {
             Ok(result) => result,
             Err(_) => Err(UpstreamError::new(
@@ -153,12 +174,16 @@ impl UpstreamClient {
         p: &Provider,
         body: &[u8],
         may_retry_unsent: bool,
+        extra_headers: &[u8],
         reached: Rc<Cell<bool>>,
         stream_above: Option<usize>,
     ) -> Result<(UpstreamResponse, Option<BodyTail>), UpstreamError> {
         let pooled = self.pool.borrow_mut().take(p.pid, !may_retry_unsent);
         if let Some(conn) = pooled {
-            match self.exchange(p, conn, body, &reached, stream_above).await {
+            match self
+                .exchange(p, conn, body, extra_headers, &reached, stream_above)
+                .await
+            {
                 Err(e) if e.response_started => {
                     return Err(e.error);
                 }
@@ -171,7 +196,7 @@ impl UpstreamClient {
             }
         }
         let conn = self.connect(p).await?;
-        self.exchange(p, conn, body, &reached, stream_above)
+        self.exchange(p, conn, body, extra_headers, &reached, stream_above)
             .await
             .map_err(|e| e.error)
     }
@@ -204,14 +229,24 @@ impl UpstreamClient {
         p: &Provider,
         mut conn: Conn,
         body: &[u8],
+        extra_headers: &[u8],
         reached: &Cell<bool>,
         stream_above: Option<usize>,
     ) -> Result<(UpstreamResponse, Option<BodyTail>), ExchangeError> {
         let head = &self.heads[p.pid];
         let mut digits = itoa::Buffer::new();
         let len = digits.format(body.len());
-        let mut request = Vec::with_capacity(head.len() + len.len() + 4 + body.len());
-        request.extend_from_slice(head);
+        let mut request =
+            Vec::with_capacity(head.len() + extra_headers.len() + len.len() + 4 + body.len());
+        if extra_headers.is_empty() {
+            request.extend_from_slice(head);
+        } else {
+            // The head ends with `Content-Length: `: the extra lines go before it.
+            let split = head.len() - CONTENT_LENGTH_PREFIX.len();
+            request.extend_from_slice(&head[..split]);
+            request.extend_from_slice(extra_headers);
+            request.extend_from_slice(&head[split..]);
+        }
         request.extend_from_slice(len.as_bytes());
         request.extend_from_slice(b"\r\n\r\n");
         request.extend_from_slice(body);
@@ -528,6 +563,9 @@ fn gunzip(data: &[u8], max: usize, charge: &mut Charge) -> Result<Vec<u8>, Gunzi
     }
 }
 
+/// How every precomputed request head ends.
+const CONTENT_LENGTH_PREFIX: &str = "Content-Length: ";
+
 fn request_head_prefix(p: &Provider, extra: Option<(&str, &str)>) -> Vec<u8> {
     let mut head = format!(
         "POST {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: lasso/{}\r\nContent-Type: application/json\r\nAccept: application/json\r\nAccept-Encoding: gzip\r\n",
@@ -546,6 +584,6 @@ fn request_head_prefix(p: &Provider, extra: Option<(&str, &str)>) -> Vec<u8> {
         head.push_str(value);
         head.push_str("\r\n");
     }
-    head.push_str("Content-Length: ");
+    head.push_str(CONTENT_LENGTH_PREFIX);
     head.into_bytes()
 }

@@ -4,6 +4,7 @@
 //!
 //!   cargo run -p loadtest --release --bin lasso-bench -- --scenario quick
 //!   cargo run -p loadtest --release --bin lasso-bench -- --scenario all
+//!   cargo run -p loadtest --release --bin lasso-bench -- --scenario soak   # Lasso RSS per connection
 //!
 //! `lasso-bench mock ...` runs a mock provider (the runner starts its mocks that way).
 
@@ -26,7 +27,8 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 struct Cli {
     #[command(subcommand)]
     command: Option<Cmd>,
-    /// quick | all | a scenario name in loadtest/scenarios | a path to a scenario file (comma-separated for several).
+    /// quick | all (every file but quick and soak) | soak | a scenario name in loadtest/scenarios | a path to a scenario
+    /// file (comma-separated for several).
     #[arg(long, default_value = "quick")]
     scenario: String,
     /// Targets to run, in this order (blutgang/nginx are skipped with a note when not installed).
@@ -118,7 +120,9 @@ fn main() -> ExitCode {
             Ok(all) => {
                 let quick =
                     scenario::resolve("quick", &scenario::scenarios_dir()).unwrap_or_default();
-                for s in quick.iter().chain(all.iter()) {
+                let soak =
+                    scenario::resolve("soak", &scenario::scenarios_dir()).unwrap_or_default();
+                for s in quick.iter().chain(all.iter()).chain(soak.iter()) {
                     println!(
                         "{:<18} ~{:>4.0} s per target  {}",
                         s.name,
@@ -234,7 +238,11 @@ fn run(cli: Cli) -> Result<(), String> {
                 s.rounds = r;
                 s.steps.iter_mut().for_each(|st| st.rounds = None);
             }
-            s.seconds_per_target() * cli.time_scale * n_targets as f64 + 5.0
+            // A scenario may name its own subset of targets (soak: lasso only).
+            let n = s.targets.as_ref().map_or(n_targets, |only| {
+                cli.targets.iter().filter(|t| only.contains(t)).count()
+            });
+            s.seconds_per_target() * cli.time_scale * n as f64 + 5.0
         })
         .sum();
     eprintln!(
@@ -275,13 +283,26 @@ fn run(cli: Cli) -> Result<(), String> {
     print!("{}", report::preamble(&rep));
     println!();
     print!("{}", report::text_table(&rep));
+    let soak = report::soak_text(&rep);
+    if !soak.is_empty() {
+        print!("\n{soak}");
+    }
     let json = serde_json::to_string_pretty(&rep).map_err(|e| e.to_string())?;
     std::fs::write(out_dir.join("results.json"), json).map_err(|e| e.to_string())?;
     std::fs::write(out_dir.join("report.md"), report::markdown(&rep)).map_err(|e| e.to_string())?;
     std::fs::write(out_dir.join("report.html"), report::html(&rep)).map_err(|e| e.to_string())?;
     std::fs::write(
         out_dir.join("table.txt"),
-        format!("{}\n{}", report::preamble(&rep), report::text_table(&rep)),
+        format!(
+            "{}\n{}{}",
+            report::preamble(&rep),
+            report::text_table(&rep),
+            if soak.is_empty() {
+                String::new()
+            } else {
+                format!("\n{soak}")
+            }
+        ),
     )
     .map_err(|e| e.to_string())?;
     println!(

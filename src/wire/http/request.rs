@@ -37,8 +37,12 @@ pub struct RequestHead {
     pub include_meta: Option<String>,
     /// Value of `Authorization`, if sent (admin API).
     pub authorization: Option<String>,
+    /// Value of the dashboard's session cookie (`lasso_dash` in `Cookie`), if sent.
+    pub dashboard_cookie: Option<String>,
     /// Value of `Origin`, if sent (CORS and WebSocket origin checks).
     pub origin: Option<String>,
+    /// Value of the W3C `traceparent`, if sent (used only when tracing is on).
+    pub traceparent: Option<String>,
     /// Length of the head in bytes (the body starts there).
     pub head_len: usize,
     /// The client's address, filled in by the edge for endpoints that authenticate (failed attempts are counted per
@@ -56,6 +60,9 @@ pub enum HeadError {
 }
 
 const MAX_HEADERS: usize = 96;
+
+/// The name of the dashboard's session cookie.
+pub const DASHBOARD_COOKIE: &str = "lasso_dash";
 
 /// Parses a request head from the start of `buf`. `Ok(None)` means more bytes are needed.
 pub fn parse_head(buf: &[u8]) -> Result<Option<RequestHead>, HeadError> {
@@ -87,7 +94,9 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<RequestHead>, HeadError> {
     let mut upgrade_websocket = false;
     let mut include_meta = None;
     let mut authorization = None;
+    let mut dashboard_cookie = None;
     let mut origin = None;
+    let mut traceparent = None;
     for h in req.headers.iter() {
         let value = std::str::from_utf8(h.value).unwrap_or("").trim();
         if h.name.eq_ignore_ascii_case("content-length") {
@@ -122,8 +131,18 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<RequestHead>, HeadError> {
             include_meta = Some(value.to_string());
         } else if h.name.eq_ignore_ascii_case("authorization") {
             authorization = Some(value.to_string());
+        } else if h.name.eq_ignore_ascii_case("cookie") {
+            if let Some(v) = value
+                .split(';')
+                .filter_map(|c| c.trim().split_once('='))
+                .find_map(|(k, v)| (k == DASHBOARD_COOKIE).then_some(v))
+            {
+                dashboard_cookie = Some(v.to_string());
+            }
         } else if h.name.eq_ignore_ascii_case("origin") {
             origin = Some(value.to_string());
+        } else if h.name.eq_ignore_ascii_case("traceparent") && value.len() <= 128 {
+            traceparent = Some(value.to_string());
         }
     }
     if chunked && content_length.is_some() {
@@ -153,7 +172,9 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<RequestHead>, HeadError> {
         upgrade_websocket,
         include_meta,
         authorization,
+        dashboard_cookie,
         origin,
+        traceparent,
         head_len,
         peer: None,
     }))
