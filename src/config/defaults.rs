@@ -76,6 +76,9 @@ pub const DEFAULT_UPSTREAM_MAX_RESPONSE_BYTES: usize = 256 * 1024 * 1024;
 /// `upstream.max_buffered_response_bytes` (answer bytes being received, whole process; each worker gets an equal
 /// share)
 pub const DEFAULT_UPSTREAM_MAX_BUFFERED_RESPONSE_BYTES: usize = 1024 * 1024 * 1024;
+/// A single-call answer (HTTP client, 2xx, `Content-Length` at least this, not gzip) is streamed to the client as it
+/// arrives instead of buffered whole (docs/CONTRACT.md, "Large answers").
+pub const UPSTREAM_STREAM_ABOVE_BYTES: usize = 256 * 1024;
 /// `upstream.pool_max_idle_per_provider`
 pub const DEFAULT_UPSTREAM_POOL_MAX_IDLE_PER_PROVIDER: usize = 128;
 /// `upstream.pool_idle_timeout_ms`

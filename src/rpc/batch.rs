@@ -18,6 +18,7 @@ use crate::rpc::forward::{Forwarded, Upstream, forward};
 use crate::rpc::meta::Meta;
 use crate::rpc::plan::{CallPlan, Transport, local_answer, plan};
 use crate::rpc::reply::Reply;
+use crate::rpc::subcall::Forwarding;
 use crate::rpc::target::Target;
 use crate::rpc::{heads, indexing, logs_split};
 use crate::shard::state::Worker;
@@ -89,7 +90,14 @@ pub(crate) async fn batch<'b>(
     // Members `indexing` serves on their own (split log queries, heads, sends) go beside the sub-batches.
     let singles = own.iter().map(|&i| {
         let call = batch.calls[i].expect("members served alone are valid calls");
-        indexing::serve(worker, target, chain, batch.body, call, None, trace)
+        let how = Forwarding {
+            trace,
+            stream: false,
+        };
+        async move {
+            let served = indexing::serve(worker, target, chain, batch.body, call, None, how).await;
+            served.map(|(reply, _)| reply)
+        }
     });
     let (sent, served): (Vec<Sent>, Vec<Result<Vec<u8>, RpcError>>) =
         join(join_all(sends), join_all(singles)).await;
@@ -290,6 +298,7 @@ async fn send_group(
     let upstream = Upstream {
         body: &upstream_body,
         ids: &uids,
+        stream: false,
         trace,
     };
     let result = forward(worker, chain, &group.plan, upstream, meta).await;

@@ -7,11 +7,11 @@ use std::rc::Rc;
 use crate::config::Chain;
 use crate::error::RpcError;
 use crate::rpc::meta::Meta;
-use crate::rpc::subcall::forward_single;
+use crate::rpc::subcall::{Forwarding, forward_call};
 use crate::rpc::target::Target;
 use crate::rpc::{heads, logs_split, sends};
 use crate::shard::state::Worker;
-use crate::telemetry::trace::RequestTrace;
+use crate::upstream::stream::BodyTail;
 use crate::wire::jsonrpc::{self, CallView, RequestBody};
 
 /// True when `call` is served by this module rather than as a plain forward (a batch member then goes alone;
@@ -39,21 +39,40 @@ pub(crate) async fn serve(
     body: &[u8],
     call: &CallView<'_>,
     meta: Option<&mut Meta>,
-    trace: Option<&RequestTrace>,
-) -> Result<Vec<u8>, RpcError> {
+    how: Forwarding<'_>,
+) -> Result<(Vec<u8>, Option<BodyTail>), RpcError> {
     match call.method.as_ref() {
+        "eth_getLogs" if how.stream && !logs_split::splits_at_once(worker, chain, body, call) => {
+            // Within the split limit: the client's own query, whose large answer may stream; a refusal as too
+            // large is an error reply (never streamed) and is then bisected without sending the query again.
+            let (reply, tail) = forward_call(worker, target, chain, body, call, meta, how).await?;
+            if tail.is_some() || !logs_split::refused(&reply) {
+                return Ok((reply, tail));
+            }
+            let first = Some(reply);
+            let split = logs_split::get_logs_after(
+                worker, target, chain, body, call, None, how.trace, first,
+            );
+            return whole(split.await);
+        }
         "eth_getLogs" => {
-            return logs_split::get_logs(worker, target, chain, body, call, meta, trace).await;
+            return whole(
+                logs_split::get_logs(worker, target, chain, body, call, meta, how.trace).await,
+            );
         }
         "eth_blockNumber" => {
-            return heads::block_number(worker, target, chain, body, call, meta, trace).await;
+            return whole(
+                heads::block_number(worker, target, chain, body, call, meta, how.trace).await,
+            );
         }
         "eth_sendRawTransaction" => {
-            return sends::send_raw(worker, target, chain, body, call, meta, trace).await;
+            return whole(
+                sends::send_raw(worker, target, chain, body, call, meta, how.trace).await,
+            );
         }
         "eth_getTransactionCount" => {
             if let Some(answer) = sends::pending_nonce(worker, target, chain, body, call).await {
-                return answer;
+                return whole(answer);
             }
         }
         _ => {}
@@ -61,8 +80,13 @@ pub(crate) async fn serve(
     if let Some(pinned) = heads::pin_latest(worker, chain, body, call) {
         if let Ok(RequestBody::Single(pinned_call)) = jsonrpc::parse_request(&pinned) {
             worker.stats.borrow_mut().indexing.latest_pinned += 1;
-            return forward_single(worker, target, chain, &pinned, &pinned_call, meta, trace).await;
+            return forward_call(worker, target, chain, &pinned, &pinned_call, meta, how).await;
         }
     }
-    forward_single(worker, target, chain, body, call, meta, trace).await
+    forward_call(worker, target, chain, body, call, meta, how).await
+}
+
+/// An answer Lasso read whole (nothing left to stream).
+fn whole(answer: Result<Vec<u8>, RpcError>) -> Result<(Vec<u8>, Option<BodyTail>), RpcError> {
+    answer.map(|reply| (reply, None))
 }

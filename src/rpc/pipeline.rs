@@ -16,9 +16,11 @@ use crate::rpc::observe::{Observed, Served, observe};
 pub use crate::rpc::plan::Transport;
 use crate::rpc::plan::local_answer;
 use crate::rpc::reply::Reply;
+use crate::rpc::subcall::Forwarding;
 use crate::rpc::target::Target;
 use crate::shard::state::Worker;
 use crate::telemetry::trace::{RequestTrace, Value};
+use crate::upstream::stream::BodyTail;
 use crate::wire::jsonrpc::{self, CallView, RequestBody};
 
 /// Answers one JSON-RPC request (single or batch) for `target`.
@@ -50,6 +52,8 @@ pub async fn handle(
     // Routing metadata is collected when the client asks, for sampled logs, or for SSE subscribers (events).
     let mut meta = (meta_mode != MetaMode::Off || request.sampled || request.events)
         .then(|| Meta::new(worker.request_id(), target.pick));
+    // A large answer may go to an HTTP client as it arrives when nothing is added to its body afterwards.
+    let stream = transport == Transport::Http && meta_mode != MetaMode::Body;
     let served = serve(
         worker,
         target,
@@ -57,7 +61,10 @@ pub async fn handle(
         body,
         transport,
         meta.as_mut(),
-        trace.as_ref(),
+        Forwarding {
+            trace: trace.as_ref(),
+            stream,
+        },
     )
     .await;
     if let Some(trace) = trace {
@@ -118,7 +125,7 @@ async fn serve(
     body: &[u8],
     transport: Transport,
     meta: Option<&mut Meta>,
-    trace: Option<&RequestTrace>,
+    how: Forwarding<'_>,
 ) -> Served {
     let failed = |method: &str, error, id: &[u8]| Served::Failed {
         method: method.to_string(),
@@ -130,14 +137,14 @@ async fn serve(
             let client_id = call.id.clone().map(|r| &body[r]);
             return match (
                 client_id,
-                call_one(worker, target, chain, body, &call, meta, trace).await,
+                call_one(worker, target, chain, body, &call, meta, how).await,
             ) {
                 (None, _) => Served::Answered {
                     reply: Reply::nothing(),
                     method: call.method.to_string(),
                 },
-                (Some(_), Ok(reply)) => Served::Answered {
-                    reply: Reply::answer(reply),
+                (Some(_), Ok((reply, tail))) => Served::Answered {
+                    reply: Reply::streamed(reply, tail),
                     method: call.method.to_string(),
                 },
                 (Some(id), Err(e)) => failed(&call.method, e, id),
@@ -155,13 +162,14 @@ async fn serve(
         return failed("batch", e, b"null");
     }
     Served::Answered {
-        reply: batch(worker, target, body, &items, meta, transport, trace).await,
+        reply: batch(worker, target, body, &items, meta, transport, how.trace).await,
         method: format!("batch({})", items.len()),
     }
 }
 
 /// Serves a single call: locally, or through the plan's providers (`indexing` first: split log queries, consistent
-/// heads, safe sends), with the client's id restored.
+/// heads, safe sends), with the client's id restored. A streamed answer comes with its rest ([`BodyTail`]) after the
+/// first bytes.
 async fn call_one(
     worker: &Rc<Worker>,
     target: Target,
@@ -169,10 +177,10 @@ async fn call_one(
     body: &[u8],
     call: &CallView<'_>,
     meta: Option<&mut Meta>,
-    trace: Option<&RequestTrace>,
-) -> Result<Vec<u8>, RpcError> {
+    how: Forwarding<'_>,
+) -> Result<(Vec<u8>, Option<BodyTail>), RpcError> {
     if let Some(answer) = local_answer(chain, body, call, Transport::Http) {
-        return answer;
+        return answer.map(|a| (a, None));
     }
-    indexing::serve(worker, target, chain, body, call, meta, trace).await
+    indexing::serve(worker, target, chain, body, call, meta, how).await
 }

@@ -12,7 +12,7 @@ use crate::config::Chain;
 use crate::error::RpcError;
 use crate::evm::methods::MethodKey;
 use crate::routing::router::Candidates;
-use crate::rpc::attempt::{AttemptResult, attempt};
+use crate::rpc::attempt::{AttemptResult, Sending, attempt};
 use crate::rpc::filters;
 use crate::rpc::forward::{Upstream, forward};
 use crate::rpc::meta::Meta;
@@ -20,9 +20,19 @@ use crate::rpc::plan::{CallPlan, plan};
 use crate::rpc::target::Target;
 use crate::shard::state::Worker;
 use crate::telemetry::trace::RequestTrace;
+use crate::upstream::stream::BodyTail;
 use crate::wire::jsonrpc::{self, CallView, RequestBody};
 
-/// Serves a single call through the plan's providers, with the client's id restored.
+/// How a request's calls are forwarded: under its trace (when traced), and whether a large single-call answer may be
+/// streamed to the client.
+#[derive(Clone, Copy)]
+pub(crate) struct Forwarding<'a> {
+    pub trace: Option<&'a RequestTrace>,
+    pub stream: bool,
+}
+
+/// Serves a single call through the plan's providers, with the client's id restored, read whole (for the calls
+/// whose answer Lasso reads before the client gets it).
 pub(crate) async fn forward_single(
     worker: &Rc<Worker>,
     target: Target,
@@ -32,19 +42,45 @@ pub(crate) async fn forward_single(
     meta: Option<&mut Meta>,
     trace: Option<&RequestTrace>,
 ) -> Result<Vec<u8>, RpcError> {
+    let how = Forwarding {
+        trace,
+        stream: false,
+    };
+    let (reply, _tail) = forward_call(worker, target, chain, body, call, meta, how).await?;
+    Ok(reply)
+}
+
+/// Serves a single call through the plan's providers, with the client's id restored. When `how.stream` allows it, a
+/// large answer comes as its first bytes (the id spliced there) and the rest ([`BodyTail`]) still to be read.
+pub(crate) async fn forward_call(
+    worker: &Rc<Worker>,
+    target: Target,
+    chain: &Chain,
+    body: &[u8],
+    call: &CallView<'_>,
+    meta: Option<&mut Meta>,
+    how: Forwarding<'_>,
+) -> Result<(Vec<u8>, Option<BodyTail>), RpcError> {
     let plan = plan(worker, target, chain, body, call)?;
     let uid = worker.upstream_ids(1);
     let mut upstream_body = Vec::with_capacity(call.span.len() + 16);
     filters::write_upstream(&worker.config, chain, body, call, uid, &mut upstream_body);
+    let creates_filter = filters::creates_filter(&call.method);
     let upstream = Upstream {
         body: &upstream_body,
         ids: &[uid],
-        trace,
+        trace: how.trace,
+        stream: how.stream && !creates_filter,
     };
     let forwarded = forward(worker, chain, &plan, upstream, meta).await?;
     let (pid, mut reply_body) = (forwarded.pid, forwarded.body);
     let view = &forwarded.views[0];
     let client_id = call.id.clone().map_or(&b"null"[..], |r| &body[r]);
+    if let Some(tail) = forwarded.tail {
+        // The first bytes of a streamed answer: the id is spliced there, the rest follows untouched.
+        reply_body.splice(view.id.clone(), client_id.iter().copied());
+        return Ok((reply_body, Some(tail)));
+    }
     // Splice the client's id in place of ours; the reply object is the whole body for a single call.
     let reply = if view.span.start == 0 && view.span.end == reply_body.len() {
         reply_body.splice(view.id.clone(), client_id.iter().copied());
@@ -54,10 +90,10 @@ pub(crate) async fn forward_single(
         jsonrpc::restore_id(&reply_body, view, client_id, &mut out);
         out
     };
-    if filters::creates_filter(&call.method) {
-        return Ok(filters::wrap_reply(&worker.config, pid, reply));
+    if creates_filter {
+        return Ok((filters::wrap_reply(&worker.config, pid, reply), None));
     }
-    Ok(reply)
+    Ok((reply, None))
 }
 
 /// A single JSON-RPC request of `method` with raw JSON `params`, id 1.
@@ -139,16 +175,28 @@ pub(crate) async fn ask_provider(
         candidates,
         strategy: None,
     };
-    let (reply, views) =
-        match attempt(worker, pid, &plan, &upstream_body, &[uid], timeout, None).await {
-            AttemptResult::Usable { body, views } => (body, views),
-            AttemptResult::Failed {
-                reply: Some((body, views)),
-                ..
-            } => (body, views),
-            AttemptResult::Failed { error, .. } => return Err(worker.config.redact(&error)),
-            AttemptResult::OverBudget => return Err(RpcError::ResponseBudget.message()),
-        };
+    let (reply, views) = match attempt(
+        worker,
+        pid,
+        &plan,
+        &upstream_body,
+        &[uid],
+        timeout,
+        Sending {
+            traceparent: None,
+            stream: false,
+        },
+    )
+    .await
+    {
+        AttemptResult::Usable { body, views, .. } => (body, views),
+        AttemptResult::Failed {
+            reply: Some((body, views)),
+            ..
+        } => (body, views),
+        AttemptResult::Failed { error, .. } => return Err(worker.config.redact(&error)),
+        AttemptResult::OverBudget => return Err(RpcError::ResponseBudget.message()),
+    };
     let mut out = Vec::with_capacity(reply.len());
     jsonrpc::restore_id(&reply, &views[0], b"1", &mut out);
     Ok(out)
