@@ -50,6 +50,8 @@ struct RawFile {
     #[serde(default)]
     websocket: RawWs,
     #[serde(default)]
+    cache: crate::config::cache::RawCache,
+    #[serde(default)]
     chains: IndexMap<String, RawChain>,
     #[serde(default)]
     profiles: IndexMap<String, RawProfile>,
@@ -317,6 +319,10 @@ struct RawChain {
     #[serde(default)]
     head_poll_ms: Option<u64>,
     #[serde(default)]
+    finality_depth: Option<u64>,
+    #[serde(default)]
+    cache: Option<crate::config::cache::RawChainCache>,
+    #[serde(default)]
     providers: Vec<RawProvider>,
 }
 
@@ -521,12 +527,18 @@ pub fn load_str(
         secrets: Vec::new(),
         chains: 0,
         routing: None,
+        cache: None,
     };
     let server = builder.server(&raw.server)?;
     let upstream = builder.upstream(&raw.upstream)?;
     let routing = builder.routing(&raw.routing, &|name| env(name))?;
     let websocket = builder.websocket(&raw.websocket)?;
+    let cache = raw
+        .cache
+        .build()
+        .map_err(|(key, reason)| builder.err(key, reason))?;
     builder.routing = Some(routing.clone());
+    builder.cache = Some(cache.policy.clone());
 
     let mut profiles = Vec::new();
     let has_default_entry = raw.profiles.contains_key("default");
@@ -588,6 +600,7 @@ pub fn load_str(
         upstream,
         routing,
         websocket,
+        cache,
         profiles,
         providers: builder.providers,
         secrets,
@@ -602,6 +615,8 @@ struct Builder<'e> {
     /// Chains built so far (the next chain's global index).
     chains: usize,
     routing: Option<RoutingSettings>,
+    /// The `cache:` policy chains start from.
+    cache: Option<crate::config::cache::CachePolicy>,
 }
 
 impl Builder<'_> {
@@ -969,6 +984,11 @@ impl Builder<'_> {
                     .unwrap_or_else(|| block_time_ms.clamp(1_000, 12_000))
                     .max(100),
             ),
+            finality_depth: raw.finality_depth,
+            cache: match &raw.cache {
+                Some(over) => over.apply(self.cache.as_ref().expect("cache built before chains")),
+                None => self.cache.clone().expect("cache built before chains"),
+            },
             providers: pids,
         })
     }

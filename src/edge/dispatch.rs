@@ -139,12 +139,14 @@ pub async fn answer(
             .with_header("Access-Control-Allow-Methods", "POST, GET, OPTIONS")
             .with_header(
                 "Access-Control-Allow-Headers",
-                "Content-Type, Authorization, X-Lasso-Include-Meta",
+                "Content-Type, Authorization, X-Lasso-Include-Meta, X-Lasso-Cache",
             )
             .with_header("Access-Control-Max-Age", "86400"),
         Endpoint::Rpc => match crate::rpc::target::resolve(&worker.config, path, "/rpc") {
             Ok(target) => {
-                let target = target.with_failover(query_flag(&head.query, "failover"));
+                let target = target
+                    .with_failover(query_flag(&head.query, "failover"))
+                    .with_cache_bypass(head.cache_bypass);
                 let mode = crate::rpc::meta::MetaMode::from_request(
                     &head.query,
                     head.include_meta.as_deref(),

@@ -1,6 +1,6 @@
 //! The JSON-RPC request lifecycle, transport-neutral, one phase per file: the URL grammar that names a target
 //! ([`target`]); the pipeline that runs the phases ([`pipeline`]): planning a call ([`plan`]), forwarding it with
-//! failover and hedging ([`forward`]) one attempt at a time ([`attempt`]), batches ([`batch`]), filters kept on the provider that made them ([`filters`]), the answer
+//! failover and hedging ([`forward`]) one attempt at a time ([`attempt`]), batches ([`batch`]), filters kept on the provider that made them ([`filters`]), answers reused from the cache or an identical call in flight ([`reuse`]), the answer
 //! ([`reply`]) and the observe step ([`observe`]); and the routing metadata a client may ask for ([`meta`]).
 
 pub(crate) mod attempt;
@@ -12,6 +12,7 @@ pub(crate) mod observe;
 pub mod pipeline;
 pub(crate) mod plan;
 pub mod reply;
+pub(crate) mod reuse;
 pub mod target;
 
 #[cfg(test)]

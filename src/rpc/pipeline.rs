@@ -116,18 +116,17 @@ async fn call_one(
     if let Some(answer) = local_answer(chain, body, call, Transport::Http) {
         return answer;
     }
-    let plan = plan(worker, target, chain, body, call)?;
-    let uid = worker.upstream_ids(1);
-    let mut upstream_body = Vec::with_capacity(call.span.len() + 16);
-    filters::write_upstream(&worker.config, chain, body, call, uid, &mut upstream_body);
-    let upstream = Upstream {
-        body: &upstream_body,
-        ids: &[uid],
-    };
-    let forwarded = forward(worker, chain, &plan, upstream, meta).await?;
-    let (pid, mut reply_body) = (forwarded.pid, forwarded.body);
-    let view = &forwarded.views[0];
     let client_id = call.id.clone().map_or(&b"null"[..], |r| &body[r]);
+    if let Some(prepared) = crate::rpc::reuse::prepare(worker, target, chain, body, call) {
+        let fetch = || async {
+            let (forwarded, _) = forward_call(worker, target, chain, body, call, meta).await?;
+            Ok(crate::rpc::reuse::answer_of(&forwarded))
+        };
+        return crate::rpc::reuse::serve(worker, prepared, client_id, fetch).await;
+    }
+    let (forwarded, pid) = forward_call(worker, target, chain, body, call, meta).await?;
+    let mut reply_body = forwarded.body;
+    let view = &forwarded.views[0];
     // Splice the client's id in place of ours; the reply object is the whole body for a single call.
     let reply = if view.span.start == 0 && view.span.end == reply_body.len() {
         reply_body.splice(view.id.clone(), client_id.iter().copied());
@@ -141,4 +140,26 @@ async fn call_one(
         return Ok(filters::wrap_reply(&worker.config, pid, reply));
     }
     Ok(reply)
+}
+
+/// Plans and forwards a single call; the provider's answer (with our upstream id) and who gave it.
+async fn forward_call(
+    worker: &Rc<Worker>,
+    target: Target,
+    chain: &Chain,
+    body: &[u8],
+    call: &CallView<'_>,
+    meta: Option<&mut Meta>,
+) -> Result<(crate::rpc::forward::Forwarded, usize), RpcError> {
+    let plan = plan(worker, target, chain, body, call)?;
+    let uid = worker.upstream_ids(1);
+    let mut upstream_body = Vec::with_capacity(call.span.len() + 16);
+    filters::write_upstream(&worker.config, chain, body, call, uid, &mut upstream_body);
+    let upstream = Upstream {
+        body: &upstream_body,
+        ids: &[uid],
+    };
+    let forwarded = forward(worker, chain, &plan, upstream, meta).await?;
+    let pid = forwarded.pid;
+    Ok((forwarded, pid))
 }

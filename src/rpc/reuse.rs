@@ -1,0 +1,191 @@
+//! Reusing answers in the pipeline, before and after forwarding one call: a cached answer is served with the
+//! client's id; otherwise identical reads in flight on this worker share one upstream call (the first leads, the
+//! others follow and each gets its own id back); the outcome is kept when the policy allows it. What may be reused
+//! is `evm::reuse`; what the worker holds is `cache::WorkerCache`; the chain's policy is `config::cache`.
+//!
+//! Kept: successful answers (never errors), empty ones only with `cache_empty`, no larger than
+//! `cache.max_entry_bytes`, about blocks at or below the chain's finalized head for `finalized_ttl_ms`, about newer
+//! blocks (or a block whose height is not known) for `unfinalized_ttl_ms`; an answer fetched while a reorg was
+//! reported is not kept. Requests pinned to one provider are never reused: the client asked for that provider.
+
+use std::future::Future;
+use std::rc::Rc;
+use std::time::Instant;
+
+use crate::cache::finality::FinalityUpdate;
+use crate::cache::inflight::{Join, Outcome};
+use crate::cache::layer::{Answer, CacheLayer, Tag, UNKNOWN_HEIGHT};
+use crate::config::{Chain, MethodRule};
+use crate::error::RpcError;
+use crate::evm::reuse::{Reuse, answer_height, is_empty_result, reuse};
+use crate::rpc::forward::Forwarded;
+use crate::rpc::target::{Pick, Target};
+use crate::shard::state::Worker;
+use crate::wire::jsonrpc::CallView;
+
+/// One call that may be reused, and how.
+pub(crate) struct Prepared {
+    key: Vec<u8>,
+    reuse: Reuse,
+    rule: MethodRule,
+    gid: usize,
+    /// Share with identical calls in flight.
+    multiplex: bool,
+    /// Read from and fill the cache.
+    keep: bool,
+    /// The chain's reorg epoch when the call started.
+    epoch: u64,
+}
+
+/// How `call` may be reused, or `None` when it is forwarded as usual.
+pub(crate) fn prepare(
+    worker: &Worker,
+    target: Target,
+    chain: &Chain,
+    body: &[u8],
+    call: &CallView<'_>,
+) -> Option<Prepared> {
+    let multiplex = worker.config.cache.multiplex;
+    let rule = chain.cache.rule(&call.method);
+    if !(multiplex || rule.enabled) || !matches!(target.pick, Pick::Strategy(_)) {
+        return None;
+    }
+    let params: Option<sonic_rs::Value> = match call.params.clone() {
+        Some(r) => Some(sonic_rs::from_slice(&body[r]).ok()?),
+        None => None,
+    };
+    let reuse = reuse(&call.method, params.as_ref());
+    if !reuse.shareable() {
+        return None;
+    }
+    if target.cache_bypass && rule.enabled && reuse.keepable() {
+        worker.cache.count(|c| c.bypassed += 1);
+    }
+    let keep = rule.enabled && reuse.keepable() && !target.cache_bypass;
+    if !(multiplex || keep) {
+        return None;
+    }
+    Some(Prepared {
+        key: crate::cache::key::key(chain.gid as u32, &call.method, params.as_ref()),
+        reuse,
+        rule,
+        gid: chain.gid,
+        multiplex,
+        keep,
+        epoch: worker.cache.finality.borrow().chain(chain.gid).epoch,
+    })
+}
+
+/// The reply object of a forwarded call, its id cut out.
+pub(crate) fn answer_of(forwarded: &Forwarded) -> Answer {
+    let view = &forwarded.views[0];
+    Answer {
+        body: Rc::from(&forwarded.body[view.span.clone()]),
+        id: (view.id.start - view.span.start)..(view.id.end - view.span.start),
+    }
+}
+
+/// Serves a prepared call: from the cache, from an identical call in flight, or by `fetch` (kept afterwards when
+/// allowed). The reply carries `client_id`.
+pub(crate) async fn serve<F, Fut>(
+    worker: &Rc<Worker>,
+    p: Prepared,
+    client_id: &[u8],
+    fetch: F,
+) -> Result<Vec<u8>, RpcError>
+where
+    F: FnOnce() -> Fut,
+    Fut: Future<Output = Outcome>,
+{
+    if p.keep {
+        if let Some(answer) = worker.cache.store.get(&p.key, Instant::now()).await {
+            return Ok(answer.with_id(client_id));
+        }
+    }
+    let outcome = if p.multiplex {
+        match worker.cache.inflight.join(&p.key) {
+            Join::Follow(rx) => match rx.await {
+                Ok(outcome) => {
+                    worker.cache.count(|c| c.multiplexed += 1);
+                    outcome
+                }
+                // The leader went away without an answer: ask ourselves.
+                Err(_) => fetch().await,
+            },
+            Join::Lead(lead) => {
+                let outcome = fetch().await;
+                keep(worker, &p, &outcome).await;
+                lead.finish(&outcome);
+                return outcome.map(|a| a.with_id(client_id));
+            }
+        }
+    } else {
+        let outcome = fetch().await;
+        keep(worker, &p, &outcome).await;
+        outcome
+    };
+    outcome.map(|a| a.with_id(client_id))
+}
+
+/// Keeps a successful answer when the policy allows it.
+async fn keep(worker: &Worker, p: &Prepared, outcome: &Outcome) {
+    let Ok(answer) = outcome else { return };
+    if !p.keep || answer.len() > worker.config.cache.max_entry_bytes {
+        return;
+    }
+    // Errors are never kept: only replies with a `result`.
+    let Ok(result) = sonic_rs::get(&answer.body[..], ["result"]) else {
+        return;
+    };
+    let result = result.as_raw_str().as_bytes();
+    if !p.rule.cache_empty && is_empty_result(result) {
+        return;
+    }
+    let height = match p.reuse {
+        Reuse::At(h) => h,
+        Reuse::InAnswer(from) => answer_height(result, from).unwrap_or(UNKNOWN_HEIGHT),
+        Reuse::InFlight | Reuse::Never => return,
+    };
+    let ttl = {
+        let finality = worker.cache.finality.borrow();
+        if finality.chain(p.gid).epoch != p.epoch {
+            // A reorg was reported while this call was in flight: its answer may be from the abandoned branch.
+            return;
+        }
+        if height != UNKNOWN_HEIGHT && finality.is_final(p.gid, height) {
+            p.rule.finalized_ttl
+        } else {
+            p.rule.unfinalized_ttl
+        }
+    };
+    let tag = Tag {
+        chain: p.gid as u32,
+        height,
+        ttl,
+    };
+    worker
+        .cache
+        .store
+        .put(&p.key, answer.clone(), tag, Instant::now())
+        .await;
+}
+
+/// A chain's finality from the monitor: recorded, and a reorg purges the chain's answers from its height up.
+pub(crate) async fn on_finality(worker: &Worker, update: FinalityUpdate) {
+    let reorg = worker.cache.finality.borrow_mut().apply(update);
+    if let Some(from) = reorg {
+        worker.cache.count(|c| c.reorgs += 1);
+        let purged = worker
+            .cache
+            .store
+            .purge_from(update.chain as u32, from)
+            .await;
+        tracing::debug!(
+            worker = worker.index,
+            chain = update.chain,
+            from,
+            purged,
+            "reorg: cached answers purged"
+        );
+    }
+}
