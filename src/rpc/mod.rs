@@ -19,3 +19,5 @@ pub mod target;
 mod coalesce_tests;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod reuse_tests;
