@@ -21,7 +21,7 @@ use crate::evm::reuse::{Reuse, answer_height, is_empty_result, reuse};
 use crate::rpc::forward::Forwarded;
 use crate::rpc::target::{Pick, Target};
 use crate::shard::state::Worker;
-use crate::wire::jsonrpc::CallView;
+use crate::wire::jsonrpc::{CallView, ReplyView};
 
 /// One call that may be reused, and how.
 pub(crate) struct Prepared {
@@ -78,11 +78,24 @@ pub(crate) fn prepare(
 
 /// The reply object of a forwarded call, its id cut out.
 pub(crate) fn answer_of(forwarded: &Forwarded) -> Answer {
-    let view = &forwarded.views[0];
+    answer_at(&forwarded.body, &forwarded.views[0])
+}
+
+/// The reply object `view` of `body`, its id cut out.
+pub(crate) fn answer_at(body: &[u8], view: &ReplyView) -> Answer {
     Answer {
-        body: Rc::from(&forwarded.body[view.span.clone()]),
+        body: Rc::from(&body[view.span.clone()]),
         id: (view.id.start - view.span.start)..(view.id.end - view.span.start),
     }
+}
+
+/// The cached answer of a prepared call, if it may be read from the cache and is there (batch members; they are
+/// not multiplexed: a sub-batch travels as one).
+pub(crate) async fn cached(worker: &Worker, p: &Prepared) -> Option<Answer> {
+    if !p.keep {
+        return None;
+    }
+    worker.cache.store.get(&p.key, Instant::now()).await
 }
 
 /// Serves a prepared call: from the cache, from an identical call in flight, or by `fetch` (kept afterwards when
@@ -128,7 +141,7 @@ where
 }
 
 /// Keeps a successful answer when the policy allows it.
-async fn keep(worker: &Worker, p: &Prepared, outcome: &Outcome) {
+pub(crate) async fn keep(worker: &Worker, p: &Prepared, outcome: &Outcome) {
     let Ok(answer) = outcome else { return };
     if !p.keep || answer.len() > worker.config.cache.max_entry_bytes {
         return;

@@ -247,3 +247,41 @@ fn an_answer_fetched_across_a_reorg_is_not_kept() {
         assert_eq!(worker.cache_stats().reorgs, 3);
     })
 }
+
+#[test]
+fn batch_members_are_answered_from_the_cache_in_order() {
+    on_both_drivers(|| async {
+        let p = blocks();
+        let worker = shard(&config(&p, "{ enabled: true }", ""));
+        finality(&worker, 100, 90, None).await;
+        let batch = |base: u64| {
+            format!(
+                "[{},{},{}]",
+                req(base, "eth_getBlockByNumber", r#"["0x10",false]"#),
+                req(base + 1, "eth_blockNumber", "[]"),
+                req(base + 2, "eth_getBlockByNumber", r#"["0x11",false]"#),
+            )
+        };
+        let first = call(&worker, &batch(10)).await;
+        let second = call(&worker, &batch(20)).await;
+        let ids: Vec<Value> = second
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["id"].clone())
+            .collect();
+        assert_eq!(ids, vec![Value::from(20), 21.into(), 22.into()], "{second}");
+        assert_eq!(first[0]["result"], second[0]["result"]);
+        assert_eq!(
+            p.count("eth_getBlockByNumber"),
+            1,
+            "one sub-batch carried both blocks, once"
+        );
+        assert_eq!(
+            p.count("eth_blockNumber"),
+            2,
+            "the head is asked every time"
+        );
+        assert_eq!(worker.cache_stats().hits, 2);
+    })
+}
