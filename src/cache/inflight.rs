@@ -1,7 +1,8 @@
 //! In-flight multiplexing on one core: the first read of a key leads (it makes the upstream call), identical reads
 //! arriving while it is in flight follow (they wait for the leader's outcome and each answer with their own id).
 //! A leader that goes away without an outcome (its client left, its task was dropped) releases its followers,
-//! which then make the call themselves: nobody waits on a call that no longer exists. Per core, no locks: one
+//! which then make the call themselves: nobody waits on a call that no longer exists. A leader may hand its answer
+//! to only some followers (each follower's reply is a copy of it): the others are released the same way. Per core, no locks: one
 //! `RefCell` map of keys to the followers' one-shot channels.
 
 use std::cell::RefCell;
@@ -64,16 +65,17 @@ impl InFlight {
 }
 
 impl Lead {
-    /// Hands `outcome` to every follower; returns how many there were.
-    pub fn finish(self, outcome: &Outcome) -> usize {
+    /// Hands `outcome` to the first `copies` followers (the others are released to make the call themselves);
+    /// returns how many got it.
+    pub fn finish(self, outcome: &Outcome, copies: usize) -> usize {
         let waiters = self
             .table
             .calls
             .borrow_mut()
             .remove(&self.key)
             .unwrap_or_default();
-        let n = waiters.len();
-        for w in waiters {
+        let n = waiters.len().min(copies);
+        for w in waiters.into_iter().take(n) {
             let _ = w.send(outcome.clone());
         }
         n
@@ -112,11 +114,15 @@ mod tests {
             }
         }
         assert!(matches!(table.join(b"other"), Join::Lead(_)));
-        assert_eq!(lead.finish(&Ok(answer())), 3);
+        assert_eq!(lead.finish(&Ok(answer()), 2), 2);
         assert!(table.is_empty());
-        for mut rx in followers {
+        for mut rx in followers.drain(..2) {
             assert_eq!(rx.try_recv().unwrap().unwrap().unwrap(), answer());
         }
+        assert!(
+            followers[0].try_recv().is_err(),
+            "past the copies: released"
+        );
     }
 
     #[test]

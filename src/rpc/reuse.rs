@@ -128,7 +128,7 @@ where
             Join::Lead(lead) => {
                 let outcome = fetch().await;
                 keep(worker, &p, &outcome).await;
-                lead.finish(&outcome);
+                lead.finish(&outcome, copies(worker, &outcome));
                 return outcome.map(|a| a.with_id(client_id));
             }
         }
@@ -138,6 +138,20 @@ where
         outcome
     };
     outcome.map(|a| a.with_id(client_id))
+}
+
+/// How many followers may get a copy of `outcome`: each follower's reply is a copy of the answer, as its own
+/// upstream answer would have been, so the copies handed out at once fit half of what is free of the worker's
+/// budget of buffered answer bytes; the followers past that make the call themselves, under that budget (a flood of
+/// identical reads for a large answer is bounded as a flood of distinct ones is).
+fn copies(worker: &Worker, outcome: &Outcome) -> usize {
+    match outcome {
+        Ok(answer) => {
+            let budget = worker.upstream.budget();
+            budget.limit().saturating_sub(budget.used()) / 2 / answer.len().max(1)
+        }
+        Err(_) => usize::MAX,
+    }
 }
 
 /// Keeps a successful answer when the policy allows it.
