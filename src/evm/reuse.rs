@@ -154,6 +154,22 @@ fn logs(filter: Option<&sonic_rs::Value>) -> Reuse {
     }
 }
 
+/// The block hash a state read (`eth_call`, `eth_getBalance`, `eth_getCode`, `eth_getTransactionCount`,
+/// `eth_getStorageAt`, `eth_getProof`) is made at, as written (a hash string or EIP-1898 `{blockHash}`).
+pub fn state_block_hash<'p>(method: &str, params: Option<&'p sonic_rs::Value>) -> Option<&'p str> {
+    let at = match method {
+        "eth_getBalance" | "eth_getCode" | "eth_getTransactionCount" | "eth_call" => 1,
+        "eth_getStorageAt" | "eth_getProof" => 2,
+        _ => return None,
+    };
+    let v = params?.as_array()?.get(at)?;
+    let hash = match v.as_str() {
+        Some(s) => s,
+        None => v.as_object()?.get(&"blockHash")?.as_str()?,
+    };
+    (hash.len() == 66 && hash.starts_with("0x")).then_some(hash)
+}
+
 /// Whether a JSON-RPC `result` is empty (`null`, `[]`, `"0x"`).
 pub fn is_empty_result(result: &[u8]) -> bool {
     let r = result.trim_ascii();
@@ -287,6 +303,26 @@ mod tests {
         for (method, params, expected) in rows {
             assert_eq!(of(method, &params), expected, "{method} {params}");
         }
+    }
+
+    #[test]
+    fn state_reads_name_their_block_hash() {
+        let hash = format!("0x{}", "ab".repeat(32));
+        let p = |s: String| -> sonic_rs::Value { sonic_rs::from_str(&s).unwrap() };
+        let v = p(format!(r#"["0x1",{{"blockHash":"{hash}"}}]"#));
+        assert_eq!(
+            state_block_hash("eth_getCode", Some(&v)),
+            Some(hash.as_str())
+        );
+        let v = p(format!(r#"["0x1","0x0","{hash}"]"#));
+        assert_eq!(
+            state_block_hash("eth_getStorageAt", Some(&v)),
+            Some(hash.as_str())
+        );
+        let v = p(r#"["0x1","0x10"]"#.to_string());
+        assert_eq!(state_block_hash("eth_getCode", Some(&v)), None);
+        let v = p(format!(r#"["{hash}"]"#));
+        assert_eq!(state_block_hash("eth_getBlockByHash", Some(&v)), None);
     }
 
     #[test]

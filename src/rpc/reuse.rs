@@ -17,7 +17,9 @@ use crate::cache::inflight::{Join, Outcome};
 use crate::cache::layer::{Answer, CacheLayer, Tag, UNKNOWN_HEIGHT};
 use crate::config::{Chain, MethodRule};
 use crate::error::RpcError;
-use crate::evm::reuse::{Reuse, answer_height, is_empty_result, reuse};
+use crate::evm::reuse::{
+    AnswerHeight, Reuse, answer_height, is_empty_result, reuse, state_block_hash,
+};
 use crate::rpc::forward::Forwarded;
 use crate::rpc::target::{Pick, Target};
 use crate::shard::state::Worker;
@@ -35,6 +37,8 @@ pub(crate) struct Prepared {
     keep: bool,
     /// The chain's reorg epoch when the call started.
     epoch: u64,
+    /// A block answer: its hash and height are remembered for state reads at that hash.
+    block: bool,
 }
 
 /// How `call` may be reused, or `None` when it is forwarded as usual.
@@ -54,9 +58,18 @@ pub(crate) fn prepare(
         Some(r) => Some(sonic_rs::from_slice(&body[r]).ok()?),
         None => None,
     };
-    let reuse = reuse(&call.method, params.as_ref());
+    let mut reuse = reuse(&call.method, params.as_ref());
     if !reuse.shareable() {
         return None;
+    }
+    if reuse == Reuse::InAnswer(AnswerHeight::Unknown) {
+        // State at a block hash: at that block's height when a block answer told it.
+        let finality = worker.cache.finality.borrow();
+        if let Some(h) = state_block_hash(&call.method, params.as_ref())
+            .and_then(|hash| finality.block_height(chain.gid as u32, hash))
+        {
+            reuse = Reuse::At(h);
+        }
     }
     if target.cache_bypass && rule.enabled && reuse.keepable() {
         worker.cache.count(|c| c.bypassed += 1);
@@ -73,6 +86,7 @@ pub(crate) fn prepare(
         multiplex,
         keep,
         epoch: worker.cache.finality.borrow().chain(chain.gid).epoch,
+        block: matches!(&*call.method, "eth_getBlockByNumber" | "eth_getBlockByHash"),
     })
 }
 
@@ -174,10 +188,15 @@ pub(crate) async fn keep(worker: &Worker, p: &Prepared, outcome: &Outcome) {
         Reuse::InFlight | Reuse::Never => return,
     };
     let ttl = {
-        let finality = worker.cache.finality.borrow();
+        let mut finality = worker.cache.finality.borrow_mut();
         if finality.chain(p.gid).epoch != p.epoch {
             // A reorg was reported while this call was in flight: its answer may be from the abandoned branch.
             return;
+        }
+        if p.block && height != UNKNOWN_HEIGHT {
+            if let Some(hash) = block_hash(result) {
+                finality.learn_block(p.gid as u32, &hash, height);
+            }
         }
         if height != UNKNOWN_HEIGHT && finality.is_final(p.gid, height) {
             p.rule.finalized_ttl
@@ -195,6 +214,15 @@ pub(crate) async fn keep(worker: &Worker, p: &Prepared, outcome: &Outcome) {
         .store
         .put(&p.key, answer.clone(), tag, Instant::now())
         .await;
+}
+
+/// The `hash` of a block answer's result.
+fn block_hash(result: &[u8]) -> Option<String> {
+    use sonic_rs::JsonValueTrait;
+    let v = sonic_rs::get(result, ["hash"]).ok()?;
+    v.as_str()
+        .filter(|h| h.len() == 66 && h.starts_with("0x"))
+        .map(str::to_string)
 }
 
 /// A chain's finality from the monitor: recorded, and a reorg purges the chain's answers from its height up.

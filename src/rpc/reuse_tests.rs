@@ -285,3 +285,38 @@ fn batch_members_are_answered_from_the_cache_in_order() {
         assert_eq!(worker.cache_stats().hits, 2);
     })
 }
+
+#[test]
+fn state_at_a_block_hash_is_final_once_a_block_answer_told_its_height() {
+    on_both_drivers(|| async {
+        let hash = format!("0x{}", "ab".repeat(32));
+        let block: &'static str =
+            Box::leak(format!(r#"{{"number":"0x10","hash":"{hash}"}}"#).into_boxed_str());
+        let p = Scripted::start(
+            move |method| match method {
+                "eth_getBlockByNumber" => Answer::Result(block),
+                _ => Answer::Result("\"0x6001\""),
+            },
+            false,
+        );
+        // Unfinalized answers are not kept: only a final tag keeps the code.
+        let worker = shard(&config(&p, "{ enabled: true, unfinalized_ttl_ms: 0 }", ""));
+        finality(&worker, 100, 90, None).await;
+        let code = req(
+            1,
+            "eth_getCode",
+            &format!(r#"["0x1",{{"blockHash":"{hash}"}}]"#),
+        );
+        call(&worker, &code).await;
+        call(&worker, &code).await;
+        assert_eq!(p.count("eth_getCode"), 2, "height unknown: not final");
+        call(
+            &worker,
+            &req(2, "eth_getBlockByNumber", r#"["0x10",false]"#),
+        )
+        .await;
+        call(&worker, &code).await;
+        call(&worker, &code).await;
+        assert_eq!(p.count("eth_getCode"), 3, "block 0x10 is final: kept");
+    })
+}
