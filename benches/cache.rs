@@ -162,6 +162,9 @@ fn pipeline(c: &mut Criterion) {
     group.finish();
 }
 
+/// One shard of a process-wide store: a map behind a lock, read from any thread.
+type SharedStore = Arc<Mutex<HashMap<Vec<u8>, Arc<[u8]>>>>;
+
 fn keys(n: usize) -> Vec<Vec<u8>> {
     (0..n)
         .map(|i| format!("\x01\0\0\0eth_getBlockByNumber\0[\"0x{i:x}\",false]").into_bytes())
@@ -187,7 +190,7 @@ fn store(c: &mut Criterion) {
         };
         mine.put(k, answer.clone(), tag, now);
     }
-    let shared: Arc<Mutex<HashMap<Vec<u8>, Arc<[u8]>>>> = Arc::new(Mutex::new(
+    let shared: SharedStore = Arc::new(Mutex::new(
         keys.iter()
             .map(|k| (k.clone(), Arc::from(body.as_bytes())))
             .collect(),

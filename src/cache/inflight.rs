@@ -17,10 +17,13 @@ use crate::error::RpcError;
 /// The outcome a leader shares.
 pub type Outcome = Result<Answer, RpcError>;
 
+/// The followers of one call in flight.
+type Followers = Vec<oneshot::Sender<Outcome>>;
+
 /// The reads in flight on one worker, by key.
 #[derive(Default)]
 pub struct InFlight {
-    calls: RefCell<FxHashMap<Rc<[u8]>, Vec<oneshot::Sender<Outcome>>>>,
+    calls: RefCell<FxHashMap<Rc<[u8]>, Followers>>,
 }
 
 /// What joining a key made of this call.
