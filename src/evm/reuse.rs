@@ -46,8 +46,8 @@ impl Reuse {
 }
 
 /// Reads whose answer depends on the parameters only (and on the chain at a block): every well-known read, and
-/// traces.
-fn deterministic_read(method: &str) -> bool {
+/// traces. Nothing else is ever reused, whatever its parameters.
+pub fn deterministic_read(method: &str) -> bool {
     if crate::evm::methods::default_denied(method).is_some()
         || crate::evm::methods::is_write(method)
     {

@@ -18,7 +18,8 @@ use crate::cache::layer::{Answer, CacheLayer, Tag, UNKNOWN_HEIGHT};
 use crate::config::{Chain, MethodRule};
 use crate::error::RpcError;
 use crate::evm::reuse::{
-    AnswerHeight, Reuse, answer_height, is_empty_result, reuse, state_block_hash,
+    AnswerHeight, Reuse, answer_height, deterministic_read, is_empty_result, reuse,
+    state_block_hash,
 };
 use crate::rpc::forward::Forwarded;
 use crate::rpc::target::{Pick, Target};
@@ -51,7 +52,10 @@ pub(crate) fn prepare(
 ) -> Option<Prepared> {
     let multiplex = worker.config.cache.multiplex;
     let rule = chain.cache.rule(&call.method);
-    if !(multiplex || rule.enabled) || !matches!(target.pick, Pick::Strategy(_)) {
+    if !(multiplex || rule.enabled)
+        || !matches!(target.pick, Pick::Strategy(_))
+        || !deterministic_read(&call.method)
+    {
         return None;
     }
     let params: Option<sonic_rs::Value> = match call.params.clone() {
@@ -184,7 +188,13 @@ pub(crate) async fn keep(worker: &Worker, p: &Prepared, outcome: &Outcome) {
     }
     let height = match p.reuse {
         Reuse::At(h) => h,
-        Reuse::InAnswer(from) => answer_height(result, from).unwrap_or(UNKNOWN_HEIGHT),
+        Reuse::InAnswer(AnswerHeight::Unknown) => UNKNOWN_HEIGHT,
+        // Not in a block yet (a pending transaction), or empty: kept as unknown only when empty results are.
+        Reuse::InAnswer(from) => match answer_height(result, from) {
+            Some(h) => h,
+            None if is_empty_result(result) => UNKNOWN_HEIGHT,
+            None => return,
+        },
         Reuse::InFlight | Reuse::Never => return,
     };
     let ttl = {

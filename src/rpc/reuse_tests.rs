@@ -320,3 +320,27 @@ fn state_at_a_block_hash_is_final_once_a_block_answer_told_its_height() {
         assert_eq!(p.count("eth_getCode"), 3, "block 0x10 is final: kept");
     })
 }
+
+#[test]
+fn a_pending_transaction_is_not_kept() {
+    on_both_drivers(|| async {
+        let p = Scripted::start(
+            |_| Answer::Result(r#"{"hash":"0x1","blockNumber":null,"blockHash":null}"#),
+            false,
+        );
+        let worker = shard(&config(&p, "{ enabled: true, cache_empty: true }", ""));
+        finality(&worker, 100, 90, None).await;
+        let body = req(
+            1,
+            "eth_getTransactionByHash",
+            &format!(r#"["0x{}"]"#, "cd".repeat(32)),
+        );
+        call(&worker, &body).await;
+        call(&worker, &body).await;
+        assert_eq!(
+            p.count("eth_getTransactionByHash"),
+            2,
+            "not in a block yet: asked again"
+        );
+    })
+}
