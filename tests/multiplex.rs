@@ -147,3 +147,25 @@ fn the_switch_turns_multiplexing_off() {
     assert_eq!(p.count("eth_getBlockByNumber"), 20);
     assert_eq!(metric(&lasso, "lasso_multiplexed_total"), 0);
 }
+
+#[test]
+fn with_several_workers_it_is_one_upstream_call_per_worker_at_most() {
+    let p = provider();
+    let lasso = Lasso::builder(&config(&p, "")).workers(2).start();
+    let replies = concurrent(
+        lasso.addr(),
+        200,
+        "eth_getBlockByNumber",
+        json!(["0x10", false]),
+    );
+    assert!(replies.iter().all(|(id, r)| &r["id"] == id));
+    let calls = p.count("eth_getBlockByNumber");
+    assert!(
+        (1..=2).contains(&calls),
+        "{calls} upstream calls for 2 workers"
+    );
+    assert_eq!(
+        metric(&lasso, "lasso_multiplexed_total"),
+        200 - calls as u64
+    );
+}
