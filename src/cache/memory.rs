@@ -7,8 +7,9 @@
 //! wrote. Per-core stores cost a miss per core for the first read of an answer (at most `workers` upstream calls
 //! per distinct key, the same bound as in-flight multiplexing) and the process bound is split evenly
 //! (`cache.max_bytes / workers` each); in exchange a hit is a hash lookup, an LRU relink and a copy, on memory the
-//! core owns. `benches/cache.rs` measures the hit and miss paths of this store and of a `Mutex`-guarded store
-//! serving the same keys. Indexers re-read the same finalized data many times over many connections, so the
+//! core owns. `benches/cache.rs` measures it (2-core machine under load, so ratios more than absolutes): a hit in
+//! this store 141 ns, in a `Mutex`-guarded map (one shard of a sharded store) 263 ns uncontended and 810 ns with two
+//! threads reading it; a whole pipeline hit 1.6 us against 45 us for the same call forwarded to a loopback provider. Indexers re-read the same finalized data many times over many connections, so the
 //! per-core misses are few against the hits; a shared layer across nodes (Redis) is where sharing pays.
 //!
 //! # Bound and eviction
