@@ -13,6 +13,7 @@ const SECTIONS: &[&str] = &[
     "websocket",
     "telemetry",
     "dashboard",
+    "cache",
 ];
 
 /// The YAML lines under each of `SECTIONS` in the contract's ```yaml blocks (the examples around them are skipped).

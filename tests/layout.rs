@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 /// The planes `lib.rs` declares, lowest first.
-const PLANES: [&str; 13] = [
+const PLANES: [&str; 14] = [
     "error",
     "evm",
     "wire",
@@ -17,6 +17,7 @@ const PLANES: [&str; 13] = [
     "telemetry",
     "upstream",
     "routing",
+    "cache",
     "shard",
     "rpc",
     "subscriptions",

@@ -55,6 +55,8 @@ struct RawFile {
     #[serde(default)]
     dashboard: RawDashboard,
     #[serde(default)]
+    cache: crate::config::cache::RawCache,
+    #[serde(default)]
     chains: IndexMap<String, RawChain>,
     #[serde(default)]
     profiles: IndexMap<String, RawProfile>,
@@ -449,6 +451,10 @@ struct RawChain {
     #[serde(default)]
     highest_pending_nonce: Option<bool>,
     #[serde(default)]
+    finality_depth: Option<u64>,
+    #[serde(default)]
+    cache: Option<crate::config::cache::RawChainCache>,
+    #[serde(default)]
     providers: Vec<RawProvider>,
 }
 
@@ -655,6 +661,7 @@ pub fn load_str(
         secrets: Vec::new(),
         chains: 0,
         routing: None,
+        cache: None,
     };
     let server = builder.server(&raw.server)?;
     let upstream = builder.upstream(&raw.upstream)?;
@@ -664,7 +671,12 @@ pub fn load_str(
         traces: builder.traces(&raw.telemetry.traces)?,
     };
     let dashboard = builder.dashboard(&raw.dashboard)?;
+    let cache = raw
+        .cache
+        .build()
+        .map_err(|(key, reason)| builder.err(key, reason))?;
     builder.routing = Some(routing.clone());
+    builder.cache = Some(cache.policy.clone());
 
     let mut profiles = Vec::new();
     let has_default_entry = raw.profiles.contains_key("default");
@@ -728,6 +740,7 @@ pub fn load_str(
         websocket,
         telemetry,
         dashboard,
+        cache,
         profiles,
         providers: builder.providers,
         secrets,
@@ -742,6 +755,8 @@ struct Builder<'e> {
     /// Chains built so far (the next chain's global index).
     chains: usize,
     routing: Option<RoutingSettings>,
+    /// The `cache:` policy chains start from.
+    cache: Option<crate::config::cache::CachePolicy>,
 }
 
 impl Builder<'_> {
@@ -1210,6 +1225,11 @@ impl Builder<'_> {
                     .unwrap_or_else(|| block_time_ms.clamp(1_000, 12_000))
                     .max(100),
             ),
+            finality_depth: raw.finality_depth,
+            cache: match &raw.cache {
+                Some(over) => over.apply(self.cache.as_ref().expect("cache built before chains")),
+                None => self.cache.clone().expect("cache built before chains"),
+            },
             providers: pids,
             indexing: RawIndexing {
                 max_logs_range: raw.max_logs_range,

@@ -220,7 +220,7 @@ pub async fn answer(
             resp.with_header("Access-Control-Allow-Methods", "POST, GET, OPTIONS")
                 .with_header(
                     "Access-Control-Allow-Headers",
-                    "Content-Type, Authorization, X-Lasso-Include-Meta, traceparent, tracestate",
+                    "Content-Type, Authorization, X-Lasso-Include-Meta, X-Lasso-Cache, traceparent, tracestate",
                 )
                 .with_header("Access-Control-Max-Age", "86400")
         }
@@ -274,7 +274,9 @@ pub async fn answer(
 async fn rpc(worker: &Rc<Worker>, head: &RequestHead, body: &[u8]) -> (Response, Option<BodyTail>) {
     match crate::rpc::target::resolve(&worker.config, &head.path, "/rpc") {
         Ok(target) => {
-            let target = target.with_failover(query_flag(&head.query, "failover"));
+            let target = target
+                .with_failover(query_flag(&head.query, "failover"))
+                .with_cache_bypass(head.cache_bypass);
             let mode =
                 crate::rpc::meta::MetaMode::from_request(&head.query, head.include_meta.as_deref());
             crate::rpc::pipeline::handle(

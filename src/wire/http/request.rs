@@ -35,6 +35,8 @@ pub struct RequestHead {
     pub upgrade_websocket: bool,
     /// Value of `X-Lasso-Include-Meta`, if sent.
     pub include_meta: Option<String>,
+    /// `X-Lasso-Cache: bypass` (or `no-cache`): not served from, and not filling, the response cache.
+    pub cache_bypass: bool,
     /// Value of `Authorization`, if sent (admin API).
     pub authorization: Option<String>,
     /// Value of the dashboard's session cookie (`lasso_dash` in `Cookie`), if sent.
@@ -93,6 +95,7 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<RequestHead>, HeadError> {
     let mut expect_continue = false;
     let mut upgrade_websocket = false;
     let mut include_meta = None;
+    let mut cache_bypass = false;
     let mut authorization = None;
     let mut dashboard_cookie = None;
     let mut origin = None;
@@ -129,6 +132,9 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<RequestHead>, HeadError> {
             upgrade_websocket = value.eq_ignore_ascii_case("websocket");
         } else if h.name.eq_ignore_ascii_case("x-lasso-include-meta") {
             include_meta = Some(value.to_string());
+        } else if h.name.eq_ignore_ascii_case("x-lasso-cache") {
+            cache_bypass =
+                value.eq_ignore_ascii_case("bypass") || value.eq_ignore_ascii_case("no-cache");
         } else if h.name.eq_ignore_ascii_case("authorization") {
             authorization = Some(value.to_string());
         } else if h.name.eq_ignore_ascii_case("cookie") {
@@ -171,6 +177,7 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<RequestHead>, HeadError> {
         expect_continue,
         upgrade_websocket,
         include_meta,
+        cache_bypass,
         authorization,
         dashboard_cookie,
         origin,
