@@ -533,9 +533,13 @@ pub fn load_str(
     let upstream = builder.upstream(&raw.upstream)?;
     let routing = builder.routing(&raw.routing, &|name| env(name))?;
     let websocket = builder.websocket(&raw.websocket)?;
+    let redis_url = match &raw.cache.redis_url {
+        Some(url) => Some(builder.expand("cache.redis_url", url)?),
+        None => None,
+    };
     let cache = raw
         .cache
-        .build()
+        .build(redis_url.as_deref())
         .map_err(|(key, reason)| builder.err(key, reason))?;
     builder.routing = Some(routing.clone());
     builder.cache = Some(cache.policy.clone());
