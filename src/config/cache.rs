@@ -273,3 +273,28 @@ impl RawChainCache {
         policy
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::parse_redis_url;
+
+    #[test]
+    fn redis_urls() {
+        assert_eq!(
+            parse_redis_url("redis://127.0.0.1:6379"),
+            Ok(("127.0.0.1:6379".into(), None, 0))
+        );
+        assert_eq!(
+            parse_redis_url("redis://:p@ss@cache.internal:6380/3"),
+            Ok(("cache.internal:6380".into(), Some("p@ss".into()), 3))
+        );
+        assert_eq!(
+            parse_redis_url("redis://user:pw@h:1/"),
+            Ok(("h:1".into(), Some("pw".into()), 0))
+        );
+        for bad in ["http://h:1", "redis://h", "redis://:pw@h:x", "redis://h:1/db"] {
+            let err = parse_redis_url(bad).unwrap_err();
+            assert!(!err.contains("pw"), "{err}");
+        }
+    }
+}
