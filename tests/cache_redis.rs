@@ -121,7 +121,11 @@ fn read_block(lasso: &Lasso, n: u64, id: Value) -> Value {
     let r = post(
         lasso.addr(),
         "/rpc/ethereum",
-        &rpc(id.clone(), "eth_getBlockByNumber", json!([format!("0x{n:x}"), false])),
+        &rpc(
+            id.clone(),
+            "eth_getBlockByNumber",
+            json!([format!("0x{n:x}"), false]),
+        ),
     );
     assert_eq!(r.status, 200, "{}", r.describe());
     let v = r.json();
@@ -144,12 +148,14 @@ fn a_second_node_serves_what_the_first_cached() {
 
     let first = read_block(&a, 0x10, json!("a1"));
     assert_eq!(block_calls(&pa, 0x10), 1);
-    eventually(Duration::from_secs(10), "node A wrote to Redis", || {
-        match redis_stats(&a)["stored"].as_u64() {
+    eventually(
+        Duration::from_secs(10),
+        "node A wrote to Redis",
+        || match redis_stats(&a)["stored"].as_u64() {
             Some(n) if n >= 1 => Ok(()),
             _ => Err(redis_stats(&a).to_string()),
-        }
-    });
+        },
+    );
 
     let second = read_block(&b, 0x10, json!(7));
     assert_eq!(second["result"], first["result"]);
@@ -167,8 +173,17 @@ fn a_second_node_serves_what_the_first_cached() {
     assert_eq!(block_calls(&pb, 0x11), 1);
 
     let metrics = get(b.addr(), "/metrics").text();
-    assert!(metrics.contains("lasso_cache_redis_hits_total 1"), "{metrics}");
-    for text in [status(&a).to_string(), status(&b).to_string(), metrics, a.logs(), b.logs()] {
+    assert!(
+        metrics.contains("lasso_cache_redis_hits_total 1"),
+        "{metrics}"
+    );
+    for text in [
+        status(&a).to_string(),
+        status(&b).to_string(),
+        metrics,
+        a.logs(),
+        b.logs(),
+    ] {
         assert!(!text.contains("s3cret-redis"), "the Redis password leaked");
     }
 }
@@ -183,12 +198,14 @@ fn redis_killed_mid_run_both_nodes_keep_answering() {
     for n in 0..20 {
         read_block(&a, n, json!(n));
     }
-    eventually(Duration::from_secs(10), "node A wrote to Redis", || {
-        match redis_stats(&a)["stored"].as_u64() {
+    eventually(
+        Duration::from_secs(10),
+        "node A wrote to Redis",
+        || match redis_stats(&a)["stored"].as_u64() {
             Some(20) => Ok(()),
             _ => Err(redis_stats(&a).to_string()),
-        }
-    });
+        },
+    );
     for n in 0..10 {
         read_block(&b, n, json!(n));
     }
@@ -243,6 +260,9 @@ fn a_redis_that_never_answers_costs_at_most_its_timeout() {
     let r = redis_stats(&lasso);
     assert!(r["errors"].as_u64().unwrap() >= 1, "{r}");
     // 20 ms of Redis timeout plus the provider's answer (a local mock, debug build).
-    assert!(slowest < Duration::from_millis(300), "slowest read {slowest:?}");
+    assert!(
+        slowest < Duration::from_millis(300),
+        "slowest read {slowest:?}"
+    );
     eprintln!("slowest read with a silent Redis: {slowest:?}; {r}");
 }

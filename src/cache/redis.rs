@@ -12,6 +12,7 @@
 //! LE | answer`.
 
 use std::cell::{Cell, RefCell};
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -54,6 +55,9 @@ pub struct Redis {
     failures: Cell<u32>,
     open_until: Cell<Option<Instant>>,
     counters: Cell<RedisCounters>,
+    /// `addr` resolved (a host name is resolved on the first connection and again after the circuit opened: that
+    /// lookup blocks the worker, an IP address does not).
+    resolved: Cell<Option<SocketAddr>>,
 }
 
 /// A connection taken from the pool; dropped (closed) unless given back after a complete command.
@@ -89,6 +93,7 @@ impl Redis {
             failures: Cell::new(0),
             open_until: Cell::new(None),
             counters: Cell::new(RedisCounters::default()),
+            resolved: Cell::new(None),
         })
     }
 
@@ -206,6 +211,7 @@ impl Redis {
             self.open_until
                 .set(Some(Instant::now() + self.settings.circuit_backoff));
             self.count(|c| c.circuit_opened += 1);
+            self.resolved.set(None);
             tracing::warn!(
                 addr = %self.settings.addr,
                 backoff_ms = self.settings.circuit_backoff.as_millis() as u64,
@@ -217,9 +223,21 @@ impl Redis {
     }
 
     async fn connect(&self) -> Result<Conn, Failure> {
-        let stream = TcpStream::connect(self.settings.addr.as_str())
-            .await
-            .map_err(|_| Failure::Io)?;
+        let addr = match self.resolved.get() {
+            Some(a) => a,
+            None => {
+                let a = self
+                    .settings
+                    .addr
+                    .to_socket_addrs()
+                    .ok()
+                    .and_then(|mut all| all.next())
+                    .ok_or(Failure::Io)?;
+                self.resolved.set(Some(a));
+                a
+            }
+        };
+        let stream = TcpStream::connect(addr).await.map_err(|_| Failure::Io)?;
         let _ = stream.set_nodelay(true);
         let mut conn = Conn {
             stream,
@@ -300,7 +318,8 @@ fn decode(value: &[u8]) -> Option<(Answer, u64)> {
     let start = u32::from_le_bytes(rest[8..12].try_into().ok()?) as usize;
     let end = u32::from_le_bytes(rest[12..16].try_into().ok()?) as usize;
     let body = &rest[16..];
-    if start > end || end > body.len() || body.first() != Some(&b'{') || body.last() != Some(&b'}') {
+    if start > end || end > body.len() || body.first() != Some(&b'{') || body.last() != Some(&b'}')
+    {
         return None;
     }
     Some((

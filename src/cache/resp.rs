@@ -72,7 +72,10 @@ pub fn parse(buf: &[u8], max_bulk: usize) -> Result<Option<(Reply, usize)>, Pars
             if &buf[after + n..after + n + 2] != b"\r\n" {
                 return Err(ParseError::Malformed);
             }
-            Ok(Some((Reply::Bulk(Some(buf[after..after + n].to_vec())), after + n + 2)))
+            Ok(Some((
+                Reply::Bulk(Some(buf[after..after + n].to_vec())),
+                after + n + 2,
+            )))
         }
         _ => Err(ParseError::Malformed),
     }
@@ -91,7 +94,10 @@ mod tests {
 
     #[test]
     fn parses_replies_in_pieces() {
-        assert_eq!(parse(b"+OK\r\n", 10), Ok(Some((Reply::Simple(b"OK".to_vec()), 5))));
+        assert_eq!(
+            parse(b"+OK\r\n", 10),
+            Ok(Some((Reply::Simple(b"OK".to_vec()), 5)))
+        );
         assert_eq!(parse(b"$-1\r\n", 10), Ok(Some((Reply::Bulk(None), 5))));
         assert_eq!(parse(b"$3\r\nab", 10), Ok(None));
         assert_eq!(

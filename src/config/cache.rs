@@ -115,7 +115,11 @@ pub(crate) fn parse_redis_url(url: &str) -> Result<(String, Option<String>, u32)
     });
     let (addr, db) = match hostpart.split_once('/') {
         Some((a, "")) => (a, 0),
-        Some((a, d)) => (a, d.parse::<u32>().map_err(|_| "the database must be a number")?),
+        Some((a, d)) => (
+            a,
+            d.parse::<u32>()
+                .map_err(|_| "the database must be a number")?,
+        ),
         None => (hostpart, 0),
     };
     let (host, port) = addr.rsplit_once(':').ok_or("needs host:port")?;
@@ -292,7 +296,12 @@ mod tests {
             parse_redis_url("redis://user:pw@h:1/"),
             Ok(("h:1".into(), Some("pw".into()), 0))
         );
-        for bad in ["http://h:1", "redis://h", "redis://:pw@h:x", "redis://h:1/db"] {
+        for bad in [
+            "http://h:1",
+            "redis://h",
+            "redis://:pw@h:x",
+            "redis://h:1/db",
+        ] {
             let err = parse_redis_url(bad).unwrap_err();
             assert!(!err.contains("pw"), "{err}");
         }

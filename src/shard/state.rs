@@ -97,9 +97,11 @@ impl Worker {
                 config.cache.max_bytes,
                 shared.workers,
                 config.chain_count(),
-                config.cache.redis.clone().map(|r| {
-                    crate::cache::redis::Redis::new(r, config.cache.max_entry_bytes)
-                }),
+                config
+                    .cache
+                    .redis
+                    .clone()
+                    .map(|r| crate::cache::redis::Redis::new(r, config.cache.max_entry_bytes)),
             ),
             next_upstream_id: Cell::new(1),
             draining: Cell::new(false),
