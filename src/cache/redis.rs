@@ -60,17 +60,26 @@ pub struct Redis {
     resolved: Cell<Option<SocketAddr>>,
 }
 
-/// A connection taken from the pool; dropped (closed) unless given back after a complete command.
+/// A connection taken from the pool. It goes back only when [`Taken::reuse`] says a command completed on it: a
+/// command cut short (a timeout, or the request's task dropped mid-command when its client went away) leaves the
+/// connection in an unknown state (a reply may still be on its way), so it is closed.
 struct Taken<'a> {
     redis: &'a Redis,
     conn: Option<Conn>,
+    reusable: bool,
+}
+
+impl Taken<'_> {
+    fn reuse(mut self) {
+        self.reusable = true;
+    }
 }
 
 impl Drop for Taken<'_> {
     fn drop(&mut self) {
         match self.conn.take() {
-            Some(conn) => self.redis.idle.borrow_mut().push(conn),
-            None => self.redis.open.set(self.redis.open.get() - 1),
+            Some(conn) if self.reusable => self.redis.idle.borrow_mut().push(conn),
+            _ => self.redis.open.set(self.redis.open.get() - 1),
         }
     }
 }
@@ -164,12 +173,14 @@ impl Redis {
             Some(conn) => Taken {
                 redis: self,
                 conn: Some(conn),
+                reusable: false,
             },
             None if self.open.get() < self.settings.max_connections => {
                 self.open.set(self.open.get() + 1);
                 Taken {
                     redis: self,
                     conn: None,
+                    reusable: false,
                 }
             }
             None => {
@@ -187,17 +198,14 @@ impl Redis {
         .await;
         match result {
             Ok(Ok(Reply::Error(_))) | Ok(Err(_)) | Err(_) => {
-                // The connection's state is unknown: close it.
-                if let Some(conn) = taken.conn.take() {
-                    drop(conn);
-                }
+                // The connection's state is unknown: closed as `taken` drops.
                 drop(taken);
                 self.fail();
                 None
             }
             Ok(Ok(reply)) => {
                 self.failures.set(0);
-                drop(taken);
+                taken.reuse();
                 Some(reply)
             }
         }
