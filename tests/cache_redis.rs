@@ -195,9 +195,11 @@ fn redis_killed_mid_run_both_nodes_keep_answering() {
     let (pa, pb) = (provider("pa"), provider("pb"));
     let a = node(&pa, &url, &[]);
     let b = node(&pb, &url, &[]);
+    let t = Instant::now();
     for n in 0..20 {
         read_block(&a, n, json!(n));
     }
+    eprintln!("node A: {:?} per read from its provider", t.elapsed() / 20);
     eventually(
         Duration::from_secs(10),
         "node A wrote to Redis",
@@ -206,10 +208,20 @@ fn redis_killed_mid_run_both_nodes_keep_answering() {
             _ => Err(redis_stats(&a).to_string()),
         },
     );
+    let t = Instant::now();
     for n in 0..10 {
         read_block(&b, n, json!(n));
     }
+    let from_redis = t.elapsed() / 10;
     assert_eq!(redis_stats(&b)["hits"], 10);
+    let t = Instant::now();
+    for n in 0..10 {
+        read_block(&b, n, json!(n));
+    }
+    eprintln!(
+        "node B, one connection per read: {from_redis:?} per read from Redis, {:?} from its embedded store",
+        t.elapsed() / 10
+    );
 
     redis.kill();
     // Both keep answering: what each kept locally, and the rest from their providers.
