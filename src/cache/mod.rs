@@ -1,6 +1,7 @@
 //! Reusing answers on one core: in-flight multiplexing of identical reads ([`inflight`]) and the finality-aware
 //! response cache behind a small layer interface ([`layer`]): the embedded per-core store ([`memory`]), keys in
-//! canonical form ([`key`]) and each chain's finality as the monitor reports it ([`finality`]). What may be reused
+//! canonical form ([`key`]) and each chain's finality as the monitor reports it ([`finality`]); the shared layer across nodes, Redis
+//! ([`redis`], speaking [`resp`]). What may be reused
 //! is `evm::reuse`; the policy (TTLs per chain and method) is `config::cache`; the pipeline's use of it is
 //! `rpc::reuse`. [`WorkerCache`] is what one worker owns of all this.
 
@@ -9,6 +10,8 @@ pub mod inflight;
 pub mod key;
 pub mod layer;
 pub mod memory;
+pub mod redis;
+pub mod resp;
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
@@ -30,16 +33,24 @@ pub struct WorkerCache {
     pub store: memory::Embedded,
     pub finality: RefCell<finality::Finality>,
     pub counters: Cell<ReuseCounters>,
+    /// The shared layer behind `store`, when `cache.redis_url` is set.
+    pub redis: Option<Rc<redis::Redis>>,
 }
 
 impl WorkerCache {
     /// A worker's share: `max_bytes / workers`.
-    pub fn new(max_bytes: usize, workers: usize, chains: usize) -> Self {
+    pub fn new(
+        max_bytes: usize,
+        workers: usize,
+        chains: usize,
+        redis: Option<Rc<redis::Redis>>,
+    ) -> Self {
         WorkerCache {
             inflight: Rc::new(inflight::InFlight::default()),
             store: memory::Embedded::new(max_bytes / workers.max(1)),
             finality: RefCell::new(finality::Finality::new(chains)),
             counters: Cell::new(ReuseCounters::default()),
+            redis,
         }
     }
 

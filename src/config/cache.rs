@@ -71,6 +71,62 @@ pub struct CacheSettings {
     pub max_entry_bytes: usize,
     /// The policy of every chain that does not override it.
     pub policy: CachePolicy,
+    /// The shared layer behind the embedded one (`cache.redis_url`), when set.
+    pub redis: Option<RedisSettings>,
+}
+
+/// Where and how to reach Redis: `redis://[:password@]host:port[/db]` and the bounds around each command.
+#[derive(Clone, PartialEq)]
+pub struct RedisSettings {
+    /// `host:port`.
+    pub addr: String,
+    /// Secret: never logged or shown.
+    pub password: Option<String>,
+    pub db: u32,
+    pub timeout: Duration,
+    pub write_timeout: Duration,
+    pub max_connections: usize,
+    pub circuit_failures: u32,
+    pub circuit_backoff: Duration,
+}
+
+impl std::fmt::Debug for RedisSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisSettings")
+            .field("addr", &self.addr)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("db", &self.db)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Parses `redis://[[user]:password@]host:port[/db]` (already expanded); the error never repeats the URL.
+pub(crate) fn parse_redis_url(url: &str) -> Result<(String, Option<String>, u32), String> {
+    let rest = url
+        .strip_prefix("redis://")
+        .ok_or("must start with redis://")?;
+    let (auth, hostpart) = match rest.rsplit_once('@') {
+        Some((a, h)) => (Some(a), h),
+        None => (None, rest),
+    };
+    let password = auth.map(|a| match a.split_once(':') {
+        Some((_, p)) => p.to_string(),
+        None => a.to_string(),
+    });
+    let (addr, db) = match hostpart.split_once('/') {
+        Some((a, "")) => (a, 0),
+        Some((a, d)) => (
+            a,
+            d.parse::<u32>()
+                .map_err(|_| "the database must be a number")?,
+        ),
+        None => (hostpart, 0),
+    };
+    let (host, port) = addr.rsplit_once(':').ok_or("needs host:port")?;
+    if host.is_empty() || port.parse::<u16>().is_err() {
+        return Err("needs host:port".into());
+    }
+    Ok((addr.to_string(), password.filter(|p| !p.is_empty()), db))
 }
 
 #[derive(Deserialize, Default, Clone)]
@@ -115,6 +171,12 @@ pub(crate) struct RawCache {
     unfinalized_ttl_ms: u64,
     cache_empty: bool,
     methods: indexmap::IndexMap<String, RawMethodPolicy>,
+    pub(crate) redis_url: Option<String>,
+    redis_timeout_ms: u64,
+    redis_write_timeout_ms: u64,
+    redis_max_connections: usize,
+    redis_circuit_failures: u32,
+    redis_circuit_backoff_ms: u64,
 }
 
 impl Default for RawCache {
@@ -128,6 +190,12 @@ impl Default for RawCache {
             unfinalized_ttl_ms: DEFAULT_CACHE_UNFINALIZED_TTL_MS,
             cache_empty: DEFAULT_CACHE_EMPTY,
             methods: indexmap::IndexMap::new(),
+            redis_url: None,
+            redis_timeout_ms: DEFAULT_CACHE_REDIS_TIMEOUT_MS,
+            redis_write_timeout_ms: DEFAULT_CACHE_REDIS_WRITE_TIMEOUT_MS,
+            redis_max_connections: DEFAULT_CACHE_REDIS_MAX_CONNECTIONS,
+            redis_circuit_failures: DEFAULT_CACHE_REDIS_CIRCUIT_FAILURES,
+            redis_circuit_backoff_ms: DEFAULT_CACHE_REDIS_CIRCUIT_BACKOFF_MS,
         }
     }
 }
@@ -137,8 +205,37 @@ fn methods(raw: &indexmap::IndexMap<String, RawMethodPolicy>) -> Vec<(String, Me
 }
 
 impl RawCache {
-    /// The validated section; the error is (key, reason).
-    pub(crate) fn build(&self) -> Result<CacheSettings, (String, String)> {
+    /// The validated section, `redis_url` already expanded (`${VAR}`); the error is (key, reason).
+    pub(crate) fn build(&self, redis_url: Option<&str>) -> Result<CacheSettings, (String, String)> {
+        let redis = match redis_url.filter(|u| !u.is_empty()) {
+            None => None,
+            Some(url) => {
+                let (addr, password, db) =
+                    parse_redis_url(url).map_err(|r| ("cache.redis_url".to_string(), r))?;
+                if self.redis_timeout_ms == 0 || self.redis_write_timeout_ms == 0 {
+                    return Err((
+                        "cache.redis_timeout_ms".into(),
+                        "Redis timeouts must be greater than 0".into(),
+                    ));
+                }
+                if self.redis_max_connections == 0 {
+                    return Err((
+                        "cache.redis_max_connections".into(),
+                        "must be greater than 0".into(),
+                    ));
+                }
+                Some(RedisSettings {
+                    addr,
+                    password,
+                    db,
+                    timeout: Duration::from_millis(self.redis_timeout_ms),
+                    write_timeout: Duration::from_millis(self.redis_write_timeout_ms),
+                    max_connections: self.redis_max_connections,
+                    circuit_failures: self.redis_circuit_failures.max(1),
+                    circuit_backoff: Duration::from_millis(self.redis_circuit_backoff_ms),
+                })
+            }
+        };
         if self.max_entry_bytes == 0 {
             return Err((
                 "cache.max_entry_bytes".into(),
@@ -156,6 +253,7 @@ impl RawCache {
                 cache_empty: self.cache_empty,
                 methods: methods(&self.methods),
             },
+            redis,
         })
     }
 }
@@ -177,5 +275,35 @@ impl RawChainCache {
             policy.methods.push((name, m));
         }
         policy
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_redis_url;
+
+    #[test]
+    fn redis_urls() {
+        assert_eq!(
+            parse_redis_url("redis://127.0.0.1:6379"),
+            Ok(("127.0.0.1:6379".into(), None, 0))
+        );
+        assert_eq!(
+            parse_redis_url("redis://:p@ss@cache.internal:6380/3"),
+            Ok(("cache.internal:6380".into(), Some("p@ss".into()), 3))
+        );
+        assert_eq!(
+            parse_redis_url("redis://user:pw@h:1/"),
+            Ok(("h:1".into(), Some("pw".into()), 0))
+        );
+        for bad in [
+            "http://h:1",
+            "redis://h",
+            "redis://:pw@h:x",
+            "redis://h:1/db",
+        ] {
+            let err = parse_redis_url(bad).unwrap_err();
+            assert!(!err.contains("pw"), "{err}");
+        }
     }
 }

@@ -224,6 +224,16 @@ pub const DEFAULT_CACHE_FINALIZED_TTL_MS: u64 = 86_400_000;
 pub const DEFAULT_CACHE_UNFINALIZED_TTL_MS: u64 = 2_000;
 /// `cache.cache_empty`: keep `null` / `[]` results.
 pub const DEFAULT_CACHE_EMPTY: bool = false;
+/// `cache.redis_timeout_ms`: a Redis read on the request path (connect included) gives up after this.
+pub const DEFAULT_CACHE_REDIS_TIMEOUT_MS: u64 = 20;
+/// `cache.redis_write_timeout_ms`: a background Redis write (connect included) gives up after this.
+pub const DEFAULT_CACHE_REDIS_WRITE_TIMEOUT_MS: u64 = 250;
+/// `cache.redis_max_connections`: Redis connections per worker (a command finding none free skips Redis).
+pub const DEFAULT_CACHE_REDIS_MAX_CONNECTIONS: usize = 4;
+/// `cache.redis_circuit_failures`: consecutive Redis failures on a worker that open its circuit.
+pub const DEFAULT_CACHE_REDIS_CIRCUIT_FAILURES: u32 = 3;
+/// `cache.redis_circuit_backoff_ms`: how long an open circuit skips Redis before trying again.
+pub const DEFAULT_CACHE_REDIS_CIRCUIT_BACKOFF_MS: u64 = 1_000;
 /// A chain's `finality_depth` when it sets none and its providers answer no `finalized` tag.
 pub const DEFAULT_FINALITY_DEPTH: u64 = 64;
 
@@ -545,5 +555,25 @@ pub fn table() -> Vec<(&'static str, String)> {
             DEFAULT_CACHE_UNFINALIZED_TTL_MS.to_string(),
         ),
         ("cache.cache_empty", DEFAULT_CACHE_EMPTY.to_string()),
+        (
+            "cache.redis_timeout_ms",
+            DEFAULT_CACHE_REDIS_TIMEOUT_MS.to_string(),
+        ),
+        (
+            "cache.redis_write_timeout_ms",
+            DEFAULT_CACHE_REDIS_WRITE_TIMEOUT_MS.to_string(),
+        ),
+        (
+            "cache.redis_max_connections",
+            DEFAULT_CACHE_REDIS_MAX_CONNECTIONS.to_string(),
+        ),
+        (
+            "cache.redis_circuit_failures",
+            DEFAULT_CACHE_REDIS_CIRCUIT_FAILURES.to_string(),
+        ),
+        (
+            "cache.redis_circuit_backoff_ms",
+            DEFAULT_CACHE_REDIS_CIRCUIT_BACKOFF_MS.to_string(),
+        ),
     ]
 }

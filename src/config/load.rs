@@ -671,9 +671,13 @@ pub fn load_str(
         traces: builder.traces(&raw.telemetry.traces)?,
     };
     let dashboard = builder.dashboard(&raw.dashboard)?;
+    let redis_url = match &raw.cache.redis_url {
+        Some(url) => Some(builder.expand("cache.redis_url", url)?),
+        None => None,
+    };
     let cache = raw
         .cache
-        .build()
+        .build(redis_url.as_deref())
         .map_err(|(key, reason)| builder.err(key, reason))?;
     builder.routing = Some(routing.clone());
     builder.cache = Some(cache.policy.clone());

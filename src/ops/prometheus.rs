@@ -394,6 +394,48 @@ pub async fn render(worker: &Rc<Worker>) -> Response {
             "The response cache's byte bound (all workers).",
             cache.max_bytes,
         ),
+        (
+            "lasso_cache_redis_hits_total",
+            "counter",
+            "Reads answered from Redis (the shared cache layer).",
+            cache.redis.hits,
+        ),
+        (
+            "lasso_cache_redis_misses_total",
+            "counter",
+            "Reads asked of Redis and not found there.",
+            cache.redis.misses,
+        ),
+        (
+            "lasso_cache_redis_stored_total",
+            "counter",
+            "Answers about finalized blocks written to Redis.",
+            cache.redis.stored,
+        ),
+        (
+            "lasso_cache_redis_errors_total",
+            "counter",
+            "Redis commands that failed or timed out (the read went on to the providers).",
+            cache.redis.errors,
+        ),
+        (
+            "lasso_cache_redis_skipped_total",
+            "counter",
+            "Redis commands not sent: circuit open or every connection busy.",
+            cache.redis.skipped,
+        ),
+        (
+            "lasso_cache_redis_circuit_opened_total",
+            "counter",
+            "Times a worker stopped asking Redis after consecutive failures.",
+            cache.redis.circuit_opened,
+        ),
+        (
+            "lasso_cache_redis_circuit_open",
+            "gauge",
+            "Workers not asking Redis now (circuit open).",
+            cache.redis.circuit_open,
+        ),
     ] {
         o.family(name, kind, help);
         o.sample(name, &[], value);

@@ -139,7 +139,7 @@ pub(crate) async fn batch<'b>(
                 });
                 if let Some(view) = view {
                     let answer = reuse::answer_at(&forwarded.body, view);
-                    reuse::keep(worker, prepared, &Ok(answer)).await;
+                    reuse::keep(worker, prepared, &Ok(answer), false).await;
                 }
             }
         }

@@ -41,6 +41,8 @@ pub(crate) struct Prepared {
     epoch: u64,
     /// A block answer: its hash and height are remembered for state reads at that hash.
     block: bool,
+    /// The chain's id (Redis keys name the chain by id: node configs may order chains differently).
+    chain_id: u64,
 }
 
 impl Prepared {
@@ -99,6 +101,7 @@ pub(crate) fn prepare(
         keep,
         epoch: worker.cache.finality.borrow().chain(chain.gid).epoch,
         block: matches!(&*call.method, "eth_getBlockByNumber" | "eth_getBlockByHash"),
+        chain_id: chain.chain_id,
     })
 }
 
@@ -168,11 +171,12 @@ where
                 // The leader went away without an answer (or streamed it): ask ourselves.
             }
             Join::Lead(lead) => {
-                return match fetch().await {
+                let (fetched, shared) = fetch_through(worker, &p, fetch).await;
+                return match fetched {
                     // Dropping `lead` releases the followers: they ask for themselves.
                     Fetched::Streamed(first, tail) => Ok((first, Some(tail))),
                     Fetched::Whole(outcome) => {
-                        keep(worker, &p, &outcome).await;
+                        keep(worker, &p, &outcome, shared).await;
                         lead.finish(&outcome, copies(worker, &outcome));
                         outcome.map(|a| (a.with_id(client_id), None))
                     }
@@ -180,13 +184,47 @@ where
             }
         }
     }
-    match fetch().await {
+    let (fetched, shared) = fetch_through(worker, &p, fetch).await;
+    match fetched {
         Fetched::Streamed(first, tail) => Ok((first, Some(tail))),
         Fetched::Whole(outcome) => {
-            keep(worker, &p, &outcome).await;
+            keep(worker, &p, &outcome, shared).await;
             outcome.map(|a| (a.with_id(client_id), None))
         }
     }
+}
+
+/// The answer from the shared layer (Redis) when it has one (`true`), else by `fetch`. A Redis failure or timeout
+/// is only counted: the call goes on to the providers.
+async fn fetch_through<F, Fut>(worker: &Worker, p: &Prepared, fetch: F) -> (Fetched, bool)
+where
+    F: FnOnce() -> Fut,
+    Fut: Future<Output = Fetched>,
+{
+    if p.keep {
+        if let Some(redis) = &worker.cache.redis {
+            if let Some((answer, height)) = redis
+                .get(&crate::cache::redis::key(p.chain_id, &p.key))
+                .await
+            {
+                // Redis holds answers about finalized blocks only: kept here as such.
+                let tag = Tag {
+                    chain: p.gid as u32,
+                    height,
+                    ttl: p.rule.finalized_ttl,
+                };
+                if worker.cache.finality.borrow().chain(p.gid).epoch == p.epoch {
+                    worker
+                        .cache
+                        .store
+                        .put(&p.key, answer.clone(), tag, Instant::now())
+                        .await;
+                }
+                return (Fetched::Whole(Ok(answer)), true);
+            }
+        }
+    }
+    (fetch().await, false)
 }
 
 /// How many followers may get a copy of `outcome`: each follower's reply is a copy of the answer, as its own
@@ -203,8 +241,12 @@ fn copies(worker: &Worker, outcome: &Outcome) -> usize {
     }
 }
 
-/// Keeps a successful answer when the policy allows it.
-pub(crate) async fn keep(worker: &Worker, p: &Prepared, outcome: &Outcome) {
+/// Keeps a successful answer when the policy allows it: in the embedded store, and in Redis too when it is about a
+/// finalized block (`shared`: it came from Redis, which already has it).
+pub(crate) async fn keep(worker: &Worker, p: &Prepared, outcome: &Outcome, shared: bool) {
+    if shared {
+        return;
+    }
     let Ok(answer) = outcome else { return };
     if !p.keep || answer.len() > worker.config.cache.max_entry_bytes {
         return;
@@ -228,7 +270,7 @@ pub(crate) async fn keep(worker: &Worker, p: &Prepared, outcome: &Outcome) {
         },
         Reuse::InFlight | Reuse::Never => return,
     };
-    let ttl = {
+    let (ttl, finalized) = {
         let mut finality = worker.cache.finality.borrow_mut();
         if finality.chain(p.gid).epoch != p.epoch {
             // A reorg was reported while this call was in flight: its answer may be from the abandoned branch.
@@ -240,11 +282,20 @@ pub(crate) async fn keep(worker: &Worker, p: &Prepared, outcome: &Outcome) {
             }
         }
         if height != UNKNOWN_HEIGHT && finality.is_final(p.gid, height) {
-            p.rule.finalized_ttl
+            (p.rule.finalized_ttl, true)
         } else {
-            p.rule.unfinalized_ttl
+            (p.rule.unfinalized_ttl, false)
         }
     };
+    if finalized {
+        if let Some(redis) = &worker.cache.redis {
+            // In the background: the client does not wait for Redis to take it.
+            let redis = redis.clone();
+            let key = crate::cache::redis::key(p.chain_id, &p.key);
+            let answer = answer.clone();
+            monoio::spawn(async move { redis.set(&key, &answer, height, ttl).await });
+        }
+    }
     let tag = Tag {
         chain: p.gid as u32,
         height,

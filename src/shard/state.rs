@@ -102,6 +102,11 @@ impl Worker {
                 config.cache.max_bytes,
                 shared.workers,
                 config.chain_count(),
+                config
+                    .cache
+                    .redis
+                    .clone()
+                    .map(|r| crate::cache::redis::Redis::new(r, config.cache.max_entry_bytes)),
             ),
             next_upstream_id: Cell::new(1),
             draining: Cell::new(false),
@@ -154,6 +159,22 @@ impl Worker {
             entries: store.entries,
             bytes: store.bytes,
             max_bytes: (self.config.cache.max_bytes / self.shared.workers.max(1)) as u64,
+            redis: match &self.cache.redis {
+                Some(redis) => {
+                    let r = redis.counters();
+                    crate::telemetry::stats::RedisStats {
+                        configured: true,
+                        hits: r.hits,
+                        misses: r.misses,
+                        stored: r.stored,
+                        errors: r.errors,
+                        skipped: r.skipped,
+                        circuit_opened: r.circuit_opened,
+                        circuit_open: r.circuit_open,
+                    }
+                }
+                None => Default::default(),
+            },
         }
     }
 

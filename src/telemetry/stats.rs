@@ -116,6 +116,26 @@ pub struct CacheStats {
     pub bytes: u64,
     /// The byte bound (sum of the workers' shares).
     pub max_bytes: u64,
+    /// The shared layer (`cache.redis_url`); all zero without one.
+    pub redis: RedisStats,
+}
+
+/// Redis layer figures, summed across workers.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct RedisStats {
+    pub configured: bool,
+    pub hits: u64,
+    pub misses: u64,
+    /// Answers written.
+    pub stored: u64,
+    /// Failed commands (connect, error reply, timeout): each one went on to the providers.
+    pub errors: u64,
+    /// Commands not sent: circuit open or every connection of the worker busy.
+    pub skipped: u64,
+    /// Times a worker's circuit opened.
+    pub circuit_opened: u64,
+    /// Workers whose circuit is open now.
+    pub circuit_open: u64,
 }
 
 impl CacheStats {
@@ -132,6 +152,15 @@ impl CacheStats {
         self.entries += o.entries;
         self.bytes += o.bytes;
         self.max_bytes += o.max_bytes;
+        let (r, x) = (&mut self.redis, &o.redis);
+        r.configured |= x.configured;
+        r.hits += x.hits;
+        r.misses += x.misses;
+        r.stored += x.stored;
+        r.errors += x.errors;
+        r.skipped += x.skipped;
+        r.circuit_opened += x.circuit_opened;
+        r.circuit_open += x.circuit_open;
     }
 }
 
