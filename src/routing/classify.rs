@@ -63,6 +63,11 @@ fn contains_any(haystack: &str, needles: &[&str]) -> bool {
     needles.iter().any(|n| haystack.contains(n))
 }
 
+/// True when a provider's error `message` says any of `needles` (lower-case phrases), whatever its case.
+pub(crate) fn message_mentions(message: &str, needles: &[&str]) -> bool {
+    contains_any(&message.to_ascii_lowercase(), needles)
+}
+
 const RATE_LIMIT_MESSAGES: &[&str] = &[
     "rate limit",
     "rate-limit",

@@ -81,8 +81,7 @@ const TOO_LARGE: &[&str] = &[
 
 /// True for a provider error saying this query is too large for it (not, say, a range beyond the head).
 fn too_large(message: &str) -> bool {
-    let m = message.to_ascii_lowercase();
-    TOO_LARGE.iter().any(|n| m.contains(n))
+    crate::routing::classify::message_mentions(message, TOO_LARGE)
 }
 
 /// The longest range sent as one call: the chain's `max_logs_range` lowered by any of its providers' (0 = none).

@@ -232,7 +232,7 @@ async fn reuse_call(
             let split = logs_split::get_logs_after(
                 worker, target, chain, body, call, None, how.trace, first,
             );
-            return Fetched::Whole(split.await.and_then(|reply| reuse::answer_of_reply(reply)));
+            return Fetched::Whole(split.await.and_then(reuse::answer_of_reply));
         }
         Fetched::Whole(Ok(answer))
     };

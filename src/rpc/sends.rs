@@ -36,12 +36,11 @@ const KNOWN_MESSAGES: &[&str] = &[
 ];
 
 fn is_known(message: &str) -> bool {
-    let m = message.to_ascii_lowercase();
-    KNOWN_MESSAGES.iter().any(|k| m.contains(k))
+    crate::routing::classify::message_mentions(message, KNOWN_MESSAGES)
 }
 
 fn nonce_too_low(message: &str) -> bool {
-    message.to_ascii_lowercase().contains("nonce too low")
+    crate::routing::classify::message_mentions(message, &["nonce too low"])
 }
 
 /// The hash of the raw transaction in `params` (`["0x..."]`), if it is one.
