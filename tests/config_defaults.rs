@@ -6,7 +6,15 @@ use std::collections::BTreeMap;
 use lasso::config::defaults;
 
 /// Top-level config sections whose YAML blocks in the contract show defaults.
-const SECTIONS: &[&str] = &["server", "upstream", "routing", "websocket", "telemetry", "dashboard"];
+const SECTIONS: &[&str] = &[
+    "server",
+    "upstream",
+    "routing",
+    "websocket",
+    "telemetry",
+    "dashboard",
+    "access",
+];
 
 /// The YAML lines under each of `SECTIONS` in the contract's ```yaml blocks (the examples around them are skipped).
 fn documented_sections(contract: &str) -> String {

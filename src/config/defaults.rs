@@ -192,10 +192,16 @@ pub const DEFAULT_TRACES_EXPORT_TIMEOUT_MS: u64 = 5_000;
 pub const DEFAULT_DASHBOARD_ENABLED: bool = false;
 /// `dashboard.session_ttl_ms`: lifetime of the dashboard's session cookie.
 pub const DEFAULT_DASHBOARD_SESSION_TTL_MS: u64 = 3_600_000;
+// `access:`
+/// `access.require_key`: no profile needs a key unless configured (`true`, or a list of profiles).
+pub const DEFAULT_ACCESS_REQUIRE_KEY: bool = false;
+/// Shortest client key accepted in `access.keys[].key` (a guessable key is no key).
+pub const ACCESS_MIN_KEY_BYTES: usize = 16;
 
 /// Every default above as `(dotted config key, value as written in YAML)`.
 pub fn table() -> Vec<(&'static str, String)> {
     vec![
+        ("access.require_key", DEFAULT_ACCESS_REQUIRE_KEY.to_string()),
         ("dashboard.enabled", DEFAULT_DASHBOARD_ENABLED.to_string()),
         (
             "dashboard.session_ttl_ms",

@@ -14,9 +14,9 @@ use super::defaults::*;
 use super::redact::mask_url;
 use super::routing_policy::{BreakerSettings, Strategy};
 use super::schema::{
-    Chain, Config, CorsOrigins, DashboardSettings, HedgeSettings, MethodFilter, Profile, Provider,
-    RoutingSettings, ServerSettings, TelemetrySettings, TraceEndpoint, TraceSettings, UpstreamSettings,
-    WsSettings,
+    AccessSettings, ApiKey, Chain, Config, CorsOrigins, DashboardSettings, HedgeSettings,
+    MethodFilter, Profile, Provider, RequireKey, RoutingSettings, ServerSettings,
+    TelemetrySettings, TraceEndpoint, TraceSettings, UpstreamSettings, WsSettings,
 };
 use super::url::ProviderUrl;
 
@@ -55,9 +55,46 @@ struct RawFile {
     #[serde(default)]
     dashboard: RawDashboard,
     #[serde(default)]
+    access: RawAccess,
+    #[serde(default)]
     chains: IndexMap<String, RawChain>,
     #[serde(default)]
     profiles: IndexMap<String, RawProfile>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RawRequireKey {
+    All(bool),
+    Profiles(Vec<String>),
+}
+
+impl Default for RawRequireKey {
+    fn default() -> Self {
+        RawRequireKey::All(DEFAULT_ACCESS_REQUIRE_KEY)
+    }
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+struct RawAccess {
+    require_key: RawRequireKey,
+    keys: Vec<RawKey>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawKey {
+    id: String,
+    key: String,
+    #[serde(default)]
+    profiles: Vec<String>,
+    #[serde(default)]
+    chains: Vec<String>,
+    #[serde(default)]
+    methods: Option<RawMethods>,
+    #[serde(default)]
+    origins: Vec<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -602,6 +639,7 @@ pub fn load_str(
     };
     let dashboard = builder.dashboard(&raw.dashboard)?;
     builder.routing = Some(routing.clone());
+    let access = builder.access(&raw.access)?;
 
     let mut profiles = Vec::new();
     let has_default_entry = raw.profiles.contains_key("default");
@@ -654,6 +692,20 @@ pub fn load_str(
     if profiles.iter().all(|p| p.chains.is_empty()) {
         return Err(builder.err("chains", "no chain is configured"));
     }
+    let known = |name: &String| profiles.iter().any(|p| &p.name == name);
+    if let RequireKey::Profiles(list) = &access.require_key {
+        if let Some(unknown) = list.iter().find(|n| !known(n)) {
+            return Err(builder.err("access.require_key", format!("unknown profile '{unknown}'")));
+        }
+    }
+    for key in &access.keys {
+        if let Some(unknown) = key.profiles.iter().find(|n| !known(n)) {
+            return Err(builder.err(
+                format!("access.keys.{}.profiles", key.id),
+                format!("unknown profile '{unknown}'"),
+            ));
+        }
+    }
     let mut secrets = builder.secrets;
     secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
     secrets.dedup();
@@ -665,6 +717,7 @@ pub fn load_str(
         websocket,
         telemetry,
         dashboard,
+        access,
         profiles,
         providers: builder.providers,
         secrets,
@@ -977,6 +1030,60 @@ impl Builder<'_> {
             token,
             session_ttl: Duration::from_millis(raw.session_ttl_ms),
         })
+    }
+
+    /// `access:`: keys hashed here (the key itself is kept only as a secret to redact, never in the settings).
+    fn access(&mut self, raw: &RawAccess) -> Result<AccessSettings, ConfigError> {
+        let require_key = match &raw.require_key {
+            RawRequireKey::All(false) => RequireKey::None,
+            RawRequireKey::All(true) => RequireKey::All,
+            RawRequireKey::Profiles(list) => RequireKey::Profiles(list.clone()),
+        };
+        let mut keys: Vec<ApiKey> = Vec::new();
+        for raw_key in &raw.keys {
+            let at = format!("access.keys.{}", raw_key.id);
+            if raw_key.id.is_empty()
+                || raw_key.id.len() > 64
+                || !raw_key
+                    .id
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            {
+                return Err(self.err(
+                    "access.keys",
+                    "key ids use 1 to 64 letters, digits, - and _",
+                ));
+            }
+            if keys.iter().any(|k| k.id == raw_key.id) {
+                return Err(self.err(&at, "duplicate key id"));
+            }
+            let key = self
+                .expand(&format!("{at}.key"), &raw_key.key)?
+                .trim()
+                .to_string();
+            if key.len() < ACCESS_MIN_KEY_BYTES {
+                return Err(self.err(
+                    format!("{at}.key"),
+                    format!("a key needs at least {ACCESS_MIN_KEY_BYTES} characters"),
+                ));
+            }
+            self.secrets.push(key.clone());
+            let hash = crate::config::schema::hash_key(&key);
+            if keys.iter().any(|k| k.hash == hash) {
+                return Err(self.err(format!("{at}.key"), "two keys have the same value"));
+            }
+            let methods = raw_key.methods.as_ref();
+            keys.push(ApiKey {
+                id: raw_key.id.clone(),
+                hash,
+                profiles: raw_key.profiles.clone(),
+                chains: raw_key.chains.clone(),
+                methods_allow: methods.map(|m| m.allow.clone()).unwrap_or_default(),
+                methods_deny: methods.map(|m| m.deny.clone()).unwrap_or_default(),
+                origins: raw_key.origins.clone(),
+            });
+        }
+        Ok(AccessSettings { require_key, keys })
     }
 
     /// Expands `${VAR}` and `${VAR:-default}`; expanded values become secrets.

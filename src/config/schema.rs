@@ -303,6 +303,67 @@ impl Profile {
     }
 }
 
+/// Which profiles demand an API key (`access.require_key`): `true` (all), `false` (none) or a list of profiles.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum RequireKey {
+    #[default]
+    None,
+    All,
+    Profiles(Vec<String>),
+}
+
+/// One client API key (`access.keys[]`). Only the SHA-256 of the key is kept; `id` is what logs and metrics show.
+#[derive(Clone)]
+pub struct ApiKey {
+    pub id: String,
+    /// SHA-256 of the key.
+    pub hash: [u8; 32],
+    /// Profiles the key may use; empty = every profile.
+    pub profiles: Vec<String>,
+    /// Chains (names, aliases or decimal chain ids as in the URL) the key may use; empty = every chain.
+    pub chains: Vec<String>,
+    /// Methods the key may call (exact names or `prefix*`); empty allow = every method.
+    pub methods_allow: Vec<String>,
+    pub methods_deny: Vec<String>,
+    /// Browser origins the key may be sent from; empty = any (and requests without `Origin`).
+    pub origins: Vec<String>,
+}
+
+impl std::fmt::Debug for ApiKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the hash: only the id and the restrictions.
+        f.debug_struct("ApiKey")
+            .field("id", &self.id)
+            .field("profiles", &self.profiles)
+            .field("chains", &self.chains)
+            .finish_non_exhaustive()
+    }
+}
+
+/// SHA-256 of a client key: what Lasso keeps and compares instead of the key.
+pub fn hash_key(key: &str) -> [u8; 32] {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(key.as_bytes()).into()
+}
+
+/// Client access (`access:`): which profiles need a key, and the keys.
+#[derive(Debug, Clone, Default)]
+pub struct AccessSettings {
+    pub require_key: RequireKey,
+    pub keys: Vec<ApiKey>,
+}
+
+impl AccessSettings {
+    /// Whether requests to `profile` must carry a valid key.
+    pub fn requires_key(&self, profile: &str) -> bool {
+        match &self.require_key {
+            RequireKey::None => false,
+            RequireKey::All => true,
+            RequireKey::Profiles(list) => list.iter().any(|p| p == profile),
+        }
+    }
+}
+
 /// The whole validated configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -313,6 +374,8 @@ pub struct Config {
     pub websocket: WsSettings,
     pub telemetry: TelemetrySettings,
     pub dashboard: DashboardSettings,
+    /// Client API keys and which profiles require them.
+    pub access: AccessSettings,
     /// Index 0 is always the `default` profile.
     pub profiles: Vec<Profile>,
     pub providers: Vec<Provider>,

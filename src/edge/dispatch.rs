@@ -204,7 +204,7 @@ pub async fn answer(
             resp.with_header("Access-Control-Allow-Methods", "POST, GET, OPTIONS")
                 .with_header(
                     "Access-Control-Allow-Headers",
-                    "Content-Type, Authorization, X-Lasso-Include-Meta, traceparent, tracestate",
+                    "Content-Type, Authorization, X-Lasso-Key, X-Lasso-Include-Meta, traceparent, tracestate",
                 )
                 .with_header("Access-Control-Max-Age", "86400")
         }
@@ -251,6 +251,12 @@ pub async fn answer(
 async fn rpc(worker: &Rc<Worker>, head: &RequestHead, body: &[u8]) -> Response {
     match crate::rpc::target::resolve(&worker.config, &head.path, "/rpc") {
         Ok(target) => {
+            let config = &worker.config;
+            if let Err(e) =
+                crate::access::gate::check(config, target.profile, target.chain, head, Some(body))
+            {
+                return crate::access::gate::refusal(e);
+            }
             let target = target.with_failover(query_flag(&head.query, "failover"));
             let mode =
                 crate::rpc::meta::MetaMode::from_request(&head.query, head.include_meta.as_deref());

@@ -32,7 +32,10 @@ use crate::wire::ws_frame::{self as frame, Assembler, Message, close};
 use crate::wire::ws_handshake as handshake;
 
 async fn reject(stream: &mut TcpStream, err: RpcError) {
-    let resp = Response::from(err);
+    reject_response(stream, Response::from(err)).await
+}
+
+async fn reject_response(stream: &mut TcpStream, resp: Response) {
     let mut out = Vec::new();
     write_head(&mut out, &resp, false);
     out.extend_from_slice(&resp.body);
@@ -71,6 +74,11 @@ pub async fn upgrade(
     {
         // Browsers send `Origin` and do not apply CORS to WebSockets: the server refuses foreign pages itself.
         return reject(&mut stream, RpcError::OriginNotAllowed).await;
+    }
+    if let Err(e) =
+        crate::access::gate::check(&worker.config, target.profile, target.chain, head, None)
+    {
+        return reject_response(&mut stream, crate::access::gate::refusal(e)).await;
     }
     if worker.draining.get() {
         return reject(&mut stream, RpcError::Overloaded("server is draining")).await;

@@ -37,6 +37,8 @@ pub struct RequestHead {
     pub include_meta: Option<String>,
     /// Value of `Authorization`, if sent (admin API).
     pub authorization: Option<String>,
+    /// Value of `X-Lasso-Key`, if sent (a client API key; never logged).
+    pub lasso_key: Option<String>,
     /// Value of the dashboard's session cookie (`lasso_dash` in `Cookie`), if sent.
     pub dashboard_cookie: Option<String>,
     /// Value of `Origin`, if sent (CORS and WebSocket origin checks).
@@ -94,6 +96,7 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<RequestHead>, HeadError> {
     let mut upgrade_websocket = false;
     let mut include_meta = None;
     let mut authorization = None;
+    let mut lasso_key = None;
     let mut dashboard_cookie = None;
     let mut origin = None;
     let mut traceparent = None;
@@ -131,6 +134,8 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<RequestHead>, HeadError> {
             include_meta = Some(value.to_string());
         } else if h.name.eq_ignore_ascii_case("authorization") {
             authorization = Some(value.to_string());
+        } else if h.name.eq_ignore_ascii_case("x-lasso-key") {
+            lasso_key = Some(value.to_string());
         } else if h.name.eq_ignore_ascii_case("cookie") {
             if let Some(v) = value
                 .split(';')
@@ -172,6 +177,7 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<RequestHead>, HeadError> {
         upgrade_websocket,
         include_meta,
         authorization,
+        lasso_key,
         dashboard_cookie,
         origin,
         traceparent,

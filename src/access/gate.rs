@@ -1,0 +1,237 @@
+//! The one access check of a request ([`admit`]): find the key (header, bearer or query), match it against the
+//! configured hashes in constant time, then apply the key's profile, chain, origin and method restrictions.
+
+use crate::config::schema::{AccessSettings, ApiKey, Config, Profile, hash_key};
+use crate::error::RpcError;
+use crate::wire::http::request::RequestHead;
+use crate::wire::http::response::Response;
+use crate::wire::jsonrpc::{RequestBody, parse_request};
+
+/// The key a request presents: `X-Lasso-Key`, then `Authorization: Bearer`, then the `key` query parameter.
+pub fn presented_key(head: &RequestHead) -> Option<&str> {
+    if let Some(k) = head.lasso_key.as_deref().filter(|k| !k.is_empty()) {
+        return Some(k);
+    }
+    if let Some(auth) = head.authorization.as_deref() {
+        if let Some((scheme, token)) = auth.split_once(' ') {
+            if scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty() {
+                return Some(token.trim());
+            }
+        }
+    }
+    head.query
+        .split('&')
+        .filter_map(|kv| kv.split_once('='))
+        .find_map(|(k, v)| (k == "key" && !v.is_empty()).then_some(v))
+}
+
+/// The configured key whose hash equals the presented key's: every stored hash is compared in full, whatever matches
+/// first, so the time taken does not depend on which key (or how much of a hash) matched.
+pub fn find_key<'a>(access: &'a AccessSettings, presented: &str) -> Option<&'a ApiKey> {
+    let hash = hash_key(presented);
+    let mut found = None;
+    for key in &access.keys {
+        let diff = key
+            .hash
+            .iter()
+            .zip(hash.iter())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b));
+        if diff == 0 {
+            found = Some(key);
+        }
+    }
+    found
+}
+
+fn method_allowed(key: &ApiKey, method: &str) -> bool {
+    use crate::evm::methods::matches_pattern;
+    (key.methods_allow.is_empty() || key.methods_allow.iter().any(|p| matches_pattern(p, method)))
+        && !key.methods_deny.iter().any(|p| matches_pattern(p, method))
+}
+
+/// Admits a request to `profile`'s chain `chain` (an index into `profile.chains`; `None` for a profile-level check).
+/// `body` is the JSON-RPC body of an HTTP request (its methods are checked against the key's method rules; a body
+/// that does not parse is left to the pipeline to refuse). Returns the key's id when a key was presented and valid;
+/// `Ok(None)` when the profile needs no key and none was sent.
+pub fn admit<'a>(
+    access: &'a AccessSettings,
+    profile: &Profile,
+    chain: Option<usize>,
+    head: &RequestHead,
+    body: Option<&[u8]>,
+) -> Result<Option<&'a str>, RpcError> {
+    let required = access.requires_key(&profile.name);
+    let key = match presented_key(head) {
+        None if !required => return Ok(None),
+        None => return Err(RpcError::KeyRequired),
+        Some(presented) => match find_key(access, presented) {
+            Some(k) => k,
+            // A wrong key is refused even where none is needed: the client meant to use one.
+            None => return Err(RpcError::KeyRequired),
+        },
+    };
+    if !key.profiles.is_empty() && !key.profiles.iter().any(|p| p == &profile.name) {
+        return Err(RpcError::KeyForbidden("profile"));
+    }
+    if let Some(chain) = chain {
+        if !key.chains.is_empty()
+            && !key
+                .chains
+                .iter()
+                .any(|c| profile.chain(c).is_some_and(|(i, _)| i == chain))
+        {
+            return Err(RpcError::KeyForbidden("chain"));
+        }
+    }
+    if !key.origins.is_empty()
+        && !head
+            .origin
+            .as_deref()
+            .is_some_and(|o| key.origins.iter().any(|a| a.eq_ignore_ascii_case(o)))
+    {
+        return Err(RpcError::KeyForbidden("origin"));
+    }
+    if let Some(body) = body {
+        if !key.methods_allow.is_empty() || !key.methods_deny.is_empty() {
+            let denied = match parse_request(body) {
+                Ok(RequestBody::Single(call)) => !method_allowed(key, &call.method),
+                Ok(RequestBody::Batch(calls)) => calls
+                    .iter()
+                    .flatten()
+                    .any(|call| !method_allowed(key, &call.method)),
+                Err(_) => false,
+            };
+            if denied {
+                return Err(RpcError::KeyForbidden("method"));
+            }
+        }
+    }
+    Ok(Some(&key.id))
+}
+
+/// The edge's one call, before the pipeline or the upgrade: [`admit`] for the chain `chain` of profile `profile`
+/// (indexes of the resolved target), so a refused request never reaches a provider.
+pub fn check(
+    config: &Config,
+    profile: usize,
+    chain: usize,
+    head: &RequestHead,
+    body: Option<&[u8]>,
+) -> Result<(), RpcError> {
+    admit(
+        &config.access,
+        &config.profiles[profile],
+        Some(chain),
+        head,
+        body,
+    )
+    .map(|_| ())
+}
+
+/// The answer to a refused access check; a 401 names the scheme a key may come in.
+pub fn refusal(e: RpcError) -> Response {
+    let unauthorized = matches!(e, RpcError::KeyRequired);
+    let resp = Response::from(e);
+    if unauthorized {
+        resp.with_header("WWW-Authenticate", "Bearer realm=\"lasso\"")
+    } else {
+        resp
+    }
+}
+
+/// Whether `key` may call `method` (WebSocket sessions check each call with this).
+pub fn may_call(access: &AccessSettings, key_id: &str, method: &str) -> bool {
+    access
+        .keys
+        .iter()
+        .find(|k| k.id == key_id)
+        .is_none_or(|k| method_allowed(k, method))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::http::request::parse_head;
+
+    fn head(extra: &str, query: &str) -> RequestHead {
+        let raw = format!(
+            "POST /rpc/ethereum{query} HTTP/1.1\r\nHost: x\r\n{extra}Content-Length: 0\r\n\r\n"
+        );
+        parse_head(raw.as_bytes()).unwrap().unwrap()
+    }
+
+    #[test]
+    fn keys_are_found_in_each_place_and_header_wins() {
+        assert_eq!(
+            presented_key(&head("X-Lasso-Key: aaa\r\n", "")),
+            Some("aaa")
+        );
+        assert_eq!(
+            presented_key(&head("Authorization: Bearer bbb\r\n", "")),
+            Some("bbb")
+        );
+        assert_eq!(
+            presented_key(&head("Authorization: Basic bbb\r\n", "")),
+            None
+        );
+        assert_eq!(presented_key(&head("", "?x=1&key=ccc")), Some("ccc"));
+        assert_eq!(
+            presented_key(&head("X-Lasso-Key: aaa\r\n", "?key=ccc")),
+            Some("aaa")
+        );
+        assert_eq!(presented_key(&head("", "?key=")), None);
+    }
+
+    fn load(access: &str) -> Result<Config, String> {
+        let text = format!(
+            "chains: {{ ethereum: {{ chain_id: 1, providers: [ {{ id: a, url: \"http://x\" }} ] }} }}\n{access}"
+        );
+        let env = |name: &str| (name == "RPC_K").then(|| "env-key-0123456789abcdef".to_string());
+        crate::config::load_str(&text, std::path::Path::new("t.yml"), &env)
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn keys_are_kept_hashed_and_as_secrets_and_checked_when_loaded() {
+        let c = load(
+            "access: { require_key: true, keys: [ { id: a1, key: \"${RPC_K}\" }, { id: b2, key: literal-key-000000000 } ] }",
+        )
+        .unwrap();
+        assert_eq!(c.access.keys.len(), 2);
+        assert_eq!(c.access.keys[0].hash, hash_key("env-key-0123456789abcdef"));
+        assert!(
+            c.secrets.iter().any(|s| s == "literal-key-000000000"),
+            "a literal key is a secret too"
+        );
+        assert!(!format!("{:?}", c.access).contains("literal-key"));
+        assert_eq!(
+            find_key(&c.access, "literal-key-000000000").map(|k| k.id.as_str()),
+            Some("b2")
+        );
+        assert!(find_key(&c.access, "literal-key-00000000").is_none());
+        for (bad, why) in [
+            ("access: { keys: [ { id: a, key: short } ] }", "at least 16"),
+            (
+                "access: { keys: [ { id: \"a b\", key: literal-key-000000000 } ] }",
+                "key ids",
+            ),
+            (
+                "access: { keys: [ { id: a, key: literal-key-000000000 }, { id: a, key: literal-key-000000001 } ] }",
+                "duplicate",
+            ),
+            (
+                "access: { keys: [ { id: a, key: literal-key-000000000 }, { id: b, key: literal-key-000000000 } ] }",
+                "same value",
+            ),
+            ("access: { require_key: [nope] }", "unknown profile"),
+            (
+                "access: { keys: [ { id: a, key: literal-key-000000000, profiles: [nope] } ] }",
+                "unknown profile",
+            ),
+        ] {
+            let e = load(bad).err().unwrap_or_else(|| panic!("{bad} loaded"));
+            assert!(e.contains(why), "{bad}: {e}");
+            assert!(!e.contains("literal-key-000000000"), "{bad}: {e}");
+        }
+    }
+}

@@ -1,0 +1,11 @@
+//! Client access: which requests may reach the pipeline. A profile listed in `access.require_key` (or every profile
+//! with `require_key: true`) answers only requests that carry a configured key, as `Authorization: Bearer <key>`,
+//! `X-Lasso-Key: <key>` or the query parameter `key=<key>` (WebSocket clients and wallets that take only a URL).
+//! Keys are kept as SHA-256 hashes (`config::schema::ApiKey`), a presented key is hashed and compared against every
+//! stored hash in constant time, and only the key's id ever appears in answers, logs or metrics.
+//!
+//! The edge calls [`gate::admit`] once per request, before the pipeline (HTTP) or the upgrade (WebSocket): a
+//! refused request never reaches a provider. This plane sits between config and edge and imports only error, wire,
+//! evm and config.
+
+pub mod gate;

@@ -1,0 +1,224 @@
+//! Client access through the real binary: profiles that require an API key answer 401 (JSON-RPC -32014, no upstream
+//! call) without one or with an unknown one, over HTTP and on the WebSocket handshake; a key is accepted as
+//! `X-Lasso-Key`, `Authorization: Bearer` or `?key=`; a key's profile, chain and method rules answer 403 (-32015);
+//! keys never appear in logs.
+
+mod support;
+
+use std::net::SocketAddr;
+
+use support::ws::WsClient;
+use support::*;
+
+const ALICE: &str = "alice-secret-key-0123456789";
+const BOB: &str = "bob-secret-key-abcdefghijkl";
+const CALL: &str = r#"{"jsonrpc":"2.0","id":7,"method":"eth_blockNumber","params":[]}"#;
+
+/// Profile `default` (ethereum, alias eth; base) requires a key; profile `open` does not.
+fn config(p1: &MockProvider, p2: &MockProvider) -> String {
+    p1.set_chain_id("0x1");
+    p2.set_chain_id("0x2105");
+    let yaml = Config::new()
+        .chain(
+            Chain::new("ethereum", 1)
+                .alias("eth")
+                .strategy("priority")
+                .provider(Provider::new("p1", &p1.url())),
+        )
+        .chain(
+            Chain::new("base", 8453)
+                .strategy("priority")
+                .provider(Provider::new("p2", &p2.url())),
+        )
+        .profile(
+            "open",
+            vec![
+                Chain::new("ethereum", 1)
+                    .strategy("priority")
+                    .provider(Provider::new("p1o", &p1.url())),
+            ],
+        )
+        .yaml();
+    format!(
+        "{yaml}\naccess:\n  require_key: [default]\n  keys:\n    \
+         - {{ id: alice, key: \"${{RPC_ALICE_KEY}}\" }}\n    \
+         - {{ id: bob, key: \"{BOB}\", profiles: [default], chains: [eth], methods: {{ deny: [\"eth_getLogs\", \"debug_*\"] }} }}\n"
+    )
+}
+
+fn start(p1: &MockProvider, p2: &MockProvider) -> Lasso {
+    Lasso::builder(&config(p1, p2))
+        .workers(1)
+        .env("RPC_ALICE_KEY", ALICE)
+        .start()
+}
+
+fn post_with(addr: SocketAddr, path: &str, headers: &[(&str, &str)], body: &str) -> Response {
+    let mut all = vec![("Content-Type", "application/json")];
+    all.extend_from_slice(headers);
+    request(addr, "POST", path, &all, body.as_bytes())
+}
+
+#[test]
+fn missing_and_unknown_keys_get_401_without_an_upstream_call() {
+    let (p1, p2) = (MockProvider::start("p1"), MockProvider::start("p2"));
+    let lasso = start(&p1, &p2);
+    let before = p1.received();
+    for (what, headers, path) in [
+        ("no key", vec![], "/rpc/ethereum"),
+        (
+            "unknown header key",
+            vec![("X-Lasso-Key", "not-a-key-at-all-000000")],
+            "/rpc/ethereum",
+        ),
+        (
+            "unknown bearer",
+            vec![("Authorization", "Bearer not-a-key-at-all-000000")],
+            "/rpc/ethereum",
+        ),
+        (
+            "unknown query key",
+            vec![],
+            "/rpc/ethereum?key=not-a-key-at-all-000000",
+        ),
+        (
+            "basic auth is no key",
+            vec![("Authorization", "Basic YWxpY2U6eA==")],
+            "/rpc/ethereum",
+        ),
+    ] {
+        let r = post_with(lasso.addr(), path, &headers, CALL);
+        assert_eq!(r.status, 401, "{what}: {}", r.describe());
+        assert_eq!(r.rpc_code(), Some(-32014), "{what}: {}", r.describe());
+        assert!(
+            r.header("www-authenticate")
+                .is_some_and(|v| v.starts_with("Bearer")),
+            "{what}"
+        );
+        assert!(
+            !r.text().contains("not-a-key"),
+            "{what}: the presented key is not echoed"
+        );
+    }
+    assert_eq!(
+        p1.received(),
+        before,
+        "no refused request reached a provider"
+    );
+    // The profile without `require_key` answers without a key.
+    let r = post(lasso.addr(), "/rpc/profile/open/ethereum", CALL);
+    assert_eq!(r.status, 200, "{}", r.describe());
+    assert!(r.json().get("result").is_some(), "{}", r.describe());
+    let logs = lasso.logs();
+    assert!(
+        !logs.contains(ALICE) && !logs.contains(BOB),
+        "keys never reach the logs"
+    );
+}
+
+#[test]
+fn a_valid_key_is_taken_from_each_place() {
+    let (p1, p2) = (MockProvider::start("p1"), MockProvider::start("p2"));
+    let lasso = start(&p1, &p2);
+    let bearer = format!("Bearer {ALICE}");
+    let query = format!("/rpc/ethereum?key={ALICE}");
+    for (what, headers, path) in [
+        ("X-Lasso-Key", vec![("X-Lasso-Key", ALICE)], "/rpc/ethereum"),
+        (
+            "bearer",
+            vec![("Authorization", bearer.as_str())],
+            "/rpc/ethereum",
+        ),
+        ("query", vec![], query.as_str()),
+    ] {
+        let before = p1.received();
+        let r = post_with(lasso.addr(), path, &headers, CALL);
+        assert_eq!(r.status, 200, "{what}: {}", r.describe());
+        assert_eq!(r.json()["id"], 7, "{what}: {}", r.describe());
+        assert!(r.json().get("result").is_some(), "{what}: {}", r.describe());
+        assert_eq!(p1.received(), before + 1, "{what}: forwarded once");
+    }
+}
+
+#[test]
+fn a_keys_profile_chain_and_method_rules_answer_403() {
+    let (p1, p2) = (MockProvider::start("p1"), MockProvider::start("p2"));
+    let lasso = start(&p1, &p2);
+    let bob = [("X-Lasso-Key", BOB)];
+    // Allowed: chain `eth` names ethereum, whatever the URL calls it.
+    let r = post_with(lasso.addr(), "/rpc/1", &bob, CALL);
+    assert_eq!(r.status, 200, "{}", r.describe());
+    let before = (p1.received(), p2.received());
+    let logs = r#"{"jsonrpc":"2.0","id":1,"method":"eth_getLogs","params":[{}]}"#;
+    let debug_in_batch = r#"[{"jsonrpc":"2.0","id":1,"method":"eth_blockNumber","params":[]},{"jsonrpc":"2.0","id":2,"method":"debug_traceTransaction","params":["0x00"]}]"#;
+    for (what, path, body) in [
+        ("chain", "/rpc/base", CALL),
+        ("method", "/rpc/ethereum", logs),
+        ("method", "/rpc/ethereum", debug_in_batch),
+    ] {
+        let r = post_with(lasso.addr(), path, &bob, body);
+        assert_eq!(r.status, 403, "{what}: {}", r.describe());
+        assert_eq!(r.rpc_code(), Some(-32015), "{what}: {}", r.describe());
+        assert!(
+            r.json()["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains(what),
+            "{what}"
+        );
+    }
+    // Bob may not use profile `open` (his key names `default` only), even though `open` needs no key.
+    let r = post_with(lasso.addr(), "/rpc/profile/open/ethereum", &bob, CALL);
+    assert_eq!(r.status, 403, "{}", r.describe());
+    assert_eq!(
+        (p1.received(), p2.received()),
+        before,
+        "no refused request reached a provider"
+    );
+    // Alice (no rules) may use base.
+    let r = post_with(lasso.addr(), "/rpc/base", &[("X-Lasso-Key", ALICE)], CALL);
+    assert_eq!(r.status, 200, "{}", r.describe());
+}
+
+#[test]
+fn websocket_handshakes_without_a_valid_key_get_401() {
+    let (p1, p2) = (MockProvider::start("p1"), MockProvider::start("p2"));
+    let lasso = start(&p1, &p2);
+    for path in [
+        "/ws/rpc/ethereum",
+        "/ws/rpc/ethereum?key=not-a-key-at-all-000000",
+    ] {
+        let refused = WsClient::connect(lasso.addr(), path)
+            .err()
+            .expect("refused");
+        assert!(refused.starts_with("HTTP/1.1 401"), "{path}: {refused}");
+        assert!(refused.contains("-32014"), "{path}: {refused}");
+    }
+    // Bob's key is not for base: 403 on the handshake.
+    let refused = WsClient::connect(lasso.addr(), &format!("/ws/rpc/base?key={BOB}"))
+        .err()
+        .expect("refused");
+    assert!(refused.starts_with("HTTP/1.1 403"), "{refused}");
+    // The key in the query opens a session that answers.
+    let mut ws = WsClient::connect(lasso.addr(), &format!("/ws/rpc/ethereum?key={ALICE}"))
+        .expect("upgraded");
+    let mut notes = Vec::new();
+    let reply = ws.call(1, "eth_blockNumber", serde_json::json!([]), &mut notes);
+    assert!(reply.get("result").is_some(), "{reply}");
+    // The key as a header on the handshake.
+    let mut c = Conn::connect(lasso.addr());
+    c.send(&request_bytes(
+        "GET",
+        "/ws/rpc/ethereum",
+        &[
+            ("Upgrade", "websocket"),
+            ("Connection", "Upgrade"),
+            ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="),
+            ("Sec-WebSocket-Version", "13"),
+            ("X-Lasso-Key", ALICE),
+        ],
+        b"",
+    ));
+    let r = c.read_response();
+    assert_eq!(r.status, 101, "{}", r.describe());
+}
