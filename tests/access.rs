@@ -222,3 +222,118 @@ fn websocket_handshakes_without_a_valid_key_get_401() {
     let r = c.read_response();
     assert_eq!(r.status, 101, "{}", r.describe());
 }
+
+const ADMIN: &str = "admin-token-for-access-tests";
+
+fn admin(lasso: &Lasso, method: &str, path: &str, body: &str) -> Response {
+    let auth = format!("Bearer {ADMIN}");
+    request(
+        lasso.addr(),
+        method,
+        path,
+        &[
+            ("Authorization", &auth),
+            ("Content-Type", "application/json"),
+        ],
+        body.as_bytes(),
+    )
+}
+
+/// Until `ws` is closed by the server (answering pings meanwhile): the close code and reason.
+fn closed_by_server(
+    ws: &mut WsClient,
+    within: std::time::Duration,
+) -> Result<(u16, String), String> {
+    match ws.recv(within) {
+        Some(support::ws::WsMessage::Close(code, reason)) => Ok((code, reason)),
+        other => Err(format!("still open: {other:?}")),
+    }
+}
+
+#[test]
+fn keys_are_added_rotated_and_revoked_through_the_admin_api_without_dropping_others() {
+    let (p1, p2) = (MockProvider::start("p1"), MockProvider::start("p2"));
+    let backups = tempfile::tempdir().unwrap();
+    let yaml = format!("{}websocket:\n  ping_interval_ms: 100\n", config(&p1, &p2));
+    let lasso = Lasso::builder(&yaml)
+        .workers(1)
+        .env("RPC_ALICE_KEY", ALICE)
+        .env("LASSO_ADMIN_TOKEN", ADMIN)
+        .env("LASSO_BACKUP_DIR", backups.path().to_str().unwrap())
+        .start();
+    let carol_1 = "carol-first-key-000000000";
+    let carol_2 = "carol-second-key-00000000";
+    let as_carol =
+        |key: &str| post_with(lasso.addr(), "/rpc/ethereum", &[("X-Lasso-Key", key)], CALL);
+    assert_eq!(as_carol(carol_1).status, 401, "carol has no key yet");
+
+    // Alice's session stays open through every change below.
+    let mut alice =
+        WsClient::connect(lasso.addr(), &format!("/ws/rpc/ethereum?key={ALICE}")).expect("alice");
+
+    let r = admin(
+        &lasso,
+        "PUT",
+        "/api/admin/keys/carol",
+        &format!(r#"{{"key":"{carol_1}","chains":["ethereum"]}}"#),
+    );
+    assert_eq!(r.status, 200, "{}", r.describe());
+    assert_eq!(as_carol(carol_1).status, 200, "an added key works at once");
+    let listed = admin(&lasso, "GET", "/api/admin/keys", "");
+    assert_eq!(listed.status, 200, "{}", listed.describe());
+    assert!(listed.text().contains("\"carol\""), "{}", listed.text());
+    let file = std::fs::read_to_string(lasso.config_path()).unwrap();
+    assert!(
+        !file.contains(carol_1),
+        "only the key's hash is written to the file"
+    );
+    assert!(
+        !listed.text().contains(carol_1) && !listed.text().contains("sha256"),
+        "{}",
+        listed.text()
+    );
+
+    // Rotation: the new key works, the old one does not, and carol's open session on the old key is closed.
+    let mut carol_ws =
+        WsClient::connect(lasso.addr(), &format!("/ws/rpc/ethereum?key={carol_1}")).expect("carol");
+    let r = admin(
+        &lasso,
+        "PUT",
+        "/api/admin/keys/carol",
+        &format!(r#"{{"key":"{carol_2}"}}"#),
+    );
+    assert_eq!(r.status, 200, "{}", r.describe());
+    assert_eq!(
+        as_carol(carol_1).status,
+        401,
+        "the rotated-out key is refused"
+    );
+    assert_eq!(as_carol(carol_2).status, 200, "the new key works");
+    let (code, reason) =
+        closed_by_server(&mut carol_ws, 5 * SEC).expect("carol's old session closed");
+    assert_eq!(code, 1008, "{reason}");
+    assert!(reason.contains("revoked"), "{reason}");
+
+    // Revocation closes the key's sessions.
+    let mut carol_ws =
+        WsClient::connect(lasso.addr(), &format!("/ws/rpc/ethereum?key={carol_2}")).expect("carol");
+    let r = admin(&lasso, "DELETE", "/api/admin/keys/carol", "");
+    assert_eq!(r.status, 200, "{}", r.describe());
+    assert_eq!(as_carol(carol_2).status, 401, "a revoked key is refused");
+    let (code, _) = closed_by_server(&mut carol_ws, 5 * SEC).expect("carol's session closed");
+    assert_eq!(code, 1008);
+    assert_eq!(
+        admin(&lasso, "DELETE", "/api/admin/keys/carol", "").status,
+        400,
+        "no such key"
+    );
+    assert_eq!(
+        admin(&lasso, "PUT", "/api/admin/keys/dave", r#"{"key":"short"}"#).status,
+        400
+    );
+
+    // Alice was never dropped: her session still answers.
+    let mut notes = Vec::new();
+    let reply = alice.call(9, "eth_blockNumber", serde_json::json!([]), &mut notes);
+    assert!(reply.get("result").is_some(), "{reply}");
+}

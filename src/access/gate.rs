@@ -110,22 +110,31 @@ pub fn admit<'a>(
 }
 
 /// The edge's one call, before the pipeline or the upgrade: [`admit`] for the chain `chain` of profile `profile`
-/// (indexes of the resolved target), so a refused request never reaches a provider.
+/// (indexes of the resolved target), so a refused request never reaches a provider. Returns the hash of the key
+/// used, if any (a WebSocket session keeps it to learn of its revocation). Returns the hash of the key
+/// used, if any (a WebSocket session keeps it to learn of its revocation).
 pub fn check(
     config: &Config,
     profile: usize,
     chain: usize,
     head: &RequestHead,
     body: Option<&[u8]>,
-) -> Result<(), RpcError> {
-    admit(
+) -> Result<Option<[u8; 32]>, RpcError> {
+    let id = admit(
         &config.access,
         &config.profiles[profile],
         Some(chain),
         head,
         body,
-    )
-    .map(|_| ())
+    )?;
+    Ok(id.and_then(|id| {
+        config
+            .access
+            .keys
+            .iter()
+            .find(|k| k.id == id)
+            .map(|k| k.hash)
+    }))
 }
 
 /// The answer to a refused access check; a 401 names the scheme a key may come in.

@@ -4,8 +4,13 @@
 //! Keys are kept as SHA-256 hashes (`config::schema::ApiKey`), a presented key is hashed and compared against every
 //! stored hash in constant time, and only the key's id ever appears in answers, logs or metrics.
 //!
+//! Keys change with the configuration (the admin API's `/api/admin/keys` edits it like any other change); the
+//! supervisor publishes each generation's keys ([`live`]) so that WebSocket sessions of a revoked or rotated key
+//! close themselves, while every other client keeps its connection.
+//!
 //! The edge calls [`gate::admit`] once per request, before the pipeline (HTTP) or the upgrade (WebSocket): a
 //! refused request never reaches a provider. This plane sits between config and edge and imports only error, wire,
 //! evm and config.
 
 pub mod gate;
+pub mod live;

@@ -250,6 +250,7 @@ fn start_generation(
         }
     }
     monitor.attach(shared.clone());
+    crate::access::live::publish(&config.access);
     Ok(Generation {
         shared,
         threads,

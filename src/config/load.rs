@@ -86,7 +86,11 @@ struct RawAccess {
 #[serde(deny_unknown_fields)]
 struct RawKey {
     id: String,
-    key: String,
+    /// The key itself (usually `${VAR}`); or its SHA-256 in `key_sha256` (what the admin API writes).
+    #[serde(default)]
+    key: Option<String>,
+    #[serde(default)]
+    key_sha256: Option<String>,
     #[serde(default)]
     profiles: Vec<String>,
     #[serde(default)]
@@ -1057,18 +1061,27 @@ impl Builder<'_> {
             if keys.iter().any(|k| k.id == raw_key.id) {
                 return Err(self.err(&at, "duplicate key id"));
             }
-            let key = self
-                .expand(&format!("{at}.key"), &raw_key.key)?
-                .trim()
-                .to_string();
-            if key.len() < ACCESS_MIN_KEY_BYTES {
-                return Err(self.err(
-                    format!("{at}.key"),
-                    format!("a key needs at least {ACCESS_MIN_KEY_BYTES} characters"),
-                ));
-            }
-            self.secrets.push(key.clone());
-            let hash = crate::config::schema::hash_key(&key);
+            let hash = match (&raw_key.key, &raw_key.key_sha256) {
+                (Some(text), None) => {
+                    let key = self.expand(&format!("{at}.key"), text)?.trim().to_string();
+                    if key.len() < ACCESS_MIN_KEY_BYTES {
+                        return Err(self.err(
+                            format!("{at}.key"),
+                            format!("a key needs at least {ACCESS_MIN_KEY_BYTES} characters"),
+                        ));
+                    }
+                    self.secrets.push(key.clone());
+                    crate::config::schema::hash_key(&key)
+                }
+                (None, Some(hex)) => {
+                    crate::config::schema::parse_key_hash(hex).ok_or_else(|| {
+                        self.err(format!("{at}.key_sha256"), "expected 64 hexadecimal digits")
+                    })?
+                }
+                _ => {
+                    return Err(self.err(&at, "give exactly one of `key` and `key_sha256`"));
+                }
+            };
             if keys.iter().any(|k| k.hash == hash) {
                 return Err(self.err(format!("{at}.key"), "two keys have the same value"));
             }

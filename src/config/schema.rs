@@ -346,6 +346,25 @@ pub fn hash_key(key: &str) -> [u8; 32] {
     sha2::Sha256::digest(key.as_bytes()).into()
 }
 
+/// Lower-case hex of a key hash (`access.keys[].key_sha256`).
+pub fn key_hash_hex(hash: &[u8; 32]) -> String {
+    hash.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Parses 64 hex digits into a key hash.
+pub fn parse_key_hash(hex: &str) -> Option<[u8; 32]> {
+    let hex = hex.trim().as_bytes();
+    if hex.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, pair) in hex.chunks(2).enumerate() {
+        let text = std::str::from_utf8(pair).ok()?;
+        out[i] = u8::from_str_radix(text, 16).ok()?;
+    }
+    Some(out)
+}
+
 /// Client access (`access:`): which profiles need a key, and the keys.
 #[derive(Debug, Clone, Default)]
 pub struct AccessSettings {

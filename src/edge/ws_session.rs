@@ -75,11 +75,16 @@ pub async fn upgrade(
         // Browsers send `Origin` and do not apply CORS to WebSockets: the server refuses foreign pages itself.
         return reject(&mut stream, RpcError::OriginNotAllowed).await;
     }
-    if let Err(e) =
-        crate::access::gate::check(&worker.config, target.profile, target.chain, head, None)
-    {
-        return reject_response(&mut stream, crate::access::gate::refusal(e)).await;
-    }
+    let key = match crate::access::gate::check(
+        &worker.config,
+        target.profile,
+        target.chain,
+        head,
+        None,
+    ) {
+        Ok(key) => key,
+        Err(e) => return reject_response(&mut stream, crate::access::gate::refusal(e)).await,
+    };
     if worker.draining.get() {
         return reject(&mut stream, RpcError::Overloaded("server is draining")).await;
     }
@@ -92,7 +97,7 @@ pub async fn upgrade(
     }
     buf.drain(..head.head_len);
     buf.shrink_to_fit();
-    serve(worker, hub, stream, buf, target).await;
+    serve(worker, hub, stream, buf, target, key).await;
 }
 
 fn close_frame(code: u16, reason: &str) -> Vec<u8> {
@@ -152,8 +157,10 @@ async fn serve(
     stream: TcpStream,
     mut buf: Vec<u8>,
     target: Target,
+    key: Option<[u8; 32]>,
 ) {
     let settings = worker.config.websocket.clone();
+    let mut keys_seen = crate::access::live::epoch();
     let (rd, wr) = stream.into_split();
     let mut rd = Some(rd);
     let (tx, rx) = mpsc::unbounded();
@@ -274,6 +281,10 @@ async fn serve(
         }
         if worker.draining.get() {
             close_with(close::GOING_AWAY, "server shutting down; reconnect");
+            break;
+        }
+        if key.is_some_and(|k| crate::access::live::revoked(&mut keys_seen, &k)) {
+            close_with(close::POLICY_VIOLATION, "API key revoked");
             break;
         }
         let now = Instant::now();
