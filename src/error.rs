@@ -99,6 +99,10 @@ pub enum RpcError {
     KeyRequired,
     /// The presented key may not use this profile, chain, origin or method (what is named).
     KeyForbidden(&'static str),
+    /// Over a key's or a client address's rate limit (`access`): retry after this long.
+    RateLimited {
+        retry_after_ms: u64,
+    },
 }
 
 impl RpcError {
@@ -108,7 +112,9 @@ impl RpcError {
         match self {
             RpcError::Parse(_) => PARSE_ERROR,
             RpcError::InvalidParams(_) => INVALID_PARAMS,
-            RpcError::LimitExceeded(_) | RpcError::ResponseBudget => LIMIT_EXCEEDED,
+            RpcError::LimitExceeded(_)
+            | RpcError::ResponseBudget
+            | RpcError::RateLimited { .. } => LIMIT_EXCEEDED,
             RpcError::InvalidRequest(_)
             | RpcError::BodyTooLarge { .. }
             | RpcError::HeadersTooLarge { .. }
@@ -135,7 +141,7 @@ impl RpcError {
             | RpcError::InvalidRequest(_)
             | RpcError::InvalidParams(_)
             | RpcError::UnknownStrategy(_) => 400,
-            RpcError::LimitExceeded(_) => 429,
+            RpcError::LimitExceeded(_) | RpcError::RateLimited { .. } => 429,
             RpcError::BodyTooLarge { .. } => 413,
             RpcError::HeadersTooLarge { .. } => 431,
             RpcError::MethodNotAllowed => 405,
@@ -200,6 +206,9 @@ impl RpcError {
                     .to_string()
             }
             RpcError::KeyForbidden(what) => format!("Forbidden: this API key may not use this {what}"),
+            RpcError::RateLimited { retry_after_ms } => {
+                format!("Limit exceeded: rate limit reached; retry after {retry_after_ms} ms")
+            }
             RpcError::FilterNotFound => {
                 "filter not found: the provider that created it is no longer \
                 available; create a new filter"
@@ -234,6 +243,9 @@ impl RpcError {
             }
             RpcError::NoProviderAvailable { reason } => {
                 Some(format!("{{\"reason\":{}}}", json_string(reason)))
+            }
+            RpcError::RateLimited { retry_after_ms } => {
+                Some(format!("{{\"retry_after_ms\":{retry_after_ms}}}"))
             }
             _ => None,
         }

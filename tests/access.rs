@@ -337,3 +337,129 @@ fn keys_are_added_rotated_and_revoked_through_the_admin_api_without_dropping_oth
     let reply = alice.call(9, "eth_blockNumber", serde_json::json!([]), &mut notes);
     assert!(reply.get("result").is_some(), "{reply}");
 }
+
+const LIM1: &str = "limited-key-one-000000000";
+const LIM2: &str = "limited-key-two-000000000";
+
+fn limited(p1: &MockProvider, extra: &str) -> Lasso {
+    p1.set_chain_id("0x1");
+    let yaml = single_chain(&[p1]).yaml();
+    let yaml = format!(
+        "{yaml}\naccess:\n  require_key: false\n{extra}  keys:\n    \
+         - {{ id: lim1, key: \"{LIM1}\", limit: {{ requests_per_s: 5, burst_s: 1 }} }}\n    \
+         - {{ id: lim2, key: \"{LIM2}\", limit: {{ requests_per_s: 5, burst_s: 1 }} }}\n"
+    );
+    Lasso::builder(&yaml).workers(1).start()
+}
+
+fn batch(n: usize) -> String {
+    let calls: Vec<String> = (0..n)
+        .map(|i| format!(r#"{{"jsonrpc":"2.0","id":{i},"method":"eth_blockNumber","params":[]}}"#))
+        .collect();
+    format!("[{}]", calls.join(","))
+}
+
+/// Asserts the shape of a rate-limit refusal.
+fn assert_limited(r: &Response) {
+    assert_eq!(r.status, 429, "{}", r.describe());
+    assert_eq!(r.rpc_code(), Some(-32005), "{}", r.describe());
+    let ms = r.json()["error"]["data"]["retry_after_ms"]
+        .as_u64()
+        .expect("data.retry_after_ms");
+    assert!(ms >= 1 && ms <= 1000, "{ms}");
+    let secs: u64 = r
+        .header("retry-after")
+        .expect("Retry-After")
+        .parse()
+        .unwrap();
+    assert!((1..=1).contains(&secs), "{secs}");
+}
+
+#[test]
+fn a_key_over_its_limit_gets_429_and_recovers_without_limiting_another_key() {
+    let p1 = MockProvider::start("p1");
+    let lasso = limited(&p1, "");
+    let as_key = |key: &str, body: &str| {
+        post_with(lasso.addr(), "/rpc/ethereum", &[("X-Lasso-Key", key)], body)
+    };
+    // The burst (5) passes, then the key is refused, without an upstream call.
+    let mut refused = None;
+    for i in 0..20 {
+        let r = as_key(LIM1, CALL);
+        if r.status == 429 {
+            refused = Some((i, r));
+            break;
+        }
+        assert_eq!(r.status, 200, "{}", r.describe());
+    }
+    let (i, r) = refused.expect("refused past the burst");
+    assert!(i >= 5, "the burst of 5 passes first, refused at {i}");
+    assert_limited(&r);
+    let before = p1.received();
+    assert_eq!(as_key(LIM1, CALL).status, 429);
+    assert_eq!(
+        p1.received(),
+        before,
+        "a refused request reaches no provider"
+    );
+    // Another key is not limited by lim1's state.
+    let r = as_key(LIM2, CALL);
+    assert_eq!(r.status, 200, "{}", r.describe());
+    // After the window, lim1 is served again.
+    eventually(3 * SEC, "lim1 recovers", || {
+        let r = as_key(LIM1, CALL);
+        (r.status == 200).then_some(()).ok_or(r.describe())
+    });
+}
+
+#[test]
+fn a_batch_counts_each_member() {
+    let p1 = MockProvider::start("p1");
+    let lasso = limited(&p1, "");
+    let as_key = |body: &str| {
+        post_with(
+            lasso.addr(),
+            "/rpc/ethereum",
+            &[("X-Lasso-Key", LIM2)],
+            body,
+        )
+    };
+    let r = as_key(&batch(4));
+    assert_eq!(r.status, 200, "{}", r.describe());
+    // One token (and a little refill) is left: a second batch of 4 is refused, a single call passes.
+    assert_limited(&as_key(&batch(4)));
+    assert_eq!(as_key(CALL).status, 200);
+}
+
+#[test]
+fn per_address_limits_trust_forwarding_headers_only_from_configured_proxies() {
+    let p1 = MockProvider::start("p1");
+    let trusted = limited(
+        &p1,
+        "  per_ip: { requests_per_s: 3, burst_s: 1 }\n  trusted_proxies: [\"127.0.0.1\"]\n",
+    );
+    let from = |lasso: &Lasso, header: (&str, &str)| {
+        post_with(lasso.addr(), "/rpc/ethereum", &[header], CALL)
+    };
+    for _ in 0..3 {
+        assert_eq!(from(&trusted, ("Fly-Client-IP", "10.0.0.1")).status, 200);
+    }
+    assert_limited(&from(&trusted, ("Fly-Client-IP", "10.0.0.1")));
+    assert_eq!(
+        from(&trusted, ("X-Forwarded-For", "10.0.0.1, 10.0.0.2")).status,
+        200,
+        "another client behind the proxy"
+    );
+    assert_eq!(
+        from(&trusted, ("Fly-Client-IP", "10.0.0.3")).status,
+        200,
+        "another client behind the proxy"
+    );
+
+    let untrusted = limited(&p1, "  per_ip: { requests_per_s: 3, burst_s: 1 }\n");
+    for _ in 0..3 {
+        assert_eq!(from(&untrusted, ("Fly-Client-IP", "10.0.0.1")).status, 200);
+    }
+    let r = from(&untrusted, ("Fly-Client-IP", "10.0.0.9"));
+    assert_limited(&r);
+}

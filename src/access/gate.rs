@@ -110,41 +110,54 @@ pub fn admit<'a>(
 }
 
 /// The edge's one call, before the pipeline or the upgrade: [`admit`] for the chain `chain` of profile `profile`
-/// (indexes of the resolved target), so a refused request never reaches a provider. Returns the hash of the key
-/// used, if any (a WebSocket session keeps it to learn of its revocation). Returns the hash of the key
-/// used, if any (a WebSocket session keeps it to learn of its revocation).
+/// (indexes of the resolved target), then the rate limits of the key and of the client address `ip` (HTTP only:
+/// `body` is the request; each member of a batch counts), so a refused request never reaches a provider. `workers`
+/// is the number of workers sharing each budget. Returns the hash of the key used, if any (a WebSocket session keeps
+/// it to learn of its revocation).
 pub fn check(
     config: &Config,
+    workers: usize,
     profile: usize,
     chain: usize,
     head: &RequestHead,
+    ip: Option<std::net::IpAddr>,
     body: Option<&[u8]>,
 ) -> Result<Option<[u8; 32]>, RpcError> {
-    let id = admit(
-        &config.access,
-        &config.profiles[profile],
-        Some(chain),
-        head,
-        body,
-    )?;
-    Ok(id.and_then(|id| {
-        config
-            .access
-            .keys
-            .iter()
-            .find(|k| k.id == id)
-            .map(|k| k.hash)
-    }))
+    let access = &config.access;
+    let id = admit(access, &config.profiles[profile], Some(chain), head, body)?;
+    let key = id.and_then(|id| access.keys.iter().find(|k| k.id == id));
+    let limited = access.per_ip.is_some() && ip.is_some()
+        || key.is_some_and(|k| k.limit.is_some() || access.per_key.is_some());
+    if let (true, Some(body)) = (limited, body) {
+        let methods: Vec<std::borrow::Cow<'_, str>> = match parse_request(body) {
+            Ok(RequestBody::Single(call)) => vec![call.method],
+            Ok(RequestBody::Batch(calls)) => {
+                calls.into_iter().flatten().map(|c| c.method).collect()
+            }
+            Err(_) => Vec::new(),
+        };
+        let names: Vec<&str> = methods.iter().map(|m| m.as_ref()).collect();
+        crate::access::limits::charge(access, workers, id, ip, &names)?;
+    }
+    Ok(key.map(|k| k.hash))
+}
+
+/// Whether any per-address limit is configured (the edge then looks up the client's address).
+pub fn limits_addresses(config: &Config) -> bool {
+    config.access.per_ip.is_some()
 }
 
 /// The answer to a refused access check; a 401 names the scheme a key may come in.
 pub fn refusal(e: RpcError) -> Response {
-    let unauthorized = matches!(e, RpcError::KeyRequired);
-    let resp = Response::from(e);
-    if unauthorized {
-        resp.with_header("WWW-Authenticate", "Bearer realm=\"lasso\"")
-    } else {
-        resp
+    match e {
+        RpcError::KeyRequired => {
+            Response::from(e).with_header("WWW-Authenticate", "Bearer realm=\"lasso\"")
+        }
+        RpcError::RateLimited { retry_after_ms } => {
+            let secs = retry_after_ms.div_ceil(1000).max(1).to_string();
+            Response::from(e).with_header("Retry-After", &secs)
+        }
+        _ => Response::from(e),
     }
 }
 

@@ -13,4 +13,6 @@
 //! evm and config.
 
 pub mod gate;
+pub mod limits;
 pub mod live;
+pub mod weights;

@@ -195,6 +195,15 @@ pub const DEFAULT_DASHBOARD_SESSION_TTL_MS: u64 = 3_600_000;
 // `access:`
 /// `access.require_key`: no profile needs a key unless configured (`true`, or a list of profiles).
 pub const DEFAULT_ACCESS_REQUIRE_KEY: bool = false;
+/// `access.*.burst_s`: a bucket holds this many seconds of its rate.
+pub const DEFAULT_ACCESS_BURST_S: f64 = 1.0;
+/// Clients (keys and addresses) whose buckets one worker keeps; past it, full buckets are forgotten first.
+pub const ACCESS_MAX_TRACKED_CLIENTS: usize = 65_536;
+/// Compute-unit weights of the default table (`access.weights` overrides per method).
+pub const ACCESS_WEIGHT_LIGHT: f64 = 1.0;
+pub const ACCESS_WEIGHT_CALL_STATE: f64 = 1.5;
+pub const ACCESS_WEIGHT_LOGS_FILTERS: f64 = 2.0;
+pub const ACCESS_WEIGHT_DEBUG_TRACE: f64 = 5.0;
 /// Shortest client key accepted in `access.keys[].key` (a guessable key is no key).
 pub const ACCESS_MIN_KEY_BYTES: usize = 16;
 

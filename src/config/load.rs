@@ -15,7 +15,7 @@ use super::redact::mask_url;
 use super::routing_policy::{BreakerSettings, Strategy};
 use super::schema::{
     AccessSettings, ApiKey, Chain, Config, CorsOrigins, DashboardSettings, HedgeSettings,
-    MethodFilter, Profile, Provider, RequireKey, RoutingSettings, ServerSettings,
+    MethodFilter, Profile, Provider, RateLimit, RequireKey, RoutingSettings, ServerSettings,
     TelemetrySettings, TraceEndpoint, TraceSettings, UpstreamSettings, WsSettings,
 };
 use super::url::ProviderUrl;
@@ -80,6 +80,25 @@ impl Default for RawRequireKey {
 struct RawAccess {
     require_key: RawRequireKey,
     keys: Vec<RawKey>,
+    per_key: Option<RawRateLimit>,
+    per_ip: Option<RawRateLimit>,
+    trusted_proxies: Vec<String>,
+    weights: HashMap<String, f64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRateLimit {
+    #[serde(default)]
+    requests_per_s: f64,
+    #[serde(default)]
+    compute_units_per_s: f64,
+    #[serde(default = "default_burst_s")]
+    burst_s: f64,
+}
+
+fn default_burst_s() -> f64 {
+    DEFAULT_ACCESS_BURST_S
 }
 
 #[derive(Deserialize)]
@@ -99,6 +118,8 @@ struct RawKey {
     methods: Option<RawMethods>,
     #[serde(default)]
     origins: Vec<String>,
+    #[serde(default)]
+    limit: Option<RawRateLimit>,
 }
 
 #[derive(Deserialize, Default)]
@@ -1094,9 +1115,63 @@ impl Builder<'_> {
                 methods_allow: methods.map(|m| m.allow.clone()).unwrap_or_default(),
                 methods_deny: methods.map(|m| m.deny.clone()).unwrap_or_default(),
                 origins: raw_key.origins.clone(),
+                limit: self.rate_limit(&format!("{at}.limit"), raw_key.limit.as_ref())?,
             });
         }
-        Ok(AccessSettings { require_key, keys })
+        let mut trusted_proxies = Vec::new();
+        for text in &raw.trusted_proxies {
+            trusted_proxies.push(text.trim().parse().map_err(|_| {
+                self.err(
+                    "access.trusted_proxies",
+                    format!("'{text}' is not an IP address"),
+                )
+            })?);
+        }
+        if let Some((m, w)) = raw
+            .weights
+            .iter()
+            .find(|(_, w)| !(w.is_finite() && **w >= 0.0))
+        {
+            return Err(self.err(
+                format!("access.weights.{m}"),
+                format!("{w} is not a weight >= 0"),
+            ));
+        }
+        Ok(AccessSettings {
+            require_key,
+            keys,
+            per_key: self.rate_limit("access.per_key", raw.per_key.as_ref())?,
+            per_ip: self.rate_limit("access.per_ip", raw.per_ip.as_ref())?,
+            trusted_proxies,
+            weights: raw.weights.clone(),
+        })
+    }
+
+    fn rate_limit(
+        &self,
+        key: &str,
+        raw: Option<&RawRateLimit>,
+    ) -> Result<Option<RateLimit>, ConfigError> {
+        let Some(raw) = raw else { return Ok(None) };
+        for (name, v) in [
+            ("requests_per_s", raw.requests_per_s),
+            ("compute_units_per_s", raw.compute_units_per_s),
+        ] {
+            if !(v.is_finite() && v >= 0.0) {
+                return Err(self.err(
+                    format!("{key}.{name}"),
+                    "must be a number >= 0 (0 = no limit)",
+                ));
+            }
+        }
+        if !(raw.burst_s.is_finite() && raw.burst_s > 0.0) {
+            return Err(self.err(format!("{key}.burst_s"), "must be greater than 0"));
+        }
+        Ok(Some(RateLimit {
+            requests_per_s: raw.requests_per_s,
+            compute_units_per_s: raw.compute_units_per_s,
+            burst_s: raw.burst_s,
+        }))
     }
 
     /// Expands `${VAR}` and `${VAR:-default}`; expanded values become secrets.

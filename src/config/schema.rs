@@ -327,6 +327,16 @@ pub struct ApiKey {
     pub methods_deny: Vec<String>,
     /// Browser origins the key may be sent from; empty = any (and requests without `Origin`).
     pub origins: Vec<String>,
+    /// This key's rate limit; `None` = `access.per_key`.
+    pub limit: Option<RateLimit>,
+}
+
+/// A token-bucket limit: requests and compute units per second (0 = not limited), burst in seconds of each rate.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RateLimit {
+    pub requests_per_s: f64,
+    pub compute_units_per_s: f64,
+    pub burst_s: f64,
 }
 
 impl std::fmt::Debug for ApiKey {
@@ -370,6 +380,14 @@ pub fn parse_key_hash(hex: &str) -> Option<[u8; 32]> {
 pub struct AccessSettings {
     pub require_key: RequireKey,
     pub keys: Vec<ApiKey>,
+    /// Limit of every key without its own.
+    pub per_key: Option<RateLimit>,
+    /// Limit of every client address.
+    pub per_ip: Option<RateLimit>,
+    /// Peers whose `Fly-Client-IP` / `X-Forwarded-For` name the client.
+    pub trusted_proxies: Vec<std::net::IpAddr>,
+    /// Compute-unit weights by method name, over the default table (`access::weights`).
+    pub weights: HashMap<String, f64>,
 }
 
 impl AccessSettings {

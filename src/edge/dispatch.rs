@@ -252,8 +252,17 @@ async fn rpc(worker: &Rc<Worker>, head: &RequestHead, body: &[u8]) -> Response {
     match crate::rpc::target::resolve(&worker.config, &head.path, "/rpc") {
         Ok(target) => {
             let config = &worker.config;
-            if let Err(e) =
-                crate::access::gate::check(config, target.profile, target.chain, head, Some(body))
+            let ip = head.peer.map(|peer| {
+                crate::shard::peers::client_address(crate::access::limits::client_ip(
+                    &config.access,
+                    peer,
+                    head.fly_client_ip.as_deref(),
+                    head.forwarded_for.as_deref(),
+                ))
+            });
+            let workers = worker.shared.workers;
+            let (p, c) = (target.profile, target.chain);
+            if let Err(e) = crate::access::gate::check(config, workers, p, c, head, ip, Some(body))
             {
                 return crate::access::gate::refusal(e);
             }

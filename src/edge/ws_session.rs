@@ -77,9 +77,11 @@ pub async fn upgrade(
     }
     let key = match crate::access::gate::check(
         &worker.config,
+        worker.shared.workers,
         target.profile,
         target.chain,
         head,
+        None,
         None,
     ) {
         Ok(key) => key,
