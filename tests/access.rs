@@ -463,3 +463,141 @@ fn per_address_limits_trust_forwarding_headers_only_from_configured_proxies() {
     let r = from(&untrusted, ("Fly-Client-IP", "10.0.0.9"));
     assert_limited(&r);
 }
+
+/// The `requests` and `compute_units` of one row of `/api/admin/usage`.
+fn usage_of(lasso: &Lasso, query: &str, method: &str) -> (u64, f64) {
+    let r = admin(lasso, "GET", &format!("/api/admin/usage?{query}"), "");
+    assert_eq!(r.status, 200, "{}", r.describe());
+    r.json()["usage"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|row| row["method"] == method)
+        .map(|row| {
+            (
+                row["requests"].as_u64().unwrap(),
+                row["compute_units"].as_f64().unwrap(),
+            )
+        })
+        .unwrap_or((0, 0.0))
+}
+
+#[test]
+fn usage_is_metered_per_key_chain_and_method_and_survives_a_restart() {
+    let p1 = MockProvider::start("p1");
+    let backups = tempfile::tempdir().unwrap();
+    let yaml = {
+        p1.set_chain_id("0x1");
+        format!(
+            "{}\naccess:\n  keys:\n    - {{ id: meter, key: \"{LIM1}\" }}\n    - {{ id: other, key: \"{LIM2}\" }}\n",
+            single_chain(&[&p1]).yaml()
+        )
+    };
+    let start = || {
+        Lasso::builder(&yaml)
+            .workers(2)
+            .env("LASSO_ADMIN_TOKEN", ADMIN)
+            .env("LASSO_BACKUP_DIR", backups.path().to_str().unwrap())
+            .start()
+    };
+    let mut lasso = start();
+    let call = r#"{"jsonrpc":"2.0","id":1,"method":"eth_call","params":[{"to":"0x0000000000000000000000000000000000000001","data":"0x"},"latest"]}"#;
+    for _ in 0..7 {
+        assert_eq!(
+            post_with(
+                lasso.addr(),
+                "/rpc/ethereum",
+                &[("X-Lasso-Key", LIM1)],
+                CALL
+            )
+            .status,
+            200
+        );
+    }
+    for _ in 0..3 {
+        assert_eq!(
+            post_with(
+                lasso.addr(),
+                "/rpc/ethereum",
+                &[("X-Lasso-Key", LIM1)],
+                call
+            )
+            .status,
+            200
+        );
+    }
+    let r = post_with(
+        lasso.addr(),
+        "/rpc/ethereum",
+        &[("X-Lasso-Key", LIM1)],
+        &batch(5),
+    );
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        post_with(
+            lasso.addr(),
+            "/rpc/ethereum",
+            &[("X-Lasso-Key", LIM2)],
+            CALL
+        )
+        .status,
+        200
+    );
+    // Counts reach /api/admin/usage and /metrics (labels are key ids, never keys).
+    eventually(10 * SEC, "usage counted", || {
+        let got = (
+            usage_of(&lasso, "key=meter", "eth_blockNumber").0,
+            usage_of(&lasso, "key=meter", "eth_call").0,
+        );
+        (got == (12, 3)).then_some(()).ok_or(format!("{got:?}"))
+    });
+    let (_, units) = usage_of(&lasso, "key=meter", "eth_call");
+    let per_call = units / 3.0;
+    assert!(
+        per_call > 1.5 * call.len() as f64,
+        "eth_call weighs 1.5 times its bytes in and out: {per_call}"
+    );
+    assert_eq!(
+        usage_of(&lasso, "key=other", "eth_call").0,
+        0,
+        "filtered by key"
+    );
+    assert_eq!(usage_of(&lasso, "key=other", "eth_blockNumber").0, 1);
+    assert_eq!(
+        usage_of(&lasso, "key=meter&to=1", "eth_blockNumber").0,
+        0,
+        "filtered by time"
+    );
+    let metrics = get(lasso.addr(), "/metrics").text();
+    assert!(
+        metrics.contains(r#"lasso_access_requests_total{key="meter",chain="ethereum",method="eth_blockNumber"} 12"#),
+        "{}",
+        metrics.lines().filter(|l| l.contains("lasso_access")).collect::<Vec<_>>().join("\n")
+    );
+    assert!(!metrics.contains(LIM1), "keys never reach /metrics");
+    // Once written (every 2 s), a restart keeps the counts.
+    let file = backups.path().join("usage.tsv");
+    eventually(10 * SEC, "usage written", || {
+        let text = std::fs::read_to_string(&file).map_err(|e| e.to_string())?;
+        let sum: u64 = text
+            .lines()
+            .filter(|l| l.contains("\tmeter\t") && l.contains("eth_blockNumber"))
+            .map(|l| l.split('\t').nth(4).unwrap().parse::<u64>().unwrap())
+            .sum();
+        (sum == 12).then_some(()).ok_or(format!("{sum}"))
+    });
+    assert!(!std::fs::read_to_string(&file).unwrap().contains(LIM1));
+    lasso.send_signal(15);
+    lasso.wait_exit(10 * SEC);
+    drop(lasso);
+    let lasso = start();
+    assert_eq!(
+        usage_of(&lasso, "key=meter", "eth_blockNumber").0,
+        12,
+        "usage survives a restart"
+    );
+    let metrics = get(lasso.addr(), "/metrics").text();
+    assert!(metrics.contains(
+        r#"lasso_access_requests_total{key="meter",chain="ethereum",method="eth_call"} 3"#
+    ));
+}

@@ -113,16 +113,16 @@ pub fn admit<'a>(
 /// (indexes of the resolved target), then the rate limits of the key and of the client address `ip` (HTTP only:
 /// `body` is the request; each member of a batch counts), so a refused request never reaches a provider. `workers`
 /// is the number of workers sharing each budget. Returns the hash of the key used, if any (a WebSocket session keeps
-/// it to learn of its revocation).
-pub fn check(
-    config: &Config,
+/// it to learn of its revocation) and the HTTP answer is metered with it).
+pub fn check<'a>(
+    config: &'a Config,
     workers: usize,
     profile: usize,
     chain: usize,
     head: &RequestHead,
     ip: Option<std::net::IpAddr>,
     body: Option<&[u8]>,
-) -> Result<Option<[u8; 32]>, RpcError> {
+) -> Result<Option<&'a ApiKey>, RpcError> {
     let access = &config.access;
     let id = admit(access, &config.profiles[profile], Some(chain), head, body)?;
     let key = id.and_then(|id| access.keys.iter().find(|k| k.id == id));
@@ -139,7 +139,31 @@ pub fn check(
         let names: Vec<&str> = methods.iter().map(|m| m.as_ref()).collect();
         crate::access::limits::charge(access, workers, id, ip, &names)?;
     }
-    Ok(key.map(|k| k.hash))
+    Ok(key)
+}
+
+/// Meters an answered request of `key` (`access::usage`): each call's share of the bytes in and out, times its
+/// method weight, under the key's id, the chain's name and the method.
+pub fn meter(
+    config: &Config,
+    key: &ApiKey,
+    profile: usize,
+    chain: usize,
+    body: &[u8],
+    bytes_out: usize,
+) {
+    let weights = &config.access.weights;
+    let methods: Vec<std::borrow::Cow<'_, str>> = match parse_request(body) {
+        Ok(RequestBody::Single(call)) => vec![call.method],
+        Ok(RequestBody::Batch(calls)) => calls.into_iter().flatten().map(|c| c.method).collect(),
+        Err(_) => return,
+    };
+    let weighted: Vec<(&str, f64)> = methods
+        .iter()
+        .map(|m| (m.as_ref(), crate::access::weights::weight(m, weights)))
+        .collect();
+    let chain = &config.profiles[profile].chains[chain].name;
+    crate::access::usage::record(&key.id, chain, &weighted, body.len(), bytes_out);
 }
 
 /// Whether any per-address limit is configured (the edge then looks up the client's address).

@@ -8,6 +8,9 @@
 //! supervisor publishes each generation's keys ([`live`]) so that WebSocket sessions of a revoked or rotated key
 //! close themselves, while every other client keeps its connection.
 //!
+//! Over the keys: rate limits per key and per client address ([`limits`], weights in [`weights`]) and metering of
+//! compute units per key, chain and method ([`usage`]).
+//!
 //! The edge calls [`gate::admit`] once per request, before the pipeline (HTTP) or the upgrade (WebSocket): a
 //! refused request never reaches a provider. This plane sits between config and edge and imports only error, wire,
 //! evm and config.
@@ -15,4 +18,5 @@
 pub mod gate;
 pub mod limits;
 pub mod live;
+pub mod usage;
 pub mod weights;

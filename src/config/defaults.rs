@@ -204,6 +204,10 @@ pub const ACCESS_WEIGHT_LIGHT: f64 = 1.0;
 pub const ACCESS_WEIGHT_CALL_STATE: f64 = 1.5;
 pub const ACCESS_WEIGHT_LOGS_FILTERS: f64 = 2.0;
 pub const ACCESS_WEIGHT_DEBUG_TRACE: f64 = 5.0;
+/// A worker folds its usage counts into the process totals at most this often.
+pub const ACCESS_USAGE_FLUSH_MS: u64 = 1_000;
+/// The usage file is appended this often (a restart loses at most this plus the flush interval).
+pub const ACCESS_USAGE_PERSIST_MS: u64 = 2_000;
 /// Shortest client key accepted in `access.keys[].key` (a guessable key is no key).
 pub const ACCESS_MIN_KEY_BYTES: usize = 16;
 

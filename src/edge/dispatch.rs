@@ -262,14 +262,15 @@ async fn rpc(worker: &Rc<Worker>, head: &RequestHead, body: &[u8]) -> Response {
             });
             let workers = worker.shared.workers;
             let (p, c) = (target.profile, target.chain);
-            if let Err(e) = crate::access::gate::check(config, workers, p, c, head, ip, Some(body))
+            let key = match crate::access::gate::check(config, workers, p, c, head, ip, Some(body))
             {
-                return crate::access::gate::refusal(e);
-            }
+                Ok(key) => key,
+                Err(e) => return crate::access::gate::refusal(e),
+            };
             let target = target.with_failover(query_flag(&head.query, "failover"));
             let mode =
                 crate::rpc::meta::MetaMode::from_request(&head.query, head.include_meta.as_deref());
-            crate::rpc::pipeline::handle(
+            let resp: Response = crate::rpc::pipeline::handle(
                 worker,
                 target,
                 body,
@@ -278,7 +279,11 @@ async fn rpc(worker: &Rc<Worker>, head: &RequestHead, body: &[u8]) -> Response {
                 head.traceparent.as_deref(),
             )
             .await
-            .into()
+            .into();
+            if let Some(key) = key {
+                crate::access::gate::meter(config, key, p, c, body, resp.body.len());
+            }
+            resp
         }
         Err(e) => Response::from(e),
     }

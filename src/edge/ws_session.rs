@@ -84,7 +84,7 @@ pub async fn upgrade(
         None,
         None,
     ) {
-        Ok(key) => key,
+        Ok(key) => key.map(|k| k.hash),
         Err(e) => return reject_response(&mut stream, crate::access::gate::refusal(e)).await,
     };
     if worker.draining.get() {

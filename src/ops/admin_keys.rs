@@ -62,6 +62,46 @@ pub fn handle(config: &Config, head: &RequestHead, rest: &[&str], body: &[u8]) -
     }
 }
 
+/// `GET /api/admin/usage?key=&from=&to=` (unix ms; defaults: every key, from 0, to now): metered usage per key id,
+/// chain and method, from the usage file plus what is not yet written.
+pub fn usage(config: &Config, query: &str) -> Response {
+    use crate::error::json_string;
+    let param = |name: &str| {
+        query
+            .split('&')
+            .filter_map(|kv| kv.split_once('='))
+            .find_map(|(k, v)| (k == name && !v.is_empty()).then_some(v))
+    };
+    let number = |name: &str, default: u64| match param(name) {
+        None => Ok(default),
+        Some(v) => v
+            .parse::<u64>()
+            .map_err(|_| format!("`{name}` must be unix milliseconds")),
+    };
+    let (from, to) = match (number("from", 0), number("to", u64::MAX)) {
+        (Ok(f), Ok(t)) => (f, t),
+        (Err(e), _) | (_, Err(e)) => return OpsError::bad_request(e).into(),
+    };
+    let path = crate::access::usage::usage_path(&config.source);
+    let rows: Vec<String> = crate::access::usage::query(&path, param("key"), from, to)
+        .into_iter()
+        .map(|((key, chain, method), c)| {
+            format!(
+                "{{\"key\":{},\"chain\":{},\"method\":{},\"requests\":{},\"compute_units\":{}}}",
+                json_string(&key),
+                json_string(&chain),
+                json_string(&method),
+                c.requests,
+                c.units.round()
+            )
+        })
+        .collect();
+    Response::json(
+        200,
+        format!("{{\"usage\":[{}]}}", rows.join(",")).into_bytes(),
+    )
+}
+
 fn list(config: &Config) -> Response {
     use crate::error::json_string;
     let strings = |v: &[String]| {
