@@ -12,6 +12,7 @@ use support::*;
 
 const ALICE: &str = "alice-secret-key-0123456789";
 const BOB: &str = "bob-secret-key-abcdefghijkl";
+const DAPP: &str = "dapp-secret-key-0000000000";
 const CALL: &str = r#"{"jsonrpc":"2.0","id":7,"method":"eth_blockNumber","params":[]}"#;
 
 /// Profile `default` (ethereum, alias eth; base) requires a key; profile `open` does not.
@@ -42,7 +43,8 @@ fn config(p1: &MockProvider, p2: &MockProvider) -> String {
     format!(
         "{yaml}\naccess:\n  require_key: [default]\n  keys:\n    \
          - {{ id: alice, key: \"${{RPC_ALICE_KEY}}\" }}\n    \
-         - {{ id: bob, key: \"{BOB}\", profiles: [default], chains: [eth], methods: {{ deny: [\"eth_getLogs\", \"debug_*\"] }} }}\n"
+         - {{ id: bob, key: \"{BOB}\", profiles: [default], chains: [eth], methods: {{ deny: [\"eth_getLogs\", \"debug_*\"] }} }}\n    \
+         - {{ id: dapp, key: \"{DAPP}\", contracts: [\"0x3535353535353535353535353535353535353535\"] }}\n"
     )
 }
 
@@ -175,6 +177,47 @@ fn a_keys_profile_chain_and_method_rules_answer_403() {
         before,
         "no refused request reached a provider"
     );
+    // A contract allow-list holds eth_call's `to` and the destination decoded from a raw transaction.
+    let dapp = [("X-Lasso-Key", DAPP)];
+    let call_to = |to: &str| {
+        format!(
+            r#"{{"jsonrpc":"2.0","id":3,"method":"eth_call","params":[{{"to":"{to}","data":"0x"}},"latest"]}}"#
+        )
+    };
+    let allowed = post_with(
+        lasso.addr(),
+        "/rpc/ethereum",
+        &dapp,
+        &call_to("0x3535353535353535353535353535353535353535"),
+    );
+    assert_eq!(allowed.status, 200, "{}", allowed.describe());
+    let before = p1.received();
+    let other = post_with(
+        lasso.addr(),
+        "/rpc/ethereum",
+        &dapp,
+        &call_to("0x0000000000000000000000000000000000000001"),
+    );
+    assert_eq!(other.status, 403, "{}", other.describe());
+    assert_eq!(other.rpc_code(), Some(-32015));
+    assert!(other.text().contains("contract"), "{}", other.describe());
+    // EIP-155's example transaction sends to 0x3535...; a contract creation (empty `to`) is refused.
+    let legacy = "0xf86c098504a817c800825208943535353535353535353535353535353535353535880de0b6b3a76400008025a028ef61340bd939bc2195fe537567866003e1a15d3c71ff63e1590620aa636276a067cbe9d8997f761aecb703304b3800ccf555c9f3dc64214b297fb1966a3b6d83";
+    let send = |raw: &str| {
+        format!(
+            r#"{{"jsonrpc":"2.0","id":4,"method":"eth_sendRawTransaction","params":["{raw}"]}}"#
+        )
+    };
+    let creation = post_with(
+        lasso.addr(),
+        "/rpc/ethereum",
+        &dapp,
+        &send("0xc50101018080"),
+    );
+    assert_eq!(creation.status, 403, "{}", creation.describe());
+    assert_eq!(p1.received(), before, "refused calls reach no provider");
+    let sent = post_with(lasso.addr(), "/rpc/ethereum", &dapp, &send(legacy));
+    assert_eq!(sent.status, 200, "{}", sent.describe());
     // Alice (no rules) may use base.
     let r = post_with(lasso.addr(), "/rpc/base", &[("X-Lasso-Key", ALICE)], CALL);
     assert_eq!(r.status, 200, "{}", r.describe());

@@ -92,17 +92,25 @@ pub fn admit<'a>(
         return Err(RpcError::KeyForbidden("origin"));
     }
     if let Some(body) = body {
-        if !key.methods_allow.is_empty() || !key.methods_deny.is_empty() {
-            let denied = match parse_request(body) {
-                Ok(RequestBody::Single(call)) => !method_allowed(key, &call.method),
-                Ok(RequestBody::Batch(calls)) => calls
-                    .iter()
-                    .flatten()
-                    .any(|call| !method_allowed(key, &call.method)),
-                Err(_) => false,
+        if !key.methods_allow.is_empty()
+            || !key.methods_deny.is_empty()
+            || !key.contracts.is_empty()
+        {
+            let calls = match parse_request(body) {
+                Ok(RequestBody::Single(call)) => vec![call],
+                Ok(RequestBody::Batch(calls)) => calls.into_iter().flatten().collect(),
+                Err(_) => Vec::new(),
             };
-            if denied {
-                return Err(RpcError::KeyForbidden("method"));
+            for call in &calls {
+                if !method_allowed(key, &call.method) {
+                    return Err(RpcError::KeyForbidden("method"));
+                }
+                let params = call.params.clone().map(|r| &body[r]).unwrap_or(b"[]");
+                if !key.contracts.is_empty()
+                    && !crate::access::contracts::permits(&key.contracts, &call.method, params)
+                {
+                    return Err(RpcError::KeyForbidden("contract"));
+                }
             }
         }
     }

@@ -15,6 +15,7 @@
 //! refused request never reaches a provider. This plane sits between config and edge and imports only error, wire,
 //! evm and config.
 
+pub mod contracts;
 pub mod gate;
 pub mod limits;
 pub mod live;

@@ -120,6 +120,8 @@ struct RawKey {
     origins: Vec<String>,
     #[serde(default)]
     limit: Option<RawRateLimit>,
+    #[serde(default)]
+    contracts: Vec<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -1116,6 +1118,18 @@ impl Builder<'_> {
                 methods_deny: methods.map(|m| m.deny.clone()).unwrap_or_default(),
                 origins: raw_key.origins.clone(),
                 limit: self.rate_limit(&format!("{at}.limit"), raw_key.limit.as_ref())?,
+                contracts: raw_key
+                    .contracts
+                    .iter()
+                    .map(|a| {
+                        crate::config::schema::parse_address(a).ok_or_else(|| {
+                            self.err(
+                                format!("{at}.contracts"),
+                                format!("'{a}' is not a 0x address"),
+                            )
+                        })
+                    })
+                    .collect::<Result<_, _>>()?,
             });
         }
         let mut trusted_proxies = Vec::new();

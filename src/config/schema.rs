@@ -327,6 +327,8 @@ pub struct ApiKey {
     pub methods_deny: Vec<String>,
     /// Browser origins the key may be sent from; empty = any (and requests without `Origin`).
     pub origins: Vec<String>,
+    /// Contracts `eth_call` and `eth_sendRawTransaction` may address; empty = any.
+    pub contracts: Vec<[u8; 20]>,
     /// This key's rate limit; `None` = `access.per_key`.
     pub limit: Option<RateLimit>,
 }
@@ -359,6 +361,23 @@ pub fn hash_key(key: &str) -> [u8; 32] {
 /// Lower-case hex of a key hash (`access.keys[].key_sha256`).
 pub fn key_hash_hex(hash: &[u8; 32]) -> String {
     hash.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A 20-byte address from `0x` + 40 hex digits (any case).
+pub fn parse_address(text: &str) -> Option<[u8; 20]> {
+    let text = text.trim();
+    let hex = text
+        .strip_prefix("0x")
+        .or_else(|| text.strip_prefix("0X"))?
+        .as_bytes();
+    if hex.len() != 40 {
+        return None;
+    }
+    let mut out = [0u8; 20];
+    for (i, pair) in hex.chunks(2).enumerate() {
+        out[i] = u8::from_str_radix(std::str::from_utf8(pair).ok()?, 16).ok()?;
+    }
+    Some(out)
 }
 
 /// Parses 64 hex digits into a key hash.
