@@ -100,10 +100,7 @@ mod tests {
         assert_eq!(raw_tx_to(&legacy), Some(Some(to)));
         // Typed: type byte, then [chainId, nonce, (gasPrice | tip, maxFee), gas, to, value, data, accessList, ...].
         let typed = |ty: u8, fields_before_to: usize| {
-            let mut items = Vec::new();
-            for _ in 0..fields_before_to {
-                items.push(0x01u8);
-            }
+            let mut items = vec![0x01u8; fields_before_to];
             items.push(0x94);
             items.extend_from_slice(&to);
             items.extend_from_slice(&[0x80, 0x80, 0xc0]);
