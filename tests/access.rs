@@ -248,6 +248,20 @@ fn websocket_handshakes_without_a_valid_key_get_401() {
     let mut notes = Vec::new();
     let reply = ws.call(1, "eth_blockNumber", serde_json::json!([]), &mut notes);
     assert!(reply.get("result").is_some(), "{reply}");
+    // Each message is held to the key's method rules.
+    let mut bob =
+        WsClient::connect(lasso.addr(), &format!("/ws/rpc/ethereum?key={BOB}")).expect("bob");
+    let before = p1.received();
+    let denied = bob.call(5, "eth_getLogs", serde_json::json!([{}]), &mut notes);
+    assert_eq!(denied["error"]["code"], -32015, "{denied}");
+    assert_eq!(denied["id"], 5, "{denied}");
+    assert_eq!(
+        p1.received(),
+        before,
+        "a refused message reaches no provider"
+    );
+    let reply = bob.call(6, "eth_blockNumber", serde_json::json!([]), &mut notes);
+    assert!(reply.get("result").is_some(), "{reply}");
     // The key as a header on the handshake.
     let mut c = Conn::connect(lasso.addr());
     c.send(&request_bytes(
@@ -448,6 +462,16 @@ fn a_key_over_its_limit_gets_429_and_recovers_without_limiting_another_key() {
     // Another key is not limited by lim1's state.
     let r = as_key(LIM2, CALL);
     assert_eq!(r.status, 200, "{}", r.describe());
+    // Over WebSocket, the same key's bucket applies to each message.
+    let mut ws =
+        WsClient::connect(lasso.addr(), &format!("/ws/rpc/ethereum?key={LIM1}")).expect("upgraded");
+    let mut notes = Vec::new();
+    let reply = ws.call(1, "eth_blockNumber", serde_json::json!([]), &mut notes);
+    assert_eq!(reply["error"]["code"], -32005, "{reply}");
+    assert!(
+        reply["error"]["data"]["retry_after_ms"].as_u64().is_some(),
+        "{reply}"
+    );
     // After the window, lim1 is served again.
     eventually(3 * SEC, "lim1 recovers", || {
         let r = as_key(LIM1, CALL);

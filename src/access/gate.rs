@@ -92,27 +92,7 @@ pub fn admit<'a>(
         return Err(RpcError::KeyForbidden("origin"));
     }
     if let Some(body) = body {
-        if !key.methods_allow.is_empty()
-            || !key.methods_deny.is_empty()
-            || !key.contracts.is_empty()
-        {
-            let calls = match parse_request(body) {
-                Ok(RequestBody::Single(call)) => vec![call],
-                Ok(RequestBody::Batch(calls)) => calls.into_iter().flatten().collect(),
-                Err(_) => Vec::new(),
-            };
-            for call in &calls {
-                if !method_allowed(key, &call.method) {
-                    return Err(RpcError::KeyForbidden("method"));
-                }
-                let params = call.params.clone().map(|r| &body[r]).unwrap_or(b"[]");
-                if !key.contracts.is_empty()
-                    && !crate::access::contracts::permits(&key.contracts, &call.method, params)
-                {
-                    return Err(RpcError::KeyForbidden("contract"));
-                }
-            }
-        }
+        body_rules(key, body)?;
     }
     Ok(Some(&key.id))
 }
@@ -191,6 +171,63 @@ pub fn refusal(e: RpcError) -> Response {
         }
         _ => Response::from(e),
     }
+}
+
+/// The key's method and contract rules over every call of `body` (a body that does not parse passes: the pipeline
+/// refuses it).
+fn body_rules(key: &ApiKey, body: &[u8]) -> Result<(), RpcError> {
+    if key.methods_allow.is_empty() && key.methods_deny.is_empty() && key.contracts.is_empty() {
+        return Ok(());
+    }
+    let calls = match parse_request(body) {
+        Ok(RequestBody::Single(call)) => vec![call],
+        Ok(RequestBody::Batch(calls)) => calls.into_iter().flatten().collect(),
+        Err(_) => Vec::new(),
+    };
+    for call in &calls {
+        if !method_allowed(key, &call.method) {
+            return Err(RpcError::KeyForbidden("method"));
+        }
+        let params = call.params.clone().map(|r| &body[r]).unwrap_or(b"[]");
+        if !key.contracts.is_empty()
+            && !crate::access::contracts::permits(&key.contracts, &call.method, params)
+        {
+            return Err(RpcError::KeyForbidden("contract"));
+        }
+    }
+    Ok(())
+}
+
+/// The method names of a body (each member of a batch); empty when it does not parse.
+fn methods_of(body: &[u8]) -> Vec<std::borrow::Cow<'_, str>> {
+    match parse_request(body) {
+        Ok(RequestBody::Single(call)) => vec![call.method],
+        Ok(RequestBody::Batch(calls)) => calls.into_iter().flatten().map(|c| c.method).collect(),
+        Err(_) => Vec::new(),
+    }
+}
+
+/// One message of a WebSocket session opened with the key whose hash is `key`: the key's method and contract rules
+/// and its rate limit, as for an HTTP request. A key no longer configured is refused (its session is closing).
+pub fn check_message<'a>(
+    config: &'a Config,
+    workers: usize,
+    key: &[u8; 32],
+    text: &[u8],
+) -> Result<&'a ApiKey, RpcError> {
+    let access = &config.access;
+    let key = access
+        .keys
+        .iter()
+        .find(|k| &k.hash == key)
+        .ok_or(RpcError::KeyRequired)?;
+    body_rules(key, text)?;
+    if key.limit.is_some() || access.per_key.is_some() {
+        let methods = methods_of(text);
+        let names: Vec<&str> = methods.iter().map(|m| m.as_ref()).collect();
+        crate::access::limits::charge(access, workers, Some(&key.id), None, &names)?;
+    }
+    Ok(key)
 }
 
 /// Whether `key` may call `method` (WebSocket sessions check each call with this).
