@@ -1,28 +1,61 @@
 //! The one access check of a request ([`admit`]): find the key (header, bearer or query), match it against the
 //! configured hashes in constant time, then apply the key's profile, chain, origin and method restrictions.
 
+use std::borrow::Cow;
+
 use crate::config::schema::{AccessSettings, ApiKey, Config, Profile, hash_key};
 use crate::error::RpcError;
 use crate::wire::http::request::RequestHead;
 use crate::wire::http::response::Response;
 use crate::wire::jsonrpc::{RequestBody, parse_request};
 
-/// The key a request presents: `X-Lasso-Key`, then `Authorization: Bearer`, then the `key` query parameter.
-pub fn presented_key(head: &RequestHead) -> Option<&str> {
+/// The key a request presents: `X-Lasso-Key`, then `Authorization: Bearer`, then the `key` query parameter
+/// (`%XX` escapes decoded).
+pub fn presented_key(head: &RequestHead) -> Option<Cow<'_, str>> {
     if let Some(k) = head.lasso_key.as_deref().filter(|k| !k.is_empty()) {
-        return Some(k);
+        return Some(Cow::Borrowed(k));
     }
     if let Some(auth) = head.authorization.as_deref() {
         if let Some((scheme, token)) = auth.split_once(' ') {
             if scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty() {
-                return Some(token.trim());
+                return Some(Cow::Borrowed(token.trim()));
             }
         }
     }
-    head.query
+    let v = head
+        .query
         .split('&')
         .filter_map(|kv| kv.split_once('='))
-        .find_map(|(k, v)| (k == "key" && !v.is_empty()).then_some(v))
+        .find_map(|(k, v)| (k == "key" && !v.is_empty()).then_some(v))?;
+    Some(if v.contains('%') {
+        Cow::Owned(percent_decode(v))
+    } else {
+        Cow::Borrowed(v)
+    })
+}
+
+/// Decodes `%XX` escapes (a `+` stays a `+`: keys are not form text).
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let escaped = (bytes[i] == b'%')
+            .then(|| text.get(i + 1..i + 3))
+            .flatten()
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match escaped {
+            Some(b) => {
+                out.push(b);
+                i += 3;
+            }
+            None => {
+                out.push(bytes[i]);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// The configured key whose hash equals the presented key's: every stored hash is compared in full, whatever matches
@@ -64,7 +97,7 @@ pub fn admit<'a>(
     let key = match presented_key(head) {
         None if !required => return Ok(None),
         None => return Err(RpcError::KeyRequired),
-        Some(presented) => match find_key(access, presented) {
+        Some(presented) => match find_key(access, &presented) {
             Some(k) => k,
             // A wrong key is refused even where none is needed: the client meant to use one.
             None => return Err(RpcError::KeyRequired),
@@ -253,24 +286,16 @@ mod tests {
 
     #[test]
     fn keys_are_found_in_each_place_and_header_wins() {
-        assert_eq!(
-            presented_key(&head("X-Lasso-Key: aaa\r\n", "")),
-            Some("aaa")
-        );
-        assert_eq!(
-            presented_key(&head("Authorization: Bearer bbb\r\n", "")),
-            Some("bbb")
-        );
-        assert_eq!(
-            presented_key(&head("Authorization: Basic bbb\r\n", "")),
-            None
-        );
-        assert_eq!(presented_key(&head("", "?x=1&key=ccc")), Some("ccc"));
-        assert_eq!(
-            presented_key(&head("X-Lasso-Key: aaa\r\n", "?key=ccc")),
-            Some("aaa")
-        );
-        assert_eq!(presented_key(&head("", "?key=")), None);
+        let key =
+            |extra: &str, query: &str| presented_key(&head(extra, query)).map(|k| k.into_owned());
+        let some = |k: &str| Some(k.to_string());
+        assert_eq!(key("X-Lasso-Key: aaa\r\n", ""), some("aaa"));
+        assert_eq!(key("Authorization: Bearer bbb\r\n", ""), some("bbb"));
+        assert_eq!(key("Authorization: Basic bbb\r\n", ""), None);
+        assert_eq!(key("", "?x=1&key=ccc"), some("ccc"));
+        assert_eq!(key("X-Lasso-Key: aaa\r\n", "?key=ccc"), some("aaa"));
+        assert_eq!(key("", "?key="), None);
+        assert_eq!(key("", "?key=a%2Bb%3D+c"), some("a+b=+c"));
     }
 
     fn load(access: &str) -> Result<Config, String> {
