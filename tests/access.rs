@@ -668,3 +668,48 @@ fn usage_is_metered_per_key_chain_and_method_and_survives_a_restart() {
         r#"lasso_access_requests_total{key="meter",chain="ethereum",method="eth_call"} 3"#
     ));
 }
+
+#[test]
+fn a_client_on_one_core_gets_its_whole_budget_after_rebalancing() {
+    let p1 = MockProvider::start("p1");
+    p1.set_chain_id("0x1");
+    let yaml = format!(
+        "{}\naccess:\n  keys:\n    - {{ id: one, key: \"{LIM1}\", limit: {{ requests_per_s: 20, burst_s: 1 }} }}\n",
+        single_chain(&[&p1]).yaml()
+    );
+    let lasso = Lasso::builder(&yaml).workers(2).start();
+    // One keep-alive connection: one core. It starts with half of the budget (a burst of 10, not 20).
+    let mut c = Conn::connect(lasso.addr());
+    let mut send = || {
+        c.send(&request_bytes(
+            "POST",
+            "/rpc/ethereum",
+            &[("Content-Type", "application/json"), ("X-Lasso-Key", LIM1)],
+            CALL.as_bytes(),
+        ));
+        c.read_response().status
+    };
+    let mut first_burst = 0;
+    while send() == 200 {
+        first_burst += 1;
+    }
+    assert!(
+        (9..=12).contains(&first_burst),
+        "an equal share's burst: {first_burst}"
+    );
+    // Served over 2.5 s: about 10/s before the first rebalancing (after 1 s), 20/s after.
+    let (start, mut served) = (std::time::Instant::now(), 0);
+    while start.elapsed() < std::time::Duration::from_millis(2500) {
+        if send() == 200 {
+            served += 1;
+        }
+    }
+    assert!(
+        served >= 36,
+        "the core took the whole budget after rebalancing: {served} in 2.5 s"
+    );
+    assert!(
+        served <= 56,
+        "never more than the budget: {served} in 2.5 s"
+    );
+}

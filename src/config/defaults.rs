@@ -199,6 +199,10 @@ pub const DEFAULT_ACCESS_REQUIRE_KEY: bool = false;
 pub const DEFAULT_ACCESS_BURST_S: f64 = 1.0;
 /// Clients (keys and addresses) whose buckets one worker keeps; past it, full buckets are forgotten first.
 pub const ACCESS_MAX_TRACKED_CLIENTS: usize = 65_536;
+/// Each core republishes its demand per rate-limited client and takes its new share of the budget this often.
+pub const ACCESS_REBALANCE_MS: u64 = 1_000;
+/// A core's share of a client's budget never falls below this fraction of an equal share.
+pub const ACCESS_MIN_SHARE: f64 = 0.1;
 /// Compute-unit weights of the default table (`access.weights` overrides per method).
 pub const ACCESS_WEIGHT_LIGHT: f64 = 1.0;
 pub const ACCESS_WEIGHT_CALL_STATE: f64 = 1.5;
