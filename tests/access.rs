@@ -324,9 +324,24 @@ fn keys_are_added_rotated_and_revoked_through_the_admin_api_without_dropping_oth
         |key: &str| post_with(lasso.addr(), "/rpc/ethereum", &[("X-Lasso-Key", key)], CALL);
     assert_eq!(as_carol(carol_1).status, 401, "carol has no key yet");
 
-    // Alice's session stays open through every change below.
+    // Alice's session stays open through every change below, and her HTTP requests keep succeeding.
     let mut alice =
         WsClient::connect(lasso.addr(), &format!("/ws/rpc/ethereum?key={ALICE}")).expect("alice");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load = {
+        let (addr, stop) = (lasso.addr(), stop.clone());
+        std::thread::spawn(move || {
+            let (mut sent, mut failed) = (0, Vec::new());
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let r = post_with(addr, "/rpc/ethereum", &[("X-Lasso-Key", ALICE)], CALL);
+                sent += 1;
+                if r.status != 200 || r.json().get("result").is_none() {
+                    failed.push(r.describe());
+                }
+            }
+            (sent, failed)
+        })
+    };
 
     let r = admin(
         &lasso,
@@ -389,10 +404,19 @@ fn keys_are_added_rotated_and_revoked_through_the_admin_api_without_dropping_oth
         400
     );
 
-    // Alice was never dropped: her session still answers.
+    // Alice was never dropped: her session still answers, and none of her requests failed.
     let mut notes = Vec::new();
     let reply = alice.call(9, "eth_blockNumber", serde_json::json!([]), &mut notes);
     assert!(reply.get("result").is_some(), "{reply}");
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (sent, failed) = load.join().unwrap();
+    assert!(sent > 10, "load ran during the changes: {sent}");
+    assert!(
+        failed.is_empty(),
+        "{} of {sent} requests of another key failed: {:?}",
+        failed.len(),
+        failed.first()
+    );
 }
 
 const LIM1: &str = "limited-key-one-000000000";
