@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Installs the client matrix (tests/client_matrix.rs): npm packages of tests/clients (anvil, cast, ethers, viem;
+# Installs the client matrix (tests/client_matrix.rs): npm packages of tests/clients (anvil, cast, ethers, viem, ponder;
 # versions from tests/clients/package-lock.json) and a Python venv at tests/clients/.venv with web3.py
 # (tests/clients/requirements.txt, exact versions). Idempotent; reaches only npm and PyPI (and Debian's packages when
 # python3's venv module is missing). Called once by .ci/run; run it by hand before `cargo test --test client_matrix`.
@@ -29,6 +29,8 @@ for bin in anvil cast; do
   [ -x "$exe" ] || die "npm ci did not install $bin ($exe)"
   "$exe" --version | head -1
 done
+[ -f "$clients/node_modules/ponder/dist/esm/bin/ponder.js" ] || die "npm ci did not install ponder"
+echo "ponder $(node -p "require('./$clients/node_modules/ponder/package.json').version")"
 
 if [ ! -x "$clients/.venv/bin/python" ]; then
   python3 -m venv "$clients/.venv"

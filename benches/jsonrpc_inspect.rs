@@ -1,5 +1,5 @@
 //! Request inspection and id rewriting: Lasso's lazy sonic-rs inspection and byte splicing against serde_json (full
-//! `Value` trees, and borrowed `RawValue` structs as the fairest serde baseline), on 100 B, 10 KB and 1 MB bodies.
+//! `Value` trees, and borrowed `RawValue` structs as the fairest serde baseline), on 100 B, 10 KB and 1 MB bodies; and the nesting guard that precedes every parse.
 
 use std::hint::black_box;
 
@@ -151,9 +151,31 @@ fn restore_reply_id(c: &mut Criterion) {
     group.finish();
 }
 
+/// The nesting guard that runs before every parse: a body no longer than the limit is not scanned (a 100 B request
+/// and a 10 KB reply), a longer one is scanned once.
+fn nesting_guard(c: &mut Criterion) {
+    let mut group = c.benchmark_group("nesting_exceeds");
+    for (size, label) in SIZES {
+        let body = reply(size);
+        group.throughput(Throughput::Bytes(body.len() as u64));
+        group.bench_with_input(BenchmarkId::new("reply_limit", label), &body, |b, body| {
+            b.iter(|| jsonrpc::nesting_exceeds(black_box(body), jsonrpc::MAX_REPLY_DEPTH))
+        });
+        let body = request(size);
+        group.bench_with_input(
+            BenchmarkId::new("request_limit", label),
+            &body,
+            |b, body| {
+                b.iter(|| jsonrpc::nesting_exceeds(black_box(body), jsonrpc::MAX_REQUEST_DEPTH))
+            },
+        );
+    }
+    group.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default().sample_size(30).measurement_time(std::time::Duration::from_secs(2)).warm_up_time(std::time::Duration::from_millis(500));
-    targets = inspect, rewrite_request_id, restore_reply_id
+    targets = inspect, rewrite_request_id, restore_reply_id, nesting_guard
 }
 criterion_main!(benches);

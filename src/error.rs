@@ -103,6 +103,9 @@ pub enum RpcError {
     RateLimited {
         retry_after_ms: u64,
     },
+    /// An `eth_getLogs` that could not be answered whole within Lasso's limits for splitting it (sub-requests,
+    /// answer bytes) or whose range no provider takes even as a single block.
+    LogQueryTooLarge(String),
 }
 
 impl RpcError {
@@ -114,7 +117,8 @@ impl RpcError {
             RpcError::InvalidParams(_) => INVALID_PARAMS,
             RpcError::LimitExceeded(_)
             | RpcError::ResponseBudget
-            | RpcError::RateLimited { .. } => LIMIT_EXCEEDED,
+            | RpcError::RateLimited { .. }
+            | RpcError::LogQueryTooLarge(_) => LIMIT_EXCEEDED,
             RpcError::InvalidRequest(_)
             | RpcError::BodyTooLarge { .. }
             | RpcError::HeadersTooLarge { .. }
@@ -150,7 +154,8 @@ impl RpcError {
             RpcError::UnknownPath | RpcError::NotFound { .. } => 404,
             RpcError::SubscriptionOverHttp { .. }
             | RpcError::MethodNotSupported { .. }
-            | RpcError::FilterNotFound => 200,
+            | RpcError::FilterNotFound
+            | RpcError::LogQueryTooLarge(_) => 200,
             RpcError::AllProvidersFailed { .. } => 502,
             RpcError::NoProviderAvailable { .. }
             | RpcError::Overloaded(_)
@@ -209,6 +214,7 @@ impl RpcError {
             RpcError::RateLimited { retry_after_ms } => {
                 format!("Limit exceeded: rate limit reached; retry after {retry_after_ms} ms")
             }
+            RpcError::LogQueryTooLarge(detail) => format!("Log query too large: {detail}"),
             RpcError::FilterNotFound => {
                 "filter not found: the provider that created it is no longer \
                 available; create a new filter"
@@ -317,6 +323,7 @@ mod tests {
             (RpcError::DeadlineExceeded { attempts: vec![] }, -32012, 504),
             (RpcError::Overloaded("draining"), -32013, 503),
             (RpcError::ResponseBudget, -32005, 503),
+            (RpcError::LogQueryTooLarge("x".into()), -32005, 200),
         ];
         for (err, code, status) in rows {
             assert_eq!(err.code(), code, "{err:?}");

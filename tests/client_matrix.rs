@@ -3,7 +3,9 @@
 //! `AsyncWeb3` + `WebSocketProvider` subscriptions, unsubscribe, a signed transfer), ethers v6 (`JsonRpcProvider`
 //! batching; `WebSocketProvider` block and contract event listeners), viem (`http` batch; `webSocket` `watchBlocks`
 //! and `watchEvent`), cast (block-number, block, logs, send, receipt over HTTP and WebSocket) and
-//! `anvil --fork-url` (a fork through Lasso reads the same code, storage and balances as a fork of the node).
+//! `anvil --fork-url` (a fork through Lasso reads the same code, storage and balances as a fork of the node) and the
+//! Ponder indexer (`tests/clients/ponder`, embedded PGlite: the rows it indexes through Lasso equal the rows it indexes
+//! straight from the node, and hold every Tick emitted).
 //!
 //! Dependencies live in `tests/clients/` (`package-lock.json`, `requirements.txt`) and are installed by
 //! `.ci/clients.sh`, which `.ci/run` calls; a missing one fails the test with a message naming that script.
@@ -20,7 +22,8 @@ use std::process::Command;
 use std::time::Duration;
 use support::Lasso;
 use support::anvil::*;
-use support::ganache::{Proc, find_node};
+use support::eventually;
+use support::ganache::{Proc, find_node, free_port};
 
 /// Init code of the Tick contract: stores 42 in slot 0 and returns the runtime
 /// `slot0 += 1; mstore(0, slot0); log1(0, 32, keccak256("Tick(uint256)"))` (hand-assembled, 52 bytes).
@@ -395,4 +398,106 @@ fn anvil_fork_through_lasso_reads_what_a_fork_of_the_node_reads() {
         "anvil --fork-url <lasso> tick(): (fork, node) slot 0"
     );
     m.assert_p2_untouched("anvil --fork-url <lasso>");
+}
+
+/// Ticks the Ponder test makes before indexing.
+const PONDER_TICKS: u64 = 5;
+/// One Ponder run: build, PGlite start, backfill and live indexing up to the head (about 15 s on a busy 2-core box).
+const PONDER_RUN: Duration = Duration::from_secs(120);
+
+/// One GET to a Ponder HTTP server; `Err` while it is not up or answers another status.
+fn ponder_get(port: u16, path: &str) -> Result<String, String> {
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let mut conn =
+        support::http::Conn::try_connect(addr).map_err(|e| format!("GET {path}: {e}"))?;
+    conn.send(&support::http::request_bytes("GET", path, &[], b""));
+    let resp = conn
+        .try_read_response()
+        .map_err(|e| format!("GET {path}: {e}"))?;
+    let body = String::from_utf8_lossy(&resp.body).into_owned();
+    if resp.status == 200 {
+        Ok(body)
+    } else {
+        Err(format!("GET {path}: {} {body}", resp.status))
+    }
+}
+
+/// Runs `ponder start` (tests/clients/ponder) against `rpc_url` with a fresh PGlite directory until it has indexed
+/// up to block `head`, and returns its rows (GET /ticks); the process is killed on return.
+fn ponder_rows(m: &Matrix, client: &str, rpc_url: &str, head: u64) -> Value {
+    let db = tempfile::tempdir().expect("tempdir for PGlite");
+    let port = free_port();
+    let mut cmd = Command::new(find_node());
+    cmd.arg(installed("node_modules/ponder/dist/esm/bin/ponder.js"))
+        .args(["--root", "ponder", "--log-format", "json", "start"])
+        .args(["--schema", "public", "--port", &port.to_string()])
+        .args(["--hostname", "127.0.0.1"])
+        .env("PONDER_RPC_URL", rpc_url)
+        .env("PONDER_PGLITE_DIR", db.path())
+        .env("PONDER_TELEMETRY_DISABLED", "true")
+        .env("NO_COLOR", "1");
+    m.client_env(&mut cmd);
+    cmd.current_dir(clients_dir());
+    let mut proc = Proc::spawn(client, &mut cmd, None);
+    // Ready (backfill done) and the live head reached: /status names the last block indexed.
+    let indexed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        eventually(
+            PONDER_RUN,
+            &format!("{client}: indexed up to block {head}"),
+            || {
+                if let Some(st) = proc.exited() {
+                    return Ok(Err(format!("exited ({st})")));
+                }
+                ponder_get(port, "/ready")?;
+                let status: Value = serde_json::from_str(&ponder_get(port, "/status")?)
+                    .map_err(|e| format!("/status: not JSON: {e}"))?;
+                match status["devnet"]["block"]["number"].as_u64() {
+                    Some(n) if n >= head => Ok(Ok(())),
+                    _ => Err(format!("/status: {status}")),
+                }
+            },
+        )
+    }));
+    match indexed {
+        Ok(Ok(())) => {}
+        Ok(Err(why)) => panic!("{client} {why}\n{}", m.diagnostics(&proc)),
+        Err(_) => panic!(
+            "{client} GET /status: not at block {head}\n{}",
+            m.diagnostics(&proc)
+        ),
+    }
+    let body = ponder_get(port, "/ticks")
+        .unwrap_or_else(|e| panic!("{client} {e}\n{}", m.diagnostics(&proc)));
+    serde_json::from_str(&body)
+        .unwrap_or_else(|e| panic!("{client} GET /ticks: not JSON ({e}): {body}"))
+}
+
+#[test]
+fn ponder_indexes_through_lasso_the_rows_it_indexes_from_the_node() {
+    let m = Matrix::start();
+    let mut emitted = Vec::new();
+    for i in 0..PONDER_TICKS {
+        let r =
+            m.p1.send_and_mine(json!({"from": ACCOUNT0, "to": m.contract, "data": TICK_SELECTOR}));
+        let log = &r["logs"][0];
+        emitted.push(json!({
+            "blockNumber": quantity(&r["blockNumber"]).to_string(),
+            "logIndex": quantity(&log["logIndex"]),
+            "txHash": r["transactionHash"],
+            "value": (43 + i).to_string(),
+        }));
+    }
+    let head = quantity(&m.p1.rpc("eth_blockNumber", json!([])));
+    let through_lasso = ponder_rows(&m, "ponder <lasso>", &m.http_url(), head);
+    let straight = ponder_rows(&m, "ponder <node>", &m.p1.http_url(), head);
+    assert_eq!(
+        through_lasso, straight,
+        "ponder <lasso> GET /ticks: rows differ from ponder <node>"
+    );
+    assert_eq!(
+        straight,
+        Value::Array(emitted),
+        "ponder <node> GET /ticks: not every Tick emitted"
+    );
+    m.assert_p2_untouched("ponder <lasso>");
 }

@@ -20,6 +20,10 @@ fn setup(n: usize) -> (Vec<MockProvider>, Lasso) {
     let mocks: Vec<MockProvider> = (1..=n)
         .map(|i| MockProvider::start(&format!("p{i}")))
         .collect();
+    // No provider knows any transaction: a send whose answer was lost is then reported as failed.
+    for m in &mocks {
+        m.set_result("eth_getTransactionByHash", Value::Null);
+    }
     let refs: Vec<&MockProvider> = mocks.iter().collect();
     let cfg = single_chain(&refs)
         .upstream("connect_timeout_ms", 500)

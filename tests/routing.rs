@@ -390,6 +390,8 @@ fn deterministic_errors_are_returned_once_and_writes_reach_one_provider() {
     let revert = json!({"code": 3, "message": "execution reverted", "data": "0x08c379a0"});
     for m in &mocks {
         m.set_error("eth_call", revert.clone());
+        // No provider knows the transaction: a send whose answer was lost is then reported as failed.
+        m.set_result("eth_getTransactionByHash", Value::Null);
     }
     mocks[0].set_fault(Fault::Status(500));
     let refs: Vec<&MockProvider> = mocks.iter().collect();

@@ -76,6 +76,9 @@ pub const DEFAULT_UPSTREAM_MAX_RESPONSE_BYTES: usize = 256 * 1024 * 1024;
 /// `upstream.max_buffered_response_bytes` (answer bytes being received, whole process; each worker gets an equal
 /// share)
 pub const DEFAULT_UPSTREAM_MAX_BUFFERED_RESPONSE_BYTES: usize = 1024 * 1024 * 1024;
+/// A single-call answer (HTTP client, 2xx, `Content-Length` at least this, not gzip) is streamed to the client as it
+/// arrives instead of buffered whole (docs/CONTRACT.md, "Large answers").
+pub const UPSTREAM_STREAM_ABOVE_BYTES: usize = 256 * 1024;
 /// `upstream.pool_max_idle_per_provider`
 pub const DEFAULT_UPSTREAM_POOL_MAX_IDLE_PER_PROVIDER: usize = 128;
 /// `upstream.pool_idle_timeout_ms`
@@ -149,6 +152,20 @@ pub const DEFAULT_HEDGE_QUANTILE: f64 = 0.95;
 pub const DEFAULT_HEDGE_MIN_DELAY_MS: u64 = 50;
 /// `routing.hedge.max_delay_ms`
 pub const DEFAULT_HEDGE_MAX_DELAY_MS: u64 = 2_000;
+
+// `routing.indexing:` (per chain: the same keys)
+/// `routing.indexing.max_logs_range` (0 = no proactive split)
+pub const DEFAULT_MAX_LOGS_RANGE: u64 = 0;
+/// `routing.indexing.logs_concurrency`
+pub const DEFAULT_LOGS_CONCURRENCY: usize = 4;
+/// `routing.indexing.logs_max_requests`
+pub const DEFAULT_LOGS_MAX_REQUESTS: usize = 256;
+/// `routing.indexing.pin_latest`
+pub const DEFAULT_PIN_LATEST: bool = false;
+/// `routing.indexing.broadcast_sends`
+pub const DEFAULT_BROADCAST_SENDS: bool = false;
+/// `routing.indexing.highest_pending_nonce`
+pub const DEFAULT_HIGHEST_PENDING_NONCE: bool = false;
 
 // `websocket:`
 /// `websocket.max_message_bytes`
@@ -425,6 +442,30 @@ pub fn table() -> Vec<(&'static str, String)> {
         (
             "routing.hedge.max_delay_ms",
             DEFAULT_HEDGE_MAX_DELAY_MS.to_string(),
+        ),
+        (
+            "routing.indexing.max_logs_range",
+            DEFAULT_MAX_LOGS_RANGE.to_string(),
+        ),
+        (
+            "routing.indexing.logs_concurrency",
+            DEFAULT_LOGS_CONCURRENCY.to_string(),
+        ),
+        (
+            "routing.indexing.logs_max_requests",
+            DEFAULT_LOGS_MAX_REQUESTS.to_string(),
+        ),
+        (
+            "routing.indexing.pin_latest",
+            DEFAULT_PIN_LATEST.to_string(),
+        ),
+        (
+            "routing.indexing.broadcast_sends",
+            DEFAULT_BROADCAST_SENDS.to_string(),
+        ),
+        (
+            "routing.indexing.highest_pending_nonce",
+            DEFAULT_HIGHEST_PENDING_NONCE.to_string(),
         ),
         (
             "websocket.max_message_bytes",

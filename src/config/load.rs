@@ -14,7 +14,7 @@ use super::defaults::*;
 use super::redact::mask_url;
 use super::routing_policy::{BreakerSettings, Strategy};
 use super::schema::{
-    AccessSettings, ApiKey, Chain, Config, CorsOrigins, DashboardSettings, HedgeSettings,
+    AccessSettings, ApiKey, Chain, Config, CorsOrigins, DashboardSettings, HedgeSettings, Indexing,
     MethodFilter, Profile, Provider, RateLimit, RequireKey, RoutingSettings, ServerSettings,
     TelemetrySettings, TraceEndpoint, TraceSettings, UpstreamSettings, WsSettings,
 };
@@ -194,6 +194,52 @@ impl Default for RawWs {
     }
 }
 
+/// `routing.indexing` (all set) and a chain's overrides of it (each optional).
+#[derive(Deserialize, Default, Clone)]
+#[serde(deny_unknown_fields, default)]
+struct RawIndexing {
+    max_logs_range: Option<u64>,
+    logs_concurrency: Option<usize>,
+    logs_max_requests: Option<usize>,
+    pin_latest: Option<bool>,
+    broadcast_sends: Option<bool>,
+    highest_pending_nonce: Option<bool>,
+}
+
+impl RawIndexing {
+    /// These settings over `base`.
+    fn over(&self, base: &Indexing) -> Indexing {
+        Indexing {
+            max_logs_range: self.max_logs_range.unwrap_or(base.max_logs_range),
+            logs_concurrency: self
+                .logs_concurrency
+                .unwrap_or(base.logs_concurrency)
+                .max(1),
+            logs_max_requests: self
+                .logs_max_requests
+                .unwrap_or(base.logs_max_requests)
+                .max(1),
+            pin_latest: self.pin_latest.unwrap_or(base.pin_latest),
+            broadcast_sends: self.broadcast_sends.unwrap_or(base.broadcast_sends),
+            highest_pending_nonce: self
+                .highest_pending_nonce
+                .unwrap_or(base.highest_pending_nonce),
+        }
+    }
+}
+
+/// The built-in indexing defaults.
+fn default_indexing() -> Indexing {
+    Indexing {
+        max_logs_range: DEFAULT_MAX_LOGS_RANGE,
+        logs_concurrency: DEFAULT_LOGS_CONCURRENCY,
+        logs_max_requests: DEFAULT_LOGS_MAX_REQUESTS,
+        pin_latest: DEFAULT_PIN_LATEST,
+        broadcast_sends: DEFAULT_BROADCAST_SENDS,
+        highest_pending_nonce: DEFAULT_HIGHEST_PENDING_NONCE,
+    }
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields, default)]
 struct RawRouting {
@@ -208,6 +254,7 @@ struct RawRouting {
     deadlines_ms: RawDeadlines,
     breaker: RawBreaker,
     hedge: RawHedge,
+    indexing: RawIndexing,
     snapshots_dir: Option<String>,
     snapshot_interval_ms: u64,
     snapshot_retention: usize,
@@ -227,6 +274,7 @@ impl Default for RawRouting {
             deadlines_ms: RawDeadlines::default(),
             breaker: RawBreaker::default(),
             hedge: RawHedge::default(),
+            indexing: RawIndexing::default(),
             snapshots_dir: None,
             snapshot_interval_ms: DEFAULT_ROUTING_SNAPSHOT_INTERVAL_MS,
             snapshot_retention: DEFAULT_ROUTING_SNAPSHOT_RETENTION,
@@ -451,6 +499,19 @@ struct RawChain {
     hedge: Option<bool>,
     #[serde(default)]
     head_poll_ms: Option<u64>,
+    // Overrides of `routing.indexing` for this chain (same keys, at the chain's level).
+    #[serde(default)]
+    max_logs_range: Option<u64>,
+    #[serde(default)]
+    logs_concurrency: Option<usize>,
+    #[serde(default)]
+    logs_max_requests: Option<usize>,
+    #[serde(default)]
+    pin_latest: Option<bool>,
+    #[serde(default)]
+    broadcast_sends: Option<bool>,
+    #[serde(default)]
+    highest_pending_nonce: Option<bool>,
     #[serde(default)]
     providers: Vec<RawProvider>,
 }
@@ -479,6 +540,8 @@ struct RawProvider {
     batch: Option<bool>,
     #[serde(default)]
     batch_max: Option<usize>,
+    #[serde(default)]
+    max_logs_range: Option<u64>,
     #[serde(default)]
     methods: Option<RawMethods>,
     /// Accepted for compatibility with Lasso RPC files (`public`, `paid`, ...); informational.
@@ -939,6 +1002,7 @@ impl Builder<'_> {
                 min_delay: Duration::from_millis(raw.hedge.min_delay_ms),
                 max_delay: Duration::from_millis(raw.hedge.max_delay_ms),
             },
+            indexing: raw.indexing.over(&default_indexing()),
             snapshots_dir,
             snapshot_interval: Duration::from_millis(raw.snapshot_interval_ms.max(1000)),
             snapshot_retention: raw.snapshot_retention.max(1),
@@ -1356,6 +1420,15 @@ impl Builder<'_> {
                     .max(100),
             ),
             providers: pids,
+            indexing: RawIndexing {
+                max_logs_range: raw.max_logs_range,
+                logs_concurrency: raw.logs_concurrency,
+                logs_max_requests: raw.logs_max_requests,
+                pin_latest: raw.pin_latest,
+                broadcast_sends: raw.broadcast_sends,
+                highest_pending_nonce: raw.highest_pending_nonce,
+            }
+            .over(&routing.indexing),
         })
     }
 
@@ -1472,6 +1545,7 @@ impl Builder<'_> {
             archival: raw.archival,
             batch: raw.batch,
             batch_max: raw.batch_max,
+            max_logs_range: raw.max_logs_range,
             methods: methods.unwrap_or_default(),
         })
     }

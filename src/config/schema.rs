@@ -173,6 +173,8 @@ pub struct RoutingSettings {
     pub deadlines: [Duration; 7],
     pub breaker: BreakerSettings,
     pub hedge: HedgeSettings,
+    /// Indexer-grade read and send behaviour: the defaults of every chain (`routing.indexing`).
+    pub indexing: Indexing,
     pub snapshots_dir: Option<PathBuf>,
     pub snapshot_interval: Duration,
     pub snapshot_retention: usize,
@@ -182,6 +184,24 @@ impl RoutingSettings {
     pub fn deadline(&self, class: MethodClass) -> Duration {
         self.deadlines[class.index()]
     }
+}
+
+/// Indexer-grade read and send behaviour of one chain (`routing.indexing`, overridden per chain by the same keys).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Indexing {
+    /// `eth_getLogs` ranges longer than this many blocks are split into chunks (0 = no proactive split; a provider's
+    /// "range too large" still bisects). A provider's own `max_logs_range` lowers it.
+    pub max_logs_range: u64,
+    /// Chunks of one split `eth_getLogs` in flight at once.
+    pub logs_concurrency: usize,
+    /// Upstream calls one split `eth_getLogs` may make (chunks and bisections); past it the request fails.
+    pub logs_max_requests: usize,
+    /// `latest` (and a missing block) in state reads is resolved to the consensus head before routing.
+    pub pin_latest: bool,
+    /// `eth_sendRawTransaction` goes to every healthy provider of the chain, once each.
+    pub broadcast_sends: bool,
+    /// `eth_getTransactionCount(.., "pending")` asks several providers and answers the highest.
+    pub highest_pending_nonce: bool,
 }
 
 /// WebSocket endpoint limits and subscription behaviour.
@@ -265,6 +285,8 @@ pub struct Provider {
     /// Calls per coalesced batch for this provider; unset = `upstream.max_coalesce`. Read through
     /// [`Config::batch_max`].
     pub batch_max: Option<usize>,
+    /// Longest `eth_getLogs` block range this provider takes (`max_logs_range`); unset = the chain's.
+    pub max_logs_range: Option<u64>,
     pub methods: MethodFilter,
 }
 
@@ -286,6 +308,7 @@ pub struct Chain {
     pub head_poll_interval: Duration,
     /// Process-wide provider ids (`pid`) in configuration order.
     pub providers: Vec<usize>,
+    pub indexing: Indexing,
 }
 
 /// A named set of chains (tenant, tier).

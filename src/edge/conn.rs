@@ -1,7 +1,8 @@
 //! The client-facing HTTP/1.1 connection loop: reads request heads and bodies within limits and timeouts
 //! (slowloris-safe), answers `Expect: 100-continue`, handles keep-alive and pipelining (responses in request order),
-//! dispatches each request, and closes idle connections when the worker drains. Every answer is written under
-//! `server.send_timeout_ms`: a client that takes no byte of it for that long is closed (nginx's `send_timeout`).
+//! dispatches each request, streams large answers as they arrive (`send_streamed`), and closes idle connections when
+//! the worker drains. Every answer is written under `server.send_timeout_ms`: a client that takes no byte of it for
+//! that long is closed (nginx's `send_timeout`).
 
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -12,10 +13,11 @@ use crate::edge::dispatch::Endpoint;
 use crate::error::RpcError;
 use crate::shard::state::Worker;
 use crate::subscriptions::hub::Hub;
+use crate::upstream::stream::{BodyTail, STREAM_PIECE};
 use crate::wire::http::chunked::{ChunkedDecoder, ChunkedError};
 use crate::wire::http::io::{read_more, write_all, write_all_progress};
 use crate::wire::http::request::{BodyFraming, HeadError, Method, RequestHead, parse_head};
-use crate::wire::http::response::{Response, write_head};
+use crate::wire::http::response::{Response, write_head, write_head_with_length};
 
 /// Initial read buffer of a connection; it grows for large requests and shrinks back when idle.
 const READ_CHUNK: usize = 4 * 1024;
@@ -71,7 +73,7 @@ pub async fn serve_connection(
             let _ = send(
                 &worker,
                 &mut stream,
-                resp,
+                resp.response,
                 false,
                 head.method == Method::Head,
             )
@@ -90,24 +92,29 @@ pub async fn serve_connection(
             Some(decoded) => decoded,
             None => &buf[head.head_len..consumed],
         };
-        let resp = crate::edge::dispatch::answer(endpoint, &worker, &head, body_bytes).await;
+        let answer = crate::edge::dispatch::answer(endpoint, &worker, &head, body_bytes).await;
         buf.drain(..consumed);
         if buf.is_empty() && buf.capacity() > 4 * READ_CHUNK {
             // A large request grew the buffer: do not keep it while the connection idles.
             buf = Vec::with_capacity(READ_CHUNK);
         }
         let keep_alive = head.keep_alive && keep_alive_allowed && !worker.winding_down();
-        if send(
-            &worker,
-            &mut stream,
-            resp,
-            keep_alive,
-            head.method == Method::Head,
-        )
-        .await
-        .is_err()
-            || !keep_alive
-        {
+        let sent = match answer.tail {
+            Some(tail) => {
+                send_streamed(&worker, &mut stream, answer.response, tail, keep_alive).await
+            }
+            None => {
+                send(
+                    &worker,
+                    &mut stream,
+                    answer.response,
+                    keep_alive,
+                    head.method == Method::Head,
+                )
+                .await
+            }
+        };
+        if sent.is_err() || !keep_alive {
             return;
         }
     }
@@ -279,5 +286,43 @@ async fn send(
     } else {
         write_all_progress(stream, out, stall).await.0?;
         write_all_progress(stream, resp.body, stall).await.0
+    }
+}
+
+/// Sends a streamed answer: the head announces the whole length (the provider's `Content-Length` adjusted for the
+/// id's length: `resp.body` holds the first bytes with the client's id spliced in), then each verified piece is
+/// written while the next one is read. A provider failing mid-body (or a body failing verification) ends the
+/// connection before the rest: the client sees a body shorter than announced, never a complete-looking wrong one.
+async fn send_streamed(
+    worker: &Worker,
+    stream: &mut TcpStream,
+    resp: Response,
+    mut tail: BodyTail,
+    keep_alive: bool,
+) -> std::io::Result<()> {
+    let total = resp.body.len() + tail.remaining();
+    let mut first = Vec::with_capacity(256 + resp.body.len());
+    write_head_with_length(&mut first, &resp, keep_alive, total);
+    first.extend_from_slice(&resp.body);
+    drop(resp);
+    let mut writing = first;
+    let mut spare = Vec::with_capacity(STREAM_PIECE);
+    let stall = worker.config.server.send_timeout;
+    loop {
+        let write = write_all_progress(stream, writing, stall);
+        let ((written, done), (next, piece)) =
+            futures_util::future::join(write, tail.next(spare)).await;
+        written?;
+        match next {
+            Ok(true) => {
+                writing = piece;
+                spare = done;
+            }
+            Ok(false) => return Ok(()),
+            Err(e) => {
+                crate::rpc::attempt::stream_failed(worker, tail.pid(), &e, tail.elapsed());
+                return Err(std::io::Error::other(e.message));
+            }
+        }
     }
 }

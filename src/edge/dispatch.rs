@@ -12,6 +12,7 @@ use crate::config::schema::CorsOrigins;
 use crate::error::RpcError;
 use crate::shard::state::Worker;
 use crate::subscriptions::hub::Hub;
+use crate::upstream::stream::BodyTail;
 use crate::wire::http::request::{Method, RequestHead};
 use crate::wire::http::response::Response;
 
@@ -181,15 +182,30 @@ pub async fn take_over(
     }
 }
 
+/// An endpoint's answer: the response, and for a streamed JSON-RPC answer the rest of its body, still arriving.
+pub struct Answer {
+    pub response: Response,
+    pub tail: Option<BodyTail>,
+}
+
+impl From<Response> for Answer {
+    fn from(response: Response) -> Self {
+        Answer {
+            response,
+            tail: None,
+        }
+    }
+}
+
 /// Answers one HTTP request whose body was read.
 pub async fn answer(
     endpoint: Endpoint,
     worker: &Rc<Worker>,
     head: &RequestHead,
     body: &[u8],
-) -> Response {
+) -> Answer {
     let path = head.path.as_str();
-    match endpoint {
+    let response = match endpoint {
         Endpoint::Preflight => {
             let resp = with_cors(Response::empty(204), worker, head);
             if worker
@@ -199,7 +215,7 @@ pub async fn answer(
                 .allow(head.origin.as_deref())
                 .is_none()
             {
-                return resp;
+                return resp.into();
             }
             resp.with_header("Access-Control-Allow-Methods", "POST, GET, OPTIONS")
                 .with_header(
@@ -209,7 +225,13 @@ pub async fn answer(
                 .with_header("Access-Control-Max-Age", "86400")
         }
         Endpoint::OptionsWithoutCors => Response::empty(204),
-        Endpoint::Rpc => with_cors(rpc(worker, head, body).await, worker, head),
+        Endpoint::Rpc => {
+            let (response, tail) = rpc(worker, head, body).await;
+            return Answer {
+                response: with_cors(response, worker, head),
+                tail,
+            };
+        }
         // Reached only without an upgrade: say how to connect.
         Endpoint::WsWithoutUpgrade => {
             let resp = match crate::rpc::target::resolve(&worker.config, path, "/ws/rpc") {
@@ -244,11 +266,12 @@ pub async fn answer(
             // Served by `take_over`; a head that gets here was routed wrongly.
             Response::from(RpcError::UnknownPath)
         }
-    }
+    };
+    response.into()
 }
 
-/// `POST /rpc/...`: the JSON-RPC pipeline.
-async fn rpc(worker: &Rc<Worker>, head: &RequestHead, body: &[u8]) -> Response {
+/// `POST /rpc/...`: the JSON-RPC pipeline; a streamed answer comes with the rest of its body.
+async fn rpc(worker: &Rc<Worker>, head: &RequestHead, body: &[u8]) -> (Response, Option<BodyTail>) {
     match crate::rpc::target::resolve(&worker.config, &head.path, "/rpc") {
         Ok(target) => {
             let config = &worker.config;
@@ -265,12 +288,12 @@ async fn rpc(worker: &Rc<Worker>, head: &RequestHead, body: &[u8]) -> Response {
             let key = match crate::access::gate::check(config, workers, p, c, head, ip, Some(body))
             {
                 Ok(key) => key,
-                Err(e) => return crate::access::gate::refusal(e),
+                Err(e) => return (crate::access::gate::refusal(e), None),
             };
             let target = target.with_failover(query_flag(&head.query, "failover"));
             let mode =
                 crate::rpc::meta::MetaMode::from_request(&head.query, head.include_meta.as_deref());
-            let resp: Response = crate::rpc::pipeline::handle(
+            let resp = crate::rpc::pipeline::handle(
                 worker,
                 target,
                 body,
@@ -279,12 +302,12 @@ async fn rpc(worker: &Rc<Worker>, head: &RequestHead, body: &[u8]) -> Response {
                 head.traceparent.as_deref(),
             )
             .await
-            .into();
+            .into_parts();
             if let Some(key) = key {
-                crate::access::gate::meter(config, key, p, c, body, resp.body.len());
+                crate::access::gate::meter(config, key, p, c, body, resp.0.body.len());
             }
             resp
         }
-        Err(e) => Response::from(e),
+        Err(e) => (Response::from(e), None),
     }
 }

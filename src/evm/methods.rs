@@ -349,6 +349,23 @@ fn tag_target(v: &sonic_rs::Value) -> BlockTarget {
     BlockTarget::Any
 }
 
+/// The position of `method`'s block parameter (`latest`, a number, or an EIP-1898 object), if it has one.
+pub fn block_param_index(method: &str) -> Option<usize> {
+    match KNOWN.iter().find(|(name, _, _)| *name == method) {
+        Some((_, _, BlockParam::At(i))) => Some(*i),
+        _ => None,
+    }
+}
+
+/// A `0x` hex quantity as a number.
+pub fn parse_quantity(text: &str) -> Option<u64> {
+    let digits = text.strip_prefix("0x")?;
+    if digits.is_empty() || digits.len() > 16 {
+        return None;
+    }
+    u64::from_str_radix(digits, 16).ok()
+}
+
 /// The block `method` with raw JSON `params` targets.
 pub fn block_target(method: &str, params: Option<&[u8]>) -> BlockTarget {
     if method == "eth_blockNumber" {

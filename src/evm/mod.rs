@@ -1,4 +1,5 @@
 //! Ethereum JSON-RPC knowledge with no I/O and no policy: which methods exist, their classes (reads, writes,
 //! subscriptions, filters), block tags and heights, hex quantities ([`methods`]).
 
+pub mod keccak;
 pub mod methods;

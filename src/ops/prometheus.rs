@@ -311,6 +311,14 @@ pub async fn render(worker: &Rc<Worker>) -> Response {
         "Subscription events delivered to clients.",
     );
     o.sample("lasso_ws_delivered_events_total", &[], ws.delivered_events);
+    o.family(
+        "lasso_indexing_total",
+        "counter",
+        "Indexer-grade handling: log queries split, their upstream calls and bisections, heads floored, latest pinned, sends answered idempotently or broadcast.",
+    );
+    for (kind, n) in stats.indexing.kinds() {
+        o.sample("lasso_indexing_total", &[("kind", kind)], n);
+    }
     let (joins, leaves) = crate::ops::cluster::counters();
     o.family(
         "lasso_cluster_joins_total",

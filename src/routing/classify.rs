@@ -39,6 +39,9 @@ pub enum Category {
     RateLimited { retry_after: Option<Duration> },
     /// The provider cannot serve this method or block: try the next, no penalty, remember per method.
     Capability,
+    /// The provider cannot serve this one request (a block it has not seen yet, a log range or answer too large for
+    /// it): try the next, no penalty, nothing remembered (the next request may be fine).
+    ThisRequest,
     /// The provider is failing: breaker penalty, retry reads elsewhere.
     ProviderFailure(FailureClass),
 }
@@ -48,7 +51,10 @@ impl Category {
     pub fn retry_elsewhere(&self) -> bool {
         matches!(
             self,
-            Category::RateLimited { .. } | Category::Capability | Category::ProviderFailure(_)
+            Category::RateLimited { .. }
+                | Category::Capability
+                | Category::ThisRequest
+                | Category::ProviderFailure(_)
         )
     }
 }
@@ -84,18 +90,26 @@ const CAPABILITY_MESSAGES: &[&str] = &[
     "is not available",
     "not whitelisted",
     "missing trie node",
-    "header not found",
-    "unknown block",
     "historical state",
     "pruned",
     "archive",
+];
+
+/// Errors about one request, not the method: a block the provider has not seen (yet), a log query too large for it.
+const THIS_REQUEST_MESSAGES: &[&str] = &[
+    "header not found",
+    "unknown block",
+    "block not found",
     "query returned more than",
     "block range",
     "range too large",
     "range is too large",
     "too many blocks",
+    "too many results",
     "response size exceeded",
+    "response size should not",
     "log response size",
+    "exceed maximum block range",
 ];
 
 const DETERMINISTIC_MESSAGES: &[&str] = &[
@@ -130,10 +144,16 @@ pub fn classify_rpc_error(code: i64, message: &str) -> Category {
         || contains_any(&m, RATE_LIMIT_MESSAGES)
     {
         // -32005 also means "query returned more than N results" at some providers: that is capability.
+        if contains_any(&m, THIS_REQUEST_MESSAGES) {
+            return Category::ThisRequest;
+        }
         if contains_any(&m, CAPABILITY_MESSAGES) {
             return Category::Capability;
         }
         return Category::RateLimited { retry_after: None };
+    }
+    if contains_any(&m, THIS_REQUEST_MESSAGES) {
+        return Category::ThisRequest;
     }
     if code == -32601 || code == -32004 || contains_any(&m, CAPABILITY_MESSAGES) {
         return Category::Capability;
@@ -201,7 +221,7 @@ mod tests {
             (
                 -32005,
                 "query returned more than 10000 results",
-                Category::Capability,
+                Category::ThisRequest,
             ),
             (
                 -32601,
@@ -213,7 +233,12 @@ mod tests {
                 "missing trie node 1234 (path ) state 0x... is not available",
                 Category::Capability,
             ),
-            (-32000, "header not found", Category::Capability),
+            (-32000, "header not found", Category::ThisRequest),
+            (
+                -32000,
+                "block range is too wide, maximum 1000",
+                Category::ThisRequest,
+            ),
             (
                 -32603,
                 "internal error",

@@ -68,6 +68,10 @@ pub(crate) fn record(
             routing.health.breakers[pid].release_probe();
             SampleKind::Unsupported
         }
+        Some(Category::ThisRequest) => {
+            routing.health.breakers[pid].release_probe();
+            SampleKind::Unsupported
+        }
         Some(Category::ProviderFailure(FailureClass::Timeout)) => {
             // Judged when the request ends (`strike_timeout`); the probe it held is free again meanwhile.
             routing.health.breakers[pid].release_probe();

@@ -21,6 +21,8 @@ pub struct Harvest {
     pub cooldowns: Vec<(u32, Instant)>,
     /// (provider, method) pairs the provider said it cannot serve.
     pub unsupported: Vec<(u32, MethodKey)>,
+    /// The highest head the worker answered per chain (global chain index).
+    pub head_floors: Vec<u64>,
 }
 
 struct Window {
@@ -76,6 +78,8 @@ pub struct Merger {
     providers: Vec<ProviderState>,
     chain_of: Vec<usize>,
     chain_heads: Vec<Option<u64>>,
+    /// The highest head any worker answered per chain: every worker's floor.
+    chain_floors: Vec<u64>,
     unsupported: HashMap<(u32, MethodKey), Instant>,
     generation: u64,
     hedges: u64,
@@ -116,6 +120,7 @@ impl Merger {
             providers: vec![ProviderState::default(); chain_of.len()],
             chain_of,
             chain_heads: vec![None; chains],
+            chain_floors: vec![0; chains],
             unsupported: HashMap::new(),
             generation: 0,
             hedges: 0,
@@ -155,6 +160,11 @@ impl Merger {
             for (pid, until) in harvest.cooldowns {
                 if let Some(p) = self.providers.get_mut(pid as usize) {
                     p.cooldown_until = Some(p.cooldown_until.map_or(until, |u| u.max(until)));
+                }
+            }
+            for (chain, &floor) in harvest.head_floors.iter().enumerate() {
+                if let Some(f) = self.chain_floors.get_mut(chain) {
+                    *f = (*f).max(floor);
                 }
             }
             for key in harvest.unsupported {
@@ -333,6 +343,7 @@ impl Merger {
             summaries: self.summaries(),
             providers: self.providers.clone(),
             chain_heads: self.chain_heads.clone(),
+            chain_floors: self.chain_floors.clone(),
             unsupported: self.unsupported.keys().copied().collect(),
             hedges: self.hedges,
             failovers: self.failovers,
@@ -442,6 +453,24 @@ mod tests {
             Some(81),
             "a disabled provider does not define the head"
         );
+    }
+
+    #[test]
+    fn the_highest_head_any_worker_answered_is_every_workers_floor() {
+        let mut m = Merger::new(5, 1, vec![0, 1], 2);
+        let now = Instant::now();
+        let worker = |floors: Vec<u64>| Harvest {
+            head_floors: floors,
+            ..Default::default()
+        };
+        m.fold(
+            vec![worker(vec![100, 7]), worker(vec![105]), worker(vec![])],
+            now,
+        );
+        assert_eq!(m.table().chain_floors, vec![105, 7]);
+        // Floors never go down, whatever a later harvest says.
+        m.fold(vec![worker(vec![90, 3])], now);
+        assert_eq!(m.table().chain_floors, vec![105, 7]);
     }
 
     #[test]

@@ -129,6 +129,9 @@ impl Router {
                 && state
                     .and_then(|s| s.lag)
                     .is_some_and(|lag| lag > q.chain.max_lag_blocks);
+            // An explicit block the provider has not reached yet (as last probed): others first.
+            let short = matches!(q.target, BlockTarget::Number(n)
+                if state.and_then(|s| s.head).is_some_and(|h| h < n));
             let breaker_open = health.breakers[pid].state(now) == BreakerState::Open
                 || state
                     .and_then(|s| s.breaker_open_until)
@@ -142,7 +145,7 @@ impl Router {
                 .get(&(pid as u32, q.key))
                 .is_some_and(|u| *u > now)
                 || table.unsupported.contains(&(pid as u32, q.key));
-            if lagging || breaker_open || cooling || unsupported {
+            if lagging || short || breaker_open || cooling || unsupported {
                 last_resort.push(pid);
             } else {
                 usable.push(pid);

@@ -16,6 +16,8 @@ pub struct RoutingState {
     pub recorder: Recorder,
     /// Unsupported (provider, method) pairs found since the last harvest.
     pub new_unsupported: Vec<(u32, MethodKey)>,
+    /// The highest head this worker answered per chain (global chain index): `eth_blockNumber` never goes below it.
+    pub head_floors: Vec<u64>,
 }
 
 impl RoutingState {
@@ -39,6 +41,7 @@ impl RoutingState {
                 .filter_map(|(pid, u)| u.filter(|u| *u > now).map(|u| (pid as u32, u)))
                 .collect(),
             unsupported: std::mem::take(&mut self.new_unsupported),
+            head_floors: self.head_floors.clone(),
         }
     }
 }

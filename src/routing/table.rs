@@ -83,6 +83,8 @@ pub struct RoutingTable {
     pub providers: Vec<ProviderState>,
     /// Consensus head per chain (global chain index).
     pub chain_heads: Vec<Option<u64>>,
+    /// The highest head any worker answered per chain (global chain index; missing = 0).
+    pub chain_floors: Vec<u64>,
     /// (provider, method) pairs a provider said it cannot serve.
     pub unsupported: FxHashSet<(u32, MethodKey)>,
     pub hedges: u64,

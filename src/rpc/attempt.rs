@@ -1,10 +1,12 @@
 //! One attempt against one provider: send the call (coalesced with identical reads when allowed), judge the answer
-//! (HTTP status, JSON-RPC shape, ids, error classification), and record the outcome in the worker's routing state
+//! (HTTP status, JSON-RPC shape, ids, error classification; a large answer by its envelope head, its rest verified on
+//! its way to the client), and record the outcome in the worker's routing state
 //! (through `routing::health`), its statistics and its logs.
 
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
+use crate::config::defaults::UPSTREAM_STREAM_ABOVE_BYTES;
 use crate::routing::classify::{Category, FailureClass, classify_http_failure, classify_rpc_error};
 use crate::routing::health;
 use crate::routing::recorder::SampleKind;
@@ -13,17 +15,28 @@ use crate::shard::state::Worker;
 use crate::telemetry::log_limit::Warning;
 use crate::telemetry::stats::Outcome;
 use crate::telemetry::trace::{TRACEPARENT_LEN, Traceparent};
-use crate::upstream::error::{FailureKind, UpstreamResponse};
+use crate::upstream::error::{FailureKind, UpstreamError, UpstreamResponse};
+use crate::upstream::stream::BodyTail;
 use crate::wire::jsonrpc::{self, ReplyKind, ReplyView};
+use crate::wire::stream_reply;
 
 /// `traceparent: <value>\r\n`.
 const TRACEPARENT_LINE: usize = 13 + TRACEPARENT_LEN + 2;
+
+/// How an attempt is sent: the trace's `traceparent` for the provider, and whether a large answer may be streamed.
+#[derive(Clone, Copy)]
+pub(crate) struct Sending<'a> {
+    pub traceparent: Option<&'a Traceparent>,
+    pub stream: bool,
+}
 
 /// The result of one attempt against one provider.
 pub(crate) enum AttemptResult {
     Usable {
         body: Vec<u8>,
         views: Vec<ReplyView>,
+        /// A streamed answer: `body` holds its first bytes (the envelope head, judged), this the verified rest.
+        tail: Option<BodyTail>,
     },
     Failed {
         category: Category,
@@ -52,6 +65,7 @@ impl AttemptResult {
                 Category::Success | Category::Deterministic => "ok",
                 Category::RateLimited { .. } => "rate_limited",
                 Category::Capability => "unsupported",
+                Category::ThisRequest => "not_for_this_provider",
                 Category::ProviderFailure(FailureClass::Connect) => "connect_error",
                 Category::ProviderFailure(FailureClass::Timeout) => "timeout",
                 Category::ProviderFailure(FailureClass::Server) => "server_error",
@@ -108,7 +122,8 @@ fn judge(
     Ok(replies)
 }
 
-/// Sends one attempt to `pid`, classifies it, and records it (statistics, breaker, cool-down, capability).
+/// Sends one attempt to `pid`, classifies it, and records it (statistics, breaker, cool-down, capability). With
+/// `stream`, a large successful single-call answer is handed on once its envelope head is judged ([`streamed`]).
 pub(crate) async fn attempt(
     worker: &Rc<Worker>,
     pid: usize,
@@ -116,8 +131,12 @@ pub(crate) async fn attempt(
     upstream_body: &[u8],
     expected: &[u64],
     timeout: Duration,
-    traceparent: Option<&Traceparent>,
+    how: Sending<'_>,
 ) -> AttemptResult {
+    let Sending {
+        traceparent,
+        stream,
+    } = how;
     let config = &worker.config;
     let provider = &config.providers[pid];
     let batch = upstream_body.first() == Some(&b'[');
@@ -134,25 +153,44 @@ pub(crate) async fn attempt(
                 timeout,
             )
             .await
-    } else if let Some(tp) = traceparent {
+            .map(|resp| (resp, None))
+    } else {
         // Coalesced batches carry no traceparent: they hold several requests' calls.
         let mut line = [0u8; TRACEPARENT_LINE];
-        line[..13].copy_from_slice(b"traceparent: ");
-        line[13..13 + TRACEPARENT_LEN].copy_from_slice(tp);
-        line[TRACEPARENT_LINE - 2..].copy_from_slice(b"\r\n");
+        let extra: &[u8] = match traceparent {
+            Some(tp) => {
+                line[..13].copy_from_slice(b"traceparent: ");
+                line[13..13 + TRACEPARENT_LEN].copy_from_slice(tp);
+                line[TRACEPARENT_LINE - 2..].copy_from_slice(b"\r\n");
+                &line
+            }
+            None => &[],
+        };
+        let stream_above =
+            (stream && !batch && expected.len() == 1).then_some(UPSTREAM_STREAM_ABOVE_BYTES);
         worker
             .upstream
-            .post_with(provider, upstream_body, timeout, !plan.write, &line)
+            .post_stream(
+                provider,
+                upstream_body,
+                timeout,
+                !plan.write,
+                extra,
+                stream_above,
+            )
             .await
-    } else {
-        worker
-            .upstream
-            .post(provider, upstream_body, timeout, !plan.write)
-            .await
+    };
+    let result = match result {
+        Ok((resp, Some(tail))) => {
+            let left = timeout.saturating_sub(started.elapsed());
+            streamed(resp, tail, expected[0], left).await
+        }
+        Ok((resp, None)) => Ok(assess(resp, expected, batch)),
+        Err(e) => Err(e),
     };
     let latency = started.elapsed();
     let outcome = match result {
-        Ok(resp) => assess(resp, expected, batch),
+        Ok(outcome) => outcome,
         Err(e) if e.kind == FailureKind::Budget => {
             tracing::debug!(provider = %provider.id, error = %e.message, "upstream answer over the buffer budget");
             return AttemptResult::OverBudget;
@@ -166,6 +204,51 @@ pub(crate) async fn attempt(
     };
     record(worker, pid, plan, &outcome, latency);
     outcome
+}
+
+/// A large answer arriving: passed on as it comes when its head says it is our call's `result` (`jsonrpc` and `id`
+/// first; the rest is verified piece by piece on its way to the client); read whole and judged as any answer
+/// otherwise (an error reply, another shape), so failover stays possible for them.
+async fn streamed(
+    resp: UpstreamResponse,
+    mut tail: BodyTail,
+    expected: u64,
+    left: Duration,
+) -> Result<AttemptResult, UpstreamError> {
+    if let Some(head) = stream_reply::reply_head(&resp.body) {
+        if jsonrpc::parse_upstream_id(&resp.body[head.id.clone()]) == Some(expected) {
+            if let Err(e) = tail.start(&resp.body[head.value_start..]) {
+                return Ok(AttemptResult::Failed {
+                    category: Category::ProviderFailure(FailureClass::Server),
+                    error: format!("response is not a JSON-RPC reply: {e}"),
+                    reached: true,
+                    reply: None,
+                });
+            }
+            let views = vec![ReplyView {
+                span: 0..resp.body.len(),
+                id: head.id,
+                kind: ReplyKind::Result,
+            }];
+            return Ok(AttemptResult::Usable {
+                body: resp.body,
+                views,
+                tail: Some(tail),
+            });
+        }
+    }
+    let body = match monoio::time::timeout(left, tail.collect(resp.body)).await {
+        Ok(body) => body?,
+        Err(_) => {
+            return Err(UpstreamError::new(
+                FailureKind::Timeout,
+                "answer not finished in time",
+                true,
+            ));
+        }
+    };
+    let resp = UpstreamResponse { body, ..resp };
+    Ok(assess(resp, &[expected], false))
 }
 
 /// What a provider's HTTP answer to an attempt is worth.
@@ -198,6 +281,7 @@ fn assess(resp: UpstreamResponse, expected: &[u64], batch: bool) -> AttemptResul
         return AttemptResult::Usable {
             body: resp.body,
             views,
+            tail: None,
         };
     }
     let error = match &views[0].kind {
@@ -210,6 +294,29 @@ fn assess(resp: UpstreamResponse, expected: &[u64], batch: bool) -> AttemptResul
         reached: true,
         reply: Some((resp.body, views)),
     }
+}
+
+/// A streamed answer that failed after its head was judged (and recorded as answered): the provider reset, stalled
+/// or sent a body that is not the reply its head promised. A strike against its breaker (the client's connection is
+/// closed by the edge), counted as a failed attempt and logged.
+pub(crate) fn stream_failed(worker: &Worker, pid: usize, error: &UpstreamError, elapsed: Duration) {
+    let config = &worker.config;
+    let class = FailureClass::from_transport(error.kind);
+    let opened = worker.routing.borrow_mut().health.breakers[pid].on_failure(
+        class,
+        &config.routing.breaker,
+        Instant::now(),
+    );
+    let provider = &config.providers[pid];
+    let error = config.redact(&error.message);
+    if opened {
+        tracing::warn!(provider = %provider.id, chain = %provider.chain, worker = worker.index, "circuit breaker opened");
+    }
+    tracing::warn!(provider = %provider.id, chain = %provider.chain, %error, "streamed answer failed mid-body: client connection closed");
+    worker
+        .stats
+        .borrow_mut()
+        .record(pid, Outcome::Failure, elapsed, Some(&error));
 }
 
 /// Records one attempt: routing state (through `routing::health`), statistics and logs.

@@ -1,4 +1,5 @@
-//! A JSON-RPC batch: members answered locally or invalid get their answer in place; the others are grouped by
+//! A JSON-RPC batch: members answered locally or invalid get their answer in place; members `indexing` handles (log
+//! queries, heads, sends, pinned reads) are served on their own beside the rest; the others are grouped by
 //! candidate list (and write-ness), each group sent as one sub-batch concurrently, and every answer is put back in
 //! request order under the client's own id. Notifications get no answer; a batch owing nothing answers nothing.
 //! Provider replies are copied once: from the sub-batch bodies straight into the client's answer, ids restored on
@@ -7,7 +8,7 @@
 use std::ops::Range;
 use std::rc::Rc;
 
-use futures_util::future::join_all;
+use futures_util::future::{join, join_all};
 
 use crate::config::Chain;
 use crate::error::{Attempt, RpcError};
@@ -17,7 +18,9 @@ use crate::rpc::forward::{Forwarded, Upstream, forward};
 use crate::rpc::meta::Meta;
 use crate::rpc::plan::{CallPlan, Transport, local_answer, plan};
 use crate::rpc::reply::Reply;
+use crate::rpc::subcall::Forwarding;
 use crate::rpc::target::Target;
+use crate::rpc::{heads, indexing, logs_split};
 use crate::shard::state::Worker;
 use crate::telemetry::trace::RequestTrace;
 use crate::wire::jsonrpc::{self, CallView, InvalidCall};
@@ -75,20 +78,123 @@ pub(crate) async fn batch<'b>(
         calls: items.iter().map(|i| i.as_ref().ok()).collect(),
     };
     let mut slots: Vec<Slot> = (0..items.len()).map(|_| Slot::Empty).collect();
-    let groups = group(worker, target, chain, &batch, items, transport, &mut slots);
+    let mut own = Vec::new();
+    let groups = group(
+        worker, target, chain, &batch, items, transport, &mut slots, &mut own,
+    );
     let sends = groups.iter().enumerate().map(|(g, group)| {
         // Only the first group reports its routing in the request's metadata.
         let group_meta = if g == 0 { meta.take() } else { None };
         send_group(worker, chain, &batch, group, group_meta, trace)
     });
-    let sent: Vec<Sent> = join_all(sends).await;
+    // Members `indexing` serves on their own (split log queries, heads, sends) go beside the sub-batches.
+    let singles = own.iter().map(|&i| {
+        let call = batch.calls[i].expect("members served alone are valid calls");
+        let how = Forwarding {
+            trace,
+            stream: false,
+        };
+        async move {
+            let served = indexing::serve(worker, target, chain, batch.body, call, None, how).await;
+            served.map(|(reply, _)| reply)
+        }
+    });
+    let (sent, served): (Vec<Sent>, Vec<Result<Vec<u8>, RpcError>>) =
+        join(join_all(sends), join_all(singles)).await;
+    for (&i, answer) in own.iter().zip(served) {
+        let call = batch.calls[i].expect("members served alone are valid calls");
+        if call.is_notification() {
+            continue;
+        }
+        slots[i] = Slot::Owned(answer.unwrap_or_else(|e| {
+            worker.count_error(e.code());
+            e.to_response(batch.client_id(&call.id))
+        }));
+    }
     for (g, (members, result)) in sent.iter().enumerate() {
         place(worker, &batch, g, members, result, &mut slots);
     }
+    floor_heads(worker, chain, &batch, &sent, &mut slots);
+    split_refused_logs(worker, target, chain, &batch, &sent, &mut slots).await;
     assemble(&batch, &slots, &sent)
 }
 
-/// Answers invalid and local members in place, and groups the rest by candidate list.
+/// `eth_getLogs` members a provider refused as too large are bisected on their own (`logs_split`).
+async fn split_refused_logs(
+    worker: &Rc<Worker>,
+    target: Target,
+    chain: &Chain,
+    batch: &Batch<'_>,
+    sent: &[Sent],
+    slots: &mut [Slot],
+) {
+    let mut refused = Vec::new();
+    for (i, slot) in slots.iter().enumerate() {
+        let (Some(call), Slot::Upstream { group, view }) = (batch.calls[i], slot) else {
+            continue;
+        };
+        let Some((_, Ok(forwarded))) = sent.get(*group) else {
+            continue;
+        };
+        let view = &forwarded.views[*view];
+        let object = &forwarded.body[view.span.clone()];
+        if call.method == "eth_getLogs" && logs_split::refused(object) {
+            let mut own = Vec::with_capacity(object.len());
+            jsonrpc::restore_id(&forwarded.body, view, batch.client_id(&call.id), &mut own);
+            refused.push((i, call, own));
+        }
+    }
+    let splits = refused.into_iter().map(|(i, call, first)| async move {
+        let answer = logs_split::get_logs_after(
+            worker,
+            target,
+            chain,
+            batch.body,
+            call,
+            None,
+            None,
+            Some(first),
+        )
+        .await;
+        (i, call, answer)
+    });
+    for (i, call, answer) in join_all(splits).await {
+        slots[i] = Slot::Owned(answer.unwrap_or_else(|e| {
+            worker.count_error(e.code());
+            e.to_response(batch.client_id(&call.id))
+        }));
+    }
+}
+
+/// `eth_blockNumber` members answered below the head clients were already shown get that head instead.
+fn floor_heads(
+    worker: &Worker,
+    chain: &Chain,
+    batch: &Batch<'_>,
+    sent: &[Sent],
+    slots: &mut [Slot],
+) {
+    for (i, slot) in slots.iter_mut().enumerate() {
+        let (Some(call), Slot::Upstream { group, view }) = (batch.calls[i], &*slot) else {
+            continue;
+        };
+        if call.method != "eth_blockNumber" {
+            continue;
+        }
+        let Some((_, Ok(forwarded))) = sent.get(*group) else {
+            continue;
+        };
+        let span = forwarded.views[*view].span.clone();
+        let client_id = batch.client_id(&call.id);
+        if let Some(fixed) = heads::floored(worker, chain, &forwarded.body[span], client_id) {
+            *slot = Slot::Owned(fixed);
+        }
+    }
+}
+
+/// Answers invalid and local members in place, notes those `indexing` serves on their own in `own`, and groups the
+/// rest by candidate list.
+#[allow(clippy::too_many_arguments)]
 fn group(
     worker: &Worker,
     target: Target,
@@ -97,6 +203,7 @@ fn group(
     items: &[Result<CallView<'_>, InvalidCall>],
     transport: Transport,
     slots: &mut [Slot],
+    own: &mut Vec<usize>,
 ) -> Vec<Group> {
     let mut groups: Vec<Group> = Vec::new();
     for (i, item) in items.iter().enumerate() {
@@ -110,6 +217,10 @@ fn group(
         };
         let answer = match local_answer(chain, batch.body, call, transport) {
             Some(answer) => answer,
+            None if indexing::serves_alone(worker, chain, batch.body, call) => {
+                own.push(i);
+                continue;
+            }
             None => match plan(worker, target, chain, batch.body, call) {
                 Ok(p) => {
                     join_group(&mut groups, p, i);
@@ -187,6 +298,7 @@ async fn send_group(
     let upstream = Upstream {
         body: &upstream_body,
         ids: &uids,
+        stream: false,
         trace,
     };
     let result = forward(worker, chain, &group.plan, upstream, meta).await;

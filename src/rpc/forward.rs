@@ -14,11 +14,12 @@ use crate::error::{Attempt, RpcError};
 use crate::routing::breaker::BreakerState;
 use crate::routing::classify::{Category, FailureClass};
 use crate::routing::health;
-use crate::rpc::attempt::{AttemptResult, attempt};
+use crate::rpc::attempt::{AttemptResult, Sending, attempt};
 use crate::rpc::meta::Meta;
 use crate::rpc::plan::CallPlan;
 use crate::shard::state::Worker;
 use crate::telemetry::trace::{AttemptKind, Child, RequestTrace, Value};
+use crate::upstream::stream::BodyTail;
 use crate::wire::jsonrpc::ReplyView;
 
 /// The shortest time worth giving an attempt; below it the deadline is spent.
@@ -30,6 +31,8 @@ pub(crate) struct Forwarded {
     pub views: Vec<ReplyView>,
     /// The provider that answered.
     pub pid: usize,
+    /// A streamed answer's verified rest (`body` then holds its first bytes; see `rpc::attempt`).
+    pub tail: Option<BodyTail>,
 }
 
 /// What to send next.
@@ -180,7 +183,7 @@ impl<'p> Attempts<'p> {
     fn settle(&mut self, worker: &Worker, pid: usize, result: AttemptResult) -> Settled {
         let config = &worker.config;
         match result {
-            AttemptResult::Usable { body, views } => {
+            AttemptResult::Usable { body, views, tail } => {
                 let mut routing = worker.routing.borrow_mut();
                 if !self.failures.is_empty() {
                     health::count_failover(&mut routing);
@@ -192,7 +195,12 @@ impl<'p> Attempts<'p> {
                         tracing::warn!(provider = %p.id, chain = %p.chain, worker = worker.index, "circuit breaker opened: timed out where another provider answered");
                     }
                 }
-                Settled::Answered(Forwarded { body, views, pid })
+                Settled::Answered(Forwarded {
+                    body,
+                    views,
+                    pid,
+                    tail,
+                })
             }
             AttemptResult::Failed {
                 category,
@@ -206,7 +214,12 @@ impl<'p> Attempts<'p> {
                     self.timed_out.push(pid);
                 }
                 if let Some((body, views)) = reply {
-                    self.fallback = Some(Forwarded { body, views, pid });
+                    self.fallback = Some(Forwarded {
+                        body,
+                        views,
+                        pid,
+                        tail: None,
+                    });
                 }
                 self.failures.push(Attempt {
                     provider: config.providers[pid].id.clone(),
@@ -248,6 +261,8 @@ impl<'p> Attempts<'p> {
 pub(crate) struct Upstream<'a> {
     pub body: &'a [u8],
     pub ids: &'a [u64],
+    /// A large successful answer may be streamed to the client (a single call over HTTP, its body untouched).
+    pub stream: bool,
     /// The request's trace, when tracing is on and it has one: each attempt gets a child span.
     pub trace: Option<&'a RequestTrace>,
 }
@@ -323,8 +338,11 @@ async fn run_step(
         AttemptKind::First
     };
     let send = |pid, timeout, child: Option<Child>| async move {
-        let tp = child.as_ref().map(|c| &c.header);
-        attempt(worker, pid, plan, call.body, call.ids, timeout, tp).await
+        let how = Sending {
+            traceparent: child.as_ref().map(|c| &c.header),
+            stream: call.stream,
+        };
+        attempt(worker, pid, plan, call.body, call.ids, timeout, how).await
     };
     let first_child = trace.map(RequestTrace::child);
     let first_started = Instant::now();

@@ -10,16 +10,17 @@ use std::time::Instant;
 use crate::config::Chain;
 use crate::error::RpcError;
 use crate::rpc::batch::batch;
-use crate::rpc::filters;
-use crate::rpc::forward::{Upstream, forward};
+use crate::rpc::indexing;
 use crate::rpc::meta::{Meta, MetaMode};
 use crate::rpc::observe::{Observed, Served, observe};
 pub use crate::rpc::plan::Transport;
-use crate::rpc::plan::{local_answer, plan};
+use crate::rpc::plan::local_answer;
 use crate::rpc::reply::Reply;
+use crate::rpc::subcall::Forwarding;
 use crate::rpc::target::Target;
 use crate::shard::state::Worker;
 use crate::telemetry::trace::{RequestTrace, Value};
+use crate::upstream::stream::BodyTail;
 use crate::wire::jsonrpc::{self, CallView, RequestBody};
 
 /// Answers one JSON-RPC request (single or batch) for `target`.
@@ -51,6 +52,8 @@ pub async fn handle(
     // Routing metadata is collected when the client asks, for sampled logs, or for SSE subscribers (events).
     let mut meta = (meta_mode != MetaMode::Off || request.sampled || request.events)
         .then(|| Meta::new(worker.request_id(), target.pick));
+    // A large answer may go to an HTTP client as it arrives when nothing is added to its body afterwards.
+    let stream = transport == Transport::Http && meta_mode != MetaMode::Body;
     let served = serve(
         worker,
         target,
@@ -58,7 +61,10 @@ pub async fn handle(
         body,
         transport,
         meta.as_mut(),
-        trace.as_ref(),
+        Forwarding {
+            trace: trace.as_ref(),
+            stream,
+        },
     )
     .await;
     if let Some(trace) = trace {
@@ -119,7 +125,7 @@ async fn serve(
     body: &[u8],
     transport: Transport,
     meta: Option<&mut Meta>,
-    trace: Option<&RequestTrace>,
+    how: Forwarding<'_>,
 ) -> Served {
     let failed = |method: &str, error, id: &[u8]| Served::Failed {
         method: method.to_string(),
@@ -131,14 +137,14 @@ async fn serve(
             let client_id = call.id.clone().map(|r| &body[r]);
             return match (
                 client_id,
-                call_one(worker, target, chain, body, &call, meta, trace).await,
+                call_one(worker, target, chain, body, &call, meta, how).await,
             ) {
                 (None, _) => Served::Answered {
                     reply: Reply::nothing(),
                     method: call.method.to_string(),
                 },
-                (Some(_), Ok(reply)) => Served::Answered {
-                    reply: Reply::answer(reply),
+                (Some(_), Ok((reply, tail))) => Served::Answered {
+                    reply: Reply::streamed(reply, tail),
                     method: call.method.to_string(),
                 },
                 (Some(id), Err(e)) => failed(&call.method, e, id),
@@ -156,12 +162,14 @@ async fn serve(
         return failed("batch", e, b"null");
     }
     Served::Answered {
-        reply: batch(worker, target, body, &items, meta, transport, trace).await,
+        reply: batch(worker, target, body, &items, meta, transport, how.trace).await,
         method: format!("batch({})", items.len()),
     }
 }
 
-/// Serves a single call: locally, or through the plan's providers, with the client's id restored.
+/// Serves a single call: locally, or through the plan's providers (`indexing` first: split log queries, consistent
+/// heads, safe sends), with the client's id restored. A streamed answer comes with its rest ([`BodyTail`]) after the
+/// first bytes.
 async fn call_one(
     worker: &Rc<Worker>,
     target: Target,
@@ -169,35 +177,10 @@ async fn call_one(
     body: &[u8],
     call: &CallView<'_>,
     meta: Option<&mut Meta>,
-    trace: Option<&RequestTrace>,
-) -> Result<Vec<u8>, RpcError> {
+    how: Forwarding<'_>,
+) -> Result<(Vec<u8>, Option<BodyTail>), RpcError> {
     if let Some(answer) = local_answer(chain, body, call, Transport::Http) {
-        return answer;
+        return answer.map(|a| (a, None));
     }
-    let plan = plan(worker, target, chain, body, call)?;
-    let uid = worker.upstream_ids(1);
-    let mut upstream_body = Vec::with_capacity(call.span.len() + 16);
-    filters::write_upstream(&worker.config, chain, body, call, uid, &mut upstream_body);
-    let upstream = Upstream {
-        body: &upstream_body,
-        ids: &[uid],
-        trace,
-    };
-    let forwarded = forward(worker, chain, &plan, upstream, meta).await?;
-    let (pid, mut reply_body) = (forwarded.pid, forwarded.body);
-    let view = &forwarded.views[0];
-    let client_id = call.id.clone().map_or(&b"null"[..], |r| &body[r]);
-    // Splice the client's id in place of ours; the reply object is the whole body for a single call.
-    let reply = if view.span.start == 0 && view.span.end == reply_body.len() {
-        reply_body.splice(view.id.clone(), client_id.iter().copied());
-        reply_body
-    } else {
-        let mut out = Vec::with_capacity(view.span.len() + client_id.len());
-        jsonrpc::restore_id(&reply_body, view, client_id, &mut out);
-        out
-    };
-    if filters::creates_filter(&call.method) {
-        return Ok(filters::wrap_reply(&worker.config, pid, reply));
-    }
-    Ok(reply)
+    indexing::serve(worker, target, chain, body, call, meta, how).await
 }

@@ -92,6 +92,7 @@ impl Worker {
                 health: LocalHealth::new(config.providers.len(), index as u64 + 1),
                 recorder: Recorder::default(),
                 new_unsupported: Vec::new(),
+                head_floors: Vec::new(),
             }),
             next_request_id: Cell::new(0),
             stats: RefCell::new(ProviderStats::new(config.providers.len())),

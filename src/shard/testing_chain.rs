@@ -109,6 +109,9 @@ struct NodeState {
     calls: RefCell<Vec<(&'static str, String)>>,
     /// Announce the head block right behind each `eth_subscribe` reply, in the same write.
     eager: Cell<bool>,
+    /// `eth_getLogs` over more blocks than this is refused as too large (0 = no limit).
+    max_logs_range: Cell<u64>,
+    ranges: RefCell<Vec<(u64, u64)>>,
 }
 
 /// A scripted chain node (HTTP and WebSocket on one port).
@@ -129,6 +132,8 @@ impl Node {
             next: Cell::new(0),
             calls: RefCell::new(Vec::new()),
             eager: Cell::new(false),
+            max_logs_range: Cell::new(0),
+            ranges: RefCell::new(Vec::new()),
         });
         let serving = state.clone();
         monoio::spawn(async move {
@@ -147,6 +152,16 @@ impl Node {
     /// the new subscription, as when a block lands while the provider answers.
     pub(crate) fn announce_on_subscribe(&self) {
         self.state.eager.set(true);
+    }
+
+    /// From now on, `eth_getLogs` over more than `blocks` blocks is refused ("block range too large").
+    pub(crate) fn refuse_logs_over(&self, blocks: u64) {
+        self.state.max_logs_range.set(blocks);
+    }
+
+    /// The `eth_getLogs` block ranges this node answered or refused, in arrival order.
+    pub(crate) fn log_ranges(&self) -> Vec<(u64, u64)> {
+        self.state.ranges.borrow().clone()
     }
 
     /// Upstream subscriptions open on this node now.
@@ -252,6 +267,11 @@ impl NodeState {
                 let to = number(&params[0]["toBlock"])
                     .unwrap_or(chain.head())
                     .min(chain.head());
+                self.ranges.borrow_mut().push((from, to));
+                let limit = self.max_logs_range.get();
+                if limit > 0 && to.saturating_sub(from) + 1 > limit {
+                    return Err(format!("block range too large: at most {limit} blocks"));
+                }
                 Value::Array((from..=to).flat_map(|n| chain.logs(n, false)).collect())
             }
             "eth_subscribe" => {

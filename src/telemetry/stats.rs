@@ -36,6 +36,50 @@ pub struct WsStats {
     pub delivered_events: u64,
 }
 
+/// What the indexer-grade handling of calls did (`rpc::indexing`), counted per worker.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct IndexingStats {
+    /// `eth_getLogs` queries answered by splitting (proactively or after a refusal).
+    pub logs_split: u64,
+    /// Upstream calls those made (chunks and halves).
+    pub logs_subrequests: u64,
+    /// Pieces a provider refused as too large and that were halved.
+    pub logs_bisections: u64,
+    /// `eth_blockNumber` answers raised to the floor.
+    pub heads_floored: u64,
+    /// Calls whose `latest` was pinned to the head.
+    pub latest_pinned: u64,
+    /// Sends answered with their hash although a provider refused them (already known, mined, answer lost).
+    pub sends_idempotent: u64,
+    /// Sends broadcast to every healthy provider.
+    pub sends_broadcast: u64,
+}
+
+impl IndexingStats {
+    fn add(&mut self, o: &IndexingStats) {
+        self.logs_split += o.logs_split;
+        self.logs_subrequests += o.logs_subrequests;
+        self.logs_bisections += o.logs_bisections;
+        self.heads_floored += o.heads_floored;
+        self.latest_pinned += o.latest_pinned;
+        self.sends_idempotent += o.sends_idempotent;
+        self.sends_broadcast += o.sends_broadcast;
+    }
+
+    /// Every counter with its `kind` label, as `/metrics` renders them.
+    pub fn kinds(&self) -> [(&'static str, u64); 7] {
+        [
+            ("logs_split", self.logs_split),
+            ("logs_subrequests", self.logs_subrequests),
+            ("logs_bisections", self.logs_bisections),
+            ("heads_floored", self.heads_floored),
+            ("latest_pinned", self.latest_pinned),
+            ("sends_idempotent", self.sends_idempotent),
+            ("sends_broadcast", self.sends_broadcast),
+        ]
+    }
+}
+
 impl WsStats {
     fn add(&mut self, o: &WsStats) {
         self.clients += o.clients;
@@ -57,6 +101,7 @@ pub struct ProviderStats {
     /// Client-facing JSON-RPC errors by code (whole responses and batch members).
     pub client_errors: std::collections::BTreeMap<i32, u64>,
     pub ws: WsStats,
+    pub indexing: IndexingStats,
     /// Which worker these counters are from (meaningless after merging).
     pub worker: usize,
     seq: u64,
@@ -95,6 +140,7 @@ impl ProviderStats {
             *self.client_errors.entry(*code).or_insert(0) += n;
         }
         self.ws.add(&other.ws);
+        self.indexing.add(&other.indexing);
         if self.providers.len() < other.providers.len() {
             self.providers
                 .resize(other.providers.len(), ProviderCounters::default());

@@ -1,6 +1,7 @@
 //! One request/response exchange with a provider over a pooled connection: request head prebuilt per provider,
 //! response read (Content-Length, chunked or until close) into buffers that grow from what arrived and are charged to
-//! the worker's [`Budget`], gzip decoded the same way, connection returned to the pool when reusable. A pooled connection that turns out dead before any response byte is replaced transparently.
+//! the worker's [`Budget`], gzip decoded the same way, connection returned to the pool when reusable; a large answer the caller may stream
+//! ([`UpstreamClient::post_stream`]) is handed over after its first bytes, with the rest as a [`BodyTail`]. A pooled connection that turns out dead before any response byte is replaced transparently.
 
 use std::cell::{Cell, RefCell};
 use std::io::Read;
@@ -12,12 +13,15 @@ use super::conn::Conn;
 use super::dns::{DnsCache, resolve};
 use super::error::{FailureKind, UpstreamError, UpstreamResponse};
 use super::pool::Pool;
+use super::stream::{BodyTail, STREAM_PIECE};
 use crate::config::{Config, Provider, UpstreamSettings};
 use crate::wire::http::chunked::ChunkedDecoder;
 use crate::wire::http::client::{ResponseFraming, parse_response_head};
 
 const READ_CHUNK: usize = 16 * 1024;
 const MAX_RESPONSE_HEAD: usize = 64 * 1024;
+/// Body bytes read before a streamed answer is handed over: enough for the envelope head.
+const STREAM_HEAD_PEEK: usize = 512;
 
 /// A worker's upstream client.
 pub struct UpstreamClient {
@@ -28,7 +32,7 @@ pub struct UpstreamClient {
     heads: Vec<Vec<u8>>,
     tls_names: Vec<Option<String>>,
     tls: monoio_rustls::TlsConnector,
-    pool: RefCell<Pool>,
+    pool: Rc<RefCell<Pool>>,
     dns: RefCell<DnsCache>,
     /// This worker's share of `upstream.max_buffered_response_bytes`.
     budget: Rc<Budget>,
@@ -75,11 +79,11 @@ impl UpstreamClient {
             heads,
             tls_names,
             tls,
-            pool: RefCell::new(Pool::new(
+            pool: Rc::new(RefCell::new(Pool::new(
                 config.providers.len(),
                 config.upstream.pool_max_idle_per_provider,
                 config.upstream.pool_idle_timeout,
-            )),
+            ))),
             dns: RefCell::new(DnsCache::default()),
             budget: Budget::new(budget),
         }
@@ -129,8 +133,32 @@ impl UpstreamClient {
         may_retry_unsent: bool,
         extra_headers: &[u8],
     ) -> Result<UpstreamResponse, UpstreamError> {
+        self.post_stream(p, body, timeout, may_retry_unsent, extra_headers, None)
+            .await
+            .map(|(resp, _)| resp)
+    }
+
+    /// [`UpstreamClient::post_with`]; with `stream_above`, a 2xx answer announcing a `Content-Length` of at least that
+    /// many bytes (not gzip) comes back once its first bytes arrived: `body` holds them and the [`BodyTail`] the rest,
+    /// each of its reads bounded by `upstream.request_timeout`.
+    pub async fn post_stream(
+        &self,
+        p: &Provider,
+        body: &[u8],
+        timeout: Duration,
+        may_retry_unsent: bool,
+        extra_headers: &[u8],
+        stream_above: Option<usize>,
+    ) -> Result<(UpstreamResponse, Option<BodyTail>), UpstreamError> {
         let reached = Rc::new(Cell::new(false));
-        let exchange = self.post_inner(p, body, may_retry_unsent, extra_headers, reached.clone());
+        let exchange = self.post_inner(
+            p,
+            body,
+            may_retry_unsent,
+            extra_headers,
+            reached.clone(),
+            stream_above,
+        );
         match monoio::time::timeout(timeout, exchange).await {
             Ok(result) => result,
             Err(_) => Err(UpstreamError::new(
@@ -148,10 +176,14 @@ impl UpstreamClient {
         may_retry_unsent: bool,
         extra_headers: &[u8],
         reached: Rc<Cell<bool>>,
-    ) -> Result<UpstreamResponse, UpstreamError> {
+        stream_above: Option<usize>,
+    ) -> Result<(UpstreamResponse, Option<BodyTail>), UpstreamError> {
         let pooled = self.pool.borrow_mut().take(p.pid, !may_retry_unsent);
         if let Some(conn) = pooled {
-            match self.exchange(p, conn, body, extra_headers, &reached).await {
+            match self
+                .exchange(p, conn, body, extra_headers, &reached, stream_above)
+                .await
+            {
                 Err(e) if e.response_started => {
                     return Err(e.error);
                 }
@@ -164,7 +196,7 @@ impl UpstreamClient {
             }
         }
         let conn = self.connect(p).await?;
-        self.exchange(p, conn, body, extra_headers, &reached)
+        self.exchange(p, conn, body, extra_headers, &reached, stream_above)
             .await
             .map_err(|e| e.error)
     }
@@ -199,7 +231,8 @@ impl UpstreamClient {
         body: &[u8],
         extra_headers: &[u8],
         reached: &Cell<bool>,
-    ) -> Result<UpstreamResponse, ExchangeError> {
+        stream_above: Option<usize>,
+    ) -> Result<(UpstreamResponse, Option<BodyTail>), ExchangeError> {
         let head = &self.heads[p.pid];
         let mut digits = itoa::Buffer::new();
         let len = digits.format(body.len());
@@ -228,14 +261,15 @@ impl UpstreamClient {
         }
         // Once written, the provider may act on it even if the connection then fails.
         reached.set(true);
-        self.read_response(p, conn).await
+        self.read_response(p, conn, stream_above).await
     }
 
     async fn read_response(
         &self,
         p: &Provider,
         mut conn: Conn,
-    ) -> Result<UpstreamResponse, ExchangeError> {
+        stream_above: Option<usize>,
+    ) -> Result<(UpstreamResponse, Option<BodyTail>), ExchangeError> {
         let max = self.settings.max_response_bytes;
         let mut charge = self.budget.charge();
         let mut buf = Vec::new();
@@ -310,6 +344,40 @@ impl UpstreamClient {
                 if body.len() > n {
                     body.truncate(n);
                     reusable = false;
+                }
+                let streams = stream_above.is_some_and(|t| n >= t)
+                    && !head.gzip
+                    && (200..300).contains(&head.status);
+                if streams {
+                    while body.len() < n.min(STREAM_HEAD_PEEK) {
+                        reserve(&mut body, READ_CHUNK, n, &mut charge, 0).map_err(over_budget)?;
+                        let (res, b) = conn.stream.read_more(body, 0).await;
+                        body = b;
+                        body_progress(res)?;
+                    }
+                    if body.len() > n {
+                        body.truncate(n);
+                        reusable = false;
+                    }
+                    // The head's buffer and the two pieces in flight.
+                    charge
+                        .hold(body.capacity() + 2 * STREAM_PIECE)
+                        .map_err(over_budget)?;
+                    let tail = BodyTail::new(
+                        conn,
+                        self.pool.clone(),
+                        p.pid,
+                        n - body.len(),
+                        reusable,
+                        charge,
+                        self.settings.request_timeout,
+                    );
+                    let resp = UpstreamResponse {
+                        status: head.status,
+                        body,
+                        retry_after: head.retry_after,
+                    };
+                    return Ok((resp, Some(tail)));
                 }
                 while body.len() < n {
                     let want = (n - body.len()).min(READ_CHUNK);
@@ -408,11 +476,14 @@ impl UpstreamClient {
         } else {
             body
         };
-        Ok(UpstreamResponse {
-            status: head.status,
-            body,
-            retry_after: head.retry_after,
-        })
+        Ok((
+            UpstreamResponse {
+                status: head.status,
+                body,
+                retry_after: head.retry_after,
+            },
+            None,
+        ))
     }
 }
 

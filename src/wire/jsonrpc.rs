@@ -115,8 +115,12 @@ pub const MAX_REQUEST_DEPTH: usize = 128;
 pub const MAX_REPLY_DEPTH: usize = 10_000;
 
 /// True when `body` nests arrays/objects deeper than `limit`. One pass, no recursion, strings skipped with memchr;
-/// it guards the recursive validator against stack exhaustion.
+/// it guards the recursive validator against stack exhaustion. Every level takes at least one byte, so a body no
+/// longer than `limit` cannot exceed it and is not scanned (most requests and replies).
 pub fn nesting_exceeds(body: &[u8], limit: usize) -> bool {
+    if body.len() <= limit {
+        return false;
+    }
     let mut depth = 0usize;
     let mut i = 0;
     while i < body.len() {
@@ -521,6 +525,15 @@ mod tests {
             "brackets inside strings do not count"
         );
         assert!(nesting_exceeds(b"[[[", 2));
+        // A body of `limit` bytes cannot nest deeper than `limit` (it is not scanned); one byte more can.
+        assert!(!nesting_exceeds(
+            &[b'['; MAX_REQUEST_DEPTH],
+            MAX_REQUEST_DEPTH
+        ));
+        assert!(nesting_exceeds(
+            &[b'['; MAX_REQUEST_DEPTH + 1],
+            MAX_REQUEST_DEPTH
+        ));
         assert!(
             inspect_reply(
                 format!(

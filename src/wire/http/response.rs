@@ -69,6 +69,11 @@ pub fn reason(status: u16) -> &'static str {
 
 /// Writes the status line and headers of `resp` into `out`.
 pub fn write_head(out: &mut Vec<u8>, resp: &Response, keep_alive: bool) {
+    write_head_with_length(out, resp, keep_alive, resp.body.len());
+}
+
+/// As [`write_head`], announcing a body of `length` bytes (a body sent after `resp.body`, as it arrives).
+pub fn write_head_with_length(out: &mut Vec<u8>, resp: &Response, keep_alive: bool, length: usize) {
     let mut digits = itoa::Buffer::new();
     out.extend_from_slice(b"HTTP/1.1 ");
     out.extend_from_slice(digits.format(resp.status).as_bytes());
@@ -82,7 +87,7 @@ pub fn write_head(out: &mut Vec<u8>, resp: &Response, keep_alive: bool) {
     }
     if resp.status != 204 && resp.status >= 200 {
         out.extend_from_slice(b"Content-Length: ");
-        out.extend_from_slice(digits.format(resp.body.len()).as_bytes());
+        out.extend_from_slice(digits.format(length).as_bytes());
         out.extend_from_slice(b"\r\n");
     }
     for (name, value) in &resp.headers {
