@@ -15,6 +15,7 @@
 //! | [`telemetry`] | counters and the routing-event bus |
 //! | [`upstream`] | provider-facing HTTP and WebSocket clients, pools, DNS, coalescing |
 //! | [`routing`] | recorder, merger, table, router, classification, breakers, snapshots |
+//! | [`cache`] | in-flight multiplexing and the finality-aware response cache of one core |
 //! | [`shard`] | the per-core context: config, routing state, pools, counters |
 //! | [`rpc`] | the request lifecycle: target, pipeline, metadata |
 //! | [`subscriptions`] | shared subscription feeds per worker |
@@ -32,6 +33,7 @@ pub mod access;
 pub mod telemetry;
 pub mod upstream;
 pub mod routing;
+pub mod cache;
 pub mod shard;
 pub mod rpc;
 pub mod subscriptions;

@@ -14,6 +14,7 @@ const SECTIONS: &[&str] = &[
     "telemetry",
     "dashboard",
     "access",
+    "cache",
 ];
 
 /// The YAML lines under each of `SECTIONS` in the contract's ```yaml blocks (the examples around them are skipped).

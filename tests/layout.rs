@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 /// The planes `lib.rs` declares, lowest first.
-const PLANES: [&str; 14] = [
+const PLANES: [&str; 15] = [
     "error",
     "evm",
     "wire",
@@ -18,6 +18,7 @@ const PLANES: [&str; 14] = [
     "telemetry",
     "upstream",
     "routing",
+    "cache",
     "shard",
     "rpc",
     "subscriptions",

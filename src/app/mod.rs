@@ -2,6 +2,7 @@
 //! monitor and merger thread ([`monitor`]) and logging set-up ([`logging`]).
 
 pub mod logging;
+pub(crate) mod finality;
 pub mod monitor;
 pub mod run;
 pub mod supervisor;

@@ -1,7 +1,8 @@
 //! The monitor thread: its own monoio runtime, off the request path. It checks every provider's `eth_chainId` at
 //! start (a provider on the wrong chain is disabled with a clear log line), polls `eth_blockNumber` per provider to
 //! track consensus heads and lag, drives the merger every merge interval (harvest every worker, fold, publish the
-//! new routing table to every worker), and writes benchmark snapshots periodically and at shutdown.
+//! new routing table to every worker), tracks each caching chain's finalized head and reorgs for the response cache
+//! (`app::finality`), and writes benchmark snapshots periodically and at shutdown.
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -11,6 +12,7 @@ use std::time::{Duration, Instant};
 use futures_channel::oneshot;
 use futures_util::future::join_all;
 
+use crate::app::finality::{BlockHead, Tracker};
 use crate::config::{Config, Provider};
 use crate::evm::methods::MethodKey;
 use crate::routing::merger::{Harvest, Inheritance, Merger};
@@ -125,6 +127,59 @@ impl Monitor {
             if let Some(head) = head {
                 self.merger.borrow_mut().set_head(p.pid, head);
             }
+        }
+    }
+
+    /// One provider's block at `tag` (`latest`, `finalized`, a hex number), for the finality tracker.
+    async fn block(&self, p: &Provider, tag: String) -> Option<BlockHead> {
+        let body = format!(
+            "{{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"eth_getBlockByNumber\",\"params\":[\"{tag}\",false]}}"
+        );
+        let timeout = self
+            .config
+            .upstream
+            .request_timeout
+            .min(Duration::from_secs(5));
+        let resp = self
+            .client
+            .post(p, body.as_bytes(), timeout, true)
+            .await
+            .ok()?;
+        if !(200..300).contains(&resp.status) {
+            return None;
+        }
+        BlockHead::from_reply(&resp.body)
+    }
+
+    /// One finality poll of a chain (`app::finality`): the first provider that answers (the last one that did,
+    /// first); an update goes to every worker.
+    async fn track_finality(&self, tracker: &mut Tracker, preferred: &mut usize) {
+        let Some(shared) = self.shared.borrow().clone() else {
+            return;
+        };
+        let providers: Vec<&Provider> = self
+            .config
+            .providers
+            .iter()
+            .filter(|p| p.chain_gid == tracker.chain)
+            .collect();
+        for attempt in 0..providers.len() {
+            let i = (*preferred + attempt) % providers.len();
+            let p = providers[i];
+            let Some(head) = self.block(p, "latest".into()).await else {
+                continue;
+            };
+            *preferred = i;
+            let tagged = self.block(p, "finalized".into()).await.map(|b| b.number);
+            let update = tracker
+                .poll(head, tagged, |n| self.block(p, format!("0x{n:x}")))
+                .await;
+            if let Some(update) = update {
+                for control in &shared.controls {
+                    let _ = control.unbounded_send(Control::Finality(update));
+                }
+            }
+            return;
         }
     }
 
@@ -269,6 +324,24 @@ pub fn start(
                         loop {
                             monitor.poll_heads(gid).await;
                             monitor.check_chain_ids(check_timeout).await;
+                            monoio::time::sleep(interval).await;
+                        }
+                    });
+                }
+                // Finality tracking for the response cache, one task per chain that caches.
+                for (_, chain) in monitor.config.all_chains() {
+                    let caches = chain.cache.enabled
+                        || chain.cache.methods.iter().any(|(_, m)| m.enabled == Some(true));
+                    if !caches {
+                        continue;
+                    }
+                    let monitor = monitor.clone();
+                    let mut tracker = Tracker::new(chain.gid, chain.finality_depth);
+                    let interval = chain.head_poll_interval;
+                    monoio::spawn(async move {
+                        let mut preferred = 0;
+                        loop {
+                            monitor.track_finality(&mut tracker, &mut preferred).await;
                             monoio::time::sleep(interval).await;
                         }
                     });

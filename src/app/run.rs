@@ -38,6 +38,7 @@ pub async fn run(
                         let mut stats = worker.stats.borrow().clone();
                         stats.worker = worker.index;
                         stats.ws = hub.ws_stats(worker.ws_clients.get());
+                        stats.cache = worker.cache_stats();
                         let _ = reply.send(stats);
                     }
                     Control::Shutdown => worker.begin_drain(),
@@ -49,6 +50,9 @@ pub async fn run(
                         let _ = reply.send(worker.routing.borrow_mut().harvest());
                     }
                     Control::Table(table) => worker.routing.borrow_mut().table = table,
+                    Control::Finality(update) => {
+                        crate::rpc::reuse::on_finality(&worker, update).await
+                    }
                 }
             }
         });

@@ -231,6 +231,23 @@ pub const ACCESS_USAGE_FLUSH_MS: u64 = 1_000;
 pub const ACCESS_USAGE_PERSIST_MS: u64 = 2_000;
 /// Shortest client key accepted in `access.keys[].key` (a guessable key is no key).
 pub const ACCESS_MIN_KEY_BYTES: usize = 16;
+// `cache:`
+/// `cache.multiplex`: identical reads in flight on one worker share one upstream call.
+pub const DEFAULT_CACHE_MULTIPLEX: bool = true;
+/// `cache.enabled`: the response cache is opt-in (it answers without asking a provider).
+pub const DEFAULT_CACHE_ENABLED: bool = false;
+/// `cache.max_bytes`: cached answers and keys, whole process (each worker keeps an equal share).
+pub const DEFAULT_CACHE_MAX_BYTES: usize = 256 * 1024 * 1024;
+/// `cache.max_entry_bytes`: larger answers are not kept.
+pub const DEFAULT_CACHE_MAX_ENTRY_BYTES: usize = 4 * 1024 * 1024;
+/// `cache.finalized_ttl_ms`: answers about finalized blocks.
+pub const DEFAULT_CACHE_FINALIZED_TTL_MS: u64 = 86_400_000;
+/// `cache.unfinalized_ttl_ms`: answers about blocks above the finalized head.
+pub const DEFAULT_CACHE_UNFINALIZED_TTL_MS: u64 = 2_000;
+/// `cache.cache_empty`: keep `null` / `[]` results.
+pub const DEFAULT_CACHE_EMPTY: bool = false;
+/// A chain's `finality_depth` when it sets none and its providers answer no `finalized` tag.
+pub const DEFAULT_FINALITY_DEPTH: u64 = 64;
 
 /// Every default above as `(dotted config key, value as written in YAML)`.
 pub fn table() -> Vec<(&'static str, String)> {
@@ -535,5 +552,21 @@ pub fn table() -> Vec<(&'static str, String)> {
             "telemetry.traces.export_timeout_ms",
             DEFAULT_TRACES_EXPORT_TIMEOUT_MS.to_string(),
         ),
+        ("cache.multiplex", DEFAULT_CACHE_MULTIPLEX.to_string()),
+        ("cache.enabled", DEFAULT_CACHE_ENABLED.to_string()),
+        ("cache.max_bytes", DEFAULT_CACHE_MAX_BYTES.to_string()),
+        (
+            "cache.max_entry_bytes",
+            DEFAULT_CACHE_MAX_ENTRY_BYTES.to_string(),
+        ),
+        (
+            "cache.finalized_ttl_ms",
+            DEFAULT_CACHE_FINALIZED_TTL_MS.to_string(),
+        ),
+        (
+            "cache.unfinalized_ttl_ms",
+            DEFAULT_CACHE_UNFINALIZED_TTL_MS.to_string(),
+        ),
+        ("cache.cache_empty", DEFAULT_CACHE_EMPTY.to_string()),
     ]
 }

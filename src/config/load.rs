@@ -57,6 +57,8 @@ struct RawFile {
     #[serde(default)]
     access: RawAccess,
     #[serde(default)]
+    cache: crate::config::cache::RawCache,
+    #[serde(default)]
     chains: IndexMap<String, RawChain>,
     #[serde(default)]
     profiles: IndexMap<String, RawProfile>,
@@ -513,6 +515,10 @@ struct RawChain {
     #[serde(default)]
     highest_pending_nonce: Option<bool>,
     #[serde(default)]
+    finality_depth: Option<u64>,
+    #[serde(default)]
+    cache: Option<crate::config::cache::RawChainCache>,
+    #[serde(default)]
     providers: Vec<RawProvider>,
 }
 
@@ -719,6 +725,7 @@ pub fn load_str(
         secrets: Vec::new(),
         chains: 0,
         routing: None,
+        cache: None,
     };
     let server = builder.server(&raw.server)?;
     let upstream = builder.upstream(&raw.upstream)?;
@@ -728,8 +735,13 @@ pub fn load_str(
         traces: builder.traces(&raw.telemetry.traces)?,
     };
     let dashboard = builder.dashboard(&raw.dashboard)?;
+    let cache = raw
+        .cache
+        .build()
+        .map_err(|(key, reason)| builder.err(key, reason))?;
     builder.routing = Some(routing.clone());
     let access = builder.access(&raw.access)?;
+    builder.cache = Some(cache.policy.clone());
 
     let mut profiles = Vec::new();
     let has_default_entry = raw.profiles.contains_key("default");
@@ -808,6 +820,7 @@ pub fn load_str(
         telemetry,
         dashboard,
         access,
+        cache,
         profiles,
         providers: builder.providers,
         secrets,
@@ -822,6 +835,8 @@ struct Builder<'e> {
     /// Chains built so far (the next chain's global index).
     chains: usize,
     routing: Option<RoutingSettings>,
+    /// The `cache:` policy chains start from.
+    cache: Option<crate::config::cache::CachePolicy>,
 }
 
 impl Builder<'_> {
@@ -1419,6 +1434,11 @@ impl Builder<'_> {
                     .unwrap_or_else(|| block_time_ms.clamp(1_000, 12_000))
                     .max(100),
             ),
+            finality_depth: raw.finality_depth,
+            cache: match &raw.cache {
+                Some(over) => over.apply(self.cache.as_ref().expect("cache built before chains")),
+                None => self.cache.clone().expect("cache built before chains"),
+            },
             providers: pids,
             indexing: RawIndexing {
                 max_logs_range: raw.max_logs_range,

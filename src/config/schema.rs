@@ -306,6 +306,10 @@ pub struct Chain {
     pub hedge: bool,
     /// How often heads are polled.
     pub head_poll_interval: Duration,
+    /// Blocks below the head taken as final (with the providers' `finalized` tag, the lower of the two counts).
+    pub finality_depth: Option<u64>,
+    /// How answers of this chain are cached (the `cache:` policy with this chain's overrides).
+    pub cache: crate::config::cache::CachePolicy,
     /// Process-wide provider ids (`pid`) in configuration order.
     pub providers: Vec<usize>,
     pub indexing: Indexing,
@@ -455,6 +459,7 @@ pub struct Config {
     pub dashboard: DashboardSettings,
     /// Client API keys and which profiles require them.
     pub access: AccessSettings,
+    pub cache: crate::config::cache::CacheSettings,
     /// Index 0 is always the `default` profile.
     pub profiles: Vec<Profile>,
     pub providers: Vec<Provider>,

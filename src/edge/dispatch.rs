@@ -220,7 +220,7 @@ pub async fn answer(
             resp.with_header("Access-Control-Allow-Methods", "POST, GET, OPTIONS")
                 .with_header(
                     "Access-Control-Allow-Headers",
-                    "Content-Type, Authorization, X-Lasso-Key, X-Lasso-Include-Meta, traceparent, tracestate",
+                    "Content-Type, Authorization, X-Lasso-Key, X-Lasso-Include-Meta, X-Lasso-Cache, traceparent, tracestate",
                 )
                 .with_header("Access-Control-Max-Age", "86400")
         }
@@ -290,7 +290,9 @@ async fn rpc(worker: &Rc<Worker>, head: &RequestHead, body: &[u8]) -> (Response,
                 Ok(key) => key,
                 Err(e) => return (crate::access::gate::refusal(e), None),
             };
-            let target = target.with_failover(query_flag(&head.query, "failover"));
+            let target = target
+                .with_failover(query_flag(&head.query, "failover"))
+                .with_cache_bypass(head.cache_bypass);
             let mode =
                 crate::rpc::meta::MetaMode::from_request(&head.query, head.include_meta.as_deref());
             let resp = crate::rpc::pipeline::handle(

@@ -1,9 +1,10 @@
 //! `GET /metrics` in the Prometheus text exposition format (version 0.0.4), assembled from every worker's counters
 //! (gathered over the control channels, never on the request path) and the merged routing table: client requests and
 //! errors by code, upstream attempts per provider, latency quantiles per provider x method, breaker states, lag and
-//! heads, hedges and failovers, WebSocket clients and subscriptions, connections, per-worker load and the cluster view.
-//! Names follow Prometheus conventions (counters end in `_total`, units in names, bounded labels) and are listed in
-//! docs/CONTRACT.md; `deployment/grafana/lasso.json` and `deployment/prometheus/alerts.yml` use them.
+//! heads, hedges and failovers, WebSocket clients and subscriptions, multiplexing and the response cache, connections,
+//! per-worker load and the cluster view. Names follow Prometheus conventions (counters end in `_total`, units in
+//! names, bounded labels) and are listed in docs/CONTRACT.md; `deployment/grafana/lasso.json` and
+//! `deployment/prometheus/alerts.yml` use them.
 
 use std::fmt::Write as _;
 use std::rc::Rc;
@@ -318,6 +319,84 @@ pub async fn render(worker: &Rc<Worker>) -> Response {
     );
     for (kind, n) in stats.indexing.kinds() {
         o.sample("lasso_indexing_total", &[("kind", kind)], n);
+    }
+    let cache = &stats.cache;
+    for (name, kind, help, value) in [
+        (
+            "lasso_multiplexed_total",
+            "counter",
+            "Reads answered from an identical read's upstream call in flight on the same worker.",
+            cache.multiplexed,
+        ),
+        (
+            "lasso_cache_hits_total",
+            "counter",
+            "Reads answered from the response cache.",
+            cache.hits,
+        ),
+        (
+            "lasso_cache_misses_total",
+            "counter",
+            "Cacheable reads not found in the response cache.",
+            cache.misses,
+        ),
+        (
+            "lasso_cache_stored_total",
+            "counter",
+            "Answers kept in the response cache.",
+            cache.stored,
+        ),
+        (
+            "lasso_cache_evictions_total",
+            "counter",
+            "Cached answers evicted by the byte bound.",
+            cache.evictions,
+        ),
+        (
+            "lasso_cache_expired_total",
+            "counter",
+            "Cached answers dropped after their TTL.",
+            cache.expired,
+        ),
+        (
+            "lasso_cache_purged_total",
+            "counter",
+            "Cached answers dropped by reorgs.",
+            cache.purged,
+        ),
+        (
+            "lasso_cache_reorgs_total",
+            "counter",
+            "Reorgs applied to the response cache (once per worker).",
+            cache.reorgs,
+        ),
+        (
+            "lasso_cache_bypassed_total",
+            "counter",
+            "Cacheable reads that asked to bypass the cache (X-Lasso-Cache: bypass).",
+            cache.bypassed,
+        ),
+        (
+            "lasso_cache_entries",
+            "gauge",
+            "Answers in the response cache.",
+            cache.entries,
+        ),
+        (
+            "lasso_cache_bytes",
+            "gauge",
+            "Bytes held by the response cache (keys, answers and per-entry overhead).",
+            cache.bytes,
+        ),
+        (
+            "lasso_cache_max_bytes",
+            "gauge",
+            "The response cache's byte bound (all workers).",
+            cache.max_bytes,
+        ),
+    ] {
+        o.family(name, kind, help);
+        o.sample(name, &[], value);
     }
     let (joins, leaves) = crate::ops::cluster::counters();
     o.family(

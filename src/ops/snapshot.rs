@@ -114,6 +114,8 @@ pub struct ChainStatus {
     pub aliases: Vec<String>,
     pub default_strategy: &'static str,
     pub head: Option<u64>,
+    /// The finalized head the response cache works with (chains that cache).
+    pub finalized: Option<u64>,
     pub providers: Vec<ProviderStatus>,
 }
 
@@ -127,6 +129,8 @@ pub struct Status {
     pub hedges: u64,
     pub failovers: u64,
     pub websocket: crate::telemetry::stats::WsStats,
+    /// In-flight multiplexing and the response cache, all workers.
+    pub cache: crate::telemetry::stats::CacheStats,
     pub chains: Vec<ChainStatus>,
     /// Every worker's counters summed (not rendered).
     #[serde(skip)]
@@ -198,6 +202,7 @@ pub async fn status(worker: &Worker) -> Status {
                     .get(chain.gid)
                     .copied()
                     .flatten(),
+                finalized: worker.cache.finality.borrow().chain(chain.gid).finalized,
                 providers,
             });
         }
@@ -214,6 +219,7 @@ pub async fn status(worker: &Worker) -> Status {
         hedges: worker.routing.borrow().table.hedges,
         failovers: worker.routing.borrow().table.failovers,
         websocket: stats.ws.clone(),
+        cache: stats.cache.clone(),
         chains,
         totals: stats,
         per_worker,

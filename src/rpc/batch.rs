@@ -1,5 +1,5 @@
-//! A JSON-RPC batch: members answered locally or invalid get their answer in place; members `indexing` handles (log
-//! queries, heads, sends, pinned reads) are served on their own beside the rest; the others are grouped by
+//! A JSON-RPC batch: members answered locally, from the response cache, or invalid get their answer in place; members
+//! `indexing` handles (log queries, heads, sends, pinned reads) are served on their own beside the rest; the others are grouped by
 //! candidate list (and write-ness), each group sent as one sub-batch concurrently, and every answer is put back in
 //! request order under the client's own id. Notifications get no answer; a batch owing nothing answers nothing.
 //! Provider replies are copied once: from the sub-batch bodies straight into the client's answer, ids restored on
@@ -18,6 +18,7 @@ use crate::rpc::forward::{Forwarded, Upstream, forward};
 use crate::rpc::meta::Meta;
 use crate::rpc::plan::{CallPlan, Transport, local_answer, plan};
 use crate::rpc::reply::Reply;
+use crate::rpc::reuse;
 use crate::rpc::subcall::Forwarding;
 use crate::rpc::target::Target;
 use crate::rpc::{heads, indexing, logs_split};
@@ -78,6 +79,21 @@ pub(crate) async fn batch<'b>(
         calls: items.iter().map(|i| i.as_ref().ok()).collect(),
     };
     let mut slots: Vec<Slot> = (0..items.len()).map(|_| Slot::Empty).collect();
+    // Members the response cache answers are answered in place; the others may fill it once answered.
+    let mut kept: Vec<Option<reuse::Prepared>> = (0..items.len()).map(|_| None).collect();
+    for (i, item) in items.iter().enumerate() {
+        let Ok(call) = item else { continue };
+        if call.is_notification() || local_answer(chain, body, call, transport).is_some() {
+            continue;
+        }
+        let Some(prepared) = reuse::prepare(worker, target, chain, body, call) else {
+            continue;
+        };
+        match reuse::cached(worker, &prepared).await {
+            Some(answer) => slots[i] = Slot::Owned(answer.with_id(batch.client_id(&call.id))),
+            None => kept[i] = Some(prepared),
+        }
+    }
     let mut own = Vec::new();
     let groups = group(
         worker, target, chain, &batch, items, transport, &mut slots, &mut own,
@@ -113,6 +129,20 @@ pub(crate) async fn batch<'b>(
     }
     for (g, (members, result)) in sent.iter().enumerate() {
         place(worker, &batch, g, members, result, &mut slots);
+        if let Ok(forwarded) = result {
+            for member in members {
+                let Some(prepared) = &kept[member.index] else {
+                    continue;
+                };
+                let view = forwarded.views.iter().find(|v| {
+                    jsonrpc::parse_upstream_id(&forwarded.body[v.id.clone()]) == Some(member.uid)
+                });
+                if let Some(view) = view {
+                    let answer = reuse::answer_at(&forwarded.body, view);
+                    reuse::keep(worker, prepared, &Ok(answer)).await;
+                }
+            }
+        }
     }
     floor_heads(worker, chain, &batch, &sent, &mut slots);
     split_refused_logs(worker, target, chain, &batch, &sent, &mut slots).await;
@@ -207,6 +237,10 @@ fn group(
 ) -> Vec<Group> {
     let mut groups: Vec<Group> = Vec::new();
     for (i, item) in items.iter().enumerate() {
+        if !matches!(slots[i], Slot::Empty) {
+            // Answered from the cache.
+            continue;
+        }
         let call = match item {
             Err(invalid) => {
                 worker.count_error(invalid.error.code());

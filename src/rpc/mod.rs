@@ -1,6 +1,6 @@
 //! The JSON-RPC request lifecycle, transport-neutral, one phase per file: the URL grammar that names a target
 //! ([`target`]); the pipeline that runs the phases ([`pipeline`]): planning a call ([`plan`]), forwarding it with
-//! failover and hedging ([`forward`]) one attempt at a time ([`attempt`]), batches ([`batch`]), filters kept on the provider that made them ([`filters`]), the answer
+//! failover and hedging ([`forward`]) one attempt at a time ([`attempt`]), batches ([`batch`]), filters kept on the provider that made them ([`filters`]), answers reused from the cache or an identical call in flight ([`reuse`]), the answer
 //! ([`reply`]) and the observe step ([`observe`]); and the routing metadata a client may ask for ([`meta`]). Single
 //! calls pass through [`indexing`] first: split log queries ([`logs_split`]), consistent heads ([`heads`]), safe sends
 //! ([`sends`]), built on the calls Lasso makes itself ([`subcall`]).
@@ -17,6 +17,7 @@ pub(crate) mod observe;
 pub mod pipeline;
 pub(crate) mod plan;
 pub mod reply;
+pub(crate) mod reuse;
 pub(crate) mod sends;
 pub(crate) mod subcall;
 pub mod target;
@@ -27,3 +28,5 @@ mod coalesce_tests;
 mod tests;
 #[cfg(test)]
 mod indexing_tests;
+#[cfg(test)]
+mod reuse_tests;

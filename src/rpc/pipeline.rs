@@ -16,8 +16,10 @@ use crate::rpc::observe::{Observed, Served, observe};
 pub use crate::rpc::plan::Transport;
 use crate::rpc::plan::local_answer;
 use crate::rpc::reply::Reply;
+use crate::rpc::reuse::{self, Fetched};
 use crate::rpc::subcall::Forwarding;
 use crate::rpc::target::Target;
+use crate::rpc::{heads, logs_split, subcall};
 use crate::shard::state::Worker;
 use crate::telemetry::trace::{RequestTrace, Value};
 use crate::upstream::stream::BodyTail;
@@ -182,5 +184,62 @@ async fn call_one(
     if let Some(answer) = local_answer(chain, body, call, Transport::Http) {
         return answer.map(|a| (a, None));
     }
-    indexing::serve(worker, target, chain, body, call, meta, how).await
+    // Calls `indexing` serves alone (split log queries, sends, pinned reads) are not reused as they are.
+    let reusable = !indexing::serves_alone(worker, chain, body, call);
+    match reusable
+        .then(|| reuse::prepare(worker, target, chain, body, call))
+        .flatten()
+    {
+        Some(prepared) => reuse_call(worker, target, chain, body, call, meta, how, prepared).await,
+        None => indexing::serve(worker, target, chain, body, call, meta, how).await,
+    }
+}
+
+/// Serves a reusable call: from the cache, an identical call in flight, or forwarded (a large answer may stream,
+/// and is then neither shared nor kept). An `eth_blockNumber` answer is raised to the chain's floor, and an
+/// `eth_getLogs` a provider refused as too large is bisected, as `indexing` does for calls it serves.
+#[allow(clippy::too_many_arguments)]
+async fn reuse_call(
+    worker: &Rc<Worker>,
+    target: Target,
+    chain: &Chain,
+    body: &[u8],
+    call: &CallView<'_>,
+    meta: Option<&mut Meta>,
+    how: Forwarding<'_>,
+    prepared: reuse::Prepared,
+) -> Result<(Vec<u8>, Option<BodyTail>), RpcError> {
+    let client_id = call.id.clone().map_or(&b"null"[..], |r| &body[r]);
+    // An answer the cache may keep is read whole; one only shared in flight may stream.
+    let how = Forwarding {
+        stream: how.stream && !prepared.keeps(),
+        ..how
+    };
+    let fetch = || async {
+        let mut forwarded =
+            match subcall::forward_raw(worker, target, chain, body, call, meta, how).await {
+                Ok(forwarded) => forwarded,
+                Err(e) => return Fetched::Whole(Err(e)),
+            };
+        if let Some(tail) = forwarded.tail.take() {
+            let mut first = forwarded.body;
+            first.splice(forwarded.views[0].id.clone(), client_id.iter().copied());
+            return Fetched::Streamed(first, tail);
+        }
+        let answer = reuse::answer_of(&forwarded);
+        if call.method == "eth_getLogs" && logs_split::refused(&answer.body) {
+            let first = Some(answer.with_id(client_id));
+            let split = logs_split::get_logs_after(
+                worker, target, chain, body, call, None, how.trace, first,
+            );
+            return Fetched::Whole(split.await.and_then(|reply| reuse::answer_of_reply(reply)));
+        }
+        Fetched::Whole(Ok(answer))
+    };
+    let (reply, tail) = reuse::serve(worker, prepared, client_id, fetch).await?;
+    if call.method == "eth_blockNumber" && tail.is_none() {
+        let floored = heads::floored(worker, chain, &reply, client_id);
+        return Ok((floored.unwrap_or(reply), None));
+    }
+    Ok((reply, tail))
 }

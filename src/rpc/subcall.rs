@@ -14,7 +14,7 @@ use crate::evm::methods::MethodKey;
 use crate::routing::router::Candidates;
 use crate::rpc::attempt::{AttemptResult, Sending, attempt};
 use crate::rpc::filters;
-use crate::rpc::forward::{Upstream, forward};
+use crate::rpc::forward::{Forwarded, Upstream, forward};
 use crate::rpc::meta::Meta;
 use crate::rpc::plan::{CallPlan, plan};
 use crate::rpc::target::Target;
@@ -61,18 +61,8 @@ pub(crate) async fn forward_call(
     meta: Option<&mut Meta>,
     how: Forwarding<'_>,
 ) -> Result<(Vec<u8>, Option<BodyTail>), RpcError> {
-    let plan = plan(worker, target, chain, body, call)?;
-    let uid = worker.upstream_ids(1);
-    let mut upstream_body = Vec::with_capacity(call.span.len() + 16);
-    filters::write_upstream(&worker.config, chain, body, call, uid, &mut upstream_body);
     let creates_filter = filters::creates_filter(&call.method);
-    let upstream = Upstream {
-        body: &upstream_body,
-        ids: &[uid],
-        trace: how.trace,
-        stream: how.stream && !creates_filter,
-    };
-    let forwarded = forward(worker, chain, &plan, upstream, meta).await?;
+    let forwarded = forward_raw(worker, target, chain, body, call, meta, how).await?;
     let (pid, mut reply_body) = (forwarded.pid, forwarded.body);
     let view = &forwarded.views[0];
     let client_id = call.id.clone().map_or(&b"null"[..], |r| &body[r]);
@@ -94,6 +84,29 @@ pub(crate) async fn forward_call(
         return Ok((filters::wrap_reply(&worker.config, pid, reply), None));
     }
     Ok((reply, None))
+}
+
+/// Plans and forwards a single call: the provider's answer as it came (our upstream id in it), and who gave it.
+pub(crate) async fn forward_raw(
+    worker: &Rc<Worker>,
+    target: Target,
+    chain: &Chain,
+    body: &[u8],
+    call: &CallView<'_>,
+    meta: Option<&mut Meta>,
+    how: Forwarding<'_>,
+) -> Result<Forwarded, RpcError> {
+    let plan = plan(worker, target, chain, body, call)?;
+    let uid = worker.upstream_ids(1);
+    let mut upstream_body = Vec::with_capacity(call.span.len() + 16);
+    filters::write_upstream(&worker.config, chain, body, call, uid, &mut upstream_body);
+    let upstream = Upstream {
+        body: &upstream_body,
+        ids: &[uid],
+        trace: how.trace,
+        stream: how.stream && !filters::creates_filter(&call.method),
+    };
+    forward(worker, chain, &plan, upstream, meta).await
 }
 
 /// A single JSON-RPC request of `method` with raw JSON `params`, id 1.

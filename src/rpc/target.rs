@@ -22,11 +22,20 @@ pub struct Target {
     pub pick: Pick,
     /// With a provider override: fail over to the chain's other providers when it fails (`?failover=true`).
     pub failover: bool,
+    /// The client asked not to be served from, nor to fill, the response cache (`X-Lasso-Cache: bypass`).
+    pub cache_bypass: bool,
 }
 
 impl Target {
     pub fn with_failover(self, failover: bool) -> Self {
         Target { failover, ..self }
+    }
+
+    pub fn with_cache_bypass(self, cache_bypass: bool) -> Self {
+        Target {
+            cache_bypass,
+            ..self
+        }
     }
 }
 
@@ -109,6 +118,7 @@ pub fn resolve(config: &Config, path: &str, prefix: &str) -> Result<Target, RpcE
         chain: chain_index,
         pick,
         failover: false,
+        cache_bypass: false,
     })
 }
 

@@ -1,5 +1,5 @@
 //! Messages from other threads to a worker: snapshots for the status page, shutdown and retirement, routing harvests
-//! and newly merged tables. A worker's control task (in `app::run`) is the only reader.
+//! newly merged tables, and chain finality for the response cache. A worker's control task (in `app::run`) is the only reader.
 
 use std::sync::Arc;
 
@@ -23,4 +23,6 @@ pub enum Control {
     Harvest(oneshot::Sender<Harvest>),
     /// A newly merged routing table.
     Table(Arc<RoutingTable>),
+    /// A chain's head and finalized head, and a reorg if one happened (the response cache follows it).
+    Finality(crate::cache::finality::FinalityUpdate),
 }

@@ -56,6 +56,8 @@ pub struct Worker {
     pub routing: RefCell<crate::routing::state::RoutingState>,
     next_request_id: Cell<u64>,
     pub stats: RefCell<ProviderStats>,
+    /// In-flight multiplexing and the response cache of this core.
+    pub cache: crate::cache::WorkerCache,
     next_upstream_id: Cell<u64>,
     pub draining: Cell<bool>,
     /// A newer configuration generation serves new connections; this one winds down.
@@ -96,6 +98,11 @@ impl Worker {
             }),
             next_request_id: Cell::new(0),
             stats: RefCell::new(ProviderStats::new(config.providers.len())),
+            cache: crate::cache::WorkerCache::new(
+                config.cache.max_bytes,
+                shared.workers,
+                config.chain_count(),
+            ),
             next_upstream_id: Cell::new(1),
             draining: Cell::new(false),
             retiring: Cell::new(false),
@@ -128,6 +135,26 @@ impl Worker {
             .client_errors
             .entry(code)
             .or_insert(0) += 1;
+    }
+
+    /// This worker's cache figures, for the status page.
+    pub fn cache_stats(&self) -> crate::telemetry::stats::CacheStats {
+        let store = self.cache.store.counters();
+        let reuse = self.cache.counters.get();
+        crate::telemetry::stats::CacheStats {
+            multiplexed: reuse.multiplexed,
+            hits: store.hits,
+            misses: store.misses,
+            stored: store.stored,
+            evictions: store.evictions,
+            expired: store.expired,
+            purged: store.purged,
+            reorgs: reuse.reorgs,
+            bypassed: reuse.bypassed,
+            entries: store.entries,
+            bytes: store.bytes,
+            max_bytes: (self.config.cache.max_bytes / self.shared.workers.max(1)) as u64,
+        }
     }
 
     /// Whether to log this successful request (`LOG_SAMPLE_RATE`).

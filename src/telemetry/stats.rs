@@ -93,6 +93,48 @@ impl WsStats {
     }
 }
 
+/// In-flight multiplexing and response cache figures of one worker (summed across workers).
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct CacheStats {
+    /// Reads answered from another identical read's upstream call.
+    pub multiplexed: u64,
+    pub hits: u64,
+    pub misses: u64,
+    /// Answers kept.
+    pub stored: u64,
+    /// Entries evicted by the byte bound.
+    pub evictions: u64,
+    /// Entries dropped when read after their TTL.
+    pub expired: u64,
+    /// Entries dropped by reorgs.
+    pub purged: u64,
+    /// Reorgs reported to the workers (counted once per worker).
+    pub reorgs: u64,
+    /// Requests that asked to bypass the cache (`X-Lasso-Cache: bypass`).
+    pub bypassed: u64,
+    pub entries: u64,
+    pub bytes: u64,
+    /// The byte bound (sum of the workers' shares).
+    pub max_bytes: u64,
+}
+
+impl CacheStats {
+    fn add(&mut self, o: &CacheStats) {
+        self.multiplexed += o.multiplexed;
+        self.hits += o.hits;
+        self.misses += o.misses;
+        self.stored += o.stored;
+        self.evictions += o.evictions;
+        self.expired += o.expired;
+        self.purged += o.purged;
+        self.reorgs += o.reorgs;
+        self.bypassed += o.bypassed;
+        self.entries += o.entries;
+        self.bytes += o.bytes;
+        self.max_bytes += o.max_bytes;
+    }
+}
+
 /// A worker's counters for every provider (indexed by `pid`) plus client-facing totals.
 #[derive(Debug, Clone, Default)]
 pub struct ProviderStats {
@@ -102,6 +144,7 @@ pub struct ProviderStats {
     pub client_errors: std::collections::BTreeMap<i32, u64>,
     pub ws: WsStats,
     pub indexing: IndexingStats,
+    pub cache: CacheStats,
     /// Which worker these counters are from (meaningless after merging).
     pub worker: usize,
     seq: u64,
@@ -141,6 +184,7 @@ impl ProviderStats {
         }
         self.ws.add(&other.ws);
         self.indexing.add(&other.indexing);
+        self.cache.add(&other.cache);
         if self.providers.len() < other.providers.len() {
             self.providers
                 .resize(other.providers.len(), ProviderCounters::default());

@@ -35,6 +35,8 @@ pub struct RequestHead {
     pub upgrade_websocket: bool,
     /// Value of `X-Lasso-Include-Meta`, if sent.
     pub include_meta: Option<String>,
+    /// `X-Lasso-Cache: bypass` (or `no-cache`): not served from, and not filling, the response cache.
+    pub cache_bypass: bool,
     /// Value of `Authorization`, if sent (admin API).
     pub authorization: Option<String>,
     /// Value of `X-Lasso-Key`, if sent (a client API key; never logged).
@@ -98,6 +100,7 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<RequestHead>, HeadError> {
     let mut expect_continue = false;
     let mut upgrade_websocket = false;
     let mut include_meta = None;
+    let mut cache_bypass = false;
     let mut authorization = None;
     let mut lasso_key = None;
     let mut fly_client_ip = None;
@@ -137,6 +140,9 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<RequestHead>, HeadError> {
             upgrade_websocket = value.eq_ignore_ascii_case("websocket");
         } else if h.name.eq_ignore_ascii_case("x-lasso-include-meta") {
             include_meta = Some(value.to_string());
+        } else if h.name.eq_ignore_ascii_case("x-lasso-cache") {
+            cache_bypass =
+                value.eq_ignore_ascii_case("bypass") || value.eq_ignore_ascii_case("no-cache");
         } else if h.name.eq_ignore_ascii_case("authorization") {
             authorization = Some(value.to_string());
         } else if h.name.eq_ignore_ascii_case("x-lasso-key") {
@@ -189,6 +195,7 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<RequestHead>, HeadError> {
         expect_continue,
         upgrade_websocket,
         include_meta,
+        cache_bypass,
         authorization,
         lasso_key,
         fly_client_ip,
