@@ -17,6 +17,10 @@ pub mod codes {
     pub const NO_PROVIDER_AVAILABLE: i32 = -32011;
     pub const DEADLINE_EXCEEDED: i32 = -32012;
     pub const OVERLOADED: i32 = -32013;
+    /// Missing or unknown client API key (HTTP 401).
+    pub const KEY_REQUIRED: i32 = -32014;
+    /// The client's key may not use this profile, chain, origin or method (HTTP 403).
+    pub const KEY_FORBIDDEN: i32 = -32015;
     /// The node-level "filter not found" code geth uses (clients re-create the filter on it).
     pub const FILTER_NOT_FOUND: i32 = -32000;
 }
@@ -91,6 +95,14 @@ pub enum RpcError {
     /// The provider's answer could not be buffered: answers being received on this worker already hold its share of
     /// `upstream.max_buffered_response_bytes`.
     ResponseBudget,
+    /// The profile needs a client API key and none, or an unknown one, was presented.
+    KeyRequired,
+    /// The presented key may not use this profile, chain, origin or method (what is named).
+    KeyForbidden(&'static str),
+    /// Over a key's or a client address's rate limit (`access`): retry after this long.
+    RateLimited {
+        retry_after_ms: u64,
+    },
     /// An `eth_getLogs` that could not be answered whole within Lasso's limits for splitting it (sub-requests,
     /// answer bytes) or whose range no provider takes even as a single block.
     LogQueryTooLarge(String),
@@ -105,6 +117,7 @@ impl RpcError {
             RpcError::InvalidParams(_) => INVALID_PARAMS,
             RpcError::LimitExceeded(_)
             | RpcError::ResponseBudget
+            | RpcError::RateLimited { .. }
             | RpcError::LogQueryTooLarge(_) => LIMIT_EXCEEDED,
             RpcError::InvalidRequest(_)
             | RpcError::BodyTooLarge { .. }
@@ -120,6 +133,8 @@ impl RpcError {
             RpcError::DeadlineExceeded { .. } => DEADLINE_EXCEEDED,
             RpcError::Overloaded(_) => OVERLOADED,
             RpcError::FilterNotFound => FILTER_NOT_FOUND,
+            RpcError::KeyRequired => KEY_REQUIRED,
+            RpcError::KeyForbidden(_) => KEY_FORBIDDEN,
         }
     }
 
@@ -130,11 +145,12 @@ impl RpcError {
             | RpcError::InvalidRequest(_)
             | RpcError::InvalidParams(_)
             | RpcError::UnknownStrategy(_) => 400,
-            RpcError::LimitExceeded(_) => 429,
+            RpcError::LimitExceeded(_) | RpcError::RateLimited { .. } => 429,
             RpcError::BodyTooLarge { .. } => 413,
             RpcError::HeadersTooLarge { .. } => 431,
             RpcError::MethodNotAllowed => 405,
-            RpcError::OriginNotAllowed => 403,
+            RpcError::OriginNotAllowed | RpcError::KeyForbidden(_) => 403,
+            RpcError::KeyRequired => 401,
             RpcError::UnknownPath | RpcError::NotFound { .. } => 404,
             RpcError::SubscriptionOverHttp { .. }
             | RpcError::MethodNotSupported { .. }
@@ -190,6 +206,14 @@ impl RpcError {
                 buffer budget; retry later"
                     .to_string()
             }
+            RpcError::KeyRequired => {
+                "Unauthorized: this profile needs a valid API key (Authorization: Bearer, X-Lasso-Key or ?key=)"
+                    .to_string()
+            }
+            RpcError::KeyForbidden(what) => format!("Forbidden: this API key may not use this {what}"),
+            RpcError::RateLimited { retry_after_ms } => {
+                format!("Limit exceeded: rate limit reached; retry after {retry_after_ms} ms")
+            }
             RpcError::LogQueryTooLarge(detail) => format!("Log query too large: {detail}"),
             RpcError::FilterNotFound => {
                 "filter not found: the provider that created it is no longer \
@@ -225,6 +249,9 @@ impl RpcError {
             }
             RpcError::NoProviderAvailable { reason } => {
                 Some(format!("{{\"reason\":{}}}", json_string(reason)))
+            }
+            RpcError::RateLimited { retry_after_ms } => {
+                Some(format!("{{\"retry_after_ms\":{retry_after_ms}}}"))
             }
             _ => None,
         }

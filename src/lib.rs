@@ -11,6 +11,7 @@
 //! | [`evm`] | what Ethereum JSON-RPC methods mean |
 //! | [`wire`] | codecs: HTTP/1.1, JSON-RPC inspection and id splicing, WebSocket frames and handshake |
 //! | [`config`] | schema, defaults, validation, environment, store, change messages |
+//! | [`access`] | client API keys: which requests may reach the pipeline |
 //! | [`telemetry`] | counters and the routing-event bus |
 //! | [`upstream`] | provider-facing HTTP and WebSocket clients, pools, DNS, coalescing |
 //! | [`routing`] | recorder, merger, table, router, classification, breakers, snapshots |
@@ -28,6 +29,7 @@ pub mod error;
 pub mod evm;
 pub mod wire;
 pub mod config;
+pub mod access;
 pub mod telemetry;
 pub mod upstream;
 pub mod routing;

@@ -13,6 +13,7 @@ const SECTIONS: &[&str] = &[
     "websocket",
     "telemetry",
     "dashboard",
+    "access",
     "cache",
 ];
 

@@ -9,11 +9,12 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 /// The planes `lib.rs` declares, lowest first.
-const PLANES: [&str; 14] = [
+const PLANES: [&str; 15] = [
     "error",
     "evm",
     "wire",
     "config",
+    "access",
     "telemetry",
     "upstream",
     "routing",

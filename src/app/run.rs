@@ -66,6 +66,17 @@ pub async fn run(
             }
         });
     }
+    if !worker.config.access.keys.is_empty() {
+        let worker = worker.clone();
+        monoio::spawn(async move {
+            while !worker.draining.get() {
+                let every = crate::config::defaults::ACCESS_USAGE_FLUSH_MS;
+                monoio::time::sleep(Duration::from_millis(every)).await;
+                crate::access::usage::flush();
+            }
+            crate::access::usage::flush();
+        });
+    }
     let settings = &worker.config.server;
     // Accepts are cancel-safe: on shutdown or retirement the pending accept is cancelled and awaited, so a
     // connection the kernel handed over in that instant is still served, never leaked unanswered.

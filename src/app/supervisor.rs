@@ -250,6 +250,10 @@ fn start_generation(
         }
     }
     monitor.attach(shared.clone());
+    crate::access::live::publish(&config.access);
+    if !config.access.keys.is_empty() {
+        crate::access::usage::start(crate::access::usage::usage_path(&config.source));
+    }
     Ok(Generation {
         shared,
         threads,

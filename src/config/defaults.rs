@@ -209,6 +209,28 @@ pub const DEFAULT_TRACES_EXPORT_TIMEOUT_MS: u64 = 5_000;
 pub const DEFAULT_DASHBOARD_ENABLED: bool = false;
 /// `dashboard.session_ttl_ms`: lifetime of the dashboard's session cookie.
 pub const DEFAULT_DASHBOARD_SESSION_TTL_MS: u64 = 3_600_000;
+// `access:`
+/// `access.require_key`: no profile needs a key unless configured (`true`, or a list of profiles).
+pub const DEFAULT_ACCESS_REQUIRE_KEY: bool = false;
+/// `access.*.burst_s`: a bucket holds this many seconds of its rate.
+pub const DEFAULT_ACCESS_BURST_S: f64 = 1.0;
+/// Clients (keys and addresses) whose buckets one worker keeps; past it, full buckets are forgotten first.
+pub const ACCESS_MAX_TRACKED_CLIENTS: usize = 65_536;
+/// Each core republishes its demand per rate-limited client and takes its new share of the budget this often.
+pub const ACCESS_REBALANCE_MS: u64 = 1_000;
+/// A core's share of a client's budget never falls below this fraction of an equal share.
+pub const ACCESS_MIN_SHARE: f64 = 0.1;
+/// Compute-unit weights of the default table (`access.weights` overrides per method).
+pub const ACCESS_WEIGHT_LIGHT: f64 = 1.0;
+pub const ACCESS_WEIGHT_CALL_STATE: f64 = 1.5;
+pub const ACCESS_WEIGHT_LOGS_FILTERS: f64 = 2.0;
+pub const ACCESS_WEIGHT_DEBUG_TRACE: f64 = 5.0;
+/// A worker folds its usage counts into the process totals at most this often.
+pub const ACCESS_USAGE_FLUSH_MS: u64 = 1_000;
+/// The usage file is appended this often (a restart loses at most this plus the flush interval).
+pub const ACCESS_USAGE_PERSIST_MS: u64 = 2_000;
+/// Shortest client key accepted in `access.keys[].key` (a guessable key is no key).
+pub const ACCESS_MIN_KEY_BYTES: usize = 16;
 // `cache:`
 /// `cache.multiplex`: identical reads in flight on one worker share one upstream call.
 pub const DEFAULT_CACHE_MULTIPLEX: bool = true;
@@ -240,6 +262,7 @@ pub const DEFAULT_FINALITY_DEPTH: u64 = 64;
 /// Every default above as `(dotted config key, value as written in YAML)`.
 pub fn table() -> Vec<(&'static str, String)> {
     vec![
+        ("access.require_key", DEFAULT_ACCESS_REQUIRE_KEY.to_string()),
         ("dashboard.enabled", DEFAULT_DASHBOARD_ENABLED.to_string()),
         (
             "dashboard.session_ttl_ms",

@@ -14,9 +14,9 @@ use super::defaults::*;
 use super::redact::mask_url;
 use super::routing_policy::{BreakerSettings, Strategy};
 use super::schema::{
-    Chain, Config, CorsOrigins, DashboardSettings, HedgeSettings, Indexing, MethodFilter, Profile,
-    Provider, RoutingSettings, ServerSettings, TelemetrySettings, TraceEndpoint, TraceSettings,
-    UpstreamSettings, WsSettings,
+    AccessSettings, ApiKey, Chain, Config, CorsOrigins, DashboardSettings, HedgeSettings, Indexing,
+    MethodFilter, Profile, Provider, RateLimit, RequireKey, RoutingSettings, ServerSettings,
+    TelemetrySettings, TraceEndpoint, TraceSettings, UpstreamSettings, WsSettings,
 };
 use super::url::ProviderUrl;
 
@@ -55,11 +55,75 @@ struct RawFile {
     #[serde(default)]
     dashboard: RawDashboard,
     #[serde(default)]
+    access: RawAccess,
+    #[serde(default)]
     cache: crate::config::cache::RawCache,
     #[serde(default)]
     chains: IndexMap<String, RawChain>,
     #[serde(default)]
     profiles: IndexMap<String, RawProfile>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RawRequireKey {
+    All(bool),
+    Profiles(Vec<String>),
+}
+
+impl Default for RawRequireKey {
+    fn default() -> Self {
+        RawRequireKey::All(DEFAULT_ACCESS_REQUIRE_KEY)
+    }
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+struct RawAccess {
+    require_key: RawRequireKey,
+    keys: Vec<RawKey>,
+    per_key: Option<RawRateLimit>,
+    per_ip: Option<RawRateLimit>,
+    trusted_proxies: Vec<String>,
+    weights: HashMap<String, f64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRateLimit {
+    #[serde(default)]
+    requests_per_s: f64,
+    #[serde(default)]
+    compute_units_per_s: f64,
+    #[serde(default = "default_burst_s")]
+    burst_s: f64,
+}
+
+fn default_burst_s() -> f64 {
+    DEFAULT_ACCESS_BURST_S
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawKey {
+    id: String,
+    /// The key itself (usually `${VAR}`); or its SHA-256 in `key_sha256` (what the admin API writes).
+    #[serde(default)]
+    key: Option<String>,
+    #[serde(default)]
+    key_sha256: Option<String>,
+    #[serde(default)]
+    profiles: Vec<String>,
+    #[serde(default)]
+    chains: Vec<String>,
+    #[serde(default)]
+    methods: Option<RawMethods>,
+    #[serde(default)]
+    origins: Vec<String>,
+    #[serde(default)]
+    limit: Option<RawRateLimit>,
+    #[serde(default)]
+    contracts: Vec<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -680,6 +744,7 @@ pub fn load_str(
         .build(redis_url.as_deref())
         .map_err(|(key, reason)| builder.err(key, reason))?;
     builder.routing = Some(routing.clone());
+    let access = builder.access(&raw.access)?;
     builder.cache = Some(cache.policy.clone());
 
     let mut profiles = Vec::new();
@@ -733,6 +798,20 @@ pub fn load_str(
     if profiles.iter().all(|p| p.chains.is_empty()) {
         return Err(builder.err("chains", "no chain is configured"));
     }
+    let known = |name: &String| profiles.iter().any(|p| &p.name == name);
+    if let RequireKey::Profiles(list) = &access.require_key {
+        if let Some(unknown) = list.iter().find(|n| !known(n)) {
+            return Err(builder.err("access.require_key", format!("unknown profile '{unknown}'")));
+        }
+    }
+    for key in &access.keys {
+        if let Some(unknown) = key.profiles.iter().find(|n| !known(n)) {
+            return Err(builder.err(
+                format!("access.keys.{}.profiles", key.id),
+                format!("unknown profile '{unknown}'"),
+            ));
+        }
+    }
     let mut secrets = builder.secrets;
     secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
     secrets.dedup();
@@ -744,6 +823,7 @@ pub fn load_str(
         websocket,
         telemetry,
         dashboard,
+        access,
         cache,
         profiles,
         providers: builder.providers,
@@ -1060,6 +1140,135 @@ impl Builder<'_> {
             token,
             session_ttl: Duration::from_millis(raw.session_ttl_ms),
         })
+    }
+
+    /// `access:`: keys hashed here (the key itself is kept only as a secret to redact, never in the settings).
+    fn access(&mut self, raw: &RawAccess) -> Result<AccessSettings, ConfigError> {
+        let require_key = match &raw.require_key {
+            RawRequireKey::All(false) => RequireKey::None,
+            RawRequireKey::All(true) => RequireKey::All,
+            RawRequireKey::Profiles(list) => RequireKey::Profiles(list.clone()),
+        };
+        let mut keys: Vec<ApiKey> = Vec::new();
+        for raw_key in &raw.keys {
+            let at = format!("access.keys.{}", raw_key.id);
+            if raw_key.id.is_empty()
+                || raw_key.id.len() > 64
+                || !raw_key
+                    .id
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            {
+                return Err(self.err(
+                    "access.keys",
+                    "key ids use 1 to 64 letters, digits, - and _",
+                ));
+            }
+            if keys.iter().any(|k| k.id == raw_key.id) {
+                return Err(self.err(&at, "duplicate key id"));
+            }
+            let hash = match (&raw_key.key, &raw_key.key_sha256) {
+                (Some(text), None) => {
+                    let key = self.expand(&format!("{at}.key"), text)?.trim().to_string();
+                    if key.len() < ACCESS_MIN_KEY_BYTES {
+                        return Err(self.err(
+                            format!("{at}.key"),
+                            format!("a key needs at least {ACCESS_MIN_KEY_BYTES} characters"),
+                        ));
+                    }
+                    self.secrets.push(key.clone());
+                    crate::config::schema::hash_key(&key)
+                }
+                (None, Some(hex)) => {
+                    crate::config::schema::parse_key_hash(hex).ok_or_else(|| {
+                        self.err(format!("{at}.key_sha256"), "expected 64 hexadecimal digits")
+                    })?
+                }
+                _ => {
+                    return Err(self.err(&at, "give exactly one of `key` and `key_sha256`"));
+                }
+            };
+            if keys.iter().any(|k| k.hash == hash) {
+                return Err(self.err(format!("{at}.key"), "two keys have the same value"));
+            }
+            let methods = raw_key.methods.as_ref();
+            keys.push(ApiKey {
+                id: raw_key.id.clone(),
+                hash,
+                profiles: raw_key.profiles.clone(),
+                chains: raw_key.chains.clone(),
+                methods_allow: methods.map(|m| m.allow.clone()).unwrap_or_default(),
+                methods_deny: methods.map(|m| m.deny.clone()).unwrap_or_default(),
+                origins: raw_key.origins.clone(),
+                limit: self.rate_limit(&format!("{at}.limit"), raw_key.limit.as_ref())?,
+                contracts: raw_key
+                    .contracts
+                    .iter()
+                    .map(|a| {
+                        crate::config::schema::parse_address(a).ok_or_else(|| {
+                            self.err(
+                                format!("{at}.contracts"),
+                                format!("'{a}' is not a 0x address"),
+                            )
+                        })
+                    })
+                    .collect::<Result<_, _>>()?,
+            });
+        }
+        let mut trusted_proxies = Vec::new();
+        for text in &raw.trusted_proxies {
+            trusted_proxies.push(text.trim().parse().map_err(|_| {
+                self.err(
+                    "access.trusted_proxies",
+                    format!("'{text}' is not an IP address"),
+                )
+            })?);
+        }
+        if let Some((m, w)) = raw
+            .weights
+            .iter()
+            .find(|(_, w)| !(w.is_finite() && **w >= 0.0))
+        {
+            return Err(self.err(
+                format!("access.weights.{m}"),
+                format!("{w} is not a weight >= 0"),
+            ));
+        }
+        Ok(AccessSettings {
+            require_key,
+            keys,
+            per_key: self.rate_limit("access.per_key", raw.per_key.as_ref())?,
+            per_ip: self.rate_limit("access.per_ip", raw.per_ip.as_ref())?,
+            trusted_proxies,
+            weights: raw.weights.clone(),
+        })
+    }
+
+    fn rate_limit(
+        &self,
+        key: &str,
+        raw: Option<&RawRateLimit>,
+    ) -> Result<Option<RateLimit>, ConfigError> {
+        let Some(raw) = raw else { return Ok(None) };
+        for (name, v) in [
+            ("requests_per_s", raw.requests_per_s),
+            ("compute_units_per_s", raw.compute_units_per_s),
+        ] {
+            if !(v.is_finite() && v >= 0.0) {
+                return Err(self.err(
+                    format!("{key}.{name}"),
+                    "must be a number >= 0 (0 = no limit)",
+                ));
+            }
+        }
+        if !(raw.burst_s.is_finite() && raw.burst_s > 0.0) {
+            return Err(self.err(format!("{key}.burst_s"), "must be greater than 0"));
+        }
+        Ok(Some(RateLimit {
+            requests_per_s: raw.requests_per_s,
+            compute_units_per_s: raw.compute_units_per_s,
+            burst_s: raw.burst_s,
+        }))
     }
 
     /// Expands `${VAR}` and `${VAR:-default}`; expanded values become secrets.

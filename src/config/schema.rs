@@ -330,6 +330,123 @@ impl Profile {
     }
 }
 
+/// Which profiles demand an API key (`access.require_key`): `true` (all), `false` (none) or a list of profiles.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum RequireKey {
+    #[default]
+    None,
+    All,
+    Profiles(Vec<String>),
+}
+
+/// One client API key (`access.keys[]`). Only the SHA-256 of the key is kept; `id` is what logs and metrics show.
+#[derive(Clone)]
+pub struct ApiKey {
+    pub id: String,
+    /// SHA-256 of the key.
+    pub hash: [u8; 32],
+    /// Profiles the key may use; empty = every profile.
+    pub profiles: Vec<String>,
+    /// Chains (names, aliases or decimal chain ids as in the URL) the key may use; empty = every chain.
+    pub chains: Vec<String>,
+    /// Methods the key may call (exact names or `prefix*`); empty allow = every method.
+    pub methods_allow: Vec<String>,
+    pub methods_deny: Vec<String>,
+    /// Browser origins the key may be sent from; empty = any (and requests without `Origin`).
+    pub origins: Vec<String>,
+    /// Contracts `eth_call` and `eth_sendRawTransaction` may address; empty = any.
+    pub contracts: Vec<[u8; 20]>,
+    /// This key's rate limit; `None` = `access.per_key`.
+    pub limit: Option<RateLimit>,
+}
+
+/// A token-bucket limit: requests and compute units per second (0 = not limited), burst in seconds of each rate.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RateLimit {
+    pub requests_per_s: f64,
+    pub compute_units_per_s: f64,
+    pub burst_s: f64,
+}
+
+impl std::fmt::Debug for ApiKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the hash: only the id and the restrictions.
+        f.debug_struct("ApiKey")
+            .field("id", &self.id)
+            .field("profiles", &self.profiles)
+            .field("chains", &self.chains)
+            .finish_non_exhaustive()
+    }
+}
+
+/// SHA-256 of a client key: what Lasso keeps and compares instead of the key.
+pub fn hash_key(key: &str) -> [u8; 32] {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(key.as_bytes()).into()
+}
+
+/// Lower-case hex of a key hash (`access.keys[].key_sha256`).
+pub fn key_hash_hex(hash: &[u8; 32]) -> String {
+    hash.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A 20-byte address from `0x` + 40 hex digits (any case).
+pub fn parse_address(text: &str) -> Option<[u8; 20]> {
+    let text = text.trim();
+    let hex = text
+        .strip_prefix("0x")
+        .or_else(|| text.strip_prefix("0X"))?
+        .as_bytes();
+    if hex.len() != 40 {
+        return None;
+    }
+    let mut out = [0u8; 20];
+    for (i, pair) in hex.chunks(2).enumerate() {
+        out[i] = u8::from_str_radix(std::str::from_utf8(pair).ok()?, 16).ok()?;
+    }
+    Some(out)
+}
+
+/// Parses 64 hex digits into a key hash.
+pub fn parse_key_hash(hex: &str) -> Option<[u8; 32]> {
+    let hex = hex.trim().as_bytes();
+    if hex.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, pair) in hex.chunks(2).enumerate() {
+        let text = std::str::from_utf8(pair).ok()?;
+        out[i] = u8::from_str_radix(text, 16).ok()?;
+    }
+    Some(out)
+}
+
+/// Client access (`access:`): which profiles need a key, and the keys.
+#[derive(Debug, Clone, Default)]
+pub struct AccessSettings {
+    pub require_key: RequireKey,
+    pub keys: Vec<ApiKey>,
+    /// Limit of every key without its own.
+    pub per_key: Option<RateLimit>,
+    /// Limit of every client address.
+    pub per_ip: Option<RateLimit>,
+    /// Peers whose `Fly-Client-IP` / `X-Forwarded-For` name the client.
+    pub trusted_proxies: Vec<std::net::IpAddr>,
+    /// Compute-unit weights by method name, over the default table (`access::weights`).
+    pub weights: HashMap<String, f64>,
+}
+
+impl AccessSettings {
+    /// Whether requests to `profile` must carry a valid key.
+    pub fn requires_key(&self, profile: &str) -> bool {
+        match &self.require_key {
+            RequireKey::None => false,
+            RequireKey::All => true,
+            RequireKey::Profiles(list) => list.iter().any(|p| p == profile),
+        }
+    }
+}
+
 /// The whole validated configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -340,6 +457,8 @@ pub struct Config {
     pub websocket: WsSettings,
     pub telemetry: TelemetrySettings,
     pub dashboard: DashboardSettings,
+    /// Client API keys and which profiles require them.
+    pub access: AccessSettings,
     pub cache: crate::config::cache::CacheSettings,
     /// Index 0 is always the `default` profile.
     pub profiles: Vec<Profile>,

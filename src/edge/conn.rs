@@ -56,7 +56,9 @@ pub async fn serve_connection(
             }
         };
         let endpoint = Endpoint::of(&head);
-        if endpoint.authenticates() {
+        if endpoint.authenticates()
+            || endpoint == Endpoint::Rpc && crate::access::gate::limits_addresses(&worker.config)
+        {
             head.peer = stream.peer_addr().ok().map(|a| a.ip());
         }
         if endpoint.takes_connection() {

@@ -220,7 +220,7 @@ pub async fn answer(
             resp.with_header("Access-Control-Allow-Methods", "POST, GET, OPTIONS")
                 .with_header(
                     "Access-Control-Allow-Headers",
-                    "Content-Type, Authorization, X-Lasso-Include-Meta, X-Lasso-Cache, traceparent, tracestate",
+                    "Content-Type, Authorization, X-Lasso-Key, X-Lasso-Include-Meta, X-Lasso-Cache, traceparent, tracestate",
                 )
                 .with_header("Access-Control-Max-Age", "86400")
         }
@@ -274,12 +274,28 @@ pub async fn answer(
 async fn rpc(worker: &Rc<Worker>, head: &RequestHead, body: &[u8]) -> (Response, Option<BodyTail>) {
     match crate::rpc::target::resolve(&worker.config, &head.path, "/rpc") {
         Ok(target) => {
+            let config = &worker.config;
+            let ip = head.peer.map(|peer| {
+                crate::shard::peers::client_address(crate::access::limits::client_ip(
+                    &config.access,
+                    peer,
+                    head.fly_client_ip.as_deref(),
+                    head.forwarded_for.as_deref(),
+                ))
+            });
+            let workers = worker.shared.workers;
+            let (p, c) = (target.profile, target.chain);
+            let key = match crate::access::gate::check(config, workers, p, c, head, ip, Some(body))
+            {
+                Ok(key) => key,
+                Err(e) => return (crate::access::gate::refusal(e), None),
+            };
             let target = target
                 .with_failover(query_flag(&head.query, "failover"))
                 .with_cache_bypass(head.cache_bypass);
             let mode =
                 crate::rpc::meta::MetaMode::from_request(&head.query, head.include_meta.as_deref());
-            crate::rpc::pipeline::handle(
+            let resp = crate::rpc::pipeline::handle(
                 worker,
                 target,
                 body,
@@ -288,7 +304,11 @@ async fn rpc(worker: &Rc<Worker>, head: &RequestHead, body: &[u8]) -> (Response,
                 head.traceparent.as_deref(),
             )
             .await
-            .into_parts()
+            .into_parts();
+            if let Some(key) = key {
+                crate::access::gate::meter(config, key, p, c, body, resp.0.body.len());
+            }
+            resp
         }
         Err(e) => (Response::from(e), None),
     }

@@ -32,7 +32,10 @@ use crate::wire::ws_frame::{self as frame, Assembler, Message, close};
 use crate::wire::ws_handshake as handshake;
 
 async fn reject(stream: &mut TcpStream, err: RpcError) {
-    let resp = Response::from(err);
+    reject_response(stream, Response::from(err)).await
+}
+
+async fn reject_response(stream: &mut TcpStream, resp: Response) {
     let mut out = Vec::new();
     write_head(&mut out, &resp, false);
     out.extend_from_slice(&resp.body);
@@ -72,6 +75,18 @@ pub async fn upgrade(
         // Browsers send `Origin` and do not apply CORS to WebSockets: the server refuses foreign pages itself.
         return reject(&mut stream, RpcError::OriginNotAllowed).await;
     }
+    let key = match crate::access::gate::check(
+        &worker.config,
+        worker.shared.workers,
+        target.profile,
+        target.chain,
+        head,
+        None,
+        None,
+    ) {
+        Ok(key) => key.map(|k| k.hash),
+        Err(e) => return reject_response(&mut stream, crate::access::gate::refusal(e)).await,
+    };
     if worker.draining.get() {
         return reject(&mut stream, RpcError::Overloaded("server is draining")).await;
     }
@@ -84,7 +99,7 @@ pub async fn upgrade(
     }
     buf.drain(..head.head_len);
     buf.shrink_to_fit();
-    serve(worker, hub, stream, buf, target).await;
+    serve(worker, hub, stream, buf, target, key).await;
 }
 
 fn close_frame(code: u16, reason: &str) -> Vec<u8> {
@@ -144,8 +159,10 @@ async fn serve(
     stream: TcpStream,
     mut buf: Vec<u8>,
     target: Target,
+    key: Option<[u8; 32]>,
 ) {
     let settings = worker.config.websocket.clone();
+    let mut keys_seen = crate::access::live::epoch();
     let (rd, wr) = stream.into_split();
     let mut rd = Some(rd);
     let (tx, rx) = mpsc::unbounded();
@@ -197,7 +214,7 @@ async fn serve(
                                     on_text(
                                         &worker,
                                         &hub,
-                                        target,
+                                        Scope { target, key },
                                         &client,
                                         &in_flight,
                                         settings.max_in_flight,
@@ -217,7 +234,7 @@ async fn serve(
                                     on_text(
                                         &worker,
                                         &hub,
-                                        target,
+                                        Scope { target, key },
                                         &client,
                                         &in_flight,
                                         settings.max_in_flight,
@@ -266,6 +283,10 @@ async fn serve(
         }
         if worker.draining.get() {
             close_with(close::GOING_AWAY, "server shutting down; reconnect");
+            break;
+        }
+        if key.is_some_and(|k| crate::access::live::revoked(&mut keys_seen, &k)) {
+            close_with(close::POLICY_VIOLATION, "API key revoked");
             break;
         }
         let now = Instant::now();
@@ -360,28 +381,45 @@ async fn serve(
 }
 
 /// Serves one text message: subscriptions here, everything else through the proxy pipeline.
+/// What a session's messages go to: its target, and the hash of the API key it was opened with.
+#[derive(Clone, Copy)]
+struct Scope {
+    target: Target,
+    key: Option<[u8; 32]>,
+}
+
 fn on_text(
     worker: &Rc<Worker>,
     hub: &Rc<Hub>,
-    target: Target,
+    scope: Scope,
     client: &Rc<ClientConn>,
     in_flight: &Rc<Cell<usize>>,
     max: usize,
     text: Vec<u8>,
 ) {
-    if in_flight.get() >= max {
-        // Untrusted bytes never reach the lazy parser unbounded: too deep, and the id is simply null.
-        let too_deep = jsonrpc::nesting_exceeds(&text, jsonrpc::MAX_REQUEST_DEPTH);
-        let id = (!too_deep)
-            .then(|| sonic_rs::get(text.as_slice(), ["id"]).ok())
+    let Scope { target, key } = scope;
+    // Untrusted bytes never reach the lazy parser unbounded: too deep, and the id is simply null.
+    let id_of = |text: &[u8]| {
+        let too_deep = jsonrpc::nesting_exceeds(text, jsonrpc::MAX_REQUEST_DEPTH);
+        (!too_deep)
+            .then(|| sonic_rs::get(text, ["id"]).ok())
             .flatten()
             .map(|v| v.as_raw_str().to_string())
-            .unwrap_or_else(|| "null".into());
+            .unwrap_or_else(|| "null".into())
+    };
+    if in_flight.get() >= max {
         let err = RpcError::LimitExceeded(format!(
             "more than {max} requests in flight on this connection"
         ));
-        client.send_text(&err.to_response(id.as_bytes()));
+        client.send_text(&err.to_response(id_of(&text).as_bytes()));
         return;
+    }
+    if let Some(key) = &key {
+        let workers = worker.shared.workers;
+        if let Err(e) = crate::access::gate::check_message(&worker.config, workers, key, &text) {
+            client.send_text(&e.to_response(id_of(&text).as_bytes()));
+            return;
+        }
     }
     in_flight.set(in_flight.get() + 1);
     let (worker, hub, client, in_flight) = (
@@ -413,6 +451,12 @@ fn on_text(
                     None,
                 )
                 .await;
+                if let Some(k) =
+                    key.and_then(|h| worker.config.access.keys.iter().find(|k| k.hash == h))
+                {
+                    let (p, c) = (target.profile, target.chain);
+                    crate::access::gate::meter(&worker.config, k, p, c, &text, resp.body.len());
+                }
                 if !resp.body.is_empty() {
                     client.send_text(&resp.body);
                 }

@@ -75,6 +75,16 @@ pub async fn handle(worker: &Rc<Worker>, head: &RequestHead, body: &[u8]) -> Res
                 Err(e) => OpsError::internal(format!("cannot read the configuration: {e}")).into(),
             };
         }
+        (Method::Get, ["usage"]) => {
+            return crate::ops::admin_keys::usage(&worker.config, &head.query);
+        }
+        (_, ["usage"]) => return OpsError::method_not_allowed("GET").into(),
+        (_, ["keys", rest @ ..]) => {
+            match crate::ops::admin_keys::handle(&worker.config, head, rest, body) {
+                crate::ops::admin_keys::KeysRequest::Answer(resp) => return resp,
+                crate::ops::admin_keys::KeysRequest::Change(change) => change,
+            }
+        }
         (Method::Post, ["reload"]) => ConfigChange::ReloadFile,
         (_, ["config"]) if !is_put_or_post(head) => {
             return OpsError::method_not_allowed("GET, PUT, POST").into();

@@ -5,6 +5,7 @@
 //! address).
 
 pub mod admin;
+pub mod admin_keys;
 pub mod api;
 pub mod auth;
 pub mod cluster;

@@ -502,8 +502,43 @@ pub async fn render(worker: &Rc<Worker>) -> Response {
         "OTLP export requests that failed (connect, timeout or a non-2xx answer).",
     );
     o.sample("lasso_trace_export_failures_total", &[], failed);
+    usage(&mut o);
 
     let mut resp = Response::json(200, o.0.into_bytes());
     resp.content_type = "text/plain; version=0.0.4; charset=utf-8";
     resp
+}
+
+/// Metered usage per key id, chain and method (`access::usage`): only when some request carried a key.
+fn usage(o: &mut Out) {
+    let totals = crate::access::usage::totals();
+    if totals.is_empty() {
+        return;
+    }
+    o.family(
+        "lasso_access_requests_total",
+        "counter",
+        "Calls admitted with an API key, by key id, chain and method (batch members each).",
+    );
+    for ((key, chain, method), c) in &totals {
+        let labels = [
+            ("key", key.as_str()),
+            ("chain", chain.as_str()),
+            ("method", method.as_str()),
+        ];
+        o.sample("lasso_access_requests_total", &labels, c.requests);
+    }
+    o.family(
+        "lasso_access_compute_units_total",
+        "counter",
+        "Compute units by key id, chain and method: (bytes in + bytes out) times the method weight.",
+    );
+    for ((key, chain, method), c) in &totals {
+        let labels = [
+            ("key", key.as_str()),
+            ("chain", chain.as_str()),
+            ("method", method.as_str()),
+        ];
+        o.sample("lasso_access_compute_units_total", &labels, c.units.round());
+    }
 }

@@ -39,6 +39,11 @@ pub struct RequestHead {
     pub cache_bypass: bool,
     /// Value of `Authorization`, if sent (admin API).
     pub authorization: Option<String>,
+    /// Value of `X-Lasso-Key`, if sent (a client API key; never logged).
+    pub lasso_key: Option<String>,
+    /// Values of `Fly-Client-IP` and `X-Forwarded-For` (believed only from `access.trusted_proxies`).
+    pub fly_client_ip: Option<String>,
+    pub forwarded_for: Option<String>,
     /// Value of the dashboard's session cookie (`lasso_dash` in `Cookie`), if sent.
     pub dashboard_cookie: Option<String>,
     /// Value of `Origin`, if sent (CORS and WebSocket origin checks).
@@ -97,6 +102,9 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<RequestHead>, HeadError> {
     let mut include_meta = None;
     let mut cache_bypass = false;
     let mut authorization = None;
+    let mut lasso_key = None;
+    let mut fly_client_ip = None;
+    let mut forwarded_for: Option<String> = None;
     let mut dashboard_cookie = None;
     let mut origin = None;
     let mut traceparent = None;
@@ -137,6 +145,16 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<RequestHead>, HeadError> {
                 value.eq_ignore_ascii_case("bypass") || value.eq_ignore_ascii_case("no-cache");
         } else if h.name.eq_ignore_ascii_case("authorization") {
             authorization = Some(value.to_string());
+        } else if h.name.eq_ignore_ascii_case("x-lasso-key") {
+            lasso_key = Some(value.to_string());
+        } else if h.name.eq_ignore_ascii_case("fly-client-ip") {
+            fly_client_ip = Some(value.to_string());
+        } else if h.name.eq_ignore_ascii_case("x-forwarded-for") {
+            // Repeated headers form one list, in order.
+            forwarded_for = Some(match forwarded_for {
+                Some(prev) => format!("{prev}, {value}"),
+                None => value.to_string(),
+            });
         } else if h.name.eq_ignore_ascii_case("cookie") {
             if let Some(v) = value
                 .split(';')
@@ -179,6 +197,9 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<RequestHead>, HeadError> {
         include_meta,
         cache_bypass,
         authorization,
+        lasso_key,
+        fly_client_ip,
+        forwarded_for,
         dashboard_cookie,
         origin,
         traceparent,
