@@ -211,7 +211,8 @@ function renderFeed() {
     return h('tr', { class: `event ${o}` },
       h('td', { text: new Date(e.ts_ms).toLocaleTimeString() }),
       h('td', { class: 'source', text: `${e.source_node}${e.source_region ? `@${e.source_region}` : ''}` }),
-      h('td', { text: e.profile }), h('td', { text: e.chain }), h('td', { text: e.method }),
+      h('td', { text: e.profile }), h('td', { class: 'key', text: e.key_id ?? '-' }),
+      h('td', { text: e.chain }), h('td', { text: e.method }),
       h('td', { class: 'provider', text: e.provider ?? '-' }), h('td', { text: e.strategy }),
       h('td', { text: ms(e.latency_us) }), h('td', { text: String(e.retries) + (e.hedged ? ' +hedge' : '') }),
       h('td', { class: o === 'error' ? 'bad' : o === 'failover' ? 'warn' : 'ok', text: `${o} ${e.status}` }));

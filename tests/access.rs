@@ -142,6 +142,61 @@ fn a_valid_key_is_taken_from_each_place() {
     }
 }
 
+/// The next event of `stream` (events of other requests, none expected here, fail the test).
+fn next_event(stream: &mut support::sse::EventStream) -> serde_json::Value {
+    stream
+        .next_event(std::time::Duration::from_secs(5))
+        .expect("an event")
+}
+
+#[test]
+fn routing_events_carry_the_key_id_and_never_the_key() {
+    let (p1, p2) = (MockProvider::start("p1"), MockProvider::start("p2"));
+    let lasso = start(&p1, &p2);
+    let mut default = support::sse::EventStream::open(lasso.addr(), "default");
+    let mut open = support::sse::EventStream::open(lasso.addr(), "open");
+    // HTTP with a key in a header: the event names the key's id.
+    let r = post_with(
+        lasso.addr(),
+        "/rpc/ethereum",
+        &[("X-Lasso-Key", ALICE)],
+        CALL,
+    );
+    assert_eq!(r.status, 200, "{}", r.describe());
+    let e = next_event(&mut default);
+    assert_eq!(e["key_id"], "alice", "{e}");
+    assert!(!e.to_string().contains(ALICE), "{e}");
+    // WebSocket opened with a key in the query: each call's event names it.
+    let mut ws =
+        WsClient::connect(lasso.addr(), &format!("/ws/rpc/ethereum?key={BOB}")).expect("upgraded");
+    let reply = ws.call(1, "eth_blockNumber", serde_json::json!([]), &mut Vec::new());
+    assert!(reply.get("result").is_some(), "{reply}");
+    let e = next_event(&mut default);
+    assert_eq!(e["key_id"], "bob", "{e}");
+    // Without a key (a profile that needs none) the field is null; each stream sees only its profile's requests,
+    // so only the keys used on it.
+    let r = post_with(lasso.addr(), "/rpc/profile/open/ethereum", &[], CALL);
+    assert_eq!(r.status, 200, "{}", r.describe());
+    let e = next_event(&mut open);
+    assert!(e["key_id"].is_null(), "{e}");
+    assert_eq!(e["profile"], "open", "{e}");
+    let r = post_with(
+        lasso.addr(),
+        "/rpc/profile/open/ethereum",
+        &[("X-Lasso-Key", ALICE)],
+        CALL,
+    );
+    assert_eq!(r.status, 200, "{}", r.describe());
+    let e = next_event(&mut open);
+    assert_eq!(e["key_id"], "alice", "{e}");
+    assert!(
+        default
+            .next_event(std::time::Duration::from_millis(300))
+            .is_none(),
+        "the default profile's stream saw another profile's key"
+    );
+}
+
 #[test]
 fn a_keys_profile_chain_and_method_rules_answer_403() {
     let (p1, p2) = (MockProvider::start("p1"), MockProvider::start("p2"));

@@ -302,6 +302,7 @@ async fn rpc(worker: &Rc<Worker>, head: &RequestHead, body: &[u8]) -> (Response,
                 mode,
                 crate::rpc::pipeline::Transport::Http,
                 head.traceparent.as_deref(),
+                key.map(|k| k.id.as_str()),
             )
             .await
             .into_parts();

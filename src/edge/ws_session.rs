@@ -442,6 +442,7 @@ fn on_text(
             if let Some(reply) = subscription_call(&worker, &hub, target, &client, &text).await {
                 client.send_text(&reply);
             } else {
+                let used = key.and_then(|h| worker.config.access.keys.iter().find(|k| k.hash == h));
                 let resp = crate::rpc::pipeline::handle(
                     &worker,
                     target,
@@ -449,11 +450,10 @@ fn on_text(
                     MetaMode::Off,
                     Transport::WebSocket,
                     None,
+                    used.map(|k| k.id.as_str()),
                 )
                 .await;
-                if let Some(k) =
-                    key.and_then(|h| worker.config.access.keys.iter().find(|k| k.hash == h))
-                {
+                if let Some(k) = used {
                     let (p, c) = (target.profile, target.chain);
                     crate::access::gate::meter(&worker.config, k, p, c, &text, resp.body.len());
                 }

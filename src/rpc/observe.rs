@@ -35,6 +35,8 @@ pub(crate) struct Observed<'a> {
     pub sampled: bool,
     /// Someone subscribes to routing events.
     pub events: bool,
+    /// The id of the API key the request came with (never the key itself).
+    pub key_id: Option<&'a str>,
 }
 
 /// Observes one served request and returns the reply to send.
@@ -93,6 +95,7 @@ fn publish(request: &Observed<'_>, meta: &Meta, method: &str, status: u16) {
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64),
         profile: request.profile,
+        key_id: request.key_id,
         chain: &request.chain.name,
         method: RoutingEvent::client_text(method),
         provider: meta.provider.as_deref(),

@@ -33,6 +33,7 @@ pub async fn handle(
     meta_mode: MetaMode,
     transport: Transport,
     traceparent: Option<&str>,
+    key_id: Option<&str>,
 ) -> Reply {
     worker.stats.borrow_mut().client_requests += 1;
     // Tracing off: this one branch is all it costs.
@@ -50,6 +51,7 @@ pub async fn handle(
         meta_mode,
         sampled: worker.sample_log(),
         events: crate::telemetry::events::active(),
+        key_id,
     };
     // Routing metadata is collected when the client asks, for sampled logs, or for SSE subscribers (events).
     let mut meta = (meta_mode != MetaMode::Off || request.sampled || request.events)

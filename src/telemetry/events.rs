@@ -1,6 +1,6 @@
 //! Routing-decision events: a process-wide bus of per-subscriber bounded queues, read by the Server-Sent Events
 //! endpoint `GET /api/events/:profile` (`edge::sse`), bounded in bytes per subscriber and in subscribers. The proxy
-//! publishes one event per client request (profile, chain, method, provider
+//! publishes one event per client request (profile, API key id, chain, method, provider
 //! chosen, strategy, latency, retries, hedging, outcome, and this node's id and region) only while at least one
 //! subscriber exists: the check is one relaxed atomic load, and nothing is allocated when nobody listens. A
 //! subscriber names one profile and only ever receives that profile's events.
@@ -141,6 +141,9 @@ pub fn register(profile: &str) -> Option<Subscription> {
 pub struct RoutingEvent<'a> {
     pub ts_ms: u64,
     pub profile: &'a str,
+    /// The id of the API key used (`null` without a key): keys are per tenant, so a profile's stream only ever
+    /// shows the keys used on that profile.
+    pub key_id: Option<&'a str>,
     pub chain: &'a str,
     pub method: &'a str,
     pub provider: Option<&'a str>,
@@ -323,6 +326,7 @@ mod tests {
         RoutingEvent {
             ts_ms: 1,
             profile,
+            key_id: None,
             chain: "c",
             method,
             provider: Some("p"),
