@@ -187,6 +187,20 @@ pub fn meter(
     crate::access::usage::record(&key.id, chain, &weighted, body.len(), bytes_out);
 }
 
+/// With `access.redis_url`: charges the request `body` (each member of a batch) to `key`'s request rate shared by
+/// every node (`access::shared`; fail-open when Redis does not answer).
+pub async fn check_shared(config: &Config, key: &ApiKey, body: &[u8]) -> Result<(), RpcError> {
+    let access = &config.access;
+    let (Some(redis), Some(limit)) = (
+        access.redis.as_ref(),
+        key.limit.as_ref().or(access.per_key.as_ref()),
+    ) else {
+        return Ok(());
+    };
+    let requests = methods_of(body).len().max(1) as f64;
+    crate::access::shared::charge(redis, &key.id, limit.requests_per_s, requests).await
+}
+
 /// Whether any per-address limit is configured (the edge then looks up the client's address).
 pub fn limits_addresses(config: &Config) -> bool {
     config.access.per_ip.is_some()
@@ -305,6 +319,19 @@ mod tests {
         let env = |name: &str| (name == "RPC_K").then(|| "env-key-0123456789abcdef".to_string());
         crate::config::load_str(&text, std::path::Path::new("t.yml"), &env)
             .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn the_shared_limits_redis_url_is_parsed_and_its_password_kept_secret() {
+        let c = load("access: { redis_url: \"redis://:pw-0123456789@limits.internal:6380/2\" }")
+            .unwrap();
+        let redis = c.access.redis.as_ref().expect("redis settings");
+        assert_eq!(redis.addr, "limits.internal:6380");
+        assert_eq!(redis.db, 2);
+        assert!(c.secrets.iter().any(|s| s == "pw-0123456789"));
+        assert!(load("access: {}").unwrap().access.redis.is_none());
+        let e = load("access: { redis_url: \"http://x\" }").err().unwrap();
+        assert!(e.contains("access.redis_url"), "{e}");
     }
 
     #[test]

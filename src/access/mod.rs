@@ -9,7 +9,8 @@
 //! close themselves, while every other client keeps its connection.
 //!
 //! Over the keys: rate limits per key and per client address ([`limits`], weights in [`weights`]) and metering of
-//! compute units per key, chain and method ([`usage`]).
+//! compute units per key, chain and method ([`usage`]); with `access.redis_url`, a key's request rate is also held
+//! across every node through Redis ([`shared`], batches of tokens reserved ahead, fail-open).
 //!
 //! The edge calls [`gate::admit`] once per request, before the pipeline (HTTP) or the upgrade (WebSocket): a
 //! refused request never reaches a provider. This plane sits between config and edge and imports only error, wire,
@@ -19,5 +20,6 @@ pub mod contracts;
 pub mod gate;
 pub mod limits;
 pub mod live;
+pub mod shared;
 pub mod usage;
 pub mod weights;

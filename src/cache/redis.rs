@@ -157,6 +157,26 @@ impl Redis {
         }
     }
 
+    /// Adds `by` to the counter `key` and returns its new value (`None`: failed or skipped, counted); a counter
+    /// created by this call expires after `ttl`. Used by `access::shared` for rate limits shared across nodes.
+    pub async fn incr_window(&self, key: &[u8], by: i64, ttl: Duration) -> Option<i64> {
+        let by_text = by.to_string();
+        let reply = self
+            .command(&[b"INCRBY", key, by_text.as_bytes()], self.settings.timeout)
+            .await?;
+        let Reply::Int(total) = reply else {
+            self.fail();
+            return None;
+        };
+        if total == by {
+            let px = ttl.as_millis().max(1).to_string();
+            let _ = self
+                .command(&[b"PEXPIRE", key, px.as_bytes()], self.settings.timeout)
+                .await;
+        }
+        Some(total)
+    }
+
     /// Sends one command within `timeout` (connect included), unless the circuit is open or no connection is free.
     /// An error reply counts as a failure.
     async fn command(&self, args: &[&[u8]], timeout: Duration) -> Option<Reply> {

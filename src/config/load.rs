@@ -86,6 +86,7 @@ struct RawAccess {
     per_ip: Option<RawRateLimit>,
     trusted_proxies: Vec<String>,
     weights: HashMap<String, f64>,
+    redis_url: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -1144,6 +1145,19 @@ impl Builder<'_> {
 
     /// `access:`: keys hashed here (the key itself is kept only as a secret to redact, never in the settings).
     fn access(&mut self, raw: &RawAccess) -> Result<AccessSettings, ConfigError> {
+        let redis = match &raw.redis_url {
+            Some(url) => {
+                let url = self.expand("access.redis_url", url)?;
+                crate::config::cache::RawCache::default()
+                    .build(Some(&url))
+                    .map_err(|(_, reason)| self.err("access.redis_url", reason))?
+                    .redis
+            }
+            None => None,
+        };
+        if let Some(password) = redis.as_ref().and_then(|r| r.password.clone()) {
+            self.secrets.push(password);
+        }
         let require_key = match &raw.require_key {
             RawRequireKey::All(false) => RequireKey::None,
             RawRequireKey::All(true) => RequireKey::All,
@@ -1241,6 +1255,7 @@ impl Builder<'_> {
             per_ip: self.rate_limit("access.per_ip", raw.per_ip.as_ref())?,
             trusted_proxies,
             weights: raw.weights.clone(),
+            redis,
         })
     }
 

@@ -434,6 +434,9 @@ pub struct AccessSettings {
     pub trusted_proxies: Vec<std::net::IpAddr>,
     /// Compute-unit weights by method name, over the default table (`access::weights`).
     pub weights: HashMap<String, f64>,
+    /// Redis for rate limits shared by every node (`access.redis_url`, `access::shared`); timeouts, connections
+    /// and circuit as the cache's Redis defaults.
+    pub redis: Option<crate::config::cache::RedisSettings>,
 }
 
 impl AccessSettings {

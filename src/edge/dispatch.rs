@@ -290,6 +290,11 @@ async fn rpc(worker: &Rc<Worker>, head: &RequestHead, body: &[u8]) -> (Response,
                 Ok(key) => key,
                 Err(e) => return (crate::access::gate::refusal(e), None),
             };
+            if let Some(key) = key.filter(|_| config.access.redis.is_some()) {
+                if let Err(e) = crate::access::gate::check_shared(config, key, body).await {
+                    return (crate::access::gate::refusal(e), None);
+                }
+            }
             let target = target
                 .with_failover(query_flag(&head.query, "failover"))
                 .with_cache_bypass(head.cache_bypass);

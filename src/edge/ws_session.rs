@@ -439,10 +439,17 @@ fn on_text(
         }
         let _slot = Slot(in_flight);
         let work = Box::pin(async {
+            let used = key.and_then(|h| worker.config.access.keys.iter().find(|k| k.hash == h));
+            // With `access.redis_url`, the key's request rate shared by every node (fail-open).
+            if let Some(k) = used.filter(|_| worker.config.access.redis.is_some()) {
+                if let Err(e) = crate::access::gate::check_shared(&worker.config, k, &text).await {
+                    client.send_text(&e.to_response(id_of(&text).as_bytes()));
+                    return;
+                }
+            }
             if let Some(reply) = subscription_call(&worker, &hub, target, &client, &text).await {
                 client.send_text(&reply);
             } else {
-                let used = key.and_then(|h| worker.config.access.keys.iter().find(|k| k.hash == h));
                 let resp = crate::rpc::pipeline::handle(
                     &worker,
                     target,

@@ -511,6 +511,18 @@ pub async fn render(worker: &Rc<Worker>) -> Response {
 
 /// Metered usage per key id, chain and method (`access::usage`): only when some request carried a key.
 fn usage(o: &mut Out) {
+    if crate::access::shared::in_use() {
+        o.family(
+            "lasso_access_redis_fail_open_total",
+            "counter",
+            "Requests let through on the local limit share because Redis (access.redis_url) did not answer.",
+        );
+        o.sample(
+            "lasso_access_redis_fail_open_total",
+            &[],
+            crate::access::shared::fail_open_total(),
+        );
+    }
     let totals = crate::access::usage::totals();
     if totals.is_empty() {
         return;

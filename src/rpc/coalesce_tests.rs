@@ -38,6 +38,7 @@ async fn call_at(worker: &Rc<Worker>, path: &str, body: &str) -> (u16, Value, Du
         MetaMode::Off,
         Transport::Http,
         None,
+        None,
     )
     .await;
     let value = if reply.body.is_empty() {

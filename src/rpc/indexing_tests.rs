@@ -36,6 +36,7 @@ async fn call(worker: &Rc<Worker>, body: &str) -> Value {
         MetaMode::Off,
         Transport::Http,
         None,
+        None,
     )
     .await;
     serde_json::from_slice(&reply.body).unwrap()

@@ -33,6 +33,7 @@ async fn call_with(worker: &Rc<Worker>, body: &str, bypass: bool) -> Value {
         MetaMode::Off,
         Transport::Http,
         None,
+        None,
     )
     .await;
     serde_json::from_slice(&reply.body).unwrap()

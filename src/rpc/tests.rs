@@ -48,6 +48,7 @@ async fn call(worker: &Rc<Worker>, body: &str) -> (u16, Value) {
         MetaMode::Off,
         Transport::Http,
         None,
+        None,
     )
     .await;
     let value = if reply.body.is_empty() {
