@@ -146,6 +146,7 @@ fn pipeline(c: &mut Criterion) {
             MetaMode::Off,
             Transport::Http,
             None,
+            None,
         ));
         group.bench_function(name, |b| {
             b.iter_custom(|iters| {
@@ -158,6 +159,7 @@ fn pipeline(c: &mut Criterion) {
                             black_box(body),
                             MetaMode::Off,
                             Transport::Http,
+                            None,
                             None,
                         )
                         .await;

@@ -169,3 +169,32 @@ pub async fn charge(
         _ => Err(refused()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_worker_serves_from_its_reservation_and_stops_after_a_short_grant() {
+        let id = "unit-shared";
+        assert_eq!(take(id, 7, 1.0), None, "nothing reserved yet");
+        grant(id, 7, 2.0, 2.0);
+        assert_eq!(take(id, 7, 1.0), Some(true));
+        assert_eq!(take(id, 7, 1.0), Some(true));
+        assert_eq!(take(id, 7, 1.0), None, "spent: reserve again");
+        grant(id, 7, 1.0, 2.0);
+        assert_eq!(take(id, 7, 1.0), Some(true));
+        assert_eq!(
+            take(id, 7, 1.0),
+            Some(false),
+            "short grant: spent this second"
+        );
+        assert_eq!(take(id, 8, 1.0), None, "a new second starts afresh");
+        grant(id, 7, 5.0, 5.0);
+        assert_eq!(
+            take(id, 8, 1.0),
+            None,
+            "a late grant for an old second is dropped"
+        );
+    }
+}
