@@ -226,10 +226,11 @@ impl Load {
             let mut conn = Conn::connect(addr);
             let mut i = 0u64;
             while !flag.load(std::sync::atomic::Ordering::Relaxed) {
-                let path = if i % 4 == 3 {
-                    "/rpc/profile/beta/base"
-                } else {
-                    "/rpc/ethereum"
+                let path = match i % 4 {
+                    3 => "/rpc/profile/beta/base",
+                    // With an API key (in the query): the feed shows its id.
+                    1 => "/rpc/ethereum?key=dashboard-key-0000000000",
+                    _ => "/rpc/ethereum",
                 };
                 if conn.try_post(path, &body).is_err() {
                     conn = Conn::connect(addr);
@@ -304,7 +305,9 @@ fn dashboard_in_a_browser() {
             ],
         )
         .yaml();
-    let yaml = format!("{yaml}dashboard:\n  token: \"{TOKEN}\"\n");
+    let yaml = format!(
+        "{yaml}dashboard:\n  token: \"{TOKEN}\"\naccess:\n  keys:\n    - {{ id: dash-key, key: dashboard-key-0000000000 }}\n"
+    );
     // Two clustered nodes: the browser watches node A, whose feed also carries node B's decisions.
     let dir = tempfile::tempdir().unwrap();
     let seeds = dir.path().join("seeds");

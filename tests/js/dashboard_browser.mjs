@@ -60,6 +60,9 @@ try {
   await page.waitForFunction(() => [...document.querySelectorAll('#feed tbody tr.event td.source')]
     .some((td) => td.textContent === 'node-b@sjc'));
   check(true, "node-b's decisions show in node-a's feed as node-b@sjc");
+  await page.waitForFunction(() => [...document.querySelectorAll('#feed tbody tr.event td.key')]
+    .some((td) => td.textContent === 'dash-key'));
+  check(true, 'the feed shows the API key id of keyed requests');
   await page.waitForSelector('#lb-chart svg path');
   check(true, 'the leaderboard chart draws latency');
   await page.screenshot({ path: `${SHOTS}/overview.png`, fullPage: true });
