@@ -4,66 +4,16 @@
 
 mod support;
 
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use support::redis::RedisServer;
 use support::*;
 
 const KEY: &str = "shared-limit-key-0000000000";
 const CALL: &str = r#"{"jsonrpc":"2.0","id":1,"method":"eth_blockNumber","params":[]}"#;
 /// The key's limit, requests per second, held across both nodes.
 const LIMIT: u64 = 20;
-
-/// A `redis-server` on a free port of 127.0.0.1, without persistence; killed when dropped.
-struct RedisServer {
-    child: Option<Child>,
-    port: u16,
-}
-
-impl RedisServer {
-    fn start(password: Option<&str>) -> RedisServer {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let mut cmd = Command::new("redis-server");
-        cmd.args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        if let Some(p) = password {
-            cmd.args(["--requirepass", p]);
-        }
-        let child = cmd
-            .spawn()
-            .expect("redis-server not installed (apt-get install redis-server; .ci/run does)");
-        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-        eventually(Duration::from_secs(10), "redis-server listening", || {
-            TcpStream::connect(addr)
-                .map(|_| ())
-                .map_err(|e| e.to_string())
-        });
-        RedisServer {
-            child: Some(child),
-            port,
-        }
-    }
-
-    fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
 
 fn node(p: &MockProvider, redis_port: u16) -> Lasso {
     p.set_chain_id("0x1");

@@ -11,6 +11,7 @@ pub mod ganache;
 pub mod http;
 pub mod lasso;
 pub mod mock;
+pub mod redis;
 pub mod sse;
 pub mod ws;
 
