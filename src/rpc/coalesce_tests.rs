@@ -9,8 +9,7 @@ use std::time::{Duration, Instant};
 use futures_util::future::join_all;
 use serde_json::Value;
 
-use crate::rpc::meta::MetaMode;
-use crate::rpc::pipeline::{Transport, handle};
+use crate::rpc::test_client::{send, target};
 use crate::shard::state::Worker;
 use crate::shard::testing::{Answer, Batches, Scripted, on_both_drivers, shard};
 
@@ -30,23 +29,8 @@ fn config(providers: &[&Scripted], extra: &str) -> String {
 
 async fn call_at(worker: &Rc<Worker>, path: &str, body: &str) -> (u16, Value, Duration) {
     let started = Instant::now();
-    let target = crate::rpc::target::resolve(&worker.config, path, "/rpc").unwrap();
-    let reply = handle(
-        worker,
-        target,
-        body.as_bytes(),
-        MetaMode::Off,
-        Transport::Http,
-        None,
-        None,
-    )
-    .await;
-    let value = if reply.body.is_empty() {
-        Value::Null
-    } else {
-        serde_json::from_slice(&reply.body).unwrap()
-    };
-    (reply.status, value, started.elapsed())
+    let (status, value) = send(worker, target(worker, path), body).await;
+    (status, value, started.elapsed())
 }
 
 fn get(method: &str, id: u64) -> String {

@@ -7,8 +7,7 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
-use crate::rpc::meta::MetaMode;
-use crate::rpc::pipeline::{Transport, handle};
+use crate::rpc::test_client::{send, target};
 use crate::shard::state::Worker;
 use crate::shard::testing::{Answer, Scripted, on_both_drivers, shard};
 use crate::shard::testing_chain::{Chain, Node};
@@ -28,18 +27,7 @@ fn config(strategy: &str, urls: &[&str], chain_extra: &str) -> String {
 }
 
 async fn call(worker: &Rc<Worker>, body: &str) -> Value {
-    let target = crate::rpc::target::resolve(&worker.config, "/rpc/ethereum", "/rpc").unwrap();
-    let reply = handle(
-        worker,
-        target,
-        body.as_bytes(),
-        MetaMode::Off,
-        Transport::Http,
-        None,
-        None,
-    )
-    .await;
-    serde_json::from_slice(&reply.body).unwrap()
+    send(worker, target(worker, "/rpc/ethereum"), body).await.1
 }
 
 fn get_logs(from: &str, to: &str) -> String {

@@ -25,6 +25,8 @@ pub mod target;
 #[cfg(test)]
 mod coalesce_tests;
 #[cfg(test)]
+mod test_client;
+#[cfg(test)]
 mod tests;
 #[cfg(test)]
 mod indexing_tests;

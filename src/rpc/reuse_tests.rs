@@ -9,8 +9,7 @@ use futures_util::future::join;
 use serde_json::Value;
 
 use crate::cache::finality::FinalityUpdate;
-use crate::rpc::meta::MetaMode;
-use crate::rpc::pipeline::{Transport, handle};
+use crate::rpc::test_client::{send, target};
 use crate::shard::state::Worker;
 use crate::shard::testing::{Answer, Scripted, on_both_drivers, shard, until};
 
@@ -23,20 +22,8 @@ fn config(p: &Scripted, cache: &str, chain_extra: &str) -> String {
 }
 
 async fn call_with(worker: &Rc<Worker>, body: &str, bypass: bool) -> Value {
-    let target = crate::rpc::target::resolve(&worker.config, "/rpc/ethereum", "/rpc")
-        .unwrap()
-        .with_cache_bypass(bypass);
-    let reply = handle(
-        worker,
-        target,
-        body.as_bytes(),
-        MetaMode::Off,
-        Transport::Http,
-        None,
-        None,
-    )
-    .await;
-    serde_json::from_slice(&reply.body).unwrap()
+    let target = target(worker, "/rpc/ethereum").with_cache_bypass(bypass);
+    send(worker, target, body).await.1
 }
 
 async fn call(worker: &Rc<Worker>, body: &str) -> Value {

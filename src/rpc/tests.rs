@@ -9,8 +9,7 @@ use futures_util::future::join_all;
 use serde_json::Value;
 
 use crate::routing::breaker::BreakerState;
-use crate::rpc::meta::MetaMode;
-use crate::rpc::pipeline::{Transport, handle};
+use crate::rpc::test_client::{send, target};
 use crate::shard::state::Worker;
 use crate::shard::testing::{Answer, Scripted, on_both_drivers, shard};
 
@@ -40,23 +39,7 @@ const QUIET: &str =
     "upstream: { coalesce: false }\nrouting: { probe_share: 0.0, hedge: { enabled: false } }";
 
 async fn call(worker: &Rc<Worker>, body: &str) -> (u16, Value) {
-    let target = crate::rpc::target::resolve(&worker.config, "/rpc/ethereum", "/rpc").unwrap();
-    let reply = handle(
-        worker,
-        target,
-        body.as_bytes(),
-        MetaMode::Off,
-        Transport::Http,
-        None,
-        None,
-    )
-    .await;
-    let value = if reply.body.is_empty() {
-        Value::Null
-    } else {
-        serde_json::from_slice(&reply.body).unwrap()
-    };
-    (reply.status, value)
+    send(worker, target(worker, "/rpc/ethereum"), body).await
 }
 
 fn breaker(worker: &Worker, pid: usize) -> BreakerState {
