@@ -10,14 +10,19 @@
 #   loadtest/scripts/per_request_cost.sh LABEL path/to/lasso [callgrind requests, default 1500] [native requests, 20000]
 #
 # Writes $OUT_DIR/LABEL/ (default /tmp/lasso-cost) with summary.txt. Ports: $MOCK_PORT (47545), $LASSO_PORT (47645).
+# Variants (compare two labels of the same binary, e.g. a feature on and off):
+#   EXTRA_YML=file   YAML appended to the generated config (top-level sections such as access:, telemetry:)
+#   URL_QUERY=text   appended to the load's URL (e.g. "?key=..." for a keyed profile)
+#   SIDE_CMD=cmd     started in the background before each measurement and stopped after it (e.g. a client of
+#                    the event stream: curl -sN http://127.0.0.1:$LASSO_PORT/api/events/default); runs on CPU 1
 set -u
 LABEL=$1; BIN=$(realpath "$2"); NCG=${3:-1500}; NNAT=${4:-20000}
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 T=${LOADTEST_BIN_DIR:-$ROOT/target/release}
 MOCK_PORT=${MOCK_PORT:-47545}; LASSO_PORT=${LASSO_PORT:-47645}
 OUT=${OUT_DIR:-/tmp/lasso-cost}/$LABEL; rm -rf "$OUT"; mkdir -p "$OUT"
-PIDS=""
-cleanup() { for p in $PIDS; do kill "$p" 2>/dev/null; done; sleep 0.5; for p in $PIDS; do kill -9 "$p" 2>/dev/null; done; }
+PIDS=""; SIDE=""
+cleanup() { side_stop; for p in $PIDS; do kill "$p" 2>/dev/null; done; sleep 0.5; for p in $PIDS; do kill -9 "$p" 2>/dev/null; done; }
 trap cleanup EXIT
 waitport() { for _ in $(seq 1 600); do (echo > /dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.2; done; return 1; }
 cat > "$OUT/lasso.yml" <<YML
@@ -31,10 +36,13 @@ chains:
     providers:
       - { id: mock0, url: "http://127.0.0.1:$MOCK_PORT/", ws_url: "ws://127.0.0.1:$MOCK_PORT/", priority: 1 }
 YML
+[ -n "${EXTRA_YML:-}" ] && cat "$EXTRA_YML" >> "$OUT/lasso.yml"
 taskset -c 1 "$T/lasso-mockprovider" --port "$MOCK_PORT" --workers 1 --cpus 1 --block-time-ms 1000 --exit-after 1800 > "$OUT/mock.log" 2>&1 &
 MP=$!; PIDS="$PIDS $MP"
 waitport "$MOCK_PORT" && sleep 0.3 && kill -0 $MP || { echo "mock provider did not start (port $MOCK_PORT)"; exit 1; }
-LG="taskset -c 1 $T/lasso-loadgen --url http://127.0.0.1:$LASSO_PORT/rpc/bench --mix reads --cpus 1 --duration 1800 --quiet"
+LG="taskset -c 1 $T/lasso-loadgen --url http://127.0.0.1:$LASSO_PORT/rpc/bench${URL_QUERY:-} --head-url http://127.0.0.1:$MOCK_PORT/ --mix reads --cpus 1 --duration 1800 --quiet"
+side_start() { [ -n "${SIDE_CMD:-}" ] || return 0; LASSO_PORT=$LASSO_PORT taskset -c 1 bash -c "$SIDE_CMD" > /dev/null 2>&1 & SIDE=$!; PIDS="$PIDS $SIDE"; }
+side_stop() { [ -n "$SIDE" ] && { pkill -P "$SIDE" 2>/dev/null; kill "$SIDE" 2>/dev/null; wait "$SIDE" 2>/dev/null; SIDE=""; }; return 0; }
 worker_tid() { for t in /proc/"$1"/task/*; do [ "$(cat "$t/comm")" = lasso-worker-0 ] && basename "$t"; done; }
 
 # 1. callgrind: 8 connections (under valgrind a request takes milliseconds; more would time out upstream)
@@ -42,10 +50,12 @@ taskset -c 0 valgrind --tool=callgrind --separate-threads=yes --dump-instr=no --
   "$BIN" --config "$OUT/lasso.yml" > "$OUT/lasso-callgrind.log" 2>&1 &
 VP=$!; PIDS="$PIDS $VP"
 waitport "$LASSO_PORT" && kill -0 $VP || { echo "lasso did not start under valgrind (port $LASSO_PORT)"; exit 1; }
+side_start
 $LG --concurrency 8 --max-requests 500 > /dev/null 2>&1
 callgrind_control -z $VP > /dev/null 2>&1
 $LG --concurrency 8 --max-requests "$NCG" > "$OUT/loadgen-callgrind.txt" 2>&1
 callgrind_control -d $VP > /dev/null 2>&1
+side_stop
 sleep 1; kill -9 $VP; wait $VP 2>/dev/null
 for F in "$OUT"/cg.out.1-*; do
   IR=$(awk '/^summary:|^totals:/ {print $2; exit}' "$F"); IR=${IR:-0}
@@ -59,6 +69,7 @@ grep -h "requests" "$OUT/loadgen-callgrind.txt" | head -1 | tee -a "$OUT/summary
 taskset -c 0 "$BIN" --config "$OUT/lasso.yml" > "$OUT/lasso.log" 2>&1 &
 LP=$!; PIDS="$PIDS $LP"
 waitport "$LASSO_PORT" && sleep 0.5 && kill -0 $LP || { echo "lasso did not start"; exit 1; }
+side_start
 $LG --concurrency 64 --max-requests 3000 > /dev/null 2>&1
 WT=$(worker_tid $LP)
 st() { awk '{print $14, $15}' /proc/$LP/task/"$WT"/stat; }
