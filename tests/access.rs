@@ -792,3 +792,64 @@ fn a_client_on_one_core_gets_its_whole_budget_after_rebalancing() {
         "never more than the budget: {served} in 2.5 s"
     );
 }
+
+#[test]
+fn a_key_limited_to_50_per_second_gets_429_past_it_and_recovers() {
+    let p1 = MockProvider::start("p1");
+    p1.set_chain_id("0x1");
+    let yaml = format!(
+        "{}\naccess:\n  keys:\n    - {{ id: fifty, key: \"{LIM1}\", limit: {{ requests_per_s: 50, burst_s: 1 }} }}\n",
+        single_chain(&[&p1]).yaml()
+    );
+    let lasso = Lasso::builder(&yaml).workers(1).start();
+    let mut c = Conn::connect(lasso.addr());
+    let mut send = || {
+        c.send(&request_bytes(
+            "POST",
+            "/rpc/ethereum",
+            &[("Content-Type", "application/json"), ("X-Lasso-Key", LIM1)],
+            CALL.as_bytes(),
+        ));
+        c.read_response()
+    };
+    // As fast as one connection goes, for at least 2 s and 20 refusals: the burst (50) and then 50 per second pass,
+    // the rest get 429.
+    let (start, mut served, mut refused) = (std::time::Instant::now(), 0u64, 0u64);
+    let before = p1.received();
+    while start.elapsed() < std::time::Duration::from_secs(2) || refused < 20 {
+        assert!(
+            start.elapsed() < 30 * SEC,
+            "no 20 refusals in 30 s: {served} served"
+        );
+        let r = send();
+        match r.status {
+            200 => served += 1,
+            429 => {
+                assert_limited(&r);
+                refused += 1;
+            }
+            _ => panic!("{}", r.describe()),
+        }
+    }
+    let secs = start.elapsed().as_secs_f64();
+    let most = 50.0 + 50.0 * secs + 2.0;
+    assert!(
+        served as f64 <= most,
+        "never more than the burst and 50/s: {served} served in {secs:.2} s (at most {most:.0})"
+    );
+    let least = 50.0 + 25.0 * secs;
+    assert!(
+        served as f64 >= least,
+        "the burst and the refill are served: {served} in {secs:.2} s, {refused} refused (at least {least:.0})"
+    );
+    assert_eq!(
+        p1.received() - before,
+        served as usize,
+        "only the served requests reach the provider"
+    );
+    // After the window the key is served again.
+    eventually(3 * SEC, "the key recovers", || {
+        let r = send();
+        (r.status == 200).then_some(()).ok_or(r.describe())
+    });
+}
