@@ -142,7 +142,7 @@ fn pipeline(c: &mut Criterion) {
         rt.block_on(handle(
             &w,
             target,
-            body,
+            body.into(),
             MetaMode::Off,
             Transport::Http,
             None,
@@ -156,7 +156,7 @@ fn pipeline(c: &mut Criterion) {
                         let reply = handle(
                             &w,
                             target,
-                            black_box(body),
+                            black_box(body).into(),
                             MetaMode::Off,
                             Transport::Http,
                             None,

@@ -2,7 +2,11 @@
 //! configured hashes in constant time, then apply the key's profile, chain, origin and method restrictions.
 
 use std::borrow::Cow;
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::hash::{BuildHasher as _, RandomState};
 
+use crate::config::defaults::ACCESS_KNOWN_KEYS_PER_CORE;
 use crate::config::schema::{AccessSettings, ApiKey, Config, Profile, hash_key};
 use crate::error::RpcError;
 use crate::wire::http::request::RequestHead;
@@ -58,10 +62,54 @@ fn percent_decode(text: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// Presented keys this core already found valid: their SHA-256, looked up by a 128-bit tag (two SipHash under this
+/// thread's random keys), so a client's every request does not hash its key again. It holds tags and the hashes the
+/// configuration holds anyway, never a key; a tag found here still goes through the constant-time comparison with
+/// the configured hashes (a revoked key is refused at once). Bounded: cleared when [`ACCESS_KNOWN_KEYS_PER_CORE`]
+/// are held.
+struct KnownKeys {
+    tag_keys: (RandomState, RandomState),
+    hashes: HashMap<u128, [u8; 32]>,
+}
+
+thread_local! {
+    static KNOWN_KEYS: RefCell<KnownKeys> = RefCell::new(KnownKeys {
+        tag_keys: (RandomState::new(), RandomState::new()),
+        hashes: HashMap::new(),
+    });
+}
+
+impl KnownKeys {
+    fn tag(&self, presented: &str) -> u128 {
+        let (a, b) = &self.tag_keys;
+        (u128::from(a.hash_one(presented)) << 64) | u128::from(b.hash_one(presented))
+    }
+}
+
 /// The configured key whose hash equals the presented key's: every stored hash is compared in full, whatever matches
 /// first, so the time taken does not depend on which key (or how much of a hash) matched.
 pub fn find_key<'a>(access: &'a AccessSettings, presented: &str) -> Option<&'a ApiKey> {
-    let hash = hash_key(presented);
+    let (tag, known) = KNOWN_KEYS.with(|k| {
+        let k = k.borrow();
+        let tag = k.tag(presented);
+        (tag, k.hashes.get(&tag).copied())
+    });
+    let hash = known.unwrap_or_else(|| hash_key(presented));
+    let found = matching_key(access, &hash);
+    if found.is_some() && known.is_none() {
+        KNOWN_KEYS.with(|k| {
+            let mut k = k.borrow_mut();
+            if k.hashes.len() >= ACCESS_KNOWN_KEYS_PER_CORE {
+                k.hashes.clear();
+            }
+            k.hashes.insert(tag, hash);
+        });
+    }
+    found
+}
+
+/// The configured key with SHA-256 `hash`, every stored hash compared in full.
+fn matching_key<'a>(access: &'a AccessSettings, hash: &[u8; 32]) -> Option<&'a ApiKey> {
     let mut found = None;
     for key in &access.keys {
         let diff = key
@@ -84,7 +132,7 @@ fn method_allowed(key: &ApiKey, method: &str) -> bool {
 
 /// Admits a request to `profile`'s chain `chain` (an index into `profile.chains`; `None` for a profile-level check).
 /// `body` is the JSON-RPC body of an HTTP request (its methods are checked against the key's method rules; a body
-/// that does not parse is left to the pipeline to refuse). Returns the key's id when a key was presented and valid;
+/// that does not parse is left to the pipeline to refuse). Returns the key when one was presented and valid;
 /// `Ok(None)` when the profile needs no key and none was sent.
 pub fn admit<'a>(
     access: &'a AccessSettings,
@@ -92,7 +140,7 @@ pub fn admit<'a>(
     chain: Option<usize>,
     head: &RequestHead,
     body: Option<&[u8]>,
-) -> Result<Option<&'a str>, RpcError> {
+) -> Result<Option<&'a ApiKey>, RpcError> {
     let required = access.requires_key(&profile.name);
     let key = match presented_key(head) {
         None if !required => return Ok(None),
@@ -127,14 +175,16 @@ pub fn admit<'a>(
     if let Some(body) = body {
         body_rules(key, body)?;
     }
-    Ok(Some(&key.id))
+    Ok(Some(key))
 }
 
 /// The edge's one call, before the pipeline or the upgrade: [`admit`] for the chain `chain` of profile `profile`
 /// (indexes of the resolved target), then the rate limits of the key and of the client address `ip` (HTTP only:
-/// `body` is the request; each member of a batch counts), so a refused request never reaches a provider. `workers`
-/// is the number of workers sharing each budget. Returns the hash of the key used, if any (a WebSocket session keeps
-/// it to learn of its revocation) and the HTTP answer is metered with it).
+/// `body` is the request and `methods` its calls' methods, parsed once by the edge; each member of a batch counts),
+/// so a refused request never reaches a provider. `workers` is the number of workers sharing each budget. Returns
+/// the key used, if any (a WebSocket session keeps its hash to learn of its revocation; the HTTP answer is metered
+/// with it).
+#[allow(clippy::too_many_arguments)]
 pub fn check<'a>(
     config: &'a Config,
     workers: usize,
@@ -143,24 +193,30 @@ pub fn check<'a>(
     head: &RequestHead,
     ip: Option<std::net::IpAddr>,
     body: Option<&[u8]>,
+    methods: &[Cow<'_, str>],
 ) -> Result<Option<&'a ApiKey>, RpcError> {
     let access = &config.access;
-    let id = admit(access, &config.profiles[profile], Some(chain), head, body)?;
-    let key = id.and_then(|id| access.keys.iter().find(|k| k.id == id));
+    let key = admit(access, &config.profiles[profile], Some(chain), head, body)?;
     let limited = access.per_ip.is_some() && ip.is_some()
         || key.is_some_and(|k| k.limit.is_some() || access.per_key.is_some());
-    if let (true, Some(body)) = (limited, body) {
-        let methods: Vec<std::borrow::Cow<'_, str>> = match parse_request(body) {
-            Ok(RequestBody::Single(call)) => vec![call.method],
-            Ok(RequestBody::Batch(calls)) => {
-                calls.into_iter().flatten().map(|c| c.method).collect()
-            }
-            Err(_) => Vec::new(),
-        };
-        let names: Vec<&str> = methods.iter().map(|m| m.as_ref()).collect();
-        crate::access::limits::charge(access, workers, id, ip, &names)?;
+    if limited && body.is_some() {
+        crate::access::limits::charge(access, workers, key, ip, methods)?;
     }
     Ok(key)
+}
+
+/// Whether the edge must know a request's methods before the pipeline (access configured: limits or metering).
+pub fn wants_methods(config: &Config) -> bool {
+    !config.access.keys.is_empty() || config.access.per_ip.is_some()
+}
+
+/// The method names of a parsed body (each member of a batch; none when it does not parse).
+pub fn methods_in<'a>(parsed: &Result<RequestBody<'a>, RpcError>) -> Vec<Cow<'a, str>> {
+    match parsed {
+        Ok(RequestBody::Single(call)) => vec![call.method.clone()],
+        Ok(RequestBody::Batch(calls)) => calls.iter().flatten().map(|c| c.method.clone()).collect(),
+        Err(_) => Vec::new(),
+    }
 }
 
 /// Meters an answered request of `key` (`access::usage`): each call's share of the bytes in and out, times its
@@ -168,23 +224,14 @@ pub fn check<'a>(
 pub fn meter(
     config: &Config,
     key: &ApiKey,
-    profile: usize,
-    chain: usize,
-    body: &[u8],
+    (profile, chain): (usize, usize),
+    methods: &[Cow<'_, str>],
+    bytes_in: usize,
     bytes_out: usize,
 ) {
     let weights = &config.access.weights;
-    let methods: Vec<std::borrow::Cow<'_, str>> = match parse_request(body) {
-        Ok(RequestBody::Single(call)) => vec![call.method],
-        Ok(RequestBody::Batch(calls)) => calls.into_iter().flatten().map(|c| c.method).collect(),
-        Err(_) => return,
-    };
-    let weighted: Vec<(&str, f64)> = methods
-        .iter()
-        .map(|m| (m.as_ref(), crate::access::weights::weight(m, weights)))
-        .collect();
     let chain = &config.profiles[profile].chains[chain].name;
-    crate::access::usage::record(&key.id, chain, &weighted, body.len(), bytes_out);
+    crate::access::usage::record(&key.id, chain, methods, weights, bytes_in, bytes_out);
 }
 
 /// With `access.redis_url`: charges the request `body` (each member of a batch) to `key`'s request rate shared by
@@ -246,7 +293,7 @@ fn body_rules(key: &ApiKey, body: &[u8]) -> Result<(), RpcError> {
 }
 
 /// The method names of a body (each member of a batch); empty when it does not parse.
-fn methods_of(body: &[u8]) -> Vec<std::borrow::Cow<'_, str>> {
+pub fn methods_of(body: &[u8]) -> Vec<std::borrow::Cow<'_, str>> {
     match parse_request(body) {
         Ok(RequestBody::Single(call)) => vec![call.method],
         Ok(RequestBody::Batch(calls)) => calls.into_iter().flatten().map(|c| c.method).collect(),
@@ -270,9 +317,7 @@ pub fn check_message<'a>(
         .ok_or(RpcError::KeyRequired)?;
     body_rules(key, text)?;
     if key.limit.is_some() || access.per_key.is_some() {
-        let methods = methods_of(text);
-        let names: Vec<&str> = methods.iter().map(|m| m.as_ref()).collect();
-        crate::access::limits::charge(access, workers, Some(&key.id), None, &names)?;
+        crate::access::limits::charge(access, workers, Some(key), None, &methods_of(text))?;
     }
     Ok(key)
 }

@@ -14,6 +14,7 @@
 //! Tables are bounded: past `ACCESS_MAX_TRACKED_CLIENTS` entries, full buckets are forgotten first (a full bucket is
 //! what a new one starts as).
 
+use std::borrow::Cow;
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -22,7 +23,7 @@ use std::thread::ThreadId;
 use std::time::{Duration, Instant};
 
 use crate::config::defaults::{ACCESS_MAX_TRACKED_CLIENTS, ACCESS_MIN_SHARE, ACCESS_REBALANCE_MS};
-use crate::config::schema::{AccessSettings, RateLimit};
+use crate::config::schema::{AccessSettings, ApiKey, RateLimit};
 use crate::error::RpcError;
 
 #[derive(Debug, Clone, Copy)]
@@ -78,8 +79,32 @@ enum Who {
     Ip(IpAddr),
 }
 
+/// A client as a request names it (no allocation): the key id borrowed from the configuration.
+#[derive(Debug, Clone, Copy)]
+enum WhoRef<'a> {
+    Key(&'a str),
+    Ip(IpAddr),
+}
+
+impl WhoRef<'_> {
+    fn owned(self) -> Who {
+        match self {
+            WhoRef::Key(id) => Who::Key(id.to_string()),
+            WhoRef::Ip(ip) => Who::Ip(ip),
+        }
+    }
+}
+
+/// This core's buckets: keys by id and addresses, each table bounded by `ACCESS_MAX_TRACKED_CLIENTS`; a request
+/// finds its client's buckets without allocating.
+#[derive(Default)]
+struct Tables {
+    keys: HashMap<String, Buckets>,
+    ips: HashMap<IpAddr, Buckets>,
+}
+
 thread_local! {
-    static TABLE: RefCell<HashMap<Who, Buckets>> = RefCell::new(HashMap::new());
+    static TABLE: RefCell<Tables> = RefCell::new(Tables::default());
 }
 
 /// Refills `b` at `rate` per second up to `cap`.
@@ -96,75 +121,121 @@ fn wait_ms(b: &Bucket, rate: f64, cap: f64, cost: f64) -> Option<u64> {
         .then(|| (((need - b.tokens) / rate) * 1000.0).ceil().max(1.0) as u64)
 }
 
+/// Charges `requests` and `units` to `who`'s buckets on this core at `now`; `Err(wait_ms)` when either is short.
 fn charge_one(
-    who: Who,
+    who: WhoRef<'_>,
     limit: &RateLimit,
     workers: usize,
-    requests: f64,
-    units: f64,
+    (requests, units): (f64, f64),
+    now: Instant,
 ) -> Result<(), u64> {
-    let equal = 1.0 / workers.max(1) as f64;
-    let now = Instant::now();
-    let caps = |share: f64| {
-        let (rr, ur) = (
-            limit.requests_per_s * share,
-            limit.compute_units_per_s * share,
-        );
-        (
-            rr,
-            ur,
-            (rr * limit.burst_s).max(1.0),
-            (ur * limit.burst_s).max(1.0),
-        )
-    };
     TABLE.with(|t| {
         let mut t = t.borrow_mut();
-        if t.len() >= ACCESS_MAX_TRACKED_CLIENTS && !t.contains_key(&who) {
-            t.retain(|_, b| {
-                let (_, _, rcap, ucap) = caps(b.share);
-                b.requests.tokens < rcap && b.units.tokens < ucap
-            });
-            if t.len() >= ACCESS_MAX_TRACKED_CLIENTS {
-                t.clear();
+        match who {
+            WhoRef::Key(id) => {
+                let b = match t.keys.get_mut(id) {
+                    Some(b) => b,
+                    None => {
+                        make_room(&mut t.keys, limit, workers);
+                        t.keys
+                            .entry(id.to_string())
+                            .or_insert(fresh(limit, workers, now))
+                    }
+                };
+                take(b, who, limit, workers, (requests, units), now)
+            }
+            WhoRef::Ip(ip) => {
+                let b = match t.ips.get_mut(&ip) {
+                    Some(b) => b,
+                    None => {
+                        make_room(&mut t.ips, limit, workers);
+                        t.ips.entry(ip).or_insert(fresh(limit, workers, now))
+                    }
+                };
+                take(b, who, limit, workers, (requests, units), now)
             }
         }
-        let (_, _, rcap0, ucap0) = caps(equal);
-        let b = t.entry(who.clone()).or_insert(Buckets {
-            requests: Bucket {
-                tokens: rcap0,
-                last: now,
-            },
-            units: Bucket {
-                tokens: ucap0,
-                last: now,
-            },
-            share: equal,
-            demand: 0.0,
-            period: now,
-        });
-        b.demand += requests;
-        if now.duration_since(b.period) >= Duration::from_millis(ACCESS_REBALANCE_MS) {
-            b.share = rebalance(&who, b.demand, workers, now);
-            b.demand = 0.0;
-            b.period = now;
-        }
-        let (rr, ur, rcap, ucap) = caps(b.share);
-        refill(&mut b.requests, now, rr, rcap);
-        refill(&mut b.units, now, ur, ucap);
-        // Both checked before either is taken: a refused request costs nothing.
-        let r = wait_ms(&b.requests, rr, rcap, requests);
-        let u = wait_ms(&b.units, ur, ucap, units);
-        if r.is_some() || u.is_some() {
-            return Err(r.unwrap_or(0).max(u.unwrap_or(0)));
-        }
-        if rr > 0.0 {
-            b.requests.tokens -= requests;
-        }
-        if ur > 0.0 {
-            b.units.tokens -= units;
-        }
-        Ok(())
     })
+}
+
+/// Rates and caps (requests/s, units/s, request cap, unit cap) of `limit` for a core holding `share` of it.
+fn caps(limit: &RateLimit, share: f64) -> (f64, f64, f64, f64) {
+    let (rr, ur) = (
+        limit.requests_per_s * share,
+        limit.compute_units_per_s * share,
+    );
+    (
+        rr,
+        ur,
+        (rr * limit.burst_s).max(1.0),
+        (ur * limit.burst_s).max(1.0),
+    )
+}
+
+/// A new client's buckets on this core: full, with an equal share.
+fn fresh(limit: &RateLimit, workers: usize, now: Instant) -> Buckets {
+    let equal = 1.0 / workers.max(1) as f64;
+    let (_, _, rcap, ucap) = caps(limit, equal);
+    Buckets {
+        requests: Bucket {
+            tokens: rcap,
+            last: now,
+        },
+        units: Bucket {
+            tokens: ucap,
+            last: now,
+        },
+        share: equal,
+        demand: 0.0,
+        period: now,
+    }
+}
+
+/// Before adding a client to a full table: forget the full buckets (what a new one starts as), else everything.
+fn make_room<K>(table: &mut HashMap<K, Buckets>, limit: &RateLimit, _workers: usize) {
+    if table.len() < ACCESS_MAX_TRACKED_CLIENTS {
+        return;
+    }
+    table.retain(|_, b| {
+        let (_, _, rcap, ucap) = caps(limit, b.share);
+        b.requests.tokens < rcap && b.units.tokens < ucap
+    });
+    if table.len() >= ACCESS_MAX_TRACKED_CLIENTS {
+        table.clear();
+    }
+}
+
+/// Rebalances `b` when its period is over, refills it, and takes the cost when both buckets hold it.
+fn take(
+    b: &mut Buckets,
+    who: WhoRef<'_>,
+    limit: &RateLimit,
+    workers: usize,
+    (requests, units): (f64, f64),
+    now: Instant,
+) -> Result<(), u64> {
+    b.demand += requests;
+    if now.duration_since(b.period) >= Duration::from_millis(ACCESS_REBALANCE_MS) {
+        b.share = rebalance(&who.owned(), b.demand, workers, now);
+        b.demand = 0.0;
+        b.period = now;
+    }
+    let (rr, ur, rcap, ucap) = caps(limit, b.share);
+    refill(&mut b.requests, now, rr, rcap);
+    refill(&mut b.units, now, ur, ucap);
+    // Both checked before either is taken: a refused request costs nothing.
+    let r = wait_ms(&b.requests, rr, rcap, requests);
+    let u = wait_ms(&b.units, ur, ucap, units);
+    if r.is_some() || u.is_some() {
+        return Err(r.unwrap_or(0).max(u.unwrap_or(0)));
+    }
+    if rr > 0.0 {
+        b.requests.tokens -= requests;
+    }
+    if ur > 0.0 {
+        b.units.tokens -= units;
+    }
+    Ok(())
 }
 
 /// The client address a request counts against: the peer itself, or, when the peer is one of
@@ -194,9 +265,9 @@ pub fn client_ip(
 pub fn charge(
     access: &AccessSettings,
     workers: usize,
-    key_id: Option<&str>,
+    key: Option<&ApiKey>,
     ip: Option<IpAddr>,
-    methods: &[&str],
+    methods: &[Cow<'_, str>],
 ) -> Result<(), RpcError> {
     let requests = methods.len().max(1) as f64;
     let units: f64 = methods
@@ -204,20 +275,15 @@ pub fn charge(
         .map(|m| crate::access::weights::weight(m, &access.weights))
         .sum::<f64>()
         .max(1.0);
-    if let Some(id) = key_id {
-        let limit = access
-            .keys
-            .iter()
-            .find(|k| k.id == id)
-            .and_then(|k| k.limit.as_ref())
-            .or(access.per_key.as_ref());
-        if let Some(limit) = limit {
-            charge_one(Who::Key(id.to_string()), limit, workers, requests, units)
+    let now = Instant::now();
+    if let Some(key) = key {
+        if let Some(limit) = key.limit.as_ref().or(access.per_key.as_ref()) {
+            charge_one(WhoRef::Key(&key.id), limit, workers, (requests, units), now)
                 .map_err(|ms| RpcError::RateLimited { retry_after_ms: ms })?;
         }
     }
     if let (Some(ip), Some(limit)) = (ip, access.per_ip.as_ref()) {
-        charge_one(Who::Ip(ip), limit, workers, requests, units)
+        charge_one(WhoRef::Ip(ip), limit, workers, (requests, units), now)
             .map_err(|ms| RpcError::RateLimited { retry_after_ms: ms })?;
     }
     Ok(())

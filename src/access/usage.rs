@@ -41,8 +41,12 @@ struct Global {
 
 static GLOBAL: Mutex<Option<Global>> = Mutex::new(None);
 
+/// This worker's counts by key id, then chain, then method: looked up by `&str` level by level, so a request
+/// allocates nothing once its (key, chain, method) was seen.
+type LocalCounts = HashMap<String, HashMap<String, HashMap<String, Counts>>>;
+
 struct Local {
-    counts: HashMap<UsageKey, Counts>,
+    counts: LocalCounts,
     flushed: Instant,
 }
 
@@ -55,22 +59,39 @@ fn with_global<T>(f: impl FnOnce(&mut Global) -> T) -> T {
     f(g.get_or_insert_with(Global::default))
 }
 
-/// Records one admitted request of key `key`: `methods` (each member of a batch) with their weights.
-pub fn record(key: &str, chain: &str, methods: &[(&str, f64)], bytes_in: usize, bytes_out: usize) {
+/// Records one admitted request of key `key`: `methods` (each member of a batch), each weighted by `weights`
+/// (`access::weights`).
+pub fn record(
+    key: &str,
+    chain: &str,
+    methods: &[std::borrow::Cow<'_, str>],
+    weights: &HashMap<String, f64>,
+    bytes_in: usize,
+    bytes_out: usize,
+) {
     if methods.is_empty() {
         return;
     }
     let bytes = (bytes_in + bytes_out) as f64 / methods.len() as f64;
     LOCAL.with(|l| {
         let mut l = l.borrow_mut();
-        for (method, weight) in methods {
-            l.counts
-                .entry((key.to_string(), chain.to_string(), method.to_string()))
-                .or_default()
-                .add(Counts {
-                    requests: 1,
-                    units: bytes * weight,
-                });
+        let chains = match l.counts.get_mut(key) {
+            Some(chains) => chains,
+            None => l.counts.entry(key.to_string()).or_default(),
+        };
+        let by_method = match chains.get_mut(chain) {
+            Some(m) => m,
+            None => chains.entry(chain.to_string()).or_default(),
+        };
+        for method in methods {
+            let counts = match by_method.get_mut(method.as_ref()) {
+                Some(c) => c,
+                None => by_method.entry(method.to_string()).or_default(),
+            };
+            counts.add(Counts {
+                requests: 1,
+                units: bytes * crate::access::weights::weight(method, weights),
+            });
         }
         if l.flushed.elapsed() >= Duration::from_millis(ACCESS_USAGE_FLUSH_MS) {
             flush_local(&mut l);
@@ -85,9 +106,14 @@ fn flush_local(l: &mut Local) {
     }
     let counts = std::mem::take(&mut l.counts);
     with_global(|g| {
-        for (k, c) in counts {
-            g.totals.entry(k.clone()).or_default().add(c);
-            g.unpersisted.entry(k).or_default().add(c);
+        for (key, chains) in counts {
+            for (chain, methods) in chains {
+                for (method, c) in methods {
+                    let k = (key.clone(), chain.clone(), method);
+                    g.totals.entry(k.clone()).or_default().add(c);
+                    g.unpersisted.entry(k).or_default().add(c);
+                }
+            }
         }
     });
 }

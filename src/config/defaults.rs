@@ -220,6 +220,9 @@ pub const ACCESS_MAX_TRACKED_CLIENTS: usize = 65_536;
 pub const ACCESS_REBALANCE_MS: u64 = 1_000;
 /// A core's share of a client's budget never falls below this fraction of an equal share.
 pub const ACCESS_MIN_SHARE: f64 = 0.1;
+/// Valid presented keys whose SHA-256 each core remembers (by a keyed tag, never the key), so a client's requests do
+/// not hash its key again; past it the memo starts over.
+pub const ACCESS_KNOWN_KEYS_PER_CORE: usize = 4096;
 /// With `access.redis_url`: a worker reserves this fraction of a key's `requests_per_s` from Redis at a time.
 pub const ACCESS_REDIS_BATCH_FRACTION: f64 = 0.1;
 /// Compute-unit weights of the default table (`access.weights` overrides per method).

@@ -285,8 +285,17 @@ async fn rpc(worker: &Rc<Worker>, head: &RequestHead, body: &[u8]) -> (Response,
             });
             let workers = worker.shared.workers;
             let (p, c) = (target.profile, target.chain);
-            let key = match crate::access::gate::check(config, workers, p, c, head, ip, Some(body))
-            {
+            // With access configured, the body is parsed here once: the limits and the metering read its
+            // methods, and the pipeline takes the parse.
+            let parsed = crate::access::gate::wants_methods(config)
+                .then(|| crate::wire::jsonrpc::parse_request(body));
+            let methods = parsed
+                .as_ref()
+                .map(crate::access::gate::methods_in)
+                .unwrap_or_default();
+            let check =
+                crate::access::gate::check(config, workers, p, c, head, ip, Some(body), &methods);
+            let key = match check {
                 Ok(key) => key,
                 Err(e) => return (crate::access::gate::refusal(e), None),
             };
@@ -303,7 +312,10 @@ async fn rpc(worker: &Rc<Worker>, head: &RequestHead, body: &[u8]) -> (Response,
             let resp = crate::rpc::pipeline::handle(
                 worker,
                 target,
-                body,
+                crate::rpc::pipeline::ClientBody {
+                    bytes: body,
+                    parsed,
+                },
                 mode,
                 crate::rpc::pipeline::Transport::Http,
                 head.traceparent.as_deref(),
@@ -312,7 +324,8 @@ async fn rpc(worker: &Rc<Worker>, head: &RequestHead, body: &[u8]) -> (Response,
             .await
             .into_parts();
             if let Some(key) = key {
-                crate::access::gate::meter(config, key, p, c, body, resp.0.body.len());
+                let (bytes_in, bytes_out) = (body.len(), resp.0.body.len());
+                crate::access::gate::meter(config, key, (p, c), &methods, bytes_in, bytes_out);
             }
             resp
         }

@@ -83,6 +83,7 @@ pub async fn upgrade(
         head,
         None,
         None,
+        &[],
     ) {
         Ok(key) => key.map(|k| k.hash),
         Err(e) => return reject_response(&mut stream, crate::access::gate::refusal(e)).await,
@@ -453,7 +454,7 @@ fn on_text(
                 let resp = crate::rpc::pipeline::handle(
                     &worker,
                     target,
-                    &text,
+                    text.as_slice().into(),
                     MetaMode::Off,
                     Transport::WebSocket,
                     None,
@@ -462,7 +463,16 @@ fn on_text(
                 .await;
                 if let Some(k) = used {
                     let (p, c) = (target.profile, target.chain);
-                    crate::access::gate::meter(&worker.config, k, p, c, &text, resp.body.len());
+                    let methods = crate::access::gate::methods_of(&text);
+                    let (bytes_in, bytes_out) = (text.len(), resp.body.len());
+                    crate::access::gate::meter(
+                        &worker.config,
+                        k,
+                        (p, c),
+                        &methods,
+                        bytes_in,
+                        bytes_out,
+                    );
                 }
                 if !resp.body.is_empty() {
                     client.send_text(&resp.body);

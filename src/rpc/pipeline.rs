@@ -25,11 +25,27 @@ use crate::telemetry::trace::{RequestTrace, Value};
 use crate::upstream::stream::BodyTail;
 use crate::wire::jsonrpc::{self, CallView, RequestBody};
 
+/// A client's JSON-RPC body, with its parse when the edge made it already (the access checks read its methods), so
+/// it is parsed once.
+pub struct ClientBody<'a> {
+    pub bytes: &'a [u8],
+    pub parsed: Option<Result<RequestBody<'a>, RpcError>>,
+}
+
+impl<'a> From<&'a [u8]> for ClientBody<'a> {
+    fn from(bytes: &'a [u8]) -> Self {
+        ClientBody {
+            bytes,
+            parsed: None,
+        }
+    }
+}
+
 /// Answers one JSON-RPC request (single or batch) for `target`.
 pub async fn handle(
     worker: &Rc<Worker>,
     target: Target,
-    body: &[u8],
+    body: ClientBody<'_>,
     meta_mode: MetaMode,
     transport: Transport,
     traceparent: Option<&str>,
@@ -126,7 +142,7 @@ async fn serve(
     worker: &Rc<Worker>,
     target: Target,
     chain: &Chain,
-    body: &[u8],
+    body: ClientBody<'_>,
     transport: Transport,
     meta: Option<&mut Meta>,
     how: Forwarding<'_>,
@@ -136,7 +152,11 @@ async fn serve(
         error,
         id: id.to_vec(),
     };
-    let items = match jsonrpc::parse_request(body) {
+    let parsed = body
+        .parsed
+        .unwrap_or_else(|| jsonrpc::parse_request(body.bytes));
+    let body = body.bytes;
+    let items = match parsed {
         Ok(RequestBody::Single(call)) => {
             let client_id = call.id.clone().map(|r| &body[r]);
             return match (

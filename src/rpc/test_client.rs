@@ -20,7 +20,7 @@ pub(crate) async fn send(worker: &Rc<Worker>, target: Target, body: &str) -> (u1
     let reply = handle(
         worker,
         target,
-        body.as_bytes(),
+        body.as_bytes().into(),
         MetaMode::Off,
         Transport::Http,
         None,
