@@ -10,12 +10,13 @@
 //       mined with `evm_mine` at a fixed timestamp, so the nodes hold one chain; checked at the end (same head hash).
 //       Prints one JSON line: {"head", "hash", "contract", "txs"}.
 //   node viem_indexer.mjs pull    LASSO_HTTP_URL=url LASSO_FROM=a LASSO_TO=b [LASSO_CONCURRENCY=8]
-//                                 [LASSO_LOG_CHUNK=50] [LASSO_OUT=file]
+//                                 [LASSO_LOG_CHUNK=50] [LASSO_OUT=file] [LASSO_CLIENT=viem|fetch]
 //       viem `http` transport (no batching, no retries): getBlock(includeTransactions) of every block in a..=b, then
 //       getTransactionReceipt of each of its transactions (one worker per block), and getLogs over a..=b in chunks of
-//       LASSO_LOG_CHUNK blocks; LASSO_CONCURRENCY workers. With LASSO_OUT, every call is written there, one JSON line
-//       each, sorted: {"method","params","result","raw"}, where `raw` is the answer's bytes with its id replaced by 0.
-//       Prints one JSON line: {"requests","blocks","txs","receipts","logs","ms","rps"}.
+//       LASSO_LOG_CHUNK blocks; LASSO_CONCURRENCY workers. LASSO_CLIENT=fetch makes the same JSON-RPC calls with plain
+//       `fetch` instead of viem (a lighter client, for figures). With LASSO_OUT, every call is written there, one JSON
+//       line each, sorted: {"method","params","result","raw"}, where `raw` is the answer's bytes with its id set to 0.
+//       Prints one JSON line: {"requests","blocks","txs","receipts","logs","ms","rps","client_cpu_ms"}.
 // A failure prints `FAIL viem indexer <call>: <why>` and exits 1.
 
 import { writeFileSync } from "node:fs";
@@ -48,7 +49,13 @@ async function rpc(url, method, params) {
     headers: { "content-type": "application/json" },
     body: JSON.stringify({ jsonrpc: "2.0", id: 1, method, params }),
   });
-  const body = await res.json();
+  const text = await res.text();
+  let body;
+  try {
+    body = JSON.parse(text);
+  } catch {
+    throw new CheckFailed(`FAIL ${client} build ${method} on ${url}: HTTP ${res.status}: ${text.slice(0, 200)}`);
+  }
   if (body.error || !("result" in body)) {
     throw new CheckFailed(`FAIL ${client} build ${method} on ${url}: ${json(body)}`);
   }
@@ -92,6 +99,39 @@ async function build() {
   console.log(json({ head: blocks + 1, hash: heads[0].hash, contract, txs }));
 }
 
+/** viem's public actions (the client under test). */
+function viemReader(url, fetchFn) {
+  const pub = createPublicClient({ transport: http(url, { batch: false, retryCount: 0, timeout: 30_000, fetchFn }) });
+  return {
+    block: (n) => pub.getBlock({ blockNumber: BigInt(n), includeTransactions: true }),
+    receipt: (hash) => pub.getTransactionReceipt({ hash }),
+    logs: (from, to) => pub.getLogs({ fromBlock: BigInt(from), toBlock: BigInt(to) }),
+  };
+}
+
+/** The same calls as plain `fetch` JSON-RPC (LASSO_CLIENT=fetch): a lighter client, for figures. */
+function fetchReader(url, fetchFn) {
+  let id = 0;
+  const call = async (method, params) => {
+    const res = await fetchFn(url, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ jsonrpc: "2.0", id: ++id, method, params }),
+    });
+    const body = await res.json();
+    if (body.error || !("result" in body)) throw new Error(`${method}: ${json(body)}`);
+    return body.result;
+  };
+  return {
+    block: async (n) => {
+      const b = await call("eth_getBlockByNumber", [hex(n), true]);
+      return { ...b, number: BigInt(b.number) };
+    },
+    receipt: (hash) => call("eth_getTransactionReceipt", [hash]),
+    logs: (from, to) => call("eth_getLogs", [{ fromBlock: hex(from), toBlock: hex(to) }]),
+  };
+}
+
 async function pull() {
   const url = need("LASSO_HTTP_URL");
   const from = Number(need("LASSO_FROM"));
@@ -111,21 +151,17 @@ async function pull() {
     }
     return res;
   };
-  const pub = createPublicClient({ transport: http(url, { batch: false, retryCount: 0, timeout: 30_000, fetchFn }) });
+  const reader = process.env.LASSO_CLIENT === "fetch" ? fetchReader(url, fetchFn) : viemReader(url, fetchFn);
   const counts = { blocks: 0, txs: 0, receipts: 0, logs: 0 };
   const jobs = [];
   for (let n = from; n <= to; n++) {
     jobs.push(async () => {
-      const block = await calling(client, `getBlock ${n}`, () =>
-        pub.getBlock({ blockNumber: BigInt(n), includeTransactions: true }),
-      );
+      const block = await calling(client, `getBlock ${n}`, () => reader.block(n));
       if (block.number !== BigInt(n)) throw new CheckFailed(`FAIL ${client} getBlock ${n}: got ${block.number}`);
       counts.blocks++;
       counts.txs += block.transactions.length;
       for (const tx of block.transactions) {
-        const r = await calling(client, `getTransactionReceipt ${tx.hash}`, () =>
-          pub.getTransactionReceipt({ hash: tx.hash }),
-        );
+        const r = await calling(client, `getTransactionReceipt ${tx.hash}`, () => reader.receipt(tx.hash));
         if (r.blockHash !== block.hash) throw new CheckFailed(`FAIL ${client} receipt ${tx.hash}: block ${r.blockHash}`);
         counts.receipts++;
       }
@@ -134,20 +170,20 @@ async function pull() {
   for (let start = from; start <= to; start += chunk) {
     const end = Math.min(start + chunk - 1, to);
     jobs.push(async () => {
-      const logs = await calling(client, `getLogs ${start}..${end}`, () =>
-        pub.getLogs({ fromBlock: BigInt(start), toBlock: BigInt(end) }),
-      );
+      const logs = await calling(client, `getLogs ${start}..${end}`, () => reader.logs(start, end));
       counts.logs += logs.length;
     });
   }
   let next = 0;
   const started = performance.now();
+  const cpuStart = process.cpuUsage();
   await Promise.all(
     Array.from({ length: concurrency }, async () => {
       while (next < jobs.length) await jobs[next++]();
     }),
   );
   const ms = performance.now() - started;
+  const cpu = process.cpuUsage(cpuStart);
   if (out) {
     const lines = recorded.map(([body, raw]) => {
       const req = JSON.parse(body);
@@ -160,7 +196,8 @@ async function pull() {
     writeFileSync(out, lines.map(([, line]) => `${line}\n`).join(""));
   }
   const rps = Math.round((requests * 1000) / ms);
-  console.log(json({ requests, ...counts, ms: Math.round(ms), rps }));
+  const clientCpuMs = Math.round((cpu.user + cpu.system) / 1000);
+  console.log(json({ requests, ...counts, ms: Math.round(ms), rps, client_cpu_ms: clientCpuMs }));
 }
 
 main(client, async () => {
