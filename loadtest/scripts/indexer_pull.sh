@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # A replayed indexer pull (issue 12's figure): every block with its transactions, every receipt, and eth_getLogs in
-# chunks, over a few thousand blocks, with N requests in flight, by viem (tests/clients/viem_indexer.mjs `pull`):
+# chunks, over a few thousand blocks, with N requests in flight (loadtest/src/indexer.rs `lasso-indexer-pull`, or viem:
+# tests/clients/viem_indexer.mjs `pull`):
 #   (a) straight to the node (anvil),
 #   (b) through Lasso, cold: a fresh process, cache empty (`cache.enabled: true`),
 #   (c) through Lasso, warm: the same pull again.
@@ -16,8 +17,11 @@
 #
 # Usage:  bash loadtest/scripts/indexer_pull.sh path/to/lasso          (a release build, e.g. target/release/lasso)
 # Env:    BLOCKS=3000 CONCURRENCY=16 LOG_CHUNK=100 ROUNDS=3
-#         CLIENT=viem       or `fetch`: the same calls with plain fetch (a lighter client: the node puller is
-#                           single-threaded and shares its CPU with anvil, so client_cpu shows how client-bound a pull is)
+#         CLIENT=rust       lasso-indexer-pull (PULLER=path, default: beside the lasso binary, else
+#                           target/release; `cargo build --release -p loadtest`), a client light enough not to be the
+#                           bottleneck; `viem`: a real indexer's client library (tests/clients/viem_indexer.mjs);
+#                           `fetch`: the same script with plain fetch. The node scripts are single-threaded and share
+#                           their CPU with anvil: client_cpu shows how client-bound a pull is.
 #         LASSO_CPU=0 REST_CPU=1 ANVIL_PORT=free LASSO_PORT=free
 #         RESULTS_DIR=dir   config, logs and the raw summaries (default loadtest/results/indexer-pull-<UTC time>)
 # Needs node >= 20, jq, taskset. Everything listens on 127.0.0.1; every process it starts is stopped on exit.
@@ -30,7 +34,9 @@ BLOCKS="${BLOCKS:-3000}"
 CONCURRENCY="${CONCURRENCY:-16}"
 LOG_CHUNK="${LOG_CHUNK:-100}"
 ROUNDS="${ROUNDS:-3}"
-CLIENT="${CLIENT:-viem}"
+CLIENT="${CLIENT:-rust}"
+PULLER="${PULLER:-$(dirname "$BIN")/lasso-indexer-pull}"
+[ -x "$PULLER" ] || PULLER="$ROOT/target/release/lasso-indexer-pull"
 LASSO_CPU="${LASSO_CPU:-0}"
 REST_CPU="${REST_CPU:-1}"
 free_port() { node -e 's=require("net").createServer().listen(0,"127.0.0.1",()=>{console.log(s.address().port);s.close()})'; }
@@ -47,6 +53,11 @@ die() { printf '[indexer-pull] error: %s\n' "$*" >&2; exit 1; }
 [ -x "$BIN" ] || die "no lasso binary at $BIN"
 [ -x "$ANVIL" ] || die "no anvil at $ANVIL (run: bash .ci/clients.sh)"
 [ -d "$CLIENTS/node_modules/viem" ] || die "no viem in $CLIENTS/node_modules (run: bash .ci/clients.sh)"
+case "$CLIENT" in
+  rust) [ -x "$PULLER" ] || die "no lasso-indexer-pull (cargo build --release -p loadtest, or set PULLER, or CLIENT=viem)" ;;
+  viem|fetch) ;;
+  *) die "CLIENT must be rust, viem or fetch" ;;
+esac
 for t in node jq taskset curl; do command -v "$t" >/dev/null || die "$t not found"; done
 mkdir -p "$RESULTS_DIR"
 
@@ -122,7 +133,13 @@ pull() {
   local url=$1 label=$2 before="" calls="-" lasso_cpu="-" lasso0="" anvil0 out
   if [ -n "$LASSO_PID" ]; then before=$(provider_calls); lasso0=$(cpu_ms "$LASSO_PID"); fi
   anvil0=$(cpu_ms "${PIDS[0]}")
-  out=$(indexer pull LASSO_HTTP_URL="$url" "${PULL_ENV[@]}")
+  if [ "$CLIENT" = rust ]; then
+    taskset -c "$REST_CPU" "$PULLER" --url "$url" --from 1 --to "$BLOCKS" --concurrency "$CONCURRENCY" \
+      --log-chunk "$LOG_CHUNK" > "$RESULTS_DIR/last-pull.out" || die "lasso-indexer-pull: $(cat "$RESULTS_DIR/last-pull.out")"
+    out=$(grep -m1 '^{' "$RESULTS_DIR/last-pull.out")
+  else
+    out=$(indexer pull LASSO_HTTP_URL="$url" "${PULL_ENV[@]}")
+  fi
   if [ -n "$before" ]; then calls=$(( $(provider_calls) - before )); lasso_cpu=$(( $(cpu_ms "$LASSO_PID") - lasso0 )); fi
   local anvil_cpu=$(( $(cpu_ms "${PIDS[0]}") - anvil0 ))
   echo "$out" >> "$RESULTS_DIR/summaries.jsonl"
