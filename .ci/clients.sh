@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Installs the client matrix (tests/client_matrix.rs): npm packages of tests/clients (anvil, cast, ethers, viem, ponder;
+# Installs the client matrix (tests/client_matrix.rs; also used by tests/cache_viem.rs and
+# loadtest/scripts/indexer_pull.sh): npm packages of tests/clients (anvil, cast, ethers, viem, ponder;
 # versions from tests/clients/package-lock.json) and a Python venv at tests/clients/.venv with web3.py
 # (tests/clients/requirements.txt, exact versions). Idempotent; reaches only npm and PyPI (and Debian's packages when
 # python3's venv module is missing). Called once by .ci/run; run it by hand before `cargo test --test client_matrix`.

@@ -8,7 +8,8 @@
 //! - [`client`], [`mix`], [`loadgen`]: client connections, method mixes and the open/closed-loop load engine;
 //! - [`scenario`], [`bench`], [`report`], [`sys`]: scenario files, the side-by-side runner and its reports;
 //! - [`floor`]: the minimal forwarder on Lasso's stack that the runner measures as the runtime's limit;
-//! - [`soak`]: the target's resident memory across 200,000 sequential and 10,000 idle connections.
+//! - [`soak`]: the target's resident memory across 200,000 sequential and 10,000 idle connections;
+//! - [`indexer`]: a replayed indexer pull (`lasso-indexer-pull`: blocks, receipts and logs of a range).
 
 pub mod bench;
 pub mod chain;
@@ -16,6 +17,7 @@ pub mod client;
 pub mod floor;
 pub mod hist;
 pub mod http;
+pub mod indexer;
 pub mod loadgen;
 pub mod mix;
 pub mod mock;
