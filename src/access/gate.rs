@@ -62,27 +62,55 @@ fn percent_decode(text: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// Presented keys this core already found valid: their SHA-256, looked up by a 128-bit tag (two SipHash under this
-/// thread's random keys), so a client's every request does not hash its key again. It holds tags and the hashes the
-/// configuration holds anyway, never a key; a tag found here still goes through the constant-time comparison with
-/// the configured hashes (a revoked key is refused at once). Bounded: cleared when [`ACCESS_KNOWN_KEYS_PER_CORE`]
-/// are held.
+/// Presented keys this core already found valid: their SHA-256, looked up by a 64-bit tag (SipHash under this
+/// thread's random key, so a client cannot aim for a tag: forging one is 2^64 guesses, each a request), so a
+/// client's every request does not hash its key again. It holds tags and the hashes the configuration holds anyway,
+/// never a key; a hash found here still goes through the constant-time comparison with the configured hashes (a
+/// revoked key is refused at once). Bounded: cleared when [`ACCESS_KNOWN_KEYS_PER_CORE`] are held.
 struct KnownKeys {
-    tag_keys: (RandomState, RandomState),
-    hashes: HashMap<u128, [u8; 32]>,
+    tag_key: RandomState,
+    hashes: HashMap<u64, [u8; 32], BuildNoHash>,
+}
+
+/// The tags are already keyed hashes: the table uses them as they are.
+#[derive(Default, Clone, Copy)]
+struct BuildNoHash;
+
+/// See [`BuildNoHash`]: passes a `u64` through.
+#[derive(Default)]
+struct NoHash(u64);
+
+impl std::hash::Hasher for NoHash {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+impl std::hash::BuildHasher for BuildNoHash {
+    type Hasher = NoHash;
+    fn build_hasher(&self) -> NoHash {
+        NoHash(0)
+    }
 }
 
 thread_local! {
     static KNOWN_KEYS: RefCell<KnownKeys> = RefCell::new(KnownKeys {
-        tag_keys: (RandomState::new(), RandomState::new()),
-        hashes: HashMap::new(),
+        tag_key: RandomState::new(),
+        hashes: HashMap::with_hasher(BuildNoHash),
     });
 }
 
 impl KnownKeys {
-    fn tag(&self, presented: &str) -> u128 {
-        let (a, b) = &self.tag_keys;
-        (u128::from(a.hash_one(presented)) << 64) | u128::from(b.hash_one(presented))
+    fn tag(&self, presented: &str) -> u64 {
+        self.tag_key.hash_one(presented)
     }
 }
 

@@ -99,7 +99,8 @@ impl WhoRef<'_> {
 /// finds its client's buckets without allocating.
 #[derive(Default)]
 struct Tables {
-    keys: HashMap<String, Buckets>,
+    /// By key id (from the configuration: Fx hashing).
+    keys: rustc_hash::FxHashMap<String, Buckets>,
     ips: HashMap<IpAddr, Buckets>,
 }
 
@@ -136,7 +137,7 @@ fn charge_one(
                 let b = match t.keys.get_mut(id) {
                     Some(b) => b,
                     None => {
-                        make_room(&mut t.keys, limit, workers);
+                        make_room(&mut t.keys, limit);
                         t.keys
                             .entry(id.to_string())
                             .or_insert(fresh(limit, workers, now))
@@ -148,7 +149,7 @@ fn charge_one(
                 let b = match t.ips.get_mut(&ip) {
                     Some(b) => b,
                     None => {
-                        make_room(&mut t.ips, limit, workers);
+                        make_room(&mut t.ips, limit);
                         t.ips.entry(ip).or_insert(fresh(limit, workers, now))
                     }
                 };
@@ -192,7 +193,7 @@ fn fresh(limit: &RateLimit, workers: usize, now: Instant) -> Buckets {
 }
 
 /// Before adding a client to a full table: forget the full buckets (what a new one starts as), else everything.
-fn make_room<K>(table: &mut HashMap<K, Buckets>, limit: &RateLimit, _workers: usize) {
+fn make_room<K, S>(table: &mut HashMap<K, Buckets, S>, limit: &RateLimit) {
     if table.len() < ACCESS_MAX_TRACKED_CLIENTS {
         return;
     }

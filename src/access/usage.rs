@@ -14,7 +14,11 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, Once};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use crate::config::defaults::{ACCESS_USAGE_FLUSH_MS, ACCESS_USAGE_PERSIST_MS};
+use rustc_hash::FxHashMap;
+
+use crate::config::defaults::{
+    ACCESS_USAGE_FLUSH_MS, ACCESS_USAGE_MAX_METHODS, ACCESS_USAGE_PERSIST_MS,
+};
 
 /// (key id, chain, method).
 pub type UsageKey = (String, String, String);
@@ -41,9 +45,13 @@ struct Global {
 
 static GLOBAL: Mutex<Option<Global>> = Mutex::new(None);
 
-/// This worker's counts by key id, then chain, then method: looked up by `&str` level by level, so a request
-/// allocates nothing once its (key, chain, method) was seen.
-type LocalCounts = HashMap<String, HashMap<String, HashMap<String, Counts>>>;
+/// This worker's counts by key id, then chain, then method: looked up by `&str` level by level (Fx hashing: key ids
+/// and chains come from the configuration, methods are at most [`ACCESS_USAGE_MAX_METHODS`] per key and chain), so
+/// a request allocates nothing once its (key, chain, method) was seen.
+type LocalCounts = FxHashMap<String, FxHashMap<String, FxHashMap<String, Counts>>>;
+
+/// The method label of calls past [`ACCESS_USAGE_MAX_METHODS`] distinct methods of one key and chain.
+pub const OTHER_METHODS: &str = "(other)";
 
 struct Local {
     counts: LocalCounts,
@@ -51,7 +59,7 @@ struct Local {
 }
 
 thread_local! {
-    static LOCAL: RefCell<Local> = RefCell::new(Local { counts: HashMap::new(), flushed: Instant::now() });
+    static LOCAL: RefCell<Local> = RefCell::new(Local { counts: FxHashMap::default(), flushed: Instant::now() });
 }
 
 fn with_global<T>(f: impl FnOnce(&mut Global) -> T) -> T {
@@ -84,9 +92,16 @@ pub fn record(
             None => chains.entry(chain.to_string()).or_default(),
         };
         for method in methods {
-            let counts = match by_method.get_mut(method.as_ref()) {
+            let label = if by_method.len() < ACCESS_USAGE_MAX_METHODS
+                || by_method.contains_key(method.as_ref())
+            {
+                method.as_ref()
+            } else {
+                OTHER_METHODS
+            };
+            let counts = match by_method.get_mut(label) {
                 Some(c) => c,
-                None => by_method.entry(method.to_string()).or_default(),
+                None => by_method.entry(label.to_string()).or_default(),
             };
             counts.add(Counts {
                 requests: 1,

@@ -223,6 +223,9 @@ pub const ACCESS_MIN_SHARE: f64 = 0.1;
 /// Valid presented keys whose SHA-256 each core remembers (by a keyed tag, never the key), so a client's requests do
 /// not hash its key again; past it the memo starts over.
 pub const ACCESS_KNOWN_KEYS_PER_CORE: usize = 4096;
+/// Distinct methods metered per key and chain on one core; calls of further methods are metered as `(other)`
+/// (client-chosen names cannot grow the usage table without bound).
+pub const ACCESS_USAGE_MAX_METHODS: usize = 256;
 /// With `access.redis_url`: a worker reserves this fraction of a key's `requests_per_s` from Redis at a time.
 pub const ACCESS_REDIS_BATCH_FRACTION: f64 = 0.1;
 /// Compute-unit weights of the default table (`access.weights` overrides per method).
