@@ -21,7 +21,7 @@ use lasso::cache::layer::{Answer, Tag};
 use lasso::cache::memory::MemoryStore;
 use lasso::routing::table::RoutingTable;
 use lasso::rpc::meta::MetaMode;
-use lasso::rpc::pipeline::{Transport, handle};
+use lasso::rpc::pipeline::{ClientBody, Transport, handle};
 use lasso::shard::state::{Shared, Worker};
 
 /// A block answer of about 1.5 kB (a header with a few transaction hashes).
@@ -142,7 +142,7 @@ fn pipeline(c: &mut Criterion) {
         rt.block_on(handle(
             &w,
             target,
-            body.into(),
+            ClientBody::from(&body[..]),
             MetaMode::Off,
             Transport::Http,
             None,
@@ -156,7 +156,7 @@ fn pipeline(c: &mut Criterion) {
                         let reply = handle(
                             &w,
                             target,
-                            black_box(body).into(),
+                            ClientBody::from(&black_box(body)[..]),
                             MetaMode::Off,
                             Transport::Http,
                             None,
