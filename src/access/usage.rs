@@ -1,6 +1,6 @@
 //! Metering: compute units per key, chain and method, where one call's units are (bytes in + bytes out) times its
 //! method weight (a batch's bytes are shared evenly among its members). Each worker adds to its own thread-local
-//! table and folds it into the process-wide totals at most once per `ACCESS_USAGE_FLUSH_MS` (the only lock, taken
+//! table, which its run loop folds into the process-wide totals every `ACCESS_USAGE_FLUSH_MS` (the only lock, taken
 //! then); a persister thread appends the totals' growth to the usage file (`LASSO_BACKUP_DIR/usage.tsv`, or
 //! `.<config file>.usage` beside the config) every `ACCESS_USAGE_PERSIST_MS`, one line per (key, chain, method):
 //! `unix_ms key chain method requests units`. At start the file is read back, so `/metrics` totals and
@@ -12,13 +12,11 @@ use std::collections::HashMap;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, Once};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rustc_hash::FxHashMap;
 
-use crate::config::defaults::{
-    ACCESS_USAGE_FLUSH_MS, ACCESS_USAGE_MAX_METHODS, ACCESS_USAGE_PERSIST_MS,
-};
+use crate::config::defaults::{ACCESS_USAGE_MAX_METHODS, ACCESS_USAGE_PERSIST_MS};
 
 /// (key id, chain, method).
 pub type UsageKey = (String, String, String);
@@ -55,11 +53,10 @@ pub const OTHER_METHODS: &str = "(other)";
 
 struct Local {
     counts: LocalCounts,
-    flushed: Instant,
 }
 
 thread_local! {
-    static LOCAL: RefCell<Local> = RefCell::new(Local { counts: FxHashMap::default(), flushed: Instant::now() });
+    static LOCAL: RefCell<Local> = RefCell::new(Local { counts: FxHashMap::default() });
 }
 
 fn with_global<T>(f: impl FnOnce(&mut Global) -> T) -> T {
@@ -108,14 +105,10 @@ pub fn record(
                 units: bytes * crate::access::weights::weight(method, weights),
             });
         }
-        if l.flushed.elapsed() >= Duration::from_millis(ACCESS_USAGE_FLUSH_MS) {
-            flush_local(&mut l);
-        }
     });
 }
 
 fn flush_local(l: &mut Local) {
-    l.flushed = Instant::now();
     if l.counts.is_empty() {
         return;
     }
