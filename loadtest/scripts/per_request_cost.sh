@@ -61,7 +61,11 @@ for F in "$OUT"/cg.out.1-*; do
   IR=$(awk '/^summary:|^totals:/ {print $2; exit}' "$F"); IR=${IR:-0}
   [ "$IR" -gt 0 ] || continue
   WHO=$(callgrind_annotate --inclusive=yes "$F" 2>/dev/null | grep -m1 -o "edge/conn.rs\|app/monitor.rs" | sed 's|edge/conn.rs|worker|; s|app/monitor.rs|monitor|')
-  echo "$LABEL callgrind ${WHO:-thread ${F##*-}}: Ir=$IR Ir/request=$((IR / NCG)) over $NCG requests" | tee -a "$OUT/summary.txt"
+  # Requests the worker parsed between zeroing and dumping (the zeroing may land before the warm-up load ends).
+  SEEN=$(callgrind_annotate --inclusive=yes --tree=calling "$F" 2>/dev/null | grep -E "=> .*wire::jsonrpc::parse_request " | grep -o "([0-9,]*x)" | tr -d '(),x' | paste -sd+ | bc)
+  SEEN=${SEEN:-0}
+  PER=""; [ "$SEEN" -gt 0 ] && PER=" Ir/parsed-request=$((IR / SEEN)) ($SEEN parsed)"
+  echo "$LABEL callgrind ${WHO:-thread ${F##*-}}: Ir=$IR Ir/request=$((IR / NCG)) over $NCG requests$PER" | tee -a "$OUT/summary.txt"
 done
 grep -h "requests" "$OUT/loadgen-callgrind.txt" | head -1 | tee -a "$OUT/summary.txt"
 

@@ -58,6 +58,15 @@ pub const CLUSTER_EVENTS_PULL_MS: u64 = 250;
 pub const CLUSTER_EVENTS_ANSWER_BYTES: usize = 256 * 1024;
 /// Largest forwarded event accepted from a peer.
 pub const CLUSTER_EVENT_MAX_BYTES: usize = 4 * 1024;
+/// Routing events a worker buffers per profile before it hands them to the profile's subscribers as one chunk; an
+/// event arriving at a full buffer is dropped (and counted in `lasso_events_dropped_total`).
+pub const EVENTS_WORKER_BUFFER_BYTES: usize = 64 * 1024;
+/// How long a worker holds buffered routing events before flushing them (sooner once half its buffer is used).
+pub const EVENTS_FLUSH_MS: u64 = 100;
+/// Plain successful routing events (no retry, no hedge, status below 400) one worker publishes per profile and
+/// second (a burst of as many); the rest are counted in `lasso_events_sampled_out_total`, never serialised.
+/// Failures, retries, failovers and hedges are always published (within the byte bounds).
+pub const EVENTS_OK_PER_WORKER_PER_S: u32 = 50;
 /// Largest profile file read (a profile file is YAML holding a `chains:` map).
 pub const MAX_PROFILE_FILE_BYTES: u64 = 16 * 1024 * 1024;
 /// `LASSO_EXPAND_ALLOW` when unset: the variables `${VAR}` may expand (`RPC_*` a prefix, `*_API_KEY` a suffix; the
