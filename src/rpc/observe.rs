@@ -92,7 +92,8 @@ fn publish(request: &Observed<'_>, meta: &Meta, method: &str, status: u16) {
     };
     let ok = status < 400;
     let notable = events::notable(ok, meta.retries, meta.hedged);
-    events::publish(request.profile, notable, || RoutingEvent {
+    let allowance = worker.config.server.event_stream_successes_per_s;
+    events::publish(request.profile, notable, allowance, || RoutingEvent {
         ts_ms: SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64),

@@ -10,7 +10,7 @@
 //! ([`flush_due`], [`flush_local`], run by `app::run`) hands each buffer to the profile's subscribers as one chunk
 //! [`EVENTS_FLUSH_MS`] after the first event buffered (or at once when half the buffer is used), so a subscriber
 //! costs a few wake-ups and writes per second, not one per request; idle, the task sleeps without a timer. Plain
-//! successful events past [`EVENTS_OK_PER_WORKER_PER_S`] per worker and profile are counted ([`sampled_out`]) and
+//! successful events past `server.event_stream_successes_per_s` per worker, profile and second are counted ([`sampled_out`]) and
 //! never serialised; failures, retries, failovers and hedges are always kept (within the byte bounds).
 //!
 //! Across a cluster (`crate::ops::cluster_events`), a peer that has subscribers asks this node for the events of their
@@ -32,7 +32,7 @@ use serde::Serialize;
 
 use crate::config::defaults::{
     CLUSTER_EVENTS_BUFFER_BYTES, CLUSTER_EVENTS_INTEREST_MS, EVENTS_FLUSH_MS,
-    EVENTS_OK_PER_WORKER_PER_S, EVENTS_WORKER_BUFFER_BYTES,
+    EVENTS_WORKER_BUFFER_BYTES,
 };
 
 /// Bytes of events queued per subscriber before new ones are dropped (a slow reader loses events, never memory).
@@ -135,7 +135,7 @@ pub fn dropped() -> u64 {
     DROPPED.load(Ordering::Relaxed)
 }
 
-/// Plain successful events not published (past [`EVENTS_OK_PER_WORKER_PER_S`]), as last flushed.
+/// Plain successful events not published (past `server.event_stream_successes_per_s`), as last flushed.
 pub fn sampled_out() -> u64 {
     SAMPLED_OUT.load(Ordering::Relaxed)
 }
@@ -192,13 +192,13 @@ struct Slot {
 }
 
 impl Slot {
-    fn new(profile: &str) -> Slot {
+    fn new(profile: &str, allowance: u32) -> Slot {
         Slot {
             profile: profile.into(),
             sinks: Vec::new(),
             frames: String::new(),
             events: 0,
-            tokens: EVENTS_OK_PER_WORKER_PER_S,
+            tokens: allowance,
         }
     }
 
@@ -224,6 +224,8 @@ impl Slot {
 struct Local {
     generation: u64,
     slots: Vec<Slot>,
+    /// Plain successful events per profile and second (the worker's configuration, as last offered).
+    allowance: u32,
     dropped: u64,
     sampled_out: u64,
     /// Events were offered since the last flush: the flush task is due.
@@ -237,6 +239,7 @@ thread_local! {
         RefCell::new(Local {
             generation: 0,
             slots: Vec::new(),
+            allowance: 0,
             dropped: 0,
             sampled_out: 0,
             armed: false,
@@ -262,7 +265,7 @@ impl Local {
             let i = match slots.iter().position(|slot| *slot.profile == *s.profile) {
                 Some(i) => i,
                 None => {
-                    let mut slot = Slot::new(&s.profile);
+                    let mut slot = Slot::new(&s.profile, self.allowance);
                     if let Some(old) = self.slots.iter().find(|o| *o.profile == *s.profile) {
                         slot.tokens = old.tokens;
                     }
@@ -292,17 +295,17 @@ impl Local {
             slot.flush();
         }
         let now = Instant::now();
+        let per_s = u64::from(self.allowance);
         let refill = match self.refilled {
             Some(at) => {
                 let ms = now.saturating_duration_since(at).as_millis() as u64;
-                (u64::from(EVENTS_OK_PER_WORKER_PER_S) * ms / 1000)
-                    .min(u64::from(EVENTS_OK_PER_WORKER_PER_S)) as u32
+                (per_s * ms / 1000).min(per_s) as u32
             }
-            None => EVENTS_OK_PER_WORKER_PER_S,
+            None => self.allowance,
         };
         if refill > 0 {
             for slot in &mut self.slots {
-                slot.tokens = (slot.tokens + refill).min(EVENTS_OK_PER_WORKER_PER_S);
+                slot.tokens = (slot.tokens + refill).min(self.allowance);
             }
             self.refilled = Some(now);
         }
@@ -344,19 +347,32 @@ pub fn notable(ok: bool, retries: u32, hedged: bool) -> bool {
 
 /// Offers one routing decision of `profile` (made by `make`, only when it is to be published) to this worker's buffer
 /// for the profile's subscribers, and to the outbox when a peer wants it. A no-op when nobody listens; plain
-/// successes (`notable` false) past the allowance are counted, not built.
-pub fn publish<'a>(profile: &str, notable: bool, make: impl FnOnce() -> RoutingEvent<'a>) {
+/// successes (`notable` false) past `allowance` per second (`server.event_stream_successes_per_s`) are counted, not
+/// built.
+pub fn publish<'a>(
+    profile: &str,
+    notable: bool,
+    allowance: u32,
+    make: impl FnOnce() -> RoutingEvent<'a>,
+) {
     if !active() {
         return;
     }
     let remote = remote_wants(profile);
     let waker = LOCAL.with(|local| {
         let mut local = local.borrow_mut();
+        if local.allowance != allowance {
+            // A new configuration (or the first event): the allowances start afresh.
+            local.allowance = allowance;
+            for slot in &mut local.slots {
+                slot.tokens = allowance;
+            }
+        }
         local.refresh();
         let i = match local.slots.iter().position(|s| *s.profile == *profile) {
             Some(i) => i,
             None if remote => {
-                local.slots.push(Slot::new(profile));
+                local.slots.push(Slot::new(profile, allowance));
                 local.slots.len() - 1
             }
             None => return None,
@@ -378,22 +394,26 @@ pub fn publish<'a>(profile: &str, notable: bool, make: impl FnOnce() -> RoutingE
             local.dropped += 1;
             return waker;
         }
-        let Ok(json) = sonic_rs::to_string(&make()) else {
-            return waker;
-        };
-        if remote {
-            keep_for_peers(profile, &json);
-        }
+        let event = make();
         if slot.sinks.is_empty() {
+            let mut json = String::with_capacity(320);
+            event.write_json(&mut json);
+            keep_for_peers(profile, &json);
             return waker;
         }
-        if slot.frames.len() + json.len() + 8 > EVENTS_WORKER_BUFFER_BYTES {
+        // Written in place as an SSE frame; taken back when it does not fit.
+        let mark = slot.frames.len();
+        slot.frames.push_str("data: ");
+        event.write_json(&mut slot.frames);
+        if remote {
+            keep_for_peers(profile, &slot.frames[mark + 6..]);
+        }
+        slot.frames.push_str("\n\n");
+        if slot.frames.len() > EVENTS_WORKER_BUFFER_BYTES {
+            slot.frames.truncate(mark);
             local.dropped += 1;
             return waker;
         }
-        slot.frames.push_str("data: ");
-        slot.frames.push_str(&json);
-        slot.frames.push_str("\n\n");
         slot.events += 1;
         if slot.frames.len() >= EVENTS_WORKER_BUFFER_BYTES / 2 {
             slot.flush();
@@ -433,12 +453,110 @@ pub struct RoutingEvent<'a> {
 pub const MAX_CLIENT_TEXT: usize = 128;
 
 impl RoutingEvent<'_> {
+    /// Appends this event as JSON (what `serde` would write, field for field, without its machinery: this runs on
+    /// the request path).
+    pub fn write_json(&self, out: &mut String) {
+        out.push_str("{\"ts_ms\":");
+        push_u64(out, self.ts_ms);
+        out.push_str(",\"profile\":");
+        push_str(out, self.profile);
+        out.push_str(",\"key_id\":");
+        push_opt_str(out, self.key_id);
+        out.push_str(",\"chain\":");
+        push_str(out, self.chain);
+        out.push_str(",\"method\":");
+        push_str(out, self.method);
+        out.push_str(",\"provider\":");
+        push_opt_str(out, self.provider);
+        out.push_str(",\"strategy\":");
+        push_str(out, self.strategy);
+        out.push_str(",\"latency_us\":");
+        push_u64(out, self.latency_us);
+        out.push_str(",\"upstream_us\":");
+        push_u64(out, self.upstream_us);
+        out.push_str(",\"retries\":");
+        push_u64(out, u64::from(self.retries));
+        out.push_str(if self.hedged {
+            ",\"hedged\":true"
+        } else {
+            ",\"hedged\":false"
+        });
+        out.push_str(if self.ok {
+            ",\"ok\":true"
+        } else {
+            ",\"ok\":false"
+        });
+        out.push_str(",\"status\":");
+        push_u64(out, u64::from(self.status));
+        out.push_str(",\"source_node\":");
+        push_str(out, self.source_node);
+        out.push_str(",\"source_region\":");
+        push_opt_str(out, self.source_region);
+        out.push_str(",\"worker\":");
+        push_u64(out, self.worker as u64);
+        out.push('}');
+    }
+
     /// `text` cut to [`MAX_CLIENT_TEXT`] characters (on a character boundary).
     pub fn client_text(text: &str) -> &str {
         match text.char_indices().nth(MAX_CLIENT_TEXT) {
             Some((cut, _)) => &text[..cut],
             None => text,
         }
+    }
+}
+
+fn push_u64(out: &mut String, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    for &d in &digits[i..] {
+        out.push(char::from(d));
+    }
+}
+
+/// A JSON string: quotes, backslashes and control characters escaped as `serde_json` does.
+fn push_str(out: &mut String, text: &str) {
+    out.push('"');
+    let mut plain = 0;
+    for (i, b) in text.bytes().enumerate() {
+        let escape = match b {
+            b'"' => "\\\"",
+            b'\\' => "\\\\",
+            b'\n' => "\\n",
+            b'\r' => "\\r",
+            b'\t' => "\\t",
+            0x08 => "\\b",
+            0x0c => "\\f",
+            0..=0x1f => "",
+            _ => continue,
+        };
+        out.push_str(&text[plain..i]);
+        plain = i + 1;
+        if escape.is_empty() {
+            const HEX: &[u8; 16] = b"0123456789abcdef";
+            out.push_str("\\u00");
+            out.push(char::from(HEX[usize::from(b >> 4)]));
+            out.push(char::from(HEX[usize::from(b & 15)]));
+        } else {
+            out.push_str(escape);
+        }
+    }
+    out.push_str(&text[plain..]);
+    out.push('"');
+}
+
+fn push_opt_str(out: &mut String, text: Option<&str>) {
+    match text {
+        Some(text) => push_str(out, text),
+        None => out.push_str("null"),
     }
 }
 
@@ -568,9 +686,11 @@ mod tests {
         }
     }
 
+    const ALLOWANCE: u32 = 50;
+
     fn offer(e: RoutingEvent<'_>) {
         let profile = e.profile;
-        publish(profile, notable(e.ok, e.retries, e.hedged), || e);
+        publish(profile, notable(e.ok, e.retries, e.hedged), ALLOWANCE, || e);
     }
 
     /// The chunks queued for a subscriber so far, as one text.
@@ -588,7 +708,7 @@ mod tests {
         let (_reg, mut rx, queued) = register("local-cap").unwrap();
         let (_other, mut other_rx, _) = register("local-other").unwrap();
         let sampled = sampled_out();
-        let plain = EVENTS_OK_PER_WORKER_PER_S as usize + 100;
+        let plain = ALLOWANCE as usize + 100;
         for i in 0..plain {
             offer(event("local-cap", &format!("ok{i}")));
             if i % 40 == 0 {
@@ -613,7 +733,7 @@ mod tests {
         let frames: Vec<&str> = text.split_terminator("\n\n").collect();
         assert!(frames.iter().all(|f| f.starts_with("data: {")), "{text}");
         let count = |what: &str| text.matches(&format!("\"method\":\"{what}")).count();
-        assert_eq!(count("ok"), EVENTS_OK_PER_WORKER_PER_S as usize);
+        assert_eq!(count("ok"), ALLOWANCE as usize);
         let every = plain.div_ceil(40);
         assert_eq!(
             (count("failed"), count("failover"), count("hedged")),
@@ -643,6 +763,28 @@ mod tests {
         }
         assert!(total <= QUEUE_BYTES && total > QUEUE_BYTES / 2, "{total}");
         assert!(dropped() > dropped_before);
+    }
+
+    #[test]
+    fn events_are_written_as_serde_writes_them() {
+        let mut e = event("pro\"file", "eth_\\call\n\u{1}\u{7f}é\t\r\u{8}\u{c}\u{1f}");
+        e.key_id = Some("k");
+        e.provider = None;
+        e.source_region = Some("iad");
+        e.ts_ms = u64::MAX;
+        e.latency_us = 0;
+        e.upstream_us = 1234567890;
+        e.retries = 3;
+        e.hedged = true;
+        e.ok = false;
+        e.status = 502;
+        e.worker = 17;
+        for e in [e, event("p", "")] {
+            let mut ours = String::new();
+            e.write_json(&mut ours);
+            assert_eq!(ours, sonic_rs::to_string(&e).unwrap());
+            assert_eq!(ours, serde_json::to_string(&e).unwrap());
+        }
     }
 
     #[test]
