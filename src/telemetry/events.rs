@@ -517,14 +517,17 @@ fn push_u64(out: &mut String, mut n: u64) {
             break;
         }
     }
-    for &d in &digits[i..] {
-        out.push(char::from(d));
-    }
+    out.push_str(std::str::from_utf8(&digits[i..]).unwrap_or("0"));
 }
 
 /// A JSON string: quotes, backslashes and control characters escaped as `serde_json` does.
 fn push_str(out: &mut String, text: &str) {
     out.push('"');
+    if !text.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\') {
+        out.push_str(text);
+        out.push('"');
+        return;
+    }
     let mut plain = 0;
     for (i, b) in text.bytes().enumerate() {
         let escape = match b {
