@@ -301,7 +301,11 @@ impl Local {
                 let ms = now.saturating_duration_since(at).as_millis() as u64;
                 (per_s * ms / 1000).min(per_s) as u32
             }
-            None => self.allowance,
+            // The allowances start full: the clock starts now.
+            None => {
+                self.refilled = Some(now);
+                0
+            }
         };
         if refill > 0 {
             for slot in &mut self.slots {
