@@ -200,3 +200,69 @@ fn a_reload_that_inserts_a_profile_never_redirects_a_stream() {
         assert_eq!(e["provider"], "p2", "{e}");
     }
 }
+
+/// The value of an unlabelled sample in `/metrics`.
+fn metric(lasso: &Lasso, name: &str) -> u64 {
+    let r = get(lasso.addr(), "/metrics");
+    let text = String::from_utf8_lossy(&r.body).to_string();
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name} ")))
+        .unwrap_or_else(|| panic!("{name} missing from /metrics"))
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn a_flood_of_plain_successes_is_sampled_on_the_stream_and_a_failover_is_always_shown() {
+    let (p1, p2) = (MockProvider::start("p1"), MockProvider::start("p2"));
+    // A small allowance keeps the bound below the flood however slow the machine is.
+    let per_s = 5;
+    let cfg = single_chain(&[&p1, &p2]).server("event_stream_successes_per_s", per_s);
+    let lasso = Lasso::builder(&cfg.yaml()).workers(1).start();
+    let (status, mut stream) = open_stream(&lasso);
+    assert_eq!(status, 200);
+    let started = std::time::Instant::now();
+    let flood = 300;
+    for _ in 0..flood {
+        let r = post(
+            lasso.addr(),
+            "/rpc/ethereum",
+            &rpc(json!(1), "eth_gasPrice", json!([])),
+        );
+        assert_eq!(r.status, 200, "{}", r.describe());
+    }
+    let took = started.elapsed().as_secs_f64();
+    // The first provider fails: the request moves to the second, and that decision is on the stream.
+    p1.set_fault(Fault::Status(503));
+    let r = post(
+        lasso.addr(),
+        "/rpc/ethereum",
+        &rpc(json!(2), "eth_getBalance", json!(["0x01", "latest"])),
+    );
+    assert_eq!(r.status, 200, "{}", r.describe());
+    let events = events_until(&mut stream, "eth_getBalance");
+    let failover = events
+        .iter()
+        .find(|e| e["method"] == "eth_getBalance")
+        .unwrap();
+    assert_eq!(failover["provider"], "p2", "{failover}");
+    assert_eq!(failover["retries"], 1, "{failover}");
+    // Plain successes: a burst of the allowance, then the allowance a second (one worker); the rest only counted.
+    let plain = events
+        .iter()
+        .filter(|e| e["method"] == "eth_gasPrice")
+        .count();
+    let allowed = per_s + (per_s as f64 * (took + 1.0)) as usize;
+    assert!(
+        (per_s..=allowed.min(flood - 1)).contains(&plain),
+        "{plain} of {flood} plain events in {took:.1} s"
+    );
+    let sampled_out = metric(&lasso, "lasso_events_sampled_out_total") as usize;
+    assert!(
+        sampled_out >= flood - plain,
+        "{sampled_out} sampled out, {plain} shown"
+    );
+    assert_eq!(metric(&lasso, "lasso_event_stream_subscribers"), 1);
+    assert_eq!(metric(&lasso, "lasso_events_dropped_total"), 0);
+}

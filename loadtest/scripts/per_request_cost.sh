@@ -13,6 +13,7 @@
 # Variants (compare two labels of the same binary, e.g. a feature on and off):
 #   EXTRA_YML=file   YAML appended to the generated config (top-level sections such as access:, telemetry:)
 #   URL_QUERY=text   appended to the load's URL (e.g. "?key=..." for a keyed profile)
+#   SERVER_YML=text  extra `server:` keys, flow style (e.g. "event_stream_successes_per_s: 0")
 #   SIDE_CMD=cmd     started in the background before each measurement and stopped after it (e.g. a client of
 #                    the event stream: curl -sN http://127.0.0.1:$LASSO_PORT/api/events/default); runs on CPU 1
 set -u
@@ -26,7 +27,7 @@ cleanup() { side_stop; for p in $PIDS; do kill "$p" 2>/dev/null; done; sleep 0.5
 trap cleanup EXIT
 waitport() { for _ in $(seq 1 600); do (echo > /dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.2; done; return 1; }
 cat > "$OUT/lasso.yml" <<YML
-server: { bind: "127.0.0.1", port: $LASSO_PORT, workers: 1, soft_max_connections: 30000, hard_max_connections: 40000, idle_timeout_ms: 300000 }
+server: { bind: "127.0.0.1", port: $LASSO_PORT, workers: 1, soft_max_connections: 30000, hard_max_connections: 40000, idle_timeout_ms: 300000${SERVER_YML:+, $SERVER_YML} }
 upstream: { request_timeout_ms: 2000, connect_timeout_ms: 1000, max_attempts: 3, pool_max_idle_per_provider: 1024, coalesce: false }
 chains:
   bench:
@@ -61,7 +62,11 @@ for F in "$OUT"/cg.out.1-*; do
   IR=$(awk '/^summary:|^totals:/ {print $2; exit}' "$F"); IR=${IR:-0}
   [ "$IR" -gt 0 ] || continue
   WHO=$(callgrind_annotate --inclusive=yes "$F" 2>/dev/null | grep -m1 -o "edge/conn.rs\|app/monitor.rs" | sed 's|edge/conn.rs|worker|; s|app/monitor.rs|monitor|')
-  echo "$LABEL callgrind ${WHO:-thread ${F##*-}}: Ir=$IR Ir/request=$((IR / NCG)) over $NCG requests" | tee -a "$OUT/summary.txt"
+  # Requests the worker parsed between zeroing and dumping (the zeroing may land before the warm-up load ends).
+  SEEN=$(callgrind_annotate --inclusive=yes --tree=calling "$F" 2>/dev/null | grep -E "=> .*wire::jsonrpc::parse_request " | grep -o "([0-9,]*x)" | tr -d '(),x' | paste -sd+ | bc)
+  SEEN=${SEEN:-0}
+  PER=""; [ "$SEEN" -gt 0 ] && PER=" Ir/parsed-request=$((IR / SEEN)) ($SEEN parsed)"
+  echo "$LABEL callgrind ${WHO:-thread ${F##*-}}: Ir=$IR Ir/request=$((IR / NCG)) over $NCG requests$PER" | tee -a "$OUT/summary.txt"
 done
 grep -h "requests" "$OUT/loadgen-callgrind.txt" | head -1 | tee -a "$OUT/summary.txt"
 

@@ -66,6 +66,15 @@ pub async fn run(
             }
         });
     }
+    // Routing events this worker buffered for SSE subscribers go out as one chunk per profile shortly after the
+    // first one (the task waits without a timer while nobody listens).
+    monoio::spawn(async move {
+        loop {
+            crate::telemetry::events::flush_due().await;
+            monoio::time::sleep(crate::telemetry::events::FLUSH_EVERY).await;
+            crate::telemetry::events::flush_local();
+        }
+    });
     if !worker.config.access.keys.is_empty() {
         let worker = worker.clone();
         monoio::spawn(async move {

@@ -33,6 +33,10 @@ pub const DEFAULT_SERVER_SEND_TIMEOUT_MS: u64 = 60_000;
 pub const DEFAULT_SERVER_MAX_CONNECTIONS_PER_IP: usize = 128;
 /// `server.event_stream_lifetime_ms`: an SSE stream is ended after this long (EventSource clients reconnect).
 pub const DEFAULT_SERVER_EVENT_STREAM_LIFETIME_MS: u64 = 3_600_000;
+/// `server.event_stream_successes_per_s`: plain successful routing events (status below 400, no retry, no hedge) one
+/// worker publishes per profile and second (a burst of as many); the rest are counted in
+/// `lasso_events_sampled_out_total`, never serialised. Failures, retries, failovers and hedges are always published.
+pub const DEFAULT_SERVER_EVENT_STREAM_SUCCESSES_PER_S: u32 = 50;
 /// `server.cors_origins`: origins answered with `Access-Control-Allow-Origin` on `/rpc` and `/ws/rpc`.
 pub const DEFAULT_SERVER_CORS_ORIGINS: &str = "*";
 /// `server.auth_max_failures`: failed admin-token or cluster-secret attempts per client address (IPv6: per /64) in
@@ -58,6 +62,11 @@ pub const CLUSTER_EVENTS_PULL_MS: u64 = 250;
 pub const CLUSTER_EVENTS_ANSWER_BYTES: usize = 256 * 1024;
 /// Largest forwarded event accepted from a peer.
 pub const CLUSTER_EVENT_MAX_BYTES: usize = 4 * 1024;
+/// Routing events a worker buffers per profile before it hands them to the profile's subscribers as one chunk; an
+/// event arriving at a full buffer is dropped (and counted in `lasso_events_dropped_total`).
+pub const EVENTS_WORKER_BUFFER_BYTES: usize = 64 * 1024;
+/// How long a worker holds buffered routing events before flushing them (sooner once half its buffer is used).
+pub const EVENTS_FLUSH_MS: u64 = 100;
 /// Largest profile file read (a profile file is YAML holding a `chains:` map).
 pub const MAX_PROFILE_FILE_BYTES: u64 = 16 * 1024 * 1024;
 /// `LASSO_EXPAND_ALLOW` when unset: the variables `${VAR}` may expand (`RPC_*` a prefix, `*_API_KEY` a suffix; the
@@ -326,6 +335,10 @@ pub fn table() -> Vec<(&'static str, String)> {
         (
             "server.event_stream_lifetime_ms",
             DEFAULT_SERVER_EVENT_STREAM_LIFETIME_MS.to_string(),
+        ),
+        (
+            "server.event_stream_successes_per_s",
+            DEFAULT_SERVER_EVENT_STREAM_SUCCESSES_PER_S.to_string(),
         ),
         (
             "server.cors_origins",

@@ -48,6 +48,9 @@ pub struct ServerSettings {
     pub max_connections_per_ip: usize,
     /// An SSE stream ends after this long.
     pub event_stream_lifetime: Duration,
+    /// Plain successful routing events one worker publishes per profile and second (0 = none; failures, retries and
+    /// hedges always).
+    pub event_stream_successes_per_s: u32,
     /// Who may read `/rpc` and `/ws/rpc` answers from a browser.
     pub cors: CorsOrigins,
     /// Failed authentication attempts per client address and window before 429 (admin token, cluster secret).

@@ -116,14 +116,13 @@ async fn stream_profile(worker: Rc<Worker>, mut stream: TcpStream, name: &str) {
         let drained = worker.drain_started.notified();
         let out = monoio::select! {
             ev = rx.next() => match ev {
-                Some(json) => {
-                    let mut out = format!("data: {json}\n\n");
-                    queued.fetch_sub(json.len(), Ordering::Relaxed);
+                Some(chunk) => {
+                    // Chunks of ready `data:` frames, one per worker flush; whatever else is queued goes along.
+                    queued.fetch_sub(chunk.len(), Ordering::Relaxed);
+                    let mut out = String::from(&*chunk);
                     while let Ok(more) = rx.try_recv() {
                         queued.fetch_sub(more.len(), Ordering::Relaxed);
-                        out.push_str("data: ");
                         out.push_str(&more);
-                        out.push_str("\n\n");
                     }
                     out
                 }

@@ -12,7 +12,6 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -195,5 +194,5 @@ fn republish(own_node: &str, profiles: &[String], line: String) {
     if head.source_node == own_node || !profiles.contains(&head.profile) {
         return;
     }
-    events::publish_remote(&head.profile, Arc::from(line));
+    events::publish_remote(&head.profile, &line);
 }

@@ -313,6 +313,36 @@ pub async fn render(worker: &Rc<Worker>) -> Response {
     );
     o.sample("lasso_ws_delivered_events_total", &[], ws.delivered_events);
     o.family(
+        "lasso_event_stream_subscribers",
+        "gauge",
+        "Routing-event streams (SSE) open on this node.",
+    );
+    o.sample(
+        "lasso_event_stream_subscribers",
+        &[],
+        crate::telemetry::events::subscribers(),
+    );
+    o.family(
+        "lasso_events_dropped_total",
+        "counter",
+        "Routing events dropped for lack of room (a worker's buffer, a subscriber's queue, the cluster outbox).",
+    );
+    o.sample(
+        "lasso_events_dropped_total",
+        &[],
+        crate::telemetry::events::dropped(),
+    );
+    o.family(
+        "lasso_events_sampled_out_total",
+        "counter",
+        "Plain successful routing events not published past the per-worker allowance per profile and second.",
+    );
+    o.sample(
+        "lasso_events_sampled_out_total",
+        &[],
+        crate::telemetry::events::sampled_out(),
+    );
+    o.family(
         "lasso_indexing_total",
         "counter",
         "Indexer-grade handling: log queries split, their upstream calls and bisections, heads floored, latest pinned, sends answered idempotently or broadcast.",

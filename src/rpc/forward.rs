@@ -278,6 +278,8 @@ pub(crate) async fn forward(
     let mut state = Attempts::new(worker, chain, plan);
     if let Some(m) = meta.as_deref_mut() {
         m.strategy = plan.strategy;
+    }
+    if let Some(m) = meta.as_deref_mut().filter(|m| !m.events_only) {
         m.candidates = plan
             .candidates
             .iter()

@@ -50,6 +50,8 @@ pub struct Meta {
     pub hedged: bool,
     pub upstream: Duration,
     pub breaker: BreakerState,
+    /// Collected only for the routing-event stream: no request id, no candidate list (nobody reads them).
+    pub events_only: bool,
 }
 
 #[derive(Serialize)]
@@ -78,6 +80,15 @@ impl Meta {
             hedged: false,
             upstream: Duration::ZERO,
             breaker: BreakerState::Closed,
+            events_only: false,
+        }
+    }
+
+    /// What the routing-event stream needs of a request the client asked no metadata of and the access log skips.
+    pub fn for_events(pick: Pick) -> Self {
+        Meta {
+            events_only: true,
+            ..Meta::new(String::new(), pick)
         }
     }
 

@@ -90,7 +90,10 @@ fn publish(request: &Observed<'_>, meta: &Meta, method: &str, status: u16) {
         None if meta.pick_provider => "provider",
         None => "-",
     };
-    events::publish(&RoutingEvent {
+    let ok = status < 400;
+    let notable = events::notable(ok, meta.retries, meta.hedged);
+    let allowance = worker.config.server.event_stream_successes_per_s;
+    events::publish(request.profile, notable, allowance, || RoutingEvent {
         ts_ms: SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64),
@@ -104,7 +107,7 @@ fn publish(request: &Observed<'_>, meta: &Meta, method: &str, status: u16) {
         upstream_us: meta.upstream.as_micros() as u64,
         retries: meta.retries,
         hedged: meta.hedged,
-        ok: status < 400,
+        ok,
         status,
         source_node: &worker.shared.node_id,
         source_region: worker.shared.region.as_deref(),

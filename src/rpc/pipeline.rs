@@ -70,8 +70,11 @@ pub async fn handle(
         key_id,
     };
     // Routing metadata is collected when the client asks, for sampled logs, or for SSE subscribers (events).
-    let mut meta = (meta_mode != MetaMode::Off || request.sampled || request.events)
-        .then(|| Meta::new(worker.request_id(), target.pick));
+    let mut meta = if meta_mode != MetaMode::Off || request.sampled {
+        Some(Meta::new(worker.request_id(), target.pick))
+    } else {
+        request.events.then(|| Meta::for_events(target.pick))
+    };
     // A large answer may go to an HTTP client as it arrives when nothing is added to its body afterwards.
     let stream = transport == Transport::Http && meta_mode != MetaMode::Body;
     let served = serve(

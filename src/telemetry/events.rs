@@ -1,26 +1,39 @@
-//! Routing-decision events: a process-wide bus of per-subscriber bounded queues, read by the Server-Sent Events
-//! endpoint `GET /api/events/:profile` (`edge::sse`), bounded in bytes per subscriber and in subscribers. The proxy
-//! publishes one event per client request (profile, API key id, chain, method, provider
-//! chosen, strategy, latency, retries, hedging, outcome, and this node's id and region) only while at least one
-//! subscriber exists: the check is one relaxed atomic load, and nothing is allocated when nobody listens. A
-//! subscriber names one profile and only ever receives that profile's events.
+//! Routing-decision events: a process-wide registry of subscribers, each with a queue bounded in bytes, read by the
+//! Server-Sent Events endpoint `GET /api/events/:profile` (`edge::sse`); at most [`MAX_SUBSCRIBERS`]. The proxy
+//! offers one event per client request (profile, API key id, chain, method, provider chosen, strategy, latency,
+//! retries, hedging, outcome, and this node's id and region) only while at least one subscriber exists: the check is
+//! one relaxed atomic load. A subscriber names one profile and only ever receives that profile's events.
+//!
+//! The request path takes no lock and wakes no other thread. Each worker keeps, in a thread-local, a snapshot of the
+//! subscribers per profile (rebuilt when the registry's generation moves, i.e. on a (un)registration) and, per
+//! profile, a buffer of ready SSE frames bounded by [`EVENTS_WORKER_BUFFER_BYTES`]. The worker's flush task
+//! ([`flush_due`], [`flush_local`], run by `app::run`) hands each buffer to the profile's subscribers as one chunk
+//! [`EVENTS_FLUSH_MS`] after the first event buffered (or at once when half the buffer is used), so a subscriber
+//! costs a few wake-ups and writes per second, not one per request; idle, the task sleeps without a timer. Plain
+//! successful events past `server.event_stream_successes_per_s` per worker, profile and second are counted ([`sampled_out`]) and
+//! never serialised; failures, retries, failovers and hedges are always kept (within the byte bounds).
 //!
 //! Across a cluster (`crate::ops::cluster_events`), a peer that has subscribers asks this node for the events of their
 //! profiles: from then on (for [`CLUSTER_EVENTS_INTEREST_MS`] after its last ask) this node also keeps those
-//! profiles' events in a byte-bounded outbox ([`export`]), which the peer drains and republishes to its own
-//! subscribers ([`publish_remote`], never into its own outbox, so nothing loops). The request path only ever tries the
-//! outbox's lock: when it is held, the event is dropped and counted, never waited for.
+//! profiles' events (sampled as above) in a byte-bounded outbox ([`export`]), which the peer drains and republishes to
+//! its own subscribers ([`publish_remote`], never into its own outbox, so nothing loops). The request path only ever
+//! tries the outbox's lock: when it is held, the event is dropped and counted, never waited for.
 
+use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::Duration;
+use std::task::{Poll, Waker};
+use std::time::{Duration, Instant};
 
 use futures_channel::mpsc;
 
 use serde::Serialize;
 
-use crate::config::defaults::{CLUSTER_EVENTS_BUFFER_BYTES, CLUSTER_EVENTS_INTEREST_MS};
+use crate::config::defaults::{
+    CLUSTER_EVENTS_BUFFER_BYTES, CLUSTER_EVENTS_INTEREST_MS, EVENTS_FLUSH_MS,
+    EVENTS_WORKER_BUFFER_BYTES,
+};
 
 /// Bytes of events queued per subscriber before new ones are dropped (a slow reader loses events, never memory).
 pub const QUEUE_BYTES: usize = 256 * 1024;
@@ -28,10 +41,15 @@ pub const QUEUE_BYTES: usize = 256 * 1024;
 pub const MAX_SUBSCRIBERS: usize = 64;
 /// A comment line is sent this often so proxies and clients see the stream alive.
 pub const KEEPALIVE: Duration = Duration::from_secs(15);
+/// How long a worker holds buffered events (see [`EVENTS_FLUSH_MS`]).
+pub const FLUSH_EVERY: Duration = Duration::from_millis(EVENTS_FLUSH_MS);
 
 static SUBSCRIBERS: AtomicUsize = AtomicUsize::new(0);
+/// Bumped under the registry's write lock on every (un)registration: workers rebuild their snapshot when it moves.
+static GENERATION: AtomicU64 = AtomicU64::new(1);
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 static DROPPED: AtomicU64 = AtomicU64::new(0);
+static SAMPLED_OUT: AtomicU64 = AtomicU64::new(0);
 static REGISTRY: RwLock<Vec<Subscriber>> = RwLock::new(Vec::new());
 /// Whether a peer asked for events recently (checked before [`REMOTE`] on the request path).
 static REMOTE_ANY: AtomicBool = AtomicBool::new(false);
@@ -74,12 +92,31 @@ fn remote_wants(profile: &str) -> bool {
     remote.iter().any(|(p, until)| p == profile && *until > now)
 }
 
+/// A subscriber's queue: chunks of SSE frames, and the bytes queued in it.
+struct Sink {
+    tx: mpsc::UnboundedSender<Arc<str>>,
+    queued: Arc<AtomicUsize>,
+}
+
+impl Sink {
+    /// Queues `chunk` (holding `events` events) unless the queue would pass [`QUEUE_BYTES`] (then they are dropped).
+    fn send(&self, chunk: &Arc<str>, events: u64) {
+        if self.queued.fetch_add(chunk.len(), Ordering::Relaxed) + chunk.len() > QUEUE_BYTES {
+            self.queued.fetch_sub(chunk.len(), Ordering::Relaxed);
+            DROPPED.fetch_add(events, Ordering::Relaxed);
+            return;
+        }
+        if self.tx.unbounded_send(chunk.clone()).is_err() {
+            self.queued.fetch_sub(chunk.len(), Ordering::Relaxed);
+        }
+    }
+}
+
 struct Subscriber {
     id: u64,
     /// Profiles are keyed by name, never by index: an index means another profile after a reload inserts one.
     profile: String,
-    tx: mpsc::UnboundedSender<Arc<str>>,
-    queued: Arc<AtomicUsize>,
+    sink: Arc<Sink>,
 }
 
 /// Whether anyone listens (cheap; checked on the request path).
@@ -93,9 +130,14 @@ pub fn subscribers() -> usize {
     SUBSCRIBERS.load(Ordering::Relaxed)
 }
 
-/// Events dropped because a subscriber's queue was full.
+/// Events dropped for lack of room (a worker's buffer, a subscriber's queue, the outbox's lock), as last flushed.
 pub fn dropped() -> u64 {
     DROPPED.load(Ordering::Relaxed)
+}
+
+/// Plain successful events not published (past `server.event_stream_successes_per_s`), as last flushed.
+pub fn sampled_out() -> u64 {
+    SAMPLED_OUT.load(Ordering::Relaxed)
 }
 
 /// Unregisters its subscriber when dropped.
@@ -106,10 +148,11 @@ impl Drop for Registration {
         let mut reg = REGISTRY.write().unwrap_or_else(|p| p.into_inner());
         reg.retain(|s| s.id != self.0);
         SUBSCRIBERS.store(reg.len(), Ordering::Relaxed);
+        GENERATION.fetch_add(1, Ordering::Release);
     }
 }
 
-/// A subscriber's end: its registration, its queue, and the bytes queued in it.
+/// A subscriber's end: its registration, its queue (chunks of SSE `data:` frames), and the bytes queued in it.
 pub type Subscription = (
     Registration,
     mpsc::UnboundedReceiver<Arc<str>>,
@@ -128,11 +171,262 @@ pub fn register(profile: &str) -> Option<Subscription> {
     reg.push(Subscriber {
         id,
         profile: profile.to_string(),
-        tx,
-        queued: queued.clone(),
+        sink: Arc::new(Sink {
+            tx,
+            queued: queued.clone(),
+        }),
     });
     SUBSCRIBERS.store(reg.len(), Ordering::Relaxed);
+    GENERATION.fetch_add(1, Ordering::Release);
     Some((Registration(id), rx, queued))
+}
+
+/// One profile's state on one worker: its subscribers as of the snapshot, the frames waiting for the next flush and
+/// how many plain successful events may still be published.
+struct Slot {
+    profile: Box<str>,
+    sinks: Vec<Arc<Sink>>,
+    frames: String,
+    events: u64,
+    tokens: u32,
+}
+
+impl Slot {
+    fn new(profile: &str, allowance: u32) -> Slot {
+        Slot {
+            profile: profile.into(),
+            sinks: Vec::new(),
+            frames: String::new(),
+            events: 0,
+            tokens: allowance,
+        }
+    }
+
+    /// Hands the buffered frames to the subscribers as one chunk.
+    fn flush(&mut self) {
+        if self.frames.is_empty() {
+            return;
+        }
+        let chunk: Arc<str> = Arc::from(self.frames.as_str());
+        for sink in &self.sinks {
+            sink.send(&chunk, self.events);
+        }
+        self.frames.clear();
+        self.events = 0;
+        // A burst's buffer is not kept for ever.
+        if self.frames.capacity() > EVENTS_WORKER_BUFFER_BYTES / 4 {
+            self.frames = String::new();
+        }
+    }
+}
+
+/// One worker's view of the bus (a thread-local: workers are threads).
+struct Local {
+    generation: u64,
+    slots: Vec<Slot>,
+    /// Plain successful events per profile and second (the worker's configuration, as last offered).
+    allowance: u32,
+    dropped: u64,
+    sampled_out: u64,
+    /// Events were offered since the last flush: the flush task is due.
+    armed: bool,
+    waker: Option<Waker>,
+    refilled: Option<Instant>,
+}
+
+thread_local! {
+    static LOCAL: RefCell<Local> = const {
+        RefCell::new(Local {
+            generation: 0,
+            slots: Vec::new(),
+            allowance: 0,
+            dropped: 0,
+            sampled_out: 0,
+            armed: false,
+            waker: None,
+            refilled: None,
+        })
+    };
+}
+
+impl Local {
+    /// Rebuilds the per-profile subscriber lists when the registry changed (buffered frames are flushed first).
+    fn refresh(&mut self) {
+        let generation = GENERATION.load(Ordering::Acquire);
+        if generation == self.generation {
+            return;
+        }
+        for slot in &mut self.slots {
+            slot.flush();
+        }
+        let reg = REGISTRY.read().unwrap_or_else(|p| p.into_inner());
+        let mut slots: Vec<Slot> = Vec::new();
+        for s in reg.iter() {
+            let i = match slots.iter().position(|slot| *slot.profile == *s.profile) {
+                Some(i) => i,
+                None => {
+                    let mut slot = Slot::new(&s.profile, self.allowance);
+                    if let Some(old) = self.slots.iter().find(|o| *o.profile == *s.profile) {
+                        slot.tokens = old.tokens;
+                    }
+                    slots.push(slot);
+                    slots.len() - 1
+                }
+            };
+            slots[i].sinks.push(s.sink.clone());
+        }
+        drop(reg);
+        self.slots = slots;
+        self.generation = generation;
+    }
+
+    /// Marks the flush task due; returns its waker to wake once the thread-local is released.
+    fn arm(&mut self) -> Option<Waker> {
+        if self.armed {
+            return None;
+        }
+        self.armed = true;
+        self.waker.take()
+    }
+
+    /// Flushes every buffer, refills the plain-event allowances and folds the counters into the process totals.
+    fn flush(&mut self) {
+        for slot in &mut self.slots {
+            slot.flush();
+        }
+        let now = Instant::now();
+        let per_s = u64::from(self.allowance);
+        let refill = match self.refilled {
+            Some(at) => {
+                let ms = now.saturating_duration_since(at).as_millis() as u64;
+                (per_s * ms / 1000).min(per_s) as u32
+            }
+            // The allowances start full: the clock starts now.
+            None => {
+                self.refilled = Some(now);
+                0
+            }
+        };
+        if refill > 0 {
+            for slot in &mut self.slots {
+                slot.tokens = (slot.tokens + refill).min(self.allowance);
+            }
+            self.refilled = Some(now);
+        }
+        if self.dropped > 0 {
+            DROPPED.fetch_add(std::mem::take(&mut self.dropped), Ordering::Relaxed);
+        }
+        if self.sampled_out > 0 {
+            SAMPLED_OUT.fetch_add(std::mem::take(&mut self.sampled_out), Ordering::Relaxed);
+        }
+        self.armed = false;
+    }
+}
+
+/// Resolves when this worker has offered events since its last [`flush_local`] (it waits without a timer).
+pub async fn flush_due() {
+    std::future::poll_fn(|cx| {
+        LOCAL.with(|local| {
+            let mut local = local.borrow_mut();
+            if local.armed {
+                Poll::Ready(())
+            } else {
+                local.waker = Some(cx.waker().clone());
+                Poll::Pending
+            }
+        })
+    })
+    .await
+}
+
+/// Hands this worker's buffered events to their subscribers (one chunk per profile) and counts what it dropped.
+pub fn flush_local() {
+    LOCAL.with(|local| local.borrow_mut().flush());
+}
+
+/// Whether an event is worth keeping beyond the plain-success allowance: a failure, a retry (failover) or a hedge.
+pub fn notable(ok: bool, retries: u32, hedged: bool) -> bool {
+    !ok || retries > 0 || hedged
+}
+
+/// Offers one routing decision of `profile` (made by `make`, only when it is to be published) to this worker's buffer
+/// for the profile's subscribers, and to the outbox when a peer wants it. A no-op when nobody listens; plain
+/// successes (`notable` false) past `allowance` per second (`server.event_stream_successes_per_s`) are counted, not
+/// built.
+pub fn publish<'a>(
+    profile: &str,
+    notable: bool,
+    allowance: u32,
+    make: impl FnOnce() -> RoutingEvent<'a>,
+) {
+    if !active() {
+        return;
+    }
+    let remote = remote_wants(profile);
+    let waker = LOCAL.with(|local| {
+        let mut local = local.borrow_mut();
+        if local.allowance != allowance {
+            // A new configuration (or the first event): the allowances start afresh.
+            local.allowance = allowance;
+            for slot in &mut local.slots {
+                slot.tokens = allowance;
+            }
+        }
+        local.refresh();
+        let i = match local.slots.iter().position(|s| *s.profile == *profile) {
+            Some(i) => i,
+            None if remote => {
+                local.slots.push(Slot::new(profile, allowance));
+                local.slots.len() - 1
+            }
+            None => return None,
+        };
+        let local = &mut *local;
+        if local.slots[i].sinks.is_empty() && !remote {
+            return None;
+        }
+        let waker = local.arm();
+        let slot = &mut local.slots[i];
+        if !notable {
+            if slot.tokens == 0 {
+                local.sampled_out += 1;
+                return waker;
+            }
+            slot.tokens -= 1;
+        }
+        if !remote && slot.frames.len() >= EVENTS_WORKER_BUFFER_BYTES {
+            local.dropped += 1;
+            return waker;
+        }
+        let event = make();
+        if slot.sinks.is_empty() {
+            let mut json = String::with_capacity(320);
+            event.write_json(&mut json);
+            keep_for_peers(profile, &json);
+            return waker;
+        }
+        // Written in place as an SSE frame; taken back when it does not fit.
+        let mark = slot.frames.len();
+        slot.frames.push_str("data: ");
+        event.write_json(&mut slot.frames);
+        if remote {
+            keep_for_peers(profile, &slot.frames[mark + 6..]);
+        }
+        slot.frames.push_str("\n\n");
+        if slot.frames.len() > EVENTS_WORKER_BUFFER_BYTES {
+            slot.frames.truncate(mark);
+            local.dropped += 1;
+            return waker;
+        }
+        slot.events += 1;
+        if slot.frames.len() >= EVENTS_WORKER_BUFFER_BYTES / 2 {
+            slot.flush();
+        }
+        waker
+    });
+    if let Some(waker) = waker {
+        waker.wake();
+    }
 }
 
 /// One routing decision as subscribers see it. Client-supplied text (the method) is cut to
@@ -163,6 +457,50 @@ pub struct RoutingEvent<'a> {
 pub const MAX_CLIENT_TEXT: usize = 128;
 
 impl RoutingEvent<'_> {
+    /// Appends this event as JSON (what `serde` would write, field for field, without its machinery: this runs on
+    /// the request path).
+    pub fn write_json(&self, out: &mut String) {
+        out.push_str("{\"ts_ms\":");
+        push_u64(out, self.ts_ms);
+        out.push_str(",\"profile\":");
+        push_str(out, self.profile);
+        out.push_str(",\"key_id\":");
+        push_opt_str(out, self.key_id);
+        out.push_str(",\"chain\":");
+        push_str(out, self.chain);
+        out.push_str(",\"method\":");
+        push_str(out, self.method);
+        out.push_str(",\"provider\":");
+        push_opt_str(out, self.provider);
+        out.push_str(",\"strategy\":");
+        push_str(out, self.strategy);
+        out.push_str(",\"latency_us\":");
+        push_u64(out, self.latency_us);
+        out.push_str(",\"upstream_us\":");
+        push_u64(out, self.upstream_us);
+        out.push_str(",\"retries\":");
+        push_u64(out, u64::from(self.retries));
+        out.push_str(if self.hedged {
+            ",\"hedged\":true"
+        } else {
+            ",\"hedged\":false"
+        });
+        out.push_str(if self.ok {
+            ",\"ok\":true"
+        } else {
+            ",\"ok\":false"
+        });
+        out.push_str(",\"status\":");
+        push_u64(out, u64::from(self.status));
+        out.push_str(",\"source_node\":");
+        push_str(out, self.source_node);
+        out.push_str(",\"source_region\":");
+        push_opt_str(out, self.source_region);
+        out.push_str(",\"worker\":");
+        push_u64(out, self.worker as u64);
+        out.push('}');
+    }
+
     /// `text` cut to [`MAX_CLIENT_TEXT`] characters (on a character boundary).
     pub fn client_text(text: &str) -> &str {
         match text.char_indices().nth(MAX_CLIENT_TEXT) {
@@ -172,15 +510,61 @@ impl RoutingEvent<'_> {
     }
 }
 
-/// Whether anyone listens to `profile`, here or on a peer (checked before building an event).
-pub fn wanted(profile: &str) -> bool {
-    active()
-        && (REGISTRY
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-            .any(|s| s.profile == profile)
-            || remote_wants(profile))
+fn push_u64(out: &mut String, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.push_str(std::str::from_utf8(&digits[i..]).unwrap_or("0"));
+}
+
+/// A JSON string: quotes, backslashes and control characters escaped as `serde_json` does.
+fn push_str(out: &mut String, text: &str) {
+    out.push('"');
+    if !text.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\') {
+        out.push_str(text);
+        out.push('"');
+        return;
+    }
+    let mut plain = 0;
+    for (i, b) in text.bytes().enumerate() {
+        let escape = match b {
+            b'"' => "\\\"",
+            b'\\' => "\\\\",
+            b'\n' => "\\n",
+            b'\r' => "\\r",
+            b'\t' => "\\t",
+            0x08 => "\\b",
+            0x0c => "\\f",
+            0..=0x1f => "",
+            _ => continue,
+        };
+        out.push_str(&text[plain..i]);
+        plain = i + 1;
+        if escape.is_empty() {
+            const HEX: &[u8; 16] = b"0123456789abcdef";
+            out.push_str("\\u00");
+            out.push(char::from(HEX[usize::from(b >> 4)]));
+            out.push(char::from(HEX[usize::from(b & 15)]));
+        } else {
+            out.push_str(escape);
+        }
+    }
+    out.push_str(&text[plain..]);
+    out.push('"');
+}
+
+fn push_opt_str(out: &mut String, text: Option<&str>) {
+    match text {
+        Some(text) => push_str(out, text),
+        None => out.push_str("null"),
+    }
 }
 
 /// The profiles this node's own subscribers follow (what to ask peers for).
@@ -192,38 +576,17 @@ pub fn local_profiles() -> Vec<String> {
     out
 }
 
-/// Publishes one routing decision to the subscribers of its profile, and to the outbox when a peer wants it (a
-/// no-op when nobody does).
-pub fn publish(event: &RoutingEvent<'_>) {
-    if !active() {
-        return;
-    }
-    let remote = remote_wants(event.profile);
-    let reg = REGISTRY.read().unwrap_or_else(|p| p.into_inner());
-    let local = reg.iter().any(|s| s.profile == event.profile);
-    if !local && !remote {
-        return;
-    }
-    let Ok(json) = sonic_rs::to_string(event) else {
-        return;
-    };
-    let json: Arc<str> = json.into();
-    if remote {
-        keep_for_peers(event.profile, &json);
-    }
-    if local {
-        deliver(&reg, event.profile, &json);
-    }
-}
-
 /// Publishes an event received from a peer (raw JSON of its `profile`) to this node's subscribers only.
-pub fn publish_remote(profile: &str, json: Arc<str>) {
+pub fn publish_remote(profile: &str, json: &str) {
+    let chunk: Arc<str> = format!("data: {json}\n\n").into();
     let reg = REGISTRY.read().unwrap_or_else(|p| p.into_inner());
-    deliver(&reg, profile, &json);
+    for s in reg.iter().filter(|s| s.profile == profile) {
+        s.sink.send(&chunk, 1);
+    }
 }
 
 /// Appends to the outbox unless its lock is held (then the event is dropped: the request path never waits).
-fn keep_for_peers(profile: &str, json: &Arc<str>) {
+fn keep_for_peers(profile: &str, json: &str) {
     let Ok(mut outbox) = OUTBOX.try_lock() else {
         DROPPED.fetch_add(1, Ordering::Relaxed);
         return;
@@ -231,7 +594,7 @@ fn keep_for_peers(profile: &str, json: &Arc<str>) {
     let seq = outbox.next_seq;
     outbox.next_seq += 1;
     outbox.bytes += json.len() + profile.len();
-    outbox.events.push_back((seq, profile.into(), json.clone()));
+    outbox.events.push_back((seq, profile.into(), json.into()));
     while outbox.bytes > CLUSTER_EVENTS_BUFFER_BYTES {
         let Some((_, p, j)) = outbox.events.pop_front() else {
             break;
@@ -286,19 +649,6 @@ pub fn export(profiles: &[&str], since: u64, max_bytes: usize) -> Exported {
     Exported { next, events }
 }
 
-fn deliver(reg: &[Subscriber], profile: &str, json: &Arc<str>) {
-    for s in reg.iter().filter(|s| s.profile == profile) {
-        if s.queued.fetch_add(json.len(), Ordering::Relaxed) + json.len() > QUEUE_BYTES {
-            s.queued.fetch_sub(json.len(), Ordering::Relaxed);
-            DROPPED.fetch_add(1, Ordering::Relaxed);
-            continue;
-        }
-        if s.tx.unbounded_send(json.clone()).is_err() {
-            s.queued.fetch_sub(json.len(), Ordering::Relaxed);
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -343,14 +693,115 @@ mod tests {
         }
     }
 
+    const ALLOWANCE: u32 = 50;
+
+    fn offer(e: RoutingEvent<'_>) {
+        let profile = e.profile;
+        publish(profile, notable(e.ok, e.retries, e.hedged), ALLOWANCE, || e);
+    }
+
+    /// The chunks queued for a subscriber so far, as one text.
+    fn received(rx: &mut mpsc::UnboundedReceiver<Arc<str>>) -> (String, usize) {
+        let (mut text, mut chunks) = (String::new(), 0);
+        while let Ok(chunk) = rx.try_recv() {
+            text.push_str(&chunk);
+            chunks += 1;
+        }
+        (text, chunks)
+    }
+
+    #[test]
+    fn a_worker_hands_its_events_over_in_one_chunk_and_samples_plain_successes_only() {
+        let (_reg, mut rx, queued) = register("local-cap").unwrap();
+        let (_other, mut other_rx, _) = register("local-other").unwrap();
+        let sampled = sampled_out();
+        let plain = ALLOWANCE as usize + 100;
+        for i in 0..plain {
+            offer(event("local-cap", &format!("ok{i}")));
+            if i % 40 == 0 {
+                let mut failed = event("local-cap", "failed");
+                failed.ok = false;
+                failed.status = 502;
+                offer(failed);
+                let mut failover = event("local-cap", "failover");
+                failover.retries = 1;
+                offer(failover);
+                let mut hedged = event("local-cap", "hedged");
+                hedged.hedged = true;
+                offer(hedged);
+            }
+        }
+        // Nothing reaches the subscriber before the worker's flush; then one chunk.
+        assert_eq!(received(&mut rx).1, 0);
+        flush_local();
+        let (text, chunks) = received(&mut rx);
+        assert_eq!(chunks, 1, "{text}");
+        assert_eq!(queued.load(Ordering::Relaxed), text.len());
+        let frames: Vec<&str> = text.split_terminator("\n\n").collect();
+        assert!(frames.iter().all(|f| f.starts_with("data: {")), "{text}");
+        let count = |what: &str| text.matches(&format!("\"method\":\"{what}")).count();
+        assert_eq!(count("ok"), ALLOWANCE as usize);
+        let every = plain.div_ceil(40);
+        assert_eq!(
+            (count("failed"), count("failover"), count("hedged")),
+            (every, every, every)
+        );
+        assert!(sampled_out() >= sampled + 100);
+        // Another profile's subscriber saw nothing.
+        assert_eq!(received(&mut other_rx).1, 0);
+    }
+
+    #[test]
+    fn a_workers_buffer_and_a_subscribers_queue_are_bounded_in_bytes() {
+        let (_reg, mut rx, queued) = register("local-bound").unwrap();
+        let dropped_before = dropped();
+        let method = "m".repeat(1000);
+        for _ in 0..(4 * QUEUE_BYTES / 1000) {
+            let mut e = event("local-bound", &method);
+            e.ok = false;
+            offer(e);
+        }
+        flush_local();
+        assert!(queued.load(Ordering::Relaxed) <= QUEUE_BYTES);
+        let mut total = 0;
+        while let Ok(chunk) = rx.try_recv() {
+            assert!(chunk.len() <= EVENTS_WORKER_BUFFER_BYTES, "{}", chunk.len());
+            total += chunk.len();
+        }
+        assert!(total <= QUEUE_BYTES && total > QUEUE_BYTES / 2, "{total}");
+        assert!(dropped() > dropped_before);
+    }
+
+    #[test]
+    fn events_are_written_as_serde_writes_them() {
+        let mut e = event("pro\"file", "eth_\\call\n\u{1}\u{7f}é\t\r\u{8}\u{c}\u{1f}");
+        e.key_id = Some("k");
+        e.provider = None;
+        e.source_region = Some("iad");
+        e.ts_ms = u64::MAX;
+        e.latency_us = 0;
+        e.upstream_us = 1234567890;
+        e.retries = 3;
+        e.hedged = true;
+        e.ok = false;
+        e.status = 502;
+        e.worker = 17;
+        for e in [e, event("p", "")] {
+            let mut ours = String::new();
+            e.write_json(&mut ours);
+            assert_eq!(ours, sonic_rs::to_string(&e).unwrap());
+            assert_eq!(ours, serde_json::to_string(&e).unwrap());
+        }
+    }
+
     #[test]
     fn peers_get_only_the_profiles_they_asked_for_from_where_they_left_off() {
         // A first ask registers interest and starts from now.
         let first = export(&["exp-a"], 0, 1 << 20);
         assert!(first.events.is_empty());
-        publish(&event("exp-a", "m1"));
-        publish(&event("exp-b", "m2"));
-        publish(&event("exp-a", "m3"));
+        offer(event("exp-a", "m1"));
+        offer(event("exp-b", "m2"));
+        offer(event("exp-a", "m3"));
         let got = export(&["exp-a"], first.next, 1 << 20);
         let texts: Vec<&str> = got.events.iter().map(|e| &**e).collect();
         assert_eq!(texts.len(), 2, "{texts:?}");
@@ -369,7 +820,9 @@ mod tests {
         let first = export(&["exp-bound"], 0, 1 << 20);
         let method = "m".repeat(100);
         for _ in 0..(2 * CLUSTER_EVENTS_BUFFER_BYTES / 100) {
-            publish(&event("exp-bound", &method));
+            let mut e = event("exp-bound", &method);
+            e.retries = 1;
+            offer(e);
         }
         let bytes = OUTBOX.lock().unwrap().bytes;
         assert!(bytes <= CLUSTER_EVENTS_BUFFER_BYTES, "{bytes}");

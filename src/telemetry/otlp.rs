@@ -215,11 +215,22 @@ fn varint_field(out: &mut Vec<u8>, field: u32, v: u64) {
     varint(out, v);
 }
 
-/// A length-delimited sub-message written by `f`.
+/// A length-delimited sub-message written by `f`, in place: its length is put in front afterwards (one move of its
+/// bytes, no buffer of its own).
 fn message(out: &mut Vec<u8>, field: u32, f: impl FnOnce(&mut Vec<u8>)) {
-    let mut inner = Vec::new();
-    f(&mut inner);
-    bytes_field(out, field, &inner);
+    tag(out, field, 2);
+    let start = out.len();
+    f(out);
+    let mut len = (out.len() - start) as u64;
+    let mut prefix = [0u8; 10];
+    let mut n = 0;
+    while len >= 0x80 {
+        prefix[n] = (len as u8) | 0x80;
+        len >>= 7;
+        n += 1;
+    }
+    prefix[n] = len as u8;
+    out.splice(start..start, prefix[..=n].iter().copied());
 }
 
 /// `KeyValue { key = 1; AnyValue value = 2 }`, `AnyValue { string_value = 1 | bool_value = 2 | int_value = 3 }`.
