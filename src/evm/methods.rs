@@ -2,7 +2,7 @@
 //! statistics need no string keys on the hot path), the class a method falls back to when it has few samples, which
 //! methods are writes or safe to hedge, and which block a call targets (`latest`-sensitive or an explicit number).
 
-use sonic_rs::{JsonContainerTrait, JsonValueTrait};
+use sonic_rs::JsonValueTrait;
 
 /// Groups of methods with similar cost, used when a method alone has too few samples.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -326,7 +326,7 @@ pub enum BlockTarget {
     Number(u64),
 }
 
-fn tag_target(v: &sonic_rs::Value) -> BlockTarget {
+fn tag_target(v: &sonic_rs::LazyValue<'_>) -> BlockTarget {
     if let Some(tag) = v.as_str() {
         return match tag {
             "latest" | "pending" => BlockTarget::Head,
@@ -341,9 +341,9 @@ fn tag_target(v: &sonic_rs::Value) -> BlockTarget {
         return BlockTarget::Number(n);
     }
     // {"blockHash": ...} / {"blockNumber": ...} (EIP-1898)
-    if let Some(obj) = v.as_object() {
-        if let Some(n) = obj.get(&"blockNumber") {
-            return tag_target(n);
+    if v.is_object() {
+        if let Some(n) = v.get("blockNumber") {
+            return tag_target(&n);
         }
     }
     BlockTarget::Any
@@ -374,30 +374,24 @@ pub fn block_target(method: &str, params: Option<&[u8]>) -> BlockTarget {
     let Some((_, _, where_)) = KNOWN.iter().find(|(name, _, _)| *name == method) else {
         return BlockTarget::Any;
     };
-    let parsed: Option<sonic_rs::Value> = params.and_then(|p| sonic_rs::from_slice(p).ok());
+    // Only the one parameter that names the block is looked at (a lazy scan of the params array: no tree of the
+    // rest, which for `eth_call` is a whole transaction object).
+    let param = |i: usize| params.and_then(|p| sonic_rs::get_from_slice(p, [i]).ok());
     match where_ {
         BlockParam::None => BlockTarget::Any,
-        BlockParam::At(i) => match parsed
-            .as_ref()
-            .and_then(|p| p.as_array())
-            .and_then(|a| a.get(*i))
-        {
-            Some(v) if !v.is_null() => tag_target(v),
+        BlockParam::At(i) => match param(*i) {
+            Some(v) if !v.is_null() => tag_target(&v),
             _ => BlockTarget::Head,
         },
         BlockParam::Filter => {
-            let filter = parsed
-                .as_ref()
-                .and_then(|p| p.as_array())
-                .and_then(|a| a.first());
-            let Some(filter) = filter.and_then(|f| f.as_object()) else {
+            let Some(filter) = param(0).filter(|f| f.is_object()) else {
                 return BlockTarget::Head;
             };
-            if filter.get(&"blockHash").is_some() {
+            if filter.get("blockHash").is_some() {
                 return BlockTarget::Any;
             }
-            match filter.get(&"fromBlock") {
-                Some(v) => match tag_target(v) {
+            match filter.get("fromBlock") {
+                Some(v) => match tag_target(&v) {
                     BlockTarget::Any => BlockTarget::Head,
                     other => other,
                 },
@@ -489,6 +483,20 @@ mod tests {
             ("eth_getLogs", r#"[{"blockHash":"0x1"}]"#, BlockTarget::Any),
             ("eth_getTransactionReceipt", r#"["0x1"]"#, BlockTarget::Any),
             ("foo_bar", r#"[1]"#, BlockTarget::Any),
+            ("eth_getBalance", r#"["0xabc",null]"#, BlockTarget::Head),
+            ("eth_getBalance", r#"{"a":1}"#, BlockTarget::Head),
+            ("eth_getBalance", r#"["0xabc",16]"#, BlockTarget::Number(16)),
+            (
+                "eth_getBalance",
+                r#"["0xabc","lat\u0065st"]"#,
+                BlockTarget::Head,
+            ),
+            (
+                "eth_call",
+                r#"[{"to":"0x1","data":"0x00","nested":[{"a":[1,2,{"b":"latest"}]}]},"0x7"]"#,
+                BlockTarget::Number(7),
+            ),
+            ("eth_getLogs", r#"["x"]"#, BlockTarget::Head),
         ];
         for (method, params, expected) in rows {
             assert_eq!(
