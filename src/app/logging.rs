@@ -6,10 +6,10 @@
 //! line nor drive a terminal. JSON lines are escaped by JSON itself.
 //!
 //! Lines never block the thread that logs them: each is appended to one process-wide queue, bounded in bytes
-//! (`LOG_QUEUE_MAX_BYTES`), and a writer thread (`lasso-log`) moves the queue to stdout at most every
-//! `LOG_FLUSH_MS`. A worker pays no system call per line; when stdout does not keep up (a full pipe, a stalled log
-//! shipper), lines past the bound are dropped and counted in a warning once stdout moves again, and requests go on
-//! being served. The queue is written out before the process exits ([`flush`]), also on a panic.
+//! (`LOG_QUEUE_MAX_BYTES`), and a writer thread (`lasso-log`) moves it to stdout: woken by the first line into an
+//! empty queue, it writes everything queued in one go, and lines logged meanwhile go out together in the next. A
+//! worker never blocks on stdout; when stdout does not keep up (a full pipe, a stalled log shipper), lines past the
+//! bound are dropped and counted in a warning once stdout moves again, and requests go on being served. The queue is written out before the process exits ([`flush`]), also on a panic.
 
 use std::fmt::{self, Write as _};
 use std::io::{IsTerminal, Write as _};
@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Condvar, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use crate::config::defaults::{LOG_FLUSH_MS, LOG_QUEUE_MAX_BYTES};
+use crate::config::defaults::LOG_QUEUE_MAX_BYTES;
 
 use tracing::field::Field;
 use tracing_subscriber::EnvFilter;
@@ -115,8 +115,6 @@ fn start_writer() {
                         .wait_while(lines, |l| l.is_empty())
                         .unwrap_or_else(|p| p.into_inner());
                 }
-                // Gather what the next few milliseconds log into one write.
-                std::thread::sleep(Duration::from_millis(LOG_FLUSH_MS));
                 let out = q.out.lock().unwrap_or_else(|p| p.into_inner());
                 write_out(q, &mut spare);
                 drop(out);

@@ -208,8 +208,6 @@ pub const DEFAULT_TRACES_EXPORT_TIMEOUT_MS: u64 = 5_000;
 /// Log lines waiting for stdout, in bytes; past it new lines are dropped and counted (a stalled stdout never
 /// blocks a worker).
 pub const LOG_QUEUE_MAX_BYTES: usize = 4 << 20;
-/// The log writer thread gathers lines this long after the first one before writing them in one go.
-pub const LOG_FLUSH_MS: u64 = 10;
 // `dashboard:`
 /// `dashboard.enabled`
 pub const DEFAULT_DASHBOARD_ENABLED: bool = false;
