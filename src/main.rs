@@ -63,14 +63,16 @@ fn main() -> ExitCode {
                 port: cli.port,
                 bind: cli.bind,
             };
-            match lasso::app::supervisor::run(opts) {
+            let code = match lasso::app::supervisor::run(opts) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     tracing::error!(error = %e, "lasso failed to start");
                     eprintln!("lasso: {e}");
                     ExitCode::FAILURE
                 }
-            }
+            };
+            lasso::app::logging::flush();
+            code
         }
     }
 }

@@ -282,9 +282,19 @@ fn failed_admin_and_cluster_authentication_is_logged_and_limited_per_address() {
     let r = balance(&lasso, "/rpc/ethereum");
     assert_eq!(r.status, 200, "{}", r.describe());
     assert_eq!(r.json()["id"], json!(7));
-    // Each failure is logged with the address, never with what was presented.
-    let logs = lasso.logs();
-    assert_eq!(logs.matches("authentication failed").count(), 3, "{logs}");
+    // Each failure is logged with the address, never with what was presented (lines reach stdout through the log
+    // queue: wait for all three).
+    let logs = eventually(
+        Duration::from_secs(5),
+        "three `authentication failed` lines",
+        || {
+            let logs = lasso.logs();
+            match logs.matches("authentication failed").count() {
+                3 => Ok(logs),
+                n => Err(format!("{n} lines:\n{logs}")),
+            }
+        },
+    );
     assert!(logs.contains("peer=127.0.0.1"), "{logs}");
     assert!(logs.contains("refused (429)"), "{logs}");
     assert!(!logs.contains("SENTINEL"), "{logs}");

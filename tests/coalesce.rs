@@ -183,7 +183,10 @@ fn a_provider_refusing_batches_gets_single_calls() {
         "after a refusal the provider is not batched again ({refused} batches)"
     );
     assert!(
-        lasso.logs().contains("refused a JSON-RPC batch"),
+        lasso.wait_for_log(
+            "refused a JSON-RPC batch",
+            std::time::Duration::from_secs(5)
+        ),
         "{}",
         lasso.logs()
     );

@@ -100,39 +100,63 @@ fn run_worker(
     upstream: Upstream,
     ready: std::sync::mpsc::Sender<io::Result<()>>,
 ) {
+    // The same ring set-up as Lasso's workers (src/app/thread.rs): one thread issues (`SINGLE_ISSUER`) and completion
+    // work runs when it waits (`DEFER_TASKRUN`, `COOP_TASKRUN`), so the floor is the runtime's limit as Lasso uses
+    // it. `LASSO_FLOOR_RING=plain` (or a kernel without these flags) gives the default ring.
+    let plain = std::env::var("LASSO_FLOOR_RING").is_ok_and(|v| v == "plain");
+    if !plain {
+        let mut flags = io_uring::IoUring::builder();
+        flags
+            .setup_coop_taskrun()
+            .setup_single_issuer()
+            .setup_defer_taskrun();
+        let tuned = monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
+            .uring_builder(flags)
+            .enable_timer()
+            .with_entries(4096)
+            .build();
+        if let Ok(mut rt) = tuned {
+            rt.block_on(serve_listener(listener, upstream, ready));
+            return;
+        }
+    }
     let rt = monoio::RuntimeBuilder::<monoio::FusionDriver>::new()
         .enable_timer()
         .with_entries(4096)
         .build();
-    let mut rt = match rt {
-        Ok(rt) => rt,
+    match rt {
+        Ok(mut rt) => rt.block_on(serve_listener(listener, upstream, ready)),
+        Err(e) => {
+            let _ = ready.send(Err(e));
+        }
+    }
+}
+
+async fn serve_listener(
+    listener: std::net::TcpListener,
+    upstream: Upstream,
+    ready: std::sync::mpsc::Sender<io::Result<()>>,
+) {
+    let listener = match monoio::net::TcpListener::from_std(listener) {
+        Ok(l) => l,
         Err(e) => {
             let _ = ready.send(Err(e));
             return;
         }
     };
-    rt.block_on(async move {
-        let listener = match monoio::net::TcpListener::from_std(listener) {
-            Ok(l) => l,
-            Err(e) => {
-                let _ = ready.send(Err(e));
-                return;
-            }
-        };
-        let pool = Rc::new(Pool {
-            upstream,
-            idle: RefCell::new(Vec::new()),
-        });
-        let _ = ready.send(Ok(()));
-        loop {
-            match listener.accept().await {
-                Ok((stream, _)) => {
-                    monoio::spawn(serve(pool.clone(), stream));
-                }
-                Err(_) => monoio::time::sleep(Duration::from_millis(5)).await,
-            }
-        }
+    let pool = Rc::new(Pool {
+        upstream,
+        idle: RefCell::new(Vec::new()),
     });
+    let _ = ready.send(Ok(()));
+    loop {
+        match listener.accept().await {
+            Ok((stream, _)) => {
+                monoio::spawn(serve(pool.clone(), stream));
+            }
+            Err(_) => monoio::time::sleep(Duration::from_millis(5)).await,
+        }
+    }
 }
 
 /// One worker's keep-alive connections to the upstream.

@@ -20,22 +20,27 @@ fn tuned_ring() -> io_uring::Builder {
 }
 
 /// Runs `fut` to completion on a fresh monoio runtime of this thread: io_uring when available (with the tuned
-/// set-up flags, or without them on kernels older than 6.1), else epoll. The ring is built and driven on this
-/// thread only, as `SINGLE_ISSUER` requires.
+/// set-up flags, or without them on kernels older than 6.1 or with `LASSO_RING_FLAGS=plain`), else epoll. The ring
+/// is built and driven on this thread only, as `SINGLE_ISSUER` requires.
 pub fn block_on<F: std::future::Future>(uring: bool, fut: F) -> F::Output {
     if uring {
-        let built = monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
-            .with_entries(RING_ENTRIES)
-            .uring_builder(tuned_ring())
-            .enable_timer()
-            .build()
-            .or_else(|e| {
-                tracing::debug!(error = %e, "io_uring set-up flags refused; using a plain ring");
-                monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
-                    .with_entries(RING_ENTRIES)
-                    .enable_timer()
-                    .build()
-            });
+        let plain = crate::config::env::plain_ring(&crate::config::env::process);
+        let tuned = if plain {
+            Err(std::io::Error::other("LASSO_RING_FLAGS=plain"))
+        } else {
+            monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
+                .with_entries(RING_ENTRIES)
+                .uring_builder(tuned_ring())
+                .enable_timer()
+                .build()
+        };
+        let built = tuned.or_else(|e| {
+            tracing::debug!(error = %e, "io_uring set-up flags refused; using a plain ring");
+            monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
+                .with_entries(RING_ENTRIES)
+                .enable_timer()
+                .build()
+        });
         match built {
             Ok(mut rt) => return rt.block_on(fut),
             Err(e) => {

@@ -213,6 +213,10 @@ pub const DEFAULT_TRACES_SERVICE_NAME: &str = "lasso";
 pub const DEFAULT_TRACES_QUEUE_TRACES: usize = 4096;
 /// `telemetry.traces.export_timeout_ms`: one export (connect, send, answer)
 pub const DEFAULT_TRACES_EXPORT_TIMEOUT_MS: u64 = 5_000;
+// Logs (stdout; not configurable)
+/// Log lines waiting for stdout, in bytes; past it new lines are dropped and counted (a stalled stdout never
+/// blocks a worker).
+pub const LOG_QUEUE_MAX_BYTES: usize = 4 << 20;
 // `dashboard:`
 /// `dashboard.enabled`
 pub const DEFAULT_DASHBOARD_ENABLED: bool = false;

@@ -24,6 +24,8 @@ pub const PORT: &str = "PORT";
 pub const BIND: &str = "LASSO_BIND";
 /// `legacy` selects the epoll driver instead of io_uring.
 pub const DRIVER: &str = "LASSO_DRIVER";
+/// `plain` sets io_uring rings up without `SINGLE_ISSUER`, `DEFER_TASKRUN` and `COOP_TASKRUN` (to compare).
+pub const RING_FLAGS: &str = "LASSO_RING_FLAGS";
 /// `json` switches logs to JSON lines.
 pub const LOG_FORMAT: &str = "LOG_FORMAT";
 /// Log filter (tracing `EnvFilter` syntax; default `info`).
@@ -76,6 +78,7 @@ pub const ALL: &[&str] = &[
     PORT,
     BIND,
     DRIVER,
+    RING_FLAGS,
     LOG_FORMAT,
     RUST_LOG,
     LOG_SAMPLE_RATE,
@@ -137,6 +140,11 @@ pub fn json_logs(env: Source) -> bool {
 /// True when `LASSO_DRIVER=legacy` asks for the epoll driver.
 pub fn legacy_driver(env: Source) -> bool {
     env(DRIVER).as_deref() == Some("legacy")
+}
+
+/// True when `LASSO_RING_FLAGS=plain` asks for io_uring rings without the tuned set-up flags.
+pub fn plain_ring(env: Source) -> bool {
+    env(RING_FLAGS).as_deref() == Some("plain")
 }
 
 /// The admin token, `None` (admin API disabled) when unset or empty.

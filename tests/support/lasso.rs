@@ -31,6 +31,8 @@ fn test_driver() -> Option<String> {
 struct LogState {
     text: String,
     open_pipes: usize,
+    /// While set, the stdout drain reads nothing: the pipe fills as behind a stalled log shipper.
+    stdout_paused: bool,
 }
 
 /// Captured stdout+stderr, appended line by line by the drain threads.
@@ -73,6 +75,12 @@ fn drain<R: Read + Send + 'static>(pipe: R, logs: Arc<Logs>, tag: &'static str) 
             let mut line = Vec::new();
             loop {
                 line.clear();
+                if tag == "stdout" && r.buffer().is_empty() {
+                    let mut st = lock(&logs.state);
+                    while st.stdout_paused {
+                        st = logs.cv.wait(st).unwrap_or_else(|p| p.into_inner());
+                    }
+                }
                 match r.read_until(b'\n', &mut line) {
                     Ok(0) | Err(_) => break,
                     Ok(_) => {
@@ -304,6 +312,13 @@ impl Lasso {
         &self.config_path
     }
 
+    /// Stops (`true`) or resumes reading the process's stdout: while stopped its pipe fills up, like a log shipper
+    /// that stalled. Lines already read stay in [`Lasso::logs`].
+    pub fn pause_stdout(&self, paused: bool) {
+        lock(&self.logs.state).stdout_paused = paused;
+        self.logs.cv.notify_all();
+    }
+
     /// Everything the process printed so far (stdout and stderr interleaved by line, ANSI stripped).
     pub fn logs(&self) -> String {
         lock(&self.logs.state).text.clone()
@@ -379,6 +394,7 @@ impl Lasso {
                 child.wait().ok()
             }
         };
+        self.pause_stdout(false);
         for r in self.readers.drain(..) {
             let _ = r.join();
         }
