@@ -748,26 +748,35 @@ fn usage_is_metered_per_key_chain_and_method_and_survives_a_restart() {
     ));
 }
 
+/// Lasso with `workers` workers in front of `p1` and one key, `LIM1`, limited to `per_s` requests per second with a
+/// burst of one second.
+fn one_limited_key(p1: &MockProvider, per_s: u32, workers: usize) -> Lasso {
+    p1.set_chain_id("0x1");
+    let yaml = format!(
+        "{}\naccess:\n  keys:\n    - {{ id: one, key: \"{LIM1}\", limit: {{ requests_per_s: {per_s}, burst_s: 1 }} }}\n",
+        single_chain(&[p1]).yaml()
+    );
+    Lasso::builder(&yaml).workers(workers).start()
+}
+
+/// One call with key `LIM1` on the keep-alive connection `c`.
+fn as_limited_key(c: &mut Conn) -> Response {
+    c.send(&request_bytes(
+        "POST",
+        "/rpc/ethereum",
+        &[("Content-Type", "application/json"), ("X-Lasso-Key", LIM1)],
+        CALL.as_bytes(),
+    ));
+    c.read_response()
+}
+
 #[test]
 fn a_client_on_one_core_gets_its_whole_budget_after_rebalancing() {
     let p1 = MockProvider::start("p1");
-    p1.set_chain_id("0x1");
-    let yaml = format!(
-        "{}\naccess:\n  keys:\n    - {{ id: one, key: \"{LIM1}\", limit: {{ requests_per_s: 20, burst_s: 1 }} }}\n",
-        single_chain(&[&p1]).yaml()
-    );
-    let lasso = Lasso::builder(&yaml).workers(2).start();
+    let lasso = one_limited_key(&p1, 20, 2);
     // One keep-alive connection: one core. It starts with half of the budget (a burst of 10, not 20).
     let mut c = Conn::connect(lasso.addr());
-    let mut send = || {
-        c.send(&request_bytes(
-            "POST",
-            "/rpc/ethereum",
-            &[("Content-Type", "application/json"), ("X-Lasso-Key", LIM1)],
-            CALL.as_bytes(),
-        ));
-        c.read_response().status
-    };
+    let mut send = || as_limited_key(&mut c).status;
     let mut first_burst = 0;
     while send() == 200 {
         first_burst += 1;
@@ -796,22 +805,9 @@ fn a_client_on_one_core_gets_its_whole_budget_after_rebalancing() {
 #[test]
 fn a_key_limited_to_50_per_second_gets_429_past_it_and_recovers() {
     let p1 = MockProvider::start("p1");
-    p1.set_chain_id("0x1");
-    let yaml = format!(
-        "{}\naccess:\n  keys:\n    - {{ id: fifty, key: \"{LIM1}\", limit: {{ requests_per_s: 50, burst_s: 1 }} }}\n",
-        single_chain(&[&p1]).yaml()
-    );
-    let lasso = Lasso::builder(&yaml).workers(1).start();
+    let lasso = one_limited_key(&p1, 50, 1);
     let mut c = Conn::connect(lasso.addr());
-    let mut send = || {
-        c.send(&request_bytes(
-            "POST",
-            "/rpc/ethereum",
-            &[("Content-Type", "application/json"), ("X-Lasso-Key", LIM1)],
-            CALL.as_bytes(),
-        ));
-        c.read_response()
-    };
+    let mut send = || as_limited_key(&mut c);
     // As fast as one connection goes, for at least 2 s and 20 refusals: the burst (50) and then 50 per second pass,
     // the rest get 429.
     let (start, mut served, mut refused) = (std::time::Instant::now(), 0u64, 0u64);
