@@ -13,6 +13,8 @@
 # Variants (compare two labels of the same binary, e.g. a feature on and off):
 #   EXTRA_YML=file   YAML appended to the generated config (top-level sections such as access:, telemetry:)
 #   URL_QUERY=text   appended to the load's URL (e.g. "?key=..." for a keyed profile)
+#   RPC_PATH=path    the load's route (default /rpc/bench; e.g. /rpc/provider/mock1/bench pins one provider)
+#   PROVIDERS=n      providers mock0.. of chain `bench`, all on the one mock (default 1); STRATEGY (default priority)
 #   SERVER_YML=text  extra `server:` keys, flow style (e.g. "event_stream_successes_per_s: 0")
 #   SIDE_CMD=cmd     started in the background before each measurement and stopped after it (e.g. a client of
 #                    the event stream: curl -sN http://127.0.0.1:$LASSO_PORT/api/events/default); runs on CPU 1
@@ -33,15 +35,17 @@ chains:
   bench:
     chain_id: 1
     block_time_ms: 1000
-    default_strategy: priority
+    default_strategy: ${STRATEGY:-priority}
     providers:
-      - { id: mock0, url: "http://127.0.0.1:$MOCK_PORT/", ws_url: "ws://127.0.0.1:$MOCK_PORT/", priority: 1 }
 YML
+for i in $(seq 0 $(( ${PROVIDERS:-1} - 1 ))); do
+  echo "      - { id: mock$i, url: \"http://127.0.0.1:$MOCK_PORT/\", ws_url: \"ws://127.0.0.1:$MOCK_PORT/\", priority: $((i + 1)) }" >> "$OUT/lasso.yml"
+done
 [ -n "${EXTRA_YML:-}" ] && cat "$EXTRA_YML" >> "$OUT/lasso.yml"
 taskset -c 1 "$T/lasso-mockprovider" --port "$MOCK_PORT" --workers 1 --cpus 1 --block-time-ms 1000 --exit-after 1800 > "$OUT/mock.log" 2>&1 &
 MP=$!; PIDS="$PIDS $MP"
 waitport "$MOCK_PORT" && sleep 0.3 && kill -0 $MP || { echo "mock provider did not start (port $MOCK_PORT)"; exit 1; }
-LG="taskset -c 1 $T/lasso-loadgen --url http://127.0.0.1:$LASSO_PORT/rpc/bench${URL_QUERY:-} --head-url http://127.0.0.1:$MOCK_PORT/ --mix reads --cpus 1 --duration 1800 --quiet"
+LG="taskset -c 1 $T/lasso-loadgen --url http://127.0.0.1:$LASSO_PORT${RPC_PATH:-/rpc/bench}${URL_QUERY:-} --head-url http://127.0.0.1:$MOCK_PORT/ --mix reads --cpus 1 --duration 1800 --quiet"
 side_start() { [ -n "${SIDE_CMD:-}" ] || return 0; LASSO_PORT=$LASSO_PORT taskset -c 1 bash -c "$SIDE_CMD" > /dev/null 2>&1 & SIDE=$!; PIDS="$PIDS $SIDE"; }
 side_stop() { [ -n "$SIDE" ] && { pkill -P "$SIDE" 2>/dev/null; kill "$SIDE" 2>/dev/null; wait "$SIDE" 2>/dev/null; SIDE=""; }; return 0; }
 worker_tid() { for t in /proc/"$1"/task/*; do [ "$(cat "$t/comm")" = lasso-worker-0 ] && basename "$t"; done; }
