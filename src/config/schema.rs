@@ -242,9 +242,15 @@ pub struct MethodFilter {
 impl MethodFilter {
     /// True when the provider may be sent `method`.
     pub fn permits(&self, method: &str) -> bool {
+        self.permits_given(method, crate::evm::methods::default_denied(method))
+    }
+
+    /// [`MethodFilter::permits`] with `denied` = `evm::methods::default_denied(method)` already known (a request
+    /// checks every provider of its chain: the default deny list is scanned once, not once per provider).
+    pub fn permits_given(&self, method: &str, denied: Option<&str>) -> bool {
         // Node-control and key-holding methods need an explicit allow entry: the name itself or the very pattern
         // that denies it (a broad `eth_*` or `*` does not open `eth_sign`).
-        if let Some(rule) = crate::evm::methods::default_denied(method) {
+        if let Some(rule) = denied {
             if !self.allow.iter().any(|p| p == method || p == rule) {
                 return false;
             }

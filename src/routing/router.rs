@@ -116,10 +116,13 @@ impl Router {
             .any(|&p| config.providers[p].archival);
         let mut usable = Candidates::new();
         let mut last_resort = Candidates::new();
+        let denied = crate::evm::methods::default_denied(q.method);
         for &pid in &q.chain.providers {
             let p = &config.providers[pid];
             let state = table.provider(pid);
-            if !p.methods.permits(q.method) || state.is_some_and(|s| s.disabled.is_some()) {
+            if !p.methods.permits_given(q.method, denied)
+                || state.is_some_and(|s| s.disabled.is_some())
+            {
                 continue;
             }
             if needs_archive && any_archival && !p.archival {
