@@ -535,24 +535,7 @@ mod tests {
     }
 
     fn event<'a>(profile: &'a str, method: &'a str) -> RoutingEvent<'a> {
-        RoutingEvent {
-            ts_ms: 1,
-            profile,
-            key_id: None,
-            chain: "c",
-            method,
-            provider: Some("p"),
-            strategy: "fastest",
-            latency_us: 1,
-            upstream_us: 1,
-            retries: 0,
-            hedged: false,
-            ok: true,
-            status: 200,
-            source_node: "n",
-            source_region: None,
-            worker: 0,
-        }
+        crate::telemetry::routing_event::sample(profile, method)
     }
 
     const ALLOWANCE: u32 = 50;

@@ -142,29 +142,35 @@ fn push_opt_str(out: &mut String, text: Option<&str>) {
     }
 }
 
+/// A plain successful event of `profile` and `method` (tests change the fields they need).
+#[cfg(test)]
+pub(crate) fn sample<'a>(profile: &'a str, method: &'a str) -> RoutingEvent<'a> {
+    RoutingEvent {
+        ts_ms: 1,
+        profile,
+        key_id: None,
+        chain: "c",
+        method,
+        provider: Some("p"),
+        strategy: "fastest",
+        latency_us: 1,
+        upstream_us: 1,
+        retries: 0,
+        hedged: false,
+        ok: true,
+        status: 200,
+        source_node: "n",
+        source_region: None,
+        worker: 0,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn event<'a>(profile: &'a str, method: &'a str) -> RoutingEvent<'a> {
-        RoutingEvent {
-            ts_ms: 1,
-            profile,
-            key_id: None,
-            chain: "c",
-            method,
-            provider: Some("p"),
-            strategy: "fastest",
-            latency_us: 1,
-            upstream_us: 1,
-            retries: 0,
-            hedged: false,
-            ok: true,
-            status: 200,
-            source_node: "n",
-            source_region: None,
-            worker: 0,
-        }
+        sample(profile, method)
     }
 
     #[test]
