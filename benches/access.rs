@@ -44,7 +44,15 @@ fn bench(c: &mut Criterion) {
             } else {
                 Vec::new()
             };
-            let key = gate::check(&off, 1, 0, 0, black_box(&plain), None, Some(body), &methods);
+            let key = gate::check(
+                &off,
+                1,
+                (0, 0),
+                black_box(&plain),
+                None,
+                Some(body),
+                &methods,
+            );
             black_box(key.unwrap().is_none())
         })
     });
@@ -60,8 +68,7 @@ fn bench(c: &mut Criterion) {
             let key = gate::check(
                 &on,
                 1,
-                0,
-                0,
+                (0, 0),
                 black_box(&keyed),
                 Some(ip),
                 Some(body),

@@ -207,17 +207,15 @@ pub fn admit<'a>(
 }
 
 /// The edge's one call, before the pipeline or the upgrade: [`admit`] for the chain `chain` of profile `profile`
-/// (indexes of the resolved target), then the rate limits of the key and of the client address `ip` (HTTP only:
+/// (indexes of the resolved target, as a pair), then the rate limits of the key and of the client address `ip` (HTTP only:
 /// `body` is the request and `methods` its calls' methods, parsed once by the edge; each member of a batch counts),
 /// so a refused request never reaches a provider. `workers` is the number of workers sharing each budget. Returns
 /// the key used, if any (a WebSocket session keeps its hash to learn of its revocation; the HTTP answer is metered
 /// with it).
-#[allow(clippy::too_many_arguments)]
 pub fn check<'a>(
     config: &'a Config,
     workers: usize,
-    profile: usize,
-    chain: usize,
+    (profile, chain): (usize, usize),
     head: &RequestHead,
     ip: Option<std::net::IpAddr>,
     body: Option<&[u8]>,
@@ -321,12 +319,8 @@ fn body_rules(key: &ApiKey, body: &[u8]) -> Result<(), RpcError> {
 }
 
 /// The method names of a body (each member of a batch); empty when it does not parse.
-pub fn methods_of(body: &[u8]) -> Vec<std::borrow::Cow<'_, str>> {
-    match parse_request(body) {
-        Ok(RequestBody::Single(call)) => vec![call.method],
-        Ok(RequestBody::Batch(calls)) => calls.into_iter().flatten().map(|c| c.method).collect(),
-        Err(_) => Vec::new(),
-    }
+pub fn methods_of(body: &[u8]) -> Vec<Cow<'_, str>> {
+    methods_in(&parse_request(body))
 }
 
 /// One message of a WebSocket session opened with the key whose hash is `key`: the key's method and contract rules

@@ -294,7 +294,7 @@ async fn rpc(worker: &Rc<Worker>, head: &RequestHead, body: &[u8]) -> (Response,
                 .map(crate::access::gate::methods_in)
                 .unwrap_or_default();
             let check =
-                crate::access::gate::check(config, workers, p, c, head, ip, Some(body), &methods);
+                crate::access::gate::check(config, workers, (p, c), head, ip, Some(body), &methods);
             let key = match check {
                 Ok(key) => key,
                 Err(e) => return (crate::access::gate::refusal(e), None),

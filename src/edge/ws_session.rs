@@ -78,8 +78,7 @@ pub async fn upgrade(
     let key = match crate::access::gate::check(
         &worker.config,
         worker.shared.workers,
-        target.profile,
-        target.chain,
+        (target.profile, target.chain),
         head,
         None,
         None,
