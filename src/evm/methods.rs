@@ -307,18 +307,33 @@ pub const DEFAULT_DENY: &[&str] = &[
     "evm_*",
 ];
 
-/// The default-deny pattern that refuses `method`, if one does.
+/// For each first byte, the rules of [`DEFAULT_DENY`] that start with it (bit `i` = rule `i`): a method is compared
+/// with those few rules only (an `eth_` read with six, not thirty-one).
+const DENY_RULES_BY_FIRST_BYTE: [u64; 256] = {
+    assert!(DEFAULT_DENY.len() <= 64, "one bit per rule");
+    let mut table = [0u64; 256];
+    let mut i = 0;
+    while i < DEFAULT_DENY.len() {
+        let first = DEFAULT_DENY[i].as_bytes()[0];
+        assert!(first != b'*', "a rule names its first byte");
+        table[first as usize] |= 1 << i;
+        i += 1;
+    }
+    table
+};
+
+/// The default-deny pattern that refuses `method`, if one does (the first in list order).
 pub fn default_denied(method: &str) -> Option<&'static str> {
-    // Most methods share no first letter with most rules: that byte is compared before the rest.
-    let first = method.as_bytes().first().copied();
-    DEFAULT_DENY
-        .iter()
-        .copied()
-        .filter(|p| {
-            let f = p.as_bytes().first().copied();
-            f == first || f == Some(b'*')
-        })
-        .find(|p| matches_pattern(p, method))
+    let first = *method.as_bytes().first()?;
+    let mut rules = DENY_RULES_BY_FIRST_BYTE[first as usize];
+    while rules != 0 {
+        let rule = DEFAULT_DENY[rules.trailing_zeros() as usize];
+        if matches_pattern(rule, method) {
+            return Some(rule);
+        }
+        rules &= rules - 1;
+    }
+    None
 }
 
 /// Which block a call reads.
