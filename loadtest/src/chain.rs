@@ -500,9 +500,16 @@ impl Chain {
         }
         s.push_str("],\"data\":\"");
         s.push_str(&log.data);
-        for k in 0..pad_hex {
-            s.push(b"0123456789abcdef"[(k * 7 + log.index as usize) % 16] as char);
+        // Digit k is HEX[(7k + index) mod 16]: a 16-digit period, appended a period at a time.
+        let mut period = [0u8; 16];
+        for (k, digit) in period.iter_mut().enumerate() {
+            *digit = b"0123456789abcdef"[(k * 7 + log.index as usize) % 16];
         }
+        let period = std::str::from_utf8(&period).expect("hex digits");
+        for _ in 0..pad_hex / 16 {
+            s.push_str(period);
+        }
+        s.push_str(&period[..pad_hex % 16]);
         let _ = write!(
             s,
             "\",\"blockNumber\":\"{:#x}\",\"blockHash\":\"{}\",\"transactionHash\":\"{}\",\"transactionIndex\":\"{:#x}\",\
@@ -603,6 +610,14 @@ mod tests {
         c.write_log(&mut s, &logs[0], 10);
         let l: serde_json::Value = serde_json::from_str(&s).unwrap();
         assert_eq!(l["logIndex"], "0x0");
+        // Padding: digit k of the pad is HEX[(7k + logIndex) mod 16], whatever its length.
+        let mut padded = String::new();
+        c.write_log(&mut padded, &logs[3], 37);
+        let padded: serde_json::Value = serde_json::from_str(&padded).unwrap();
+        let expected: String = (0..37)
+            .map(|k| b"0123456789abcdef"[(k * 7 + 3) % 16] as char)
+            .collect();
+        assert!(padded["data"].as_str().unwrap().ends_with(&expected));
         let f = LogFilter {
             addresses: vec![logs[0].address.clone()],
             topics: vec![Some(vec![logs[0].topics[0].clone()])],

@@ -402,7 +402,8 @@ fn get_logs(
             format!("query exceeds max block range {MAX_LOG_RANGE}"),
         ));
     }
-    let mut s = String::from("[");
+    let mut s = String::with_capacity(faults.logs_response_bytes as usize + 2048);
+    s.push('[');
     if faults.logs_response_bytes > 0 {
         // Size knob: padded logs cycling over the range until the answer is about the requested size (the address
         // and topic filter is ignored in this mode).
