@@ -181,6 +181,54 @@ const KNOWN: &[(&str, MethodClass, BlockParam)] = &[
     ),
 ];
 
+/// Slots of [`KNOWN_BY_HASH`]: a power of two, more than twice the known methods (short probe runs).
+const KNOWN_SLOTS: usize = 128;
+
+const fn fnv1a(bytes: &[u8]) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut i = 0;
+    while i < bytes.len() {
+        hash ^= bytes[i] as u64;
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+        i += 1;
+    }
+    hash
+}
+
+/// The known methods by name hash (open addressing, linear probing): slot -> index in [`KNOWN`] + 1, 0 = empty.
+/// Every request's method is looked up here several times (its key, its class, whether it is a write), so a lookup
+/// is one hash and about one comparison rather than a scan of the list.
+const KNOWN_BY_HASH: [u8; KNOWN_SLOTS] = {
+    assert!(KNOWN.len() * 2 < KNOWN_SLOTS && KNOWN.len() < u8::MAX as usize);
+    let mut slots = [0u8; KNOWN_SLOTS];
+    let mut i = 0;
+    while i < KNOWN.len() {
+        let mut slot = fnv1a(KNOWN[i].0.as_bytes()) as usize & (KNOWN_SLOTS - 1);
+        while slots[slot] != 0 {
+            slot = (slot + 1) & (KNOWN_SLOTS - 1);
+        }
+        slots[slot] = (i + 1) as u8;
+        i += 1;
+    }
+    slots
+};
+
+/// The index of `method` in [`KNOWN`], if it is a known method.
+fn known_index(method: &str) -> Option<usize> {
+    let mut slot = fnv1a(method.as_bytes()) as usize & (KNOWN_SLOTS - 1);
+    loop {
+        let entry = KNOWN_BY_HASH[slot];
+        if entry == 0 {
+            return None;
+        }
+        let index = entry as usize - 1;
+        if KNOWN[index].0 == method {
+            return Some(index);
+        }
+        slot = (slot + 1) & (KNOWN_SLOTS - 1);
+    }
+}
+
 /// Statistics key of a method: a well-known method's id, or its class for anything else.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct MethodKey(pub u16);
@@ -190,7 +238,7 @@ impl MethodKey {
     const CLASS_BASE: u16 = 1000;
 
     pub fn of(method: &str) -> MethodKey {
-        match KNOWN.iter().position(|(name, _, _)| *name == method) {
+        match known_index(method) {
             Some(i) => MethodKey(i as u16),
             None => MethodKey(Self::CLASS_BASE + class_of(method).index() as u16),
         }
@@ -219,17 +267,14 @@ impl MethodKey {
             let c = MethodClass::ALL.iter().find(|c| c.as_str() == class)?;
             return Some(MethodKey(Self::CLASS_BASE + c.index() as u16));
         }
-        KNOWN
-            .iter()
-            .position(|(n, _, _)| *n == name)
-            .map(|i| MethodKey(i as u16))
+        known_index(name).map(|i| MethodKey(i as u16))
     }
 }
 
 /// The class of any method name.
 pub fn class_of(method: &str) -> MethodClass {
-    if let Some((_, class, _)) = KNOWN.iter().find(|(name, _, _)| *name == method) {
-        return *class;
+    if let Some(i) = known_index(method) {
+        return KNOWN[i].1;
     }
     if is_listed_write(method) {
         MethodClass::Write
@@ -372,8 +417,8 @@ fn tag_target(v: &sonic_rs::LazyValue<'_>) -> BlockTarget {
 
 /// The position of `method`'s block parameter (`latest`, a number, or an EIP-1898 object), if it has one.
 pub fn block_param_index(method: &str) -> Option<usize> {
-    match KNOWN.iter().find(|(name, _, _)| *name == method) {
-        Some((_, _, BlockParam::At(i))) => Some(*i),
+    match known_index(method).map(|i| &KNOWN[i].2) {
+        Some(BlockParam::At(i)) => Some(*i),
         _ => None,
     }
 }
@@ -392,7 +437,7 @@ pub fn block_target(method: &str, params: Option<&[u8]>) -> BlockTarget {
     if method == "eth_blockNumber" {
         return BlockTarget::Head;
     }
-    let Some((_, _, where_)) = KNOWN.iter().find(|(name, _, _)| *name == method) else {
+    let Some(where_) = known_index(method).map(|i| &KNOWN[i].2) else {
         return BlockTarget::Any;
     };
     // Only the one parameter that names the block is looked at (a lazy scan of the params array: no tree of the
@@ -425,6 +470,20 @@ pub fn block_target(method: &str, params: Option<&[u8]>) -> BlockTarget {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_known_method_is_found_at_its_own_index_and_nothing_else_is() {
+        for (i, (name, _, _)) in KNOWN.iter().enumerate() {
+            assert_eq!(known_index(name), Some(i), "{name}");
+            assert_eq!(MethodKey::from_name(name), Some(MethodKey(i as u16)));
+            // Near misses (a prefix, one more byte, another case) are not known methods.
+            assert_eq!(known_index(&name[..name.len() - 1]), None, "{name}");
+            assert_eq!(known_index(&format!("{name}x")), None, "{name}");
+            assert_eq!(known_index(&name.to_uppercase()), None, "{name}");
+        }
+        assert_eq!(known_index(""), None);
+        assert_eq!(known_index(&"eth_call".repeat(1000)), None);
+    }
 
     #[test]
     fn keys_round_trip_and_fall_back_to_classes() {
