@@ -49,7 +49,7 @@ pub async fn run(
                     Control::Harvest(reply) => {
                         let _ = reply.send(worker.routing.borrow_mut().harvest());
                     }
-                    Control::Table(table) => worker.routing.borrow_mut().table = table,
+                    Control::Table(table) => worker.install_table(table),
                     Control::Finality(update) => {
                         crate::rpc::reuse::on_finality(&worker, update).await
                     }

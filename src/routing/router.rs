@@ -7,6 +7,7 @@
 use std::collections::HashMap;
 use std::time::Instant;
 
+use rustc_hash::FxHashMap;
 use smallvec::SmallVec;
 
 use crate::config::{Chain, Config, Strategy};
@@ -63,10 +64,17 @@ pub struct RouteQuery<'a> {
     pub target: BlockTarget,
 }
 
-/// A worker's router: per-worker round-robin cursor and random state.
+/// A chain's providers with their measured scores for one method key (`None` = not enough samples).
+type Scores = SmallVec<[(usize, Option<f64>); 8]>;
+
+/// A worker's router: per-worker round-robin cursor and random state, and the scores of the table in use.
 pub struct Router {
     cursor: usize,
     rng: u64,
+    /// Scores by (chain, method key), computed from the current table on first use: a request reads its chain's
+    /// scores with one lookup instead of one to three table lookups per provider. Bounded by chains x method keys;
+    /// emptied by [`Router::forget_scores`] when the worker installs a new table.
+    scores: FxHashMap<(usize, MethodKey), Scores>,
 }
 
 impl Router {
@@ -74,7 +82,39 @@ impl Router {
         Router {
             cursor: 0,
             rng: seed | 1,
+            scores: FxHashMap::default(),
         }
+    }
+
+    /// The routing table changed: scores are computed again from the new one.
+    pub fn forget_scores(&mut self) {
+        self.scores.clear();
+    }
+
+    /// The scores of `q`'s chain's providers for `q`'s method: the configured latency quantile inflated by failures.
+    fn scores(&mut self, inputs: &RouteInputs<'_>, q: &RouteQuery<'_>) -> Scores {
+        let routing = &inputs.config.routing;
+        self.scores
+            .entry((q.chain.gid, q.key))
+            .or_insert_with(|| {
+                q.chain
+                    .providers
+                    .iter()
+                    .map(|&pid| {
+                        let score =
+                            inputs
+                                .table
+                                .latency(pid, q.key, routing.min_samples)
+                                .map(|s| {
+                                    let rate = s.success_rate().max(0.05);
+                                    s.quantile_us(routing.fastest_quantile).max(1) as f64
+                                        / (rate * rate)
+                                });
+                        (pid, score)
+                    })
+                    .collect()
+            })
+            .clone()
     }
 
     fn next_random(&mut self) -> u64 {
@@ -171,11 +211,17 @@ impl Router {
         if list.len() < 2 {
             return;
         }
-        // Measured score: the configured latency quantile, inflated by failures. None = not enough samples.
+        let chain_scores = match q.strategy {
+            Strategy::Priority | Strategy::LoadBalanced => Scores::new(),
+            Strategy::Cheapest | Strategy::Fastest | Strategy::LatencyWeighted => {
+                self.scores(inputs, q)
+            }
+        };
         let score = |pid: usize| -> Option<f64> {
-            let s = inputs.table.latency(pid, q.key, routing.min_samples)?;
-            let rate = s.success_rate().max(0.05);
-            Some(s.quantile_us(routing.fastest_quantile).max(1) as f64 / (rate * rate))
+            chain_scores
+                .iter()
+                .find(|(p, _)| *p == pid)
+                .and_then(|(_, s)| *s)
         };
         match q.strategy {
             Strategy::Priority => {}
@@ -425,6 +471,39 @@ chains:
                 "eth_call"
             ),
             ["b", "a"]
+        );
+    }
+
+    #[test]
+    fn a_new_table_reorders_once_the_old_scores_are_forgotten() {
+        let config = config();
+        let health = LocalHealth::new(3, 1);
+        let mut r = Router::new(7);
+        let mut first = RoutingTable::empty(3, 1);
+        measured(&mut first, 0, 2_000);
+        measured(&mut first, 1, 40_000);
+        measured(&mut first, 2, 10_000);
+        let fastest = |r: &mut Router, table: &RoutingTable| {
+            route(r, &config, table, &health, Strategy::Fastest, "eth_call")
+        };
+        assert_eq!(fastest(&mut r, &first), ["a", "c", "b"]);
+        let mut second = RoutingTable::empty(3, 1);
+        measured(&mut second, 0, 40_000);
+        measured(&mut second, 1, 1_000);
+        measured(&mut second, 2, 10_000);
+        r.forget_scores();
+        assert_eq!(fastest(&mut r, &second), ["b", "c", "a"]);
+        // Another method of the same chain has scores of its own (here from the provider-wide summaries).
+        assert_eq!(
+            route(
+                &mut r,
+                &config,
+                &second,
+                &health,
+                Strategy::Fastest,
+                "eth_getBalance"
+            ),
+            ["b", "c", "a"]
         );
     }
 

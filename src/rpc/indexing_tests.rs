@@ -43,10 +43,9 @@ fn direct(chain: &Chain, from: u64, to: u64) -> Value {
 
 /// Sets the consensus head every worker routes by, as the monitor would.
 fn set_head(worker: &Worker, head: u64) {
-    let mut routing = worker.routing.borrow_mut();
-    let mut table = (*routing.table).clone();
+    let mut table = (*worker.routing.borrow().table).clone();
     table.chain_heads = vec![Some(head)];
-    routing.table = Arc::new(table);
+    worker.install_table(Arc::new(table));
 }
 
 #[test]

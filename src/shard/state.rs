@@ -214,6 +214,12 @@ impl Worker {
         self.draining.get() || self.retiring.get()
     }
 
+    /// Routes by a newly merged table from now on (the router's scores of the old one are dropped with it).
+    pub fn install_table(&self, table: Arc<RoutingTable>) {
+        self.routing.borrow_mut().table = table;
+        self.router.borrow_mut().forget_scores();
+    }
+
     pub fn begin_retire(&self) {
         if !self.retiring.replace(true) {
             self.retire_started.notify_all();

@@ -251,12 +251,9 @@ fn heads_survive_a_provider_falling_behind_the_consensus_head() {
             chain.mine();
         }
         let gid = worker.config.profiles[0].chains[0].gid;
-        {
-            let mut routing = worker.routing.borrow_mut();
-            let mut table = (*routing.table).clone();
-            table.chain_heads[gid] = Some(chain.head());
-            routing.table = Arc::new(table);
-        }
+        let mut table = (*worker.routing.borrow().table).clone();
+        table.chain_heads[gid] = Some(chain.head());
+        worker.install_table(Arc::new(table));
         moved_to(&p2, &hub, "the lagging feed moves to p2").await;
         until("p1 is unsubscribed", PATIENCE, || {
             p1.count("ws", "eth_unsubscribe") == 1
