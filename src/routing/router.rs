@@ -4,7 +4,6 @@
 //! (best/latency)^beta, `cheapest` by cost then latency, `priority` by configuration, `load-balanced` round-robin.
 //! Providers that are excluded for now (breaker, cool-down, lag, unsupported) go last; wrong-chain ones never.
 
-use std::collections::HashMap;
 use std::time::Instant;
 
 use rustc_hash::FxHashMap;
@@ -23,7 +22,7 @@ pub struct LocalHealth {
     pub breakers: Vec<Breaker>,
     pub cooldown_until: Vec<Option<Instant>>,
     /// (provider, method) pairs found unsupported, and until when to believe it.
-    pub unsupported: HashMap<(u32, MethodKey), Instant>,
+    pub unsupported: FxHashMap<(u32, MethodKey), Instant>,
 }
 
 impl LocalHealth {
@@ -33,7 +32,7 @@ impl LocalHealth {
                 .map(|i| Breaker::new(seed.wrapping_mul(31).wrapping_add(i as u64 + 1)))
                 .collect(),
             cooldown_until: vec![None; providers],
-            unsupported: HashMap::new(),
+            unsupported: FxHashMap::default(),
         }
     }
 
@@ -183,11 +182,14 @@ impl Router {
                 || state
                     .and_then(|s| s.cooldown_until)
                     .is_some_and(|u| u > now);
-            let unsupported = health
-                .unsupported
-                .get(&(pid as u32, q.key))
-                .is_some_and(|u| *u > now)
-                || table.unsupported.contains(&(pid as u32, q.key));
+            // Both sets are almost always empty: no hashing then.
+            let unsupported = (!health.unsupported.is_empty()
+                && health
+                    .unsupported
+                    .get(&(pid as u32, q.key))
+                    .is_some_and(|u| *u > now))
+                || (!table.unsupported.is_empty()
+                    && table.unsupported.contains(&(pid as u32, q.key)));
             if lagging || short || breaker_open || cooling || unsupported {
                 last_resort.push(pid);
             } else {
@@ -297,6 +299,7 @@ impl Router {
 mod tests {
     use super::*;
     use crate::routing::table::{Scope, StatKey, Summary};
+    use std::collections::HashMap;
     use std::path::Path;
 
     fn config() -> Config {

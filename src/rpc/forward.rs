@@ -361,7 +361,7 @@ async fn run_step(
         return vec![(step.pid, r)];
     };
     let delay = hedge_delay(worker, step.pid, plan).min(step.remaining);
-    let first = match select(first, Box::pin(monoio::time::sleep(delay))).await {
+    let first = match select(first, std::pin::pin!(monoio::time::sleep(delay))).await {
         Either::Left((result, _)) => {
             record(first_child, step.pid, first_kind, Some(&result));
             return vec![(step.pid, result)];
