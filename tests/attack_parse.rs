@@ -49,6 +49,36 @@ fn case_variant_and_duplicate_envelope_members_are_refused() {
 }
 
 #[test]
+fn string_escapes_the_parser_would_read_leniently_are_refused_before_any_provider() {
+    let (p1, p2, lasso) = two_providers();
+    // `\u` takes four hex digits. A lenient skip reads `\ue00"` as an escape that swallows the quote, and so one
+    // string where a strict parser sees the string end (and a different body); such a body is never forwarded.
+    let attacks = [
+        r#"{"jsonrpc":"2.0","id":1,"method":"eth_getBalance","params":["\ue00"abc","latest"]}"#,
+        r#"{"jsonrpc":"2.0","id":1,"method":"eth_call","params":[{"data":"\u12"x"},"latest"]}"#,
+        r#"[{"jsonrpc":"2.0","id":1,"method":"eth_getBalance","params":["\u00"1","latest"]}]"#,
+    ];
+    for body in attacks {
+        let r = post(lasso.addr(), "/rpc/ethereum", body);
+        let v: Value = r.json();
+        let error = if v.is_array() {
+            &v[0]["error"]
+        } else {
+            &v["error"]
+        };
+        assert_eq!(error["code"], -32700, "{body}: {}", r.describe());
+    }
+    // Every valid escape still passes, byte for byte.
+    let valid = r#"{"jsonrpc":"2.0","id":"\u00e9\"","method":"eth_getBalance","params":["0x\u0030\/\\","latest"]}"#;
+    let r = post(lasso.addr(), "/rpc/ethereum", valid);
+    let v: Value = r.json();
+    assert_eq!(v["id"], "\u{e9}\"", "{}", r.describe());
+    assert!(v.get("result").is_some(), "{}", r.describe());
+    let forwarded = p1.requests().into_iter().chain(p2.requests()).collect::<Vec<_>>();
+    assert_eq!(forwarded.len(), 1, "only the valid body reached a provider: {forwarded:?}");
+}
+
+#[test]
 fn bytes_after_a_providers_reply_never_reach_the_client() {
     let (p1, p2, lasso) = two_providers();
     p1.set_fault(Fault::AppendObject);

@@ -1,9 +1,10 @@
-//! Request parsing and id rewriting: every located range lies within the body, and a call rewritten with an
-//! upstream id parses again as one call with that id, the same method and the same params.
+//! Request parsing and id rewriting: every located range lies within the body, a call rewritten with an upstream id
+//! parses again as one call with that id, the same method and the same params, and the structural scan that reads
+//! one element of the params (`array_element`, the block parameter) finds what a JSON parser finds.
 #![no_main]
 
 use lasso::wire::jsonrpc::{
-    CallView, RequestBody, parse_request, parse_upstream_id, with_upstream_id,
+    ArrayElement, CallView, RequestBody, array_element, parse_request, parse_upstream_id, with_upstream_id,
 };
 use libfuzzer_sys::fuzz_target;
 
@@ -23,6 +24,19 @@ fn check(body: &[u8], call: &CallView<'_>, upstream_id: u64) {
     let id = again.id.clone().expect("rewritten call has an id");
     assert_eq!(parse_upstream_id(&out[id]), Some(upstream_id));
     assert_eq!(again.method, call.method);
+    if let Some(params) = call.params.clone().map(|r| &body[r]) {
+        for i in 0..4 {
+            let parsed = sonic_rs::get_from_slice(params, [i])
+                .ok()
+                .filter(|_| params.trim_ascii_start().starts_with(b"["))
+                .map(|v| v.as_raw_str().as_bytes().to_vec());
+            match array_element(params, i) {
+                ArrayElement::Found(raw) => assert_eq!(Some(raw.to_vec()), parsed, "element {i}"),
+                ArrayElement::Missing => assert_eq!(None, parsed, "element {i}"),
+                ArrayElement::NeedsParser => {}
+            }
+        }
+    }
     assert_eq!(
         again.params.map(|r| out[r].to_vec()),
         call.params.clone().map(|r| body[r].to_vec())

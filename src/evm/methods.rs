@@ -2,6 +2,7 @@
 //! statistics need no string keys on the hot path), the class a method falls back to when it has few samples, which
 //! methods are writes or safe to hedge, and which block a call targets (`latest`-sensitive or an explicit number).
 
+use crate::wire::jsonrpc::{self, ArrayElement};
 use sonic_rs::JsonValueTrait;
 
 /// Groups of methods with similar cost, used when a method alone has too few samples.
@@ -392,16 +393,39 @@ pub enum BlockTarget {
     Number(u64),
 }
 
+/// The block a string block parameter names: a tag or a `0x` quantity.
+fn tag_str_target(tag: &str) -> BlockTarget {
+    match tag {
+        "latest" | "pending" => BlockTarget::Head,
+        "earliest" => BlockTarget::Number(0),
+        t if t.starts_with("0x") => {
+            u64::from_str_radix(&t[2..], 16).map_or(BlockTarget::Any, BlockTarget::Number)
+        }
+        _ => BlockTarget::Any,
+    }
+}
+
+/// A block parameter read from its raw bytes without a parser when it is a plain string (no escapes) or an unsigned
+/// integer, as nearly all are; `None` for anything else (an EIP-1898 object, escapes), which the parser reads.
+fn plain_target(raw: &[u8]) -> Option<BlockTarget> {
+    match raw {
+        [b'"', inner @ .., b'"'] if !inner.contains(&b'\\') => {
+            Some(tag_str_target(std::str::from_utf8(inner).ok()?))
+        }
+        digits if !digits.is_empty() && digits.iter().all(u8::is_ascii_digit) => {
+            std::str::from_utf8(digits)
+                .ok()?
+                .parse()
+                .ok()
+                .map(BlockTarget::Number)
+        }
+        _ => None,
+    }
+}
+
 fn tag_target(v: &sonic_rs::LazyValue<'_>) -> BlockTarget {
     if let Some(tag) = v.as_str() {
-        return match tag {
-            "latest" | "pending" => BlockTarget::Head,
-            "earliest" => BlockTarget::Number(0),
-            t if t.starts_with("0x") => {
-                u64::from_str_radix(&t[2..], 16).map_or(BlockTarget::Any, BlockTarget::Number)
-            }
-            _ => BlockTarget::Any,
-        };
+        return tag_str_target(tag);
     }
     if let Some(n) = v.as_u64() {
         return BlockTarget::Number(n);
@@ -440,15 +464,22 @@ pub fn block_target(method: &str, params: Option<&[u8]>) -> BlockTarget {
     let Some(where_) = known_index(method).map(|i| &KNOWN[i].2) else {
         return BlockTarget::Any;
     };
-    // Only the one parameter that names the block is looked at (a lazy scan of the params array: no tree of the
-    // rest, which for `eth_call` is a whole transaction object).
+    // Only the one parameter that names the block is looked at (a scan of the params array: no tree of the rest,
+    // which for `eth_call` is a whole transaction object).
     let param = |i: usize| params.and_then(|p| sonic_rs::get_from_slice(p, [i]).ok());
     match where_ {
         BlockParam::None => BlockTarget::Any,
-        BlockParam::At(i) => match param(*i) {
-            Some(v) if !v.is_null() => tag_target(&v),
-            _ => BlockTarget::Head,
-        },
+        BlockParam::At(i) => {
+            let parsed = || match param(*i) {
+                Some(v) if !v.is_null() => tag_target(&v),
+                _ => BlockTarget::Head,
+            };
+            match params.map_or(ArrayElement::Missing, |p| jsonrpc::array_element(p, *i)) {
+                ArrayElement::Missing | ArrayElement::Found(b"null") => BlockTarget::Head,
+                ArrayElement::Found(raw) => plain_target(raw).unwrap_or_else(parsed),
+                ArrayElement::NeedsParser => parsed(),
+            }
+        }
         BlockParam::Filter => {
             let Some(filter) = param(0).filter(|f| f.is_object()) else {
                 return BlockTarget::Head;
@@ -586,6 +617,24 @@ mod tests {
                 BlockTarget::Number(7),
             ),
             ("eth_getLogs", r#"["x"]"#, BlockTarget::Head),
+            (
+                "eth_getBalance",
+                " [ \"0xabc\" ,\n\t\"0x10\" ] ",
+                BlockTarget::Number(16),
+            ),
+            (
+                "eth_getBalance",
+                r#"["0x\"],[{,\\","0x11"]"#,
+                BlockTarget::Number(17),
+            ),
+            ("eth_getBalance", r#"["0xabc", null ]"#, BlockTarget::Head),
+            (
+                "eth_getBalance",
+                r#"["0xabc",18446744073709551616]"#,
+                BlockTarget::Any,
+            ),
+            ("eth_getBalance", r#"["0xabc",-1]"#, BlockTarget::Any),
+            ("eth_getBalance", r#"["0xabc","0x"]"#, BlockTarget::Any),
         ];
         for (method, params, expected) in rows {
             assert_eq!(

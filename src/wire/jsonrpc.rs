@@ -54,6 +54,84 @@ fn skip_ws(body: &[u8], mut pos: usize) -> usize {
     pos
 }
 
+/// The offset of the first backslash that does not start a JSON escape (`\"`, `\\`, `\/`, `\b`, `\f`, `\n`, `\r`, `\t`,
+/// or `\u` and four hex digits), if any. The JSON parser skips strings without checking `\u`'s digits: it reads
+/// `"\u12"]` as an escape swallowing the quote, where another parser ends the string or refuses the body, so such a
+/// request is refused here rather than forwarded to a provider that may read it differently.
+fn invalid_escape(body: &[u8]) -> Option<usize> {
+    let mut pos = 0;
+    while let Some(k) = memchr::memchr(b'\\', &body[pos..]) {
+        let at = pos + k;
+        pos = match body.get(at + 1) {
+            Some(b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't') => at + 2,
+            Some(b'u')
+                if body
+                    .get(at + 2..at + 6)
+                    .is_some_and(|digits| digits.iter().all(u8::is_ascii_hexdigit)) =>
+            {
+                at + 6
+            }
+            _ => return Some(at),
+        };
+    }
+    None
+}
+
+/// What a structural scan found at one position of a JSON array.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ArrayElement<'a> {
+    /// The element's raw bytes, surrounding whitespace trimmed.
+    Found(&'a [u8]),
+    /// The array is shorter, or the value is not an array.
+    Missing,
+    /// An escape sequence came first: only a JSON parser can say where its string ends.
+    NeedsParser,
+}
+
+/// Element `index` of the JSON array `array`, found by a structural scan: strings skipped whole, brackets counted.
+/// `array` must be valid JSON as the request parse saw it (a call's `params` after [`parse_request`]); a backslash
+/// before the element's end hands over to the parser, so the scan never reads a string differently from it. A
+/// call's block parameter is read this way on every routed request: one pass over the bytes before it, no parser
+/// set-up.
+pub fn array_element(array: &[u8], index: usize) -> ArrayElement<'_> {
+    let mut pos = skip_ws(array, 0);
+    if array.get(pos) != Some(&b'[') {
+        return ArrayElement::Missing;
+    }
+    pos += 1;
+    let mut element = 0;
+    let mut start = skip_ws(array, pos);
+    let mut depth = 0usize;
+    while pos < array.len() {
+        match array[pos] {
+            b'"' => match memchr::memchr2(b'"', b'\\', &array[pos + 1..]) {
+                Some(k) if array[pos + 1 + k] == b'"' => pos += k + 1,
+                _ => return ArrayElement::NeedsParser,
+            },
+            b'[' | b'{' => depth += 1,
+            b']' | b'}' if depth > 0 => depth -= 1,
+            b']' | b',' if depth == 0 => {
+                if element == index {
+                    let raw = array[start..pos].trim_ascii_end();
+                    return if raw.is_empty() {
+                        ArrayElement::Missing
+                    } else {
+                        ArrayElement::Found(raw)
+                    };
+                }
+                if array[pos] == b']' {
+                    return ArrayElement::Missing;
+                }
+                element += 1;
+                start = skip_ws(array, pos + 1);
+            }
+            _ => {}
+        }
+        pos += 1;
+    }
+    ArrayElement::Missing
+}
+
 fn parse_error(e: impl std::fmt::Display) -> RpcError {
     RpcError::Parse(e.to_string())
 }
@@ -162,6 +240,11 @@ pub fn parse_request(body: &[u8]) -> Result<RequestBody<'_>, RpcError> {
     if nesting_exceeds(body, MAX_REQUEST_DEPTH) {
         return Err(RpcError::InvalidRequest(format!(
             "JSON nested deeper than {MAX_REQUEST_DEPTH} levels"
+        )));
+    }
+    if let Some(at) = invalid_escape(body) {
+        return Err(RpcError::Parse(format!(
+            "invalid escape sequence at byte {at}"
         )));
     }
     let start = skip_ws(body, 0);
@@ -480,6 +563,28 @@ mod tests {
     }
 
     #[test]
+    fn valid_escapes_are_accepted_and_found_by_the_element_scan() {
+        let body = r#"{"jsonrpc":"2.0","id":"\"\\\/\b\f\n\r\t\u00e9\uD83D\uDE00","method":"eth_getBalance","params":["0x\u0061",  "latest" ]}"#;
+        let call = single(body);
+        let params = &body.as_bytes()[call.params.clone().unwrap()];
+        // An escape before the element's end hands over to the parser.
+        for i in 0..3 {
+            assert_eq!(array_element(params, i), ArrayElement::NeedsParser);
+        }
+        assert_eq!(
+            array_element(br#"["0xab",  "latest" ]"#, 1),
+            ArrayElement::Found(&br#""latest""#[..])
+        );
+        assert_eq!(array_element(b" [ ] ", 0), ArrayElement::Missing);
+        assert_eq!(
+            array_element(b"[1, [2, \"]\"], {\"a\": \",\"}]", 2),
+            ArrayElement::Found(&b"{\"a\": \",\"}"[..])
+        );
+        assert_eq!(array_element(b"[1,2]", 2), ArrayElement::Missing);
+        assert_eq!(array_element(b"{\"a\":[1]}", 0), ArrayElement::Missing);
+    }
+
+    #[test]
     fn rejects_invalid_requests_table() {
         let rows: &[(&str, i32)] = &[
             ("", -32700),
@@ -501,6 +606,20 @@ mod tests {
                 "{\"jsonrpc\":\"2.0\",\"method\":\"x\",\"params\":1}",
                 -32600,
             ),
+            // Escapes the JSON parser would skip leniently: `\u` without four hex digits swallowing a quote.
+            (
+                r#"{"jsonrpc":"2.0","id":1,"method":"eth_call","params":["\ue00"a",""]}"#,
+                -32700,
+            ),
+            (
+                r#"{"jsonrpc":"2.0","id":1,"method":"eth_call","params":["\u12"]}"#,
+                -32700,
+            ),
+            (
+                r#"{"jsonrpc":"2.0","id":1,"method":"eth_call","params":["\q"]}"#,
+                -32700,
+            ),
+            (r#"[{"jsonrpc":"2.0","id":1,"method":"x\"}]"#, -32700),
         ];
         for (body, code) in rows {
             let err = parse_request(body.as_bytes()).expect_err(body);
