@@ -12,7 +12,7 @@ use crate::config::Chain;
 use crate::error::RpcError;
 use crate::evm::methods;
 use crate::rpc::meta::Meta;
-use crate::rpc::subcall::{Answer, forward_single};
+use crate::rpc::subcall::forward_single;
 use crate::rpc::target::Target;
 use crate::shard::state::Worker;
 use crate::telemetry::trace::RequestTrace;
@@ -62,12 +62,10 @@ pub(crate) fn floored(
     reply: &[u8],
     client_id: &[u8],
 ) -> Option<Vec<u8>> {
-    let Some(Answer::Result(raw)) = Answer::of(reply) else {
-        return None;
-    };
-    let answered = sonic_rs::from_str::<String>(&raw)
-        .ok()
-        .and_then(|s| methods::parse_quantity(&s))?;
+    // The result read in place: a quantity is a plain string (an escaped one is not read, and the reply stands).
+    let result = sonic_rs::get(reply, ["result"]).ok()?;
+    let quantity = result.as_raw_str().strip_prefix('"')?.strip_suffix('"')?;
+    let answered = methods::parse_quantity(quantity)?;
     let floor = head(worker, chain).unwrap_or(0);
     if answered >= floor {
         raise(worker, chain, answered);
