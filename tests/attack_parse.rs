@@ -74,8 +74,16 @@ fn string_escapes_the_parser_would_read_leniently_are_refused_before_any_provide
     let v: Value = r.json();
     assert_eq!(v["id"], "\u{e9}\"", "{}", r.describe());
     assert!(v.get("result").is_some(), "{}", r.describe());
-    let forwarded = p1.requests().into_iter().chain(p2.requests()).collect::<Vec<_>>();
-    assert_eq!(forwarded.len(), 1, "only the valid body reached a provider: {forwarded:?}");
+    let forwarded = p1
+        .requests()
+        .into_iter()
+        .chain(p2.requests())
+        .collect::<Vec<_>>();
+    assert_eq!(
+        forwarded.len(),
+        1,
+        "only the valid body reached a provider: {forwarded:?}"
+    );
 }
 
 #[test]

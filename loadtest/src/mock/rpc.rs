@@ -371,6 +371,54 @@ pub fn call(
     })
 }
 
+/// Bytes of size-knob answers a mock worker keeps rendered (the load asks for the same few recent blocks over and
+/// over: `{recent_block}` is one of the 16 newest).
+const SIZED_LOGS_KEPT_BYTES: usize = 64 << 20;
+
+/// Rendered size-knob answers by (from, to, size), oldest first.
+type SizedLogs = std::collections::VecDeque<((u64, u64, usize), String)>;
+
+thread_local! {
+    static SIZED_LOGS: std::cell::RefCell<SizedLogs> = const { std::cell::RefCell::new(SizedLogs::new()) };
+}
+
+/// The size knob's answer: padded logs cycling over the range until the answer is about `target` bytes (the
+/// address and topic filter is ignored in this mode). Kept once rendered (up to [`SIZED_LOGS_KEPT_BYTES`]), so the
+/// megabyte answers of the large-response steps cost the mock a copy rather than a rendering, and the steps measure
+/// the proxy between client and mock rather than the mock's JSON formatting.
+fn sized_logs(chain: &crate::chain::Chain, from: u64, to: u64, target: usize) -> String {
+    let key = (from, to, target);
+    if let Some(body) = SIZED_LOGS.with_borrow(|kept| {
+        kept.iter()
+            .find(|(k, _)| *k == key)
+            .map(|(_, body)| body.clone())
+    }) {
+        return body;
+    }
+    let mut s = String::with_capacity(target + 2048);
+    s.push('[');
+    let range = to - from + 1;
+    let pad = 1400usize;
+    let mut k: u64 = 0;
+    while s.len() < target {
+        if k > 0 {
+            s.push(',');
+        }
+        let log = chain.log_at(from + k % range, (k / range) as u32);
+        let pad_now = pad.min(target.saturating_sub(s.len())) & !1;
+        chain.write_log(&mut s, &log, pad_now);
+        k += 1;
+    }
+    s.push(']');
+    SIZED_LOGS.with_borrow_mut(|kept| {
+        kept.push_back((key, s.clone()));
+        while kept.iter().map(|(_, b)| b.len()).sum::<usize>() > SIZED_LOGS_KEPT_BYTES {
+            kept.pop_front();
+        }
+    });
+    s
+}
+
 fn get_logs(
     state: &MockChain,
     faults: &Faults,
@@ -402,27 +450,15 @@ fn get_logs(
             format!("query exceeds max block range {MAX_LOG_RANGE}"),
         ));
     }
-    let mut s = String::with_capacity(faults.logs_response_bytes as usize + 2048);
-    s.push('[');
     if faults.logs_response_bytes > 0 {
-        // Size knob: padded logs cycling over the range until the answer is about the requested size (the address
-        // and topic filter is ignored in this mode).
-        let target = faults.logs_response_bytes as usize;
-        let range = to - from + 1;
-        let pad = 1400usize;
-        let mut k: u64 = 0;
-        while s.len() < target {
-            if k > 0 {
-                s.push(',');
-            }
-            let log = chain.log_at(from + k % range, (k / range) as u32);
-            let pad_now = pad.min(target.saturating_sub(s.len())) & !1;
-            chain.write_log(&mut s, &log, pad_now);
-            k += 1;
-        }
-        s.push(']');
-        return Ok(s);
+        return Ok(sized_logs(
+            chain,
+            from,
+            to,
+            faults.logs_response_bytes as usize,
+        ));
     }
+    let mut s = String::from("[");
     let f = LogFilter::from_json(filter);
     let mut count = 0usize;
     for n in from..=to {
