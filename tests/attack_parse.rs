@@ -19,6 +19,20 @@ fn two_providers() -> (MockProvider, MockProvider, Lasso) {
     (p1, p2, lasso)
 }
 
+/// Posts each body and checks the JSON-RPC error code of the answer (of its first member for a batch).
+fn refused_with(lasso: &Lasso, bodies: &[&str], code: i64) {
+    for body in bodies {
+        let r = post(lasso.addr(), "/rpc/ethereum", body);
+        let v: Value = r.json();
+        let error = if v.is_array() {
+            &v[0]["error"]
+        } else {
+            &v["error"]
+        };
+        assert_eq!(error["code"], code, "{body}: {}", r.describe());
+    }
+}
+
 #[test]
 fn case_variant_and_duplicate_envelope_members_are_refused() {
     let (p1, p2, lasso) = two_providers();
@@ -28,16 +42,7 @@ fn case_variant_and_duplicate_envelope_members_are_refused() {
         r#"{"jsonrpc":"2.0","id":1,"ID":"4242","method":"eth_getBalance","params":["0x01","latest"]}"#,
         r#"[{"jsonrpc":"2.0","id":1,"method":"eth_chainId","PARAMS":[1]}]"#,
     ];
-    for body in attacks {
-        let r = post(lasso.addr(), "/rpc/ethereum", body);
-        let v: Value = r.json();
-        let error = if v.is_array() {
-            &v[0]["error"]
-        } else {
-            &v["error"]
-        };
-        assert_eq!(error["code"], -32600, "{body}: {}", r.describe());
-    }
+    refused_with(&lasso, &attacks, -32600);
     for p in [&p1, &p2] {
         assert_eq!(
             p.count("debug_setHead") + p.count("eth_getBalance"),
@@ -58,16 +63,7 @@ fn string_escapes_the_parser_would_read_leniently_are_refused_before_any_provide
         r#"{"jsonrpc":"2.0","id":1,"method":"eth_call","params":[{"data":"\u12"x"},"latest"]}"#,
         r#"[{"jsonrpc":"2.0","id":1,"method":"eth_getBalance","params":["\u00"1","latest"]}]"#,
     ];
-    for body in attacks {
-        let r = post(lasso.addr(), "/rpc/ethereum", body);
-        let v: Value = r.json();
-        let error = if v.is_array() {
-            &v[0]["error"]
-        } else {
-            &v["error"]
-        };
-        assert_eq!(error["code"], -32700, "{body}: {}", r.describe());
-    }
+    refused_with(&lasso, &attacks, -32700);
     // Every valid escape still passes, byte for byte.
     let valid = r#"{"jsonrpc":"2.0","id":"\u00e9\"","method":"eth_getBalance","params":["0x\u0030\/\\","latest"]}"#;
     let r = post(lasso.addr(), "/rpc/ethereum", valid);
