@@ -18,20 +18,8 @@ OUT=$1; R=$2; N=$3; ONYML=$4; SIDE=${5:-none}; Q=${6:-}
 MP=49855; PO=49955; PN=49956; SINK=49745; rm -rf "$OUT"; mkdir -p "$OUT"
 PIDS=""; trap 'for p in $PIDS; do kill $p 2>/dev/null; done' EXIT
 waitport() { for _ in $(seq 1 300); do (echo > /dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.2; done; return 1; }
-conf() { cat <<YML
-server: { bind: "127.0.0.1", port: $1, workers: 1, soft_max_connections: 30000, hard_max_connections: 40000, idle_timeout_ms: 300000 }
-upstream: { request_timeout_ms: 2000, connect_timeout_ms: 1000, max_attempts: 3, pool_max_idle_per_provider: 1024, coalesce: false }
-chains:
-  bench:
-    chain_id: 1
-    block_time_ms: 1000
-    default_strategy: ${STRATEGY:-priority}
-    providers:
-YML
-for i in $(seq 0 $(( ${PROVIDERS:-1} - 1 ))); do
-  echo "      - { id: mock$i, url: \"http://127.0.0.1:$MP/\", ws_url: \"ws://127.0.0.1:$MP/\", priority: $((i + 1)) }"
-done
-}
+. "$(dirname "$0")/bench_config.sh"
+conf() { bench_lasso_config "$1" "$MP"; }
 conf $PO > $OUT/off.yml; [ -n "${BASE_YML:-}" ] && cat "$BASE_YML" >> $OUT/off.yml
 { conf $PN; [ -n "${BASE_YML:-}" ] && cat "$BASE_YML"; sed "s/SINKPORT/$SINK/" "$ONYML"; } > $OUT/on.yml
 taskset -c 1 python3 -c '

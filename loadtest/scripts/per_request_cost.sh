@@ -28,19 +28,8 @@ PIDS=""; SIDE=""
 cleanup() { side_stop; for p in $PIDS; do kill "$p" 2>/dev/null; done; sleep 0.5; for p in $PIDS; do kill -9 "$p" 2>/dev/null; done; }
 trap cleanup EXIT
 waitport() { for _ in $(seq 1 600); do (echo > /dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.2; done; return 1; }
-cat > "$OUT/lasso.yml" <<YML
-server: { bind: "127.0.0.1", port: $LASSO_PORT, workers: 1, soft_max_connections: 30000, hard_max_connections: 40000, idle_timeout_ms: 300000${SERVER_YML:+, $SERVER_YML} }
-upstream: { request_timeout_ms: 2000, connect_timeout_ms: 1000, max_attempts: 3, pool_max_idle_per_provider: 1024, coalesce: false }
-chains:
-  bench:
-    chain_id: 1
-    block_time_ms: 1000
-    default_strategy: ${STRATEGY:-priority}
-    providers:
-YML
-for i in $(seq 0 $(( ${PROVIDERS:-1} - 1 ))); do
-  echo "      - { id: mock$i, url: \"http://127.0.0.1:$MOCK_PORT/\", ws_url: \"ws://127.0.0.1:$MOCK_PORT/\", priority: $((i + 1)) }" >> "$OUT/lasso.yml"
-done
+. "$(dirname "$0")/bench_config.sh"
+bench_lasso_config "$LASSO_PORT" "$MOCK_PORT" "${SERVER_YML:-}" > "$OUT/lasso.yml"
 [ -n "${EXTRA_YML:-}" ] && cat "$EXTRA_YML" >> "$OUT/lasso.yml"
 taskset -c 1 "$T/lasso-mockprovider" --port "$MOCK_PORT" --workers 1 --cpus 1 --block-time-ms 1000 --exit-after 1800 > "$OUT/mock.log" 2>&1 &
 MP=$!; PIDS="$PIDS $MP"
