@@ -518,6 +518,19 @@ mod tests {
 
     #[test]
     fn keys_round_trip_and_fall_back_to_classes() {
+        // A key's class is its method's class, known or not (the plan reads write-ness from the key).
+        for method in [
+            "eth_call",
+            "eth_sendRawTransaction",
+            "eth_sendBundle",
+            "mev_sendBundle",
+            "debug_somethingNew",
+            "trace_filter",
+            "foo_bar",
+            "",
+        ] {
+            assert_eq!(MethodKey::of(method).class(), class_of(method), "{method}");
+        }
         let k = MethodKey::of("eth_call");
         assert_eq!(k.class(), MethodClass::Call);
         assert_eq!(MethodKey::from_name(&k.name()), Some(k));

@@ -99,8 +99,9 @@ pub(crate) fn plan(
 ) -> Result<CallPlan, RpcError> {
     let config = &worker.config;
     let key = MethodKey::of(&call.method);
-    // A filter lives on the node that made it: created once (like a write), then used there only.
-    let write = methods::is_write(&call.method) || filters::creates_filter(&call.method);
+    // A filter lives on the node that made it: created once (like a write), then used there only. (A key's class is
+    // its method's class: no second lookup of the name.)
+    let write = key.class() == MethodClass::Write || filters::creates_filter(&call.method);
     if let Some(sticky) = filters::sticky(config, chain, body, call)? {
         let mut candidates = Candidates::new();
         if config.providers[sticky.pid].methods.permits(&call.method) {
